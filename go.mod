@@ -1,0 +1,3 @@
+module swarmvlan
+
+go 1.26

@@ -1,0 +1,263 @@
+// Package spec holds the documents users write (VLAN, Service, Host), their
+// strict decoding from JSON and YAML, defaults, validation with field paths,
+// and the range arithmetic that splits a VLAN's subnet into per-host chunks.
+package spec
+
+// APIVersion is the only apiVersion the documents carry.
+const APIVersion = "swarmvlan/v1"
+
+// Kinds of documents.
+const (
+	KindVLAN    = "VLAN"
+	KindService = "Service"
+	KindHost    = "Host"
+)
+
+// Kinds lists every document kind in the order they are applied.
+var Kinds = []string{KindVLAN, KindHost, KindService}
+
+// Plural returns the key segment for a kind ("vlans", "services", "hosts"),
+// or "" for an unknown kind.
+func Plural(kind string) string {
+	switch kind {
+	case KindVLAN:
+		return "vlans"
+	case KindService:
+		return "services"
+	case KindHost:
+		return "hosts"
+	}
+	return ""
+}
+
+// KindForPlural is the inverse of Plural; it also accepts the kind itself and
+// its singular lowercase form ("vlan", "VLAN", "vlans").
+func KindForPlural(s string) string {
+	for _, k := range Kinds {
+		if s == k || s == Plural(k) || s == lower(k) {
+			return k
+		}
+	}
+	return ""
+}
+
+func lower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
+// ObjectMeta is the metadata every document carries.
+type ObjectMeta struct {
+	Name        string            `json:"name"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// Object is any decoded document.
+type Object interface {
+	GetKind() string
+	GetName() string
+}
+
+// Duration is a Go duration string ("10s", "1m"); Validate checks that it
+// parses, so a bad value is reported with its field path.
+type Duration string
+
+// VLAN is a network that containers ride on.
+type VLAN struct {
+	APIVersion string     `json:"apiVersion"`
+	Kind       string     `json:"kind"`
+	Metadata   ObjectMeta `json:"metadata"`
+	Spec       VLANSpec   `json:"spec"`
+}
+
+// GetKind implements Object.
+func (v *VLAN) GetKind() string { return KindVLAN }
+
+// GetName implements Object.
+func (v *VLAN) GetName() string { return v.Metadata.Name }
+
+// VLANSpec is the desired state of a VLAN.
+type VLANSpec struct {
+	// ID is the 802.1Q tag, 1-4094; 0 uses the trunk untagged.
+	ID          int       `json:"id,omitempty"`
+	Trunk       string    `json:"trunk"`
+	Driver      string    `json:"driver,omitempty"`
+	Mode        string    `json:"mode,omitempty"`
+	Subnet      string    `json:"subnet"`
+	Gateway     string    `json:"gateway,omitempty"`
+	MTU         int       `json:"mtu,omitempty"`
+	Promiscuous *bool     `json:"promiscuous,omitempty"`
+	HostAccess  *bool     `json:"hostAccess,omitempty"`
+	RangePlan   RangePlan `json:"rangePlan"`
+}
+
+// RangePlan says how the subnet is split into per-host chunks.
+type RangePlan struct {
+	ChunkPrefix int               `json:"chunkPrefix"`
+	Pool        []string          `json:"pool,omitempty"`
+	Exclude     []string          `json:"exclude,omitempty"`
+	Pinned      map[string]string `json:"pinned,omitempty"`
+	// Quarantine is how long a chunk freed by a node that left the swarm is
+	// kept out of use before it is handed out again (default 10m).
+	Quarantine Duration `json:"quarantine,omitempty"`
+}
+
+// Service is what runs on the VLANs.
+type Service struct {
+	APIVersion string      `json:"apiVersion"`
+	Kind       string      `json:"kind"`
+	Metadata   ObjectMeta  `json:"metadata"`
+	Spec       ServiceSpec `json:"spec"`
+}
+
+// GetKind implements Object.
+func (s *Service) GetKind() string { return KindService }
+
+// GetName implements Object.
+func (s *Service) GetName() string { return s.Metadata.Name }
+
+// ServiceSpec is the desired state of a Swarm service.
+type ServiceSpec struct {
+	Image       string            `json:"image"`
+	Command     []string          `json:"command,omitempty"`
+	Args        []string          `json:"args,omitempty"`
+	Env         map[string]string `json:"env,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Networks    []string          `json:"networks,omitempty"`
+	Mode        string            `json:"mode,omitempty"`
+	Replicas    *int              `json:"replicas,omitempty"`
+	Scaling     *Scaling          `json:"scaling,omitempty"`
+	Placement   *Placement        `json:"placement,omitempty"`
+	Resources   *Resources        `json:"resources,omitempty"`
+	Update      *UpdatePolicy     `json:"update,omitempty"`
+	Restart     *RestartPolicy    `json:"restart,omitempty"`
+	Mounts      []Mount           `json:"mounts,omitempty"`
+	Secrets     []string          `json:"secrets,omitempty"`
+	Healthcheck *Healthcheck      `json:"healthcheck,omitempty"`
+	Consul      *ConsulService    `json:"consul,omitempty"`
+}
+
+// Scaling bounds what the scale API may do.
+type Scaling struct {
+	Min  int `json:"min"`
+	Max  int `json:"max"`
+	Step int `json:"step,omitempty"`
+	// Cooldown is the least time between two scale changes in the same
+	// direction.
+	Cooldown Duration `json:"cooldown,omitempty"`
+	// DownCooldown overrides Cooldown for scaling down.
+	DownCooldown Duration `json:"downCooldown,omitempty"`
+	// DownStabilization is how long after the last scale-up a scale-down is
+	// refused, so a short dip does not undo a needed scale-up.
+	DownStabilization Duration `json:"downStabilization,omitempty"`
+}
+
+// Placement constrains where tasks run.
+type Placement struct {
+	Constraints []string     `json:"constraints,omitempty"`
+	MaxPerNode  int          `json:"maxPerNode,omitempty"`
+	Preferences []Preference `json:"preferences,omitempty"`
+}
+
+// Preference is a Swarm placement preference.
+type Preference struct {
+	Spread string `json:"spread"`
+}
+
+// Resources are a task's limits and reservations.
+type Resources struct {
+	Limits       *ResourceList `json:"limits,omitempty"`
+	Reservations *ResourceList `json:"reservations,omitempty"`
+}
+
+// ResourceList is CPUs as a decimal string ("0.5") and memory as a quantity
+// ("256Mi", "1G", "512M", or bytes).
+type ResourceList struct {
+	CPUs   string `json:"cpus,omitempty"`
+	Memory string `json:"memory,omitempty"`
+}
+
+// UpdatePolicy is Swarm's rolling update configuration.
+type UpdatePolicy struct {
+	Parallelism   *int     `json:"parallelism,omitempty"`
+	Delay         Duration `json:"delay,omitempty"`
+	FailureAction string   `json:"failureAction,omitempty"`
+	Order         string   `json:"order,omitempty"`
+	Monitor       Duration `json:"monitor,omitempty"`
+}
+
+// RestartPolicy is Swarm's restart policy.
+type RestartPolicy struct {
+	Condition   string   `json:"condition,omitempty"`
+	Delay       Duration `json:"delay,omitempty"`
+	MaxAttempts *int     `json:"maxAttempts,omitempty"`
+	Window      Duration `json:"window,omitempty"`
+}
+
+// Mount is a bind, volume or tmpfs mount.
+type Mount struct {
+	Type     string `json:"type"`
+	Source   string `json:"source,omitempty"`
+	Target   string `json:"target"`
+	ReadOnly bool   `json:"readOnly,omitempty"`
+}
+
+// Healthcheck is the container health check.
+type Healthcheck struct {
+	Test        []string `json:"test"`
+	Interval    Duration `json:"interval,omitempty"`
+	Timeout     Duration `json:"timeout,omitempty"`
+	Retries     int      `json:"retries,omitempty"`
+	StartPeriod Duration `json:"startPeriod,omitempty"`
+}
+
+// ConsulService says how every running task is registered in Consul.
+type ConsulService struct {
+	Service string            `json:"service,omitempty"`
+	Port    int               `json:"port"`
+	Tags    []string          `json:"tags,omitempty"`
+	Meta    map[string]string `json:"meta,omitempty"`
+	Check   *ConsulCheck      `json:"check,omitempty"`
+}
+
+// ConsulCheck is an HTTP or TCP check against the task's VLAN address.
+type ConsulCheck struct {
+	HTTP            string   `json:"http,omitempty"`
+	TCP             bool     `json:"tcp,omitempty"`
+	Interval        Duration `json:"interval,omitempty"`
+	Timeout         Duration `json:"timeout,omitempty"`
+	DeregisterAfter Duration `json:"deregisterAfter,omitempty"`
+}
+
+// Host holds optional per-host overrides.
+type Host struct {
+	APIVersion string     `json:"apiVersion"`
+	Kind       string     `json:"kind"`
+	Metadata   ObjectMeta `json:"metadata"`
+	Spec       HostSpec   `json:"spec"`
+}
+
+// GetKind implements Object.
+func (h *Host) GetKind() string { return KindHost }
+
+// GetName implements Object.
+func (h *Host) GetName() string { return h.Metadata.Name }
+
+// HostSpec overrides the trunk, for every VLAN or per VLAN.
+type HostSpec struct {
+	Trunk string              `json:"trunk,omitempty"`
+	VLANs map[string]HostVLAN `json:"vlans,omitempty"`
+}
+
+// HostVLAN is a per-VLAN override on one host.
+type HostVLAN struct {
+	Trunk string `json:"trunk,omitempty"`
+	// Chunk pins this host's chunk of the VLAN, like rangePlan.pinned.
+	Chunk string `json:"chunk,omitempty"`
+}
