@@ -1,0 +1,63 @@
+# swarmvlan build, test and run targets.
+#
+#   make run    start a local Consul agent (bin/consul, built on first use) and
+#               the reconciler with --role all against the local Docker Engine
+#   make test   build Consul if needed, prepare Docker (swarm mode), run every
+#               test, multi-host included, and a short fuzz pass
+
+SHELL      := /bin/bash
+GO         ?= go
+PREFIX     ?= swarmvlan/
+CONSUL     := $(shell command -v consul 2>/dev/null || echo $(CURDIR)/bin/consul)
+CONSUL_VERSION := v1.20.6
+RUN_DIR    ?= $(CURDIR)/.run
+FUZZTIME   ?= 20s
+TESTFLAGS  ?=
+
+export SWARMVLAN_CONSUL := $(CONSUL)
+
+.PHONY: all build test unit lint fuzz consul run run-consul stop bench docker clean
+
+all: build
+
+build:
+	$(GO) build -o bin/reconciler ./cmd/reconciler
+
+# Consul is built from the Go module proxy by a separate tools module, so the
+# product's go.mod does not carry Consul's dependency tree.
+consul: $(CONSUL)
+
+$(CURDIR)/bin/consul: tools/consul/go.mod tools/consul/go.sum
+	cd tools/consul && GOFLAGS=-mod=mod GONOSUMDB=github.com/hashicorp/consul-awsauth \
+		$(GO) build -o $(CURDIR)/bin/consul github.com/hashicorp/consul
+	@$(CURDIR)/bin/consul version | head -1
+
+# docker makes sure the local Engine runs and is a swarm manager.
+docker:
+	@scripts/ensure-docker.sh
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -short -count=1 ./...
+
+test: consul docker lint
+	$(GO) test -count=1 -p 2 -timeout 40m $(TESTFLAGS) ./...
+	$(MAKE) fuzz
+
+fuzz:
+	$(GO) test ./spec -run '^$$' -fuzz '^FuzzDecodeAll$$' -fuzztime $(FUZZTIME)
+
+bench: consul docker
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./...
+
+# run starts a dev Consul agent (unless one answers already) and the
+# reconciler in the foreground with every role. Ctrl-C stops both.
+run: consul docker build
+	@mkdir -p $(RUN_DIR)
+	@scripts/run-local.sh "$(CONSUL)" "$(RUN_DIR)" "$(PREFIX)"
+
+clean:
+	rm -rf bin .run
