@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"swarmvlan/reconcile"
+	"swarmvlan/state"
+)
+
+// daemon is the state of one `reconciler run` process.
+type daemon struct {
+	role    string
+	log     *slog.Logger
+	store   *state.Store
+	view    *reconcile.View
+	leader  *reconcile.Controller
+	leading atomic.Bool
+	ready   atomic.Bool
+
+	leaderOpts state.LeaderOptions
+}
+
+func cmdRun(ctx context.Context, c *cli, args []string) error {
+	fs := c.flags()
+	role := fs.String("role", "all", "manager (leader-elected cluster reconcilers), host (this node's kernel and Docker state) or all")
+	listen := fs.String("listen", "", "HTTP address for /healthz, /readyz and /metrics (empty: no HTTP)")
+	logFormat := fs.String("log-format", "text", "text or json")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	sessionTTL := fs.Duration("session-ttl", 10*time.Second, "TTL of the Consul session that holds the leader lock (Consul's minimum is 10s)")
+	lockDelay := fs.Duration("lock-delay", time.Second, "Consul lock delay after the leader's session is invalidated")
+	resync := fs.Duration("resync", 5*time.Minute, "period of the full reconcile pass that catches drift")
+	workers := fs.Int("workers", 4, "reconcile workers per role")
+	nodeName := fs.String("node-name", envOr("SWARMVLAN_NODE_NAME", ""), "name this process gives itself in the leader lock and logs (default: the hostname)")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	switch *role {
+	case "manager", "host", "all":
+	default:
+		return fmt.Errorf("--role: must be manager, host or all, not %q", *role)
+	}
+	log, err := newLogger(*logFormat, *logLevel, c.stderr)
+	if err != nil {
+		return err
+	}
+	store, err := c.store()
+	if err != nil {
+		return err
+	}
+	hostname := *nodeName
+	if hostname == "" {
+		hostname, _ = os.Hostname()
+	}
+	d := &daemon{
+		role:  *role,
+		log:   log,
+		store: store,
+		view:  reconcile.NewView(store.SpecPrefix()),
+		leaderOpts: state.LeaderOptions{
+			SessionTTL: *sessionTTL,
+			LockDelay:  *lockDelay,
+			Value:      []byte(hostname),
+		},
+	}
+	d.leader = &reconcile.Controller{Store: store, View: d.view, Log: log.With("controller", "leader"), Workers: *workers, Resync: *resync}
+
+	log.Info("starting", "role", *role, "prefix", store.Prefix(), "listen", *listen)
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		return ignoreCanceled(reconcile.WatchSpec(ctx, store, d.view, state.WatchOptions{}, d.enqueue, log.With("watch", "spec")))
+	})
+	g.Go(func() error {
+		select {
+		case <-d.view.Synced():
+			d.ready.Store(true)
+			log.Info("spec view synced")
+		case <-ctx.Done():
+		}
+		return nil
+	})
+	if *role == "manager" || *role == "all" {
+		g.Go(func() error { return d.campaign(ctx) })
+	}
+	if *listen != "" {
+		g.Go(func() error { return d.serveHTTP(ctx, *listen) })
+	}
+	err = g.Wait()
+	log.Info("stopped")
+	return err
+}
+
+func (d *daemon) enqueue(ks []reconcile.Key) {
+	for _, k := range ks {
+		d.leader.Enqueue(k)
+	}
+}
+
+// campaign contends for the leader lock forever; while it holds the lock it
+// runs the leader's controller under the leadership context.
+func (d *daemon) campaign(ctx context.Context) error {
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		lead, err := d.store.Campaign(ctx, d.leaderOpts)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			wait := reconcile.Backoff(time.Second, 30*time.Second, attempt)
+			d.log.Warn("campaign", "err", err, "retry_in", wait.Round(time.Millisecond))
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+			}
+			continue
+		}
+		attempt = 0
+		d.log.Info("leading", "session", lead.Session())
+		d.leading.Store(true)
+		err = d.leader.Run(lead.Context())
+		d.leading.Store(false)
+		if ctx.Err() != nil {
+			// Shutting down: give the lock up now rather than after the
+			// session TTL, so another manager takes over at once.
+			lead.Resign()
+			return nil
+		}
+		d.log.Warn("leadership lost", "err", err)
+	}
+	return nil
+}
+
+func (d *daemon) serveHTTP(ctx context.Context, addr string) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !d.ready.Load() {
+			http.Error(w, "spec view not yet read from Consul", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintf(w, "ok (leader: %v)\n", d.leading.Load())
+	})
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("listen %s: %w", addr, err)
+	case <-ctx.Done():
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(shutdown)
+	}
+}
+
+func newLogger(format, level string, w interface{ Write([]byte) (int, error) }) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format: must be text or json, not %q", format)
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func ignoreCanceled(err error) error {
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,259 @@
+package reconcile
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"golang.org/x/sync/errgroup"
+
+	"swarmvlan/spec"
+	"swarmvlan/state"
+)
+
+// Reconciler converges one kind of object. Reconcile is level-triggered: it
+// reads what it needs (doc is the version in force, nil once the document is
+// deleted), acts only on the difference and reports an Outcome.
+type Reconciler interface {
+	Reconcile(ctx context.Context, k Key, doc *Doc) Outcome
+}
+
+// ReconcilerFunc adapts a function to Reconciler.
+type ReconcilerFunc func(ctx context.Context, k Key, doc *Doc) Outcome
+
+// Reconcile implements Reconciler.
+func (f ReconcilerFunc) Reconcile(ctx context.Context, k Key, doc *Doc) Outcome {
+	return f(ctx, k, doc)
+}
+
+// Outcome is the single exit of a reconcile: Err means retry with backoff,
+// Terminal means a recorded problem that a retry cannot fix, RequeueAfter
+// means look again later. Details and Conditions become the object's status.
+type Outcome struct {
+	Details      any
+	Conditions   []state.Condition
+	Err          error
+	Terminal     bool
+	RequeueAfter time.Duration
+	// Gone says the object is fully removed, so its status is deleted.
+	Gone bool
+}
+
+// Controller runs the reconcilers of one role against the view: it feeds
+// changed keys to a queue, runs workers, and writes each object's status.
+type Controller struct {
+	Store   *state.Store
+	View    *View
+	Log     *slog.Logger
+	Workers int
+	// Resync is the period of the full pass that catches drift no event
+	// announces.
+	Resync time.Duration
+	// OnReconcile, when set, observes every reconcile (metrics).
+	OnReconcile func(kind string, d time.Duration, err error)
+
+	mu          sync.Mutex
+	reconcilers map[string]Reconciler
+	queue       *Queue
+	status      *state.StatusWriter
+}
+
+// Register sets the reconciler of a kind. Kinds without one only get their
+// validity recorded in status.
+func (c *Controller) Register(kind string, r Reconciler) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.reconcilers == nil {
+		c.reconcilers = map[string]Reconciler{}
+	}
+	c.reconcilers[kind] = r
+}
+
+// Enqueue asks for k to be reconciled (from events, other reconcilers).
+func (c *Controller) Enqueue(k Key) {
+	c.mu.Lock()
+	q := c.queue
+	c.mu.Unlock()
+	if q != nil {
+		q.Add(k)
+	}
+}
+
+// EnqueueKind asks for every known object of kind to be reconciled.
+func (c *Controller) EnqueueKind(kind string) {
+	for _, k := range c.View.Keys() {
+		if k.Kind == kind {
+			c.Enqueue(k)
+		}
+	}
+}
+
+// Run processes keys until ctx is done (for a leader, ctx is the leadership
+// context). Every key in the view is reconciled once at start, and again on
+// every Resync; changes arrive through Enqueue.
+func (c *Controller) Run(ctx context.Context) error {
+	select {
+	case <-c.View.Synced():
+	case <-ctx.Done():
+		return nil
+	}
+	q := NewQueue(200*time.Millisecond, 2*time.Minute)
+	c.mu.Lock()
+	c.queue = q
+	if c.status == nil {
+		c.status = c.Store.NewStatusWriter()
+	}
+	c.mu.Unlock()
+	defer func() {
+		q.ShutDown()
+		c.mu.Lock()
+		c.queue = nil
+		c.mu.Unlock()
+	}()
+	for _, k := range c.View.Keys() {
+		q.Add(k)
+	}
+	workers := c.Workers
+	if workers <= 0 {
+		workers = 4
+	}
+	resync := c.Resync
+	if resync <= 0 {
+		resync = 5 * time.Minute
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	for i := 0; i < workers; i++ {
+		g.Go(func() error {
+			for {
+				k, ok := q.Get(ctx)
+				if !ok {
+					return nil
+				}
+				c.process(ctx, q, k)
+				q.Done(k)
+			}
+		})
+	}
+	g.Go(func() error {
+		t := time.NewTicker(resync)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+				for _, k := range c.View.Keys() {
+					q.Add(k)
+				}
+			}
+		}
+	})
+	<-ctx.Done()
+	q.ShutDown()
+	return g.Wait()
+}
+
+func (c *Controller) process(ctx context.Context, q *Queue, k Key) {
+	start := time.Now()
+	doc, _ := c.View.Get(k)
+	bad, invalid := c.View.Invalid(k)
+	c.mu.Lock()
+	r := c.reconcilers[k.Kind]
+	c.mu.Unlock()
+
+	var out Outcome
+	if r != nil && (doc != nil || !invalid) {
+		out = r.Reconcile(ctx, k, doc)
+	} else if doc == nil && !invalid {
+		out.Gone = true
+	}
+	if c.OnReconcile != nil {
+		c.OnReconcile(k.Kind, time.Since(start), out.Err)
+	}
+	if ctx.Err() != nil {
+		return // leadership lost or shutting down: write nothing more
+	}
+	if err := c.writeStatus(ctx, k, doc, bad, out); err != nil {
+		c.Log.Warn("write status", "object", k.String(), "err", err)
+		q.Retry(k)
+		return
+	}
+	switch {
+	case out.Err != nil && !out.Terminal:
+		d := q.Retry(k)
+		c.Log.Warn("reconcile", "object", k.String(), "err", out.Err, "retry_in", d.Round(time.Millisecond))
+	case out.RequeueAfter > 0:
+		q.Forget(k)
+		q.AddAfter(k, out.RequeueAfter)
+	default:
+		q.Forget(k)
+	}
+}
+
+// ObjectStatus is what status/<kind plural>/<name> holds.
+type ObjectStatus struct {
+	ObservedIndex uint64            `json:"observedIndex"`
+	Conditions    []state.Condition `json:"conditions,omitempty"`
+	LastError     string            `json:"lastError,omitempty"`
+	Details       json.RawMessage   `json:"details,omitempty"`
+}
+
+func (c *Controller) writeStatus(ctx context.Context, k Key, doc *Doc, bad *DocError, out Outcome) error {
+	section := spec.Plural(k.Kind)
+	if out.Gone && bad == nil {
+		return c.status.Delete(ctx, section, k.Name)
+	}
+	st := ObjectStatus{Conditions: append([]state.Condition(nil), out.Conditions...)}
+	var lastErrs []error
+	valid := state.Condition{Type: "Valid", Status: "True"}
+	if bad != nil {
+		st.ObservedIndex = bad.ModifyIndex
+		valid = state.Condition{Type: "Valid", Status: "False", Reason: "Invalid", Message: bad.Err.Error()}
+		if doc != nil {
+			valid.Message += fmt.Sprintf("\n(the last valid version, index %d, stays in force)", doc.ModifyIndex)
+		}
+		lastErrs = append(lastErrs, bad.Err)
+	} else if doc != nil {
+		st.ObservedIndex = doc.ModifyIndex
+	}
+	st.Conditions = append([]state.Condition{valid}, st.Conditions...)
+	if out.Err != nil {
+		lastErrs = append(lastErrs, out.Err)
+	}
+	if len(lastErrs) > 0 {
+		st.LastError = errors.Join(lastErrs...).Error()
+	}
+	if out.Details != nil {
+		b, err := json.Marshal(out.Details)
+		if err != nil {
+			return fmt.Errorf("%s: encode status: %w", k, err)
+		}
+		st.Details = b
+	}
+	_, err := c.status.Write(ctx, section, k.Name, st)
+	return err
+}
+
+// WatchSpec keeps view in step with the spec prefix and passes the keys each
+// update changed to onChange. It returns when ctx is done.
+func WatchSpec(ctx context.Context, store *state.Store, view *View, opts state.WatchOptions, onChange func([]Key), log *slog.Logger) error {
+	return store.WatchPrefix(ctx, store.SpecPrefix(), opts, func(pairs api.KVPairs, index uint64) {
+		ks := view.Sync(pairs)
+		if n := view.Held(); n > 0 {
+			log.Warn("spec prefix read empty; keeping documents in force", "documents", n)
+		}
+		for _, k := range ks {
+			if e, bad := view.Invalid(k); bad {
+				log.Warn("invalid document", "object", k.String(), "index", e.ModifyIndex, "err", e.Err)
+			}
+		}
+		if len(ks) > 0 {
+			onChange(ks)
+		}
+	})
+}
