@@ -27,9 +27,12 @@ type HostNet struct {
 
 	// watchRcvBuf and watchForce size the subscription sockets; tests
 	// shrink them to provoke ENOBUFS.
-	watchRcvBuf  int
-	watchForce   bool
-	resubscribes atomic.Int64
+	watchRcvBuf int
+	watchForce  bool
+	// subscriptions and resubscribes count Watch's successful subscriptions
+	// and the times one was lost, for tests.
+	subscriptions atomic.Int64
+	resubscribes  atomic.Int64
 }
 
 // hostKernel is what HostNet needs from the kernel; netlinkKernel is the
@@ -248,6 +251,9 @@ func (h *HostNet) writes() int64 { return h.k.writeCount() }
 const (
 	hostWatchBackoffMin = 100 * time.Millisecond
 	hostWatchBackoffMax = 10 * time.Second
+	// hostWatchHealthy is how long a subscription must have lasted for its
+	// loss to count as a one-off, subscribed again after the least backoff.
+	hostWatchHealthy = time.Second
 )
 
 // Watch subscribes to link, address and route notifications in the
@@ -295,6 +301,7 @@ func (h *HostNet) watch(ctx context.Context, out chan struct{}) {
 				}
 			})
 		if err == nil {
+			h.subscriptions.Add(1)
 			notify()
 			select {
 			case <-ctx.Done():
@@ -303,7 +310,7 @@ func (h *HostNet) watch(ctx context.Context, out chan struct{}) {
 			case <-lost:
 			}
 			h.resubscribes.Add(1)
-			if time.Since(started) > hostWatchBackoffMax {
+			if time.Since(started) >= hostWatchHealthy {
 				backoff = hostWatchBackoffMin
 			}
 		}

@@ -77,8 +77,8 @@ func (k *netlinkKernel) observeOnce() (hostObserved, error) {
 	if err != nil {
 		return hostObserved{}, fmt.Errorf("list addresses: %w", err)
 	}
-	// A nil filter lists the main table only.
-	routes, err := k.h.RouteListFiltered(netlink.FAMILY_ALL, nil, 0)
+	// Without RT_FILTER_TABLE only the main table is listed.
+	routes, err := k.h.RouteList(nil, netlink.FAMILY_ALL)
 	if err != nil {
 		return hostObserved{}, fmt.Errorf("list routes: %w", err)
 	}
@@ -116,8 +116,12 @@ func netlinkHostLink(l netlink.Link) hostLink {
 		Alias:       a.Alias,
 		ParentIndex: a.ParentIndex,
 		Up:          a.Flags&net.FlagUp != 0,
-		Promisc:     a.Promisc != 0,
-		MTU:         a.MTU,
+		// Attrs().Promisc is the kernel's promiscuity counter, which a
+		// macvlan child on a lower device without unicast filtering (veth)
+		// raises too; IFF_PROMISC in the link's flags is the switch a user
+		// (or this reconciler) set, as `ip link` shows it.
+		Promisc: a.RawFlags&unix.IFF_PROMISC != 0,
+		MTU:     a.MTU,
 	}
 	switch l := l.(type) {
 	case *netlink.Vlan:
