@@ -701,11 +701,13 @@ func hostStatuses(want []HostVLAN, residual []linkAction, failed map[string]host
 		if parts[linkPartLink] != "" {
 			st.Link = parts[linkPartLink]
 		}
-		if v.HostAccess {
+		switch {
+		case !v.HostAccess:
+		case parts[linkPartLink] != "":
+			// Whatever the shim lacks follows from its parent's problem.
+			st.Shim, st.Route = "waiting for parent "+st.Parent, "waiting for parent "+st.Parent
+		default:
 			st.Shim, st.Route = "ok", "ok"
-			if parts[linkPartLink] != "" {
-				st.Shim, st.Route = "waiting for parent "+st.Parent, "waiting for parent "+st.Parent
-			}
 			if parts[linkPartShim] != "" {
 				st.Shim = parts[linkPartShim]
 			}

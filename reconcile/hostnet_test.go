@@ -616,7 +616,7 @@ func TestHostStatuses(t *testing.T) {
 			},
 			failed: map[string]hostFailure{"vlan40": {Part: linkPartLink, Reason: hostReasonNo8021Q}},
 			status: map[string]HostNetStatus{
-				"vlan40": {Parent: "eth0.40", Link: hostReasonNo8021Q, Shim: "shim sv-vlan40 missing",
+				"vlan40": {Parent: "eth0.40", Link: hostReasonNo8021Q, Shim: "waiting for parent eth0.40",
 					Route: "waiting for parent eth0.40", Reason: hostReasonNo8021Q},
 				"vlan50": {Parent: "eth1", Link: "ok", Shim: "ok", Route: "ok", Ready: true},
 			},
