@@ -79,7 +79,8 @@ const hostMaxPasses = 3
 // The status map has an entry per wanted VLAN. Problems that retrying cannot
 // fix (no 802.1Q support, a foreign link holding a wanted name, a missing
 // trunk) are reported there only; the error joins the failures worth a retry.
-// With the same want, a second call makes no netlink writes.
+// Once converged, a call with the same want makes no netlink writes; a step
+// that failed (an 802.1Q link the kernel refused) is tried again each call.
 func (h *HostNet) Ensure(ctx context.Context, want []HostVLAN) (map[string]HostNetStatus, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
