@@ -28,7 +28,7 @@ build:
 consul: $(CONSUL)
 
 $(CURDIR)/bin/consul: tools/consul/go.mod tools/consul/go.sum
-	cd tools/consul && GOFLAGS=-mod=mod GONOSUMDB=github.com/hashicorp/consul-awsauth \
+	cd tools/consul && GONOSUMDB=github.com/hashicorp/consul-awsauth \
 		$(GO) build -o $(CURDIR)/bin/consul github.com/hashicorp/consul
 	@$(CURDIR)/bin/consul version | head -1
 
