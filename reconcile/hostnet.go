@@ -1,7 +1,3 @@
-// Package reconcile holds the reconcilers that converge Docker, the kernel
-// and Consul's catalog toward the documents in Consul KV. Each reconciler
-// observes, computes the difference with a pure planner and executes only
-// that difference.
 package reconcile
 
 import (
