@@ -32,7 +32,7 @@ type Document struct {
 // (YAML aliases can multiply a small text into a huge tree).
 const (
 	maxDepth = 64
-	maxNodes = 100000
+	maxNodes = 20000
 )
 
 // DecodeAll decodes every document in data: a JSON object (or a stream of
@@ -162,29 +162,30 @@ type rawDoc struct {
 
 // split cuts data into documents and parses each into a node tree.
 func split(data []byte) []rawDoc {
-	trimmed := bytes.TrimLeft(bytes.TrimPrefix(data, []byte("\ufeff")), " \t\r\n")
-	if len(trimmed) > 0 && trimmed[0] == '{' {
+	// A byte order mark is not part of any document's text.
+	data = bytes.TrimPrefix(data, []byte("\ufeff"))
+	if looksLikeJSON(data) {
 		docs, err := splitJSON(data)
-		if err == nil {
-			return docs
+		if err != nil {
+			return []rawDoc{{raw: data, errs: ErrorList{{Msg: err.Error()}}}}
 		}
-		// A YAML flow mapping also starts with '{'; only if it is not YAML
-		// either is the JSON syntax error the one to report.
-		if ydocs := splitYAML(data); !yamlSyntaxFailed(ydocs) {
-			return ydocs
-		}
-		return []rawDoc{{raw: data, errs: ErrorList{{Msg: err.Error()}}}}
+		return docs
 	}
 	return splitYAML(data)
 }
 
-func yamlSyntaxFailed(docs []rawDoc) bool {
-	for _, d := range docs {
-		if d.node == nil {
-			return true
-		}
+// looksLikeJSON tells JSON from YAML that starts with a flow mapping: JSON
+// quotes its first key ({"apiVersion": ...}), YAML written by hand does not
+// ({apiVersion: ...}). Deciding up front means broken JSON gets a JSON syntax
+// error rather than whatever YAML makes of it.
+func looksLikeJSON(data []byte) bool {
+	const space = " \t\r\n"
+	b := bytes.TrimLeft(data, space)
+	if len(b) == 0 || b[0] != '{' {
+		return false
 	}
-	return false
+	b = bytes.TrimLeft(b[1:], space)
+	return len(b) > 0 && (b[0] == '"' || b[0] == '}')
 }
 
 // splitJSON parses a stream of JSON values. The error is a syntax error;

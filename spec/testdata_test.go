@@ -11,7 +11,7 @@ import (
 )
 
 // readTestdata returns the files of a testdata directory, by name.
-func readTestdata(t *testing.T, dir string) map[string][]byte {
+func readTestdata(t testing.TB, dir string) map[string][]byte {
 	t.Helper()
 	entries, err := os.ReadDir(filepath.Join("testdata", dir))
 	if err != nil {
