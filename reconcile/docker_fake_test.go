@@ -162,6 +162,12 @@ func (f *dockerFake) NetworkCreate(ctx context.Context, name string, o network.C
 	if err := f.call("NetworkCreate"); err != nil {
 		return "", err
 	}
+	if o.ConfigOnly && (o.Scope != "" || o.Internal || o.Attachable || o.Ingress) {
+		return "", fmt.Errorf("configuration network can only contain network specific fields: %w", cerrdefs.ErrInvalidArgument)
+	}
+	if o.ConfigFrom != nil && (len(o.Labels) > 0 || len(o.Options) > 0) {
+		return "", fmt.Errorf("user specified configurations are not supported if the network depends on a configuration network: %w", cerrdefs.ErrPermissionDenied)
+	}
 	if f.networkLookup(name) != nil {
 		return "", fmt.Errorf("network with name %s already exists: %w", name, cerrdefs.ErrConflict)
 	}

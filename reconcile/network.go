@@ -141,8 +141,9 @@ func networkConfigWant(want ConfigNetwork) network.CreateOptions {
 	}
 	labels := dockerOwnerLabels(spec.KindVLAN, want.VLAN)
 	labels[DockerLabelDriver] = networkDriver(want.Driver)
+	// No Scope: the engine refuses operator fields on a config-only
+	// network, which is always local.
 	return network.CreateOptions{
-		Scope:      "local",
 		ConfigOnly: true,
 		Options:    opts,
 		IPAM:       &network.IPAM{Driver: "default", Config: []network.IPAMConfig{ipam}},
@@ -188,6 +189,9 @@ func networkConfigDiff(want ConfigNetwork, have *network.Inspect) []string {
 	return diff
 }
 
+// networkConfigOwned reports whether a config network is swarmvlan's.
+func networkConfigOwned(n *network.Inspect) bool { return dockerManaged(n.Labels) }
+
 func networkOrNone(s string) string {
 	if s == "" {
 		return "none"
@@ -214,6 +218,19 @@ func networkPlanConfig(want ConfigNetwork, have *network.Inspect, users int) net
 		return networkPlan{Action: networkBlocked, Reason: fmt.Sprintf("in use by %d containers; drain first (wanted: %s)", users, strings.Join(diff, ", "))}
 	}
 	return networkPlan{Action: networkRecreate, Reason: strings.Join(diff, ", ")}
+}
+
+// networkSwarmOwned reports whether a network named after a VLAN is
+// swarmvlan's swarm network for it. The engine refuses labels and driver
+// options on a network built from a config network ("user specified
+// configurations are not supported if the network depends on a
+// configuration network"), so the swarm network cannot carry the ownership
+// labels: it is swarmvlan's when it is built from the VLAN's config network,
+// whose name is swarmvlan's convention and which carries the labels. (Where
+// Docker instantiates the swarm network on a node it copies the config
+// network's labels onto it, so labels are accepted too.)
+func networkSwarmOwned(vlan string, n *network.Inspect) bool {
+	return n.ConfigFrom.Network == NetworkConfigName(vlan) || dockerManaged(n.Labels)
 }
 
 // networkSwarmWrong lists what is wrong with a VLAN's swarm network as
@@ -244,7 +261,7 @@ func networkPlanSwarm(want SwarmNetwork, have *network.Inspect, users []string) 
 	switch {
 	case have == nil:
 		return networkPlan{Action: networkCreate, Reason: "absent"}
-	case !dockerManaged(have.Labels):
+	case !networkSwarmOwned(want.VLAN, have):
 		return networkPlan{Action: networkConflict, Reason: (&DockerConflictError{Kind: "network", Name: want.VLAN}).Error()}
 	}
 	wrong := networkSwarmWrong(want, have)
@@ -259,9 +276,9 @@ func networkPlanSwarm(want SwarmNetwork, have *network.Inspect, users []string) 
 
 // networkFind returns the network named exactly name, or nil. Docker's name
 // filter matches substrings, so the list is filtered again here; when a
-// local and a swarm network share the name, an unmanaged one wins so that
-// the caller reports the conflict rather than touching it.
-func networkFind(ctx context.Context, d Docker, name string) (*network.Inspect, error) {
+// local and a swarm network share the name, one that owned rejects wins so
+// that the caller reports the conflict rather than touching it.
+func networkFind(ctx context.Context, d Docker, name string, owned func(*network.Inspect) bool) (*network.Inspect, error) {
 	list, err := d.NetworkList(ctx, dockerFilter("name", name))
 	if err != nil {
 		return nil, err
@@ -272,7 +289,7 @@ func networkFind(ctx context.Context, d Docker, name string) (*network.Inspect, 
 		if n.Name != name {
 			continue
 		}
-		if found == nil || !dockerManaged(n.Labels) {
+		if found == nil || !owned(n) {
 			found = n
 		}
 	}
@@ -329,7 +346,7 @@ func EnsureConfigNetwork(ctx context.Context, d Docker, want ConfigNetwork) (Net
 		st.Message = "subnet and parent are required"
 		return st, fmt.Errorf("vlan %q: config network: %s", want.VLAN, st.Message)
 	}
-	have, err := networkFind(ctx, d, name)
+	have, err := networkFind(ctx, d, name, networkConfigOwned)
 	if err != nil {
 		return networkErrStatus(st, err), fmt.Errorf("vlan %q: find config network: %w", want.VLAN, err)
 	}
@@ -381,7 +398,7 @@ func EnsureConfigNetwork(ctx context.Context, d Docker, want ConfigNetwork) (Net
 func RemoveConfigNetwork(ctx context.Context, d Docker, vlan string) (NetworkStatus, error) {
 	name := NetworkConfigName(vlan)
 	st := NetworkStatus{Name: name}
-	have, err := networkFind(ctx, d, name)
+	have, err := networkFind(ctx, d, name, networkConfigOwned)
 	if err != nil {
 		return networkErrStatus(st, err), fmt.Errorf("vlan %q: find config network: %w", vlan, err)
 	}
@@ -479,7 +496,7 @@ func networkSwarmUsers(ctx context.Context, d Docker, n *network.Inspect) ([]str
 func EnsureSwarmNetwork(ctx context.Context, d Docker, want SwarmNetwork) (NetworkStatus, error) {
 	st := NetworkStatus{Name: want.VLAN}
 	cfgName := NetworkConfigName(want.VLAN)
-	cfg, err := networkFind(ctx, d, cfgName)
+	cfg, err := networkFind(ctx, d, cfgName, networkConfigOwned)
 	if err != nil {
 		return networkErrStatus(st, err), fmt.Errorf("vlan %q: find config network: %w", want.VLAN, err)
 	}
@@ -493,14 +510,14 @@ func EnsureSwarmNetwork(ctx context.Context, d Docker, want SwarmNetwork) (Netwo
 		return st, fmt.Errorf("vlan %q: %w", want.VLAN, cerr)
 	}
 
-	have, err := networkFind(ctx, d, want.VLAN)
+	have, err := networkFind(ctx, d, want.VLAN, func(n *network.Inspect) bool { return networkSwarmOwned(want.VLAN, n) })
 	if err != nil {
 		return networkErrStatus(st, err), fmt.Errorf("vlan %q: find swarm network: %w", want.VLAN, err)
 	}
 	if have != nil {
 		st.ID = have.ID
 		// The list is a summary; the inspection is what Docker holds.
-		if dockerManaged(have.Labels) {
+		if networkSwarmOwned(want.VLAN, have) {
 			full, err := d.NetworkInspect(ctx, have.ID)
 			if err != nil && !dockerNotFound(err) {
 				return networkErrStatus(st, err), fmt.Errorf("vlan %q: inspect swarm network: %w", want.VLAN, err)
@@ -511,7 +528,7 @@ func EnsureSwarmNetwork(ctx context.Context, d Docker, want SwarmNetwork) (Netwo
 		}
 	}
 	var users []string
-	if have != nil && dockerManaged(have.Labels) && len(networkSwarmWrong(want, have)) > 0 {
+	if have != nil && networkSwarmOwned(want.VLAN, have) && len(networkSwarmWrong(want, have)) > 0 {
 		if users, err = networkSwarmUsers(ctx, d, have); err != nil {
 			return networkErrStatus(st, err), fmt.Errorf("vlan %q: swarm network users: %w", want.VLAN, err)
 		}
@@ -537,11 +554,12 @@ func EnsureSwarmNetwork(ctx context.Context, d Docker, want SwarmNetwork) (Netwo
 		}
 	}
 
+	// No labels or options: the engine refuses both next to ConfigFrom
+	// (see networkSwarmOwned).
 	id, err := d.NetworkCreate(ctx, want.VLAN, network.CreateOptions{
 		Driver:     networkDriver(want.Driver),
 		Scope:      "swarm",
 		ConfigFrom: &network.ConfigReference{Network: cfgName},
-		Labels:     dockerOwnerLabels(spec.KindVLAN, want.VLAN),
 	})
 	if err != nil {
 		return networkErrStatus(NetworkStatus{Name: want.VLAN}, err), fmt.Errorf("vlan %q: create swarm network: %w", want.VLAN, err)
@@ -571,11 +589,12 @@ func EnsureSwarmNetwork(ctx context.Context, d Docker, want SwarmNetwork) (Netwo
 }
 
 // RemoveSwarmNetwork removes the VLAN's swarm network when it is
-// swarmvlan's and nothing uses it. While a service (or a lingering task)
+// swarmvlan's (built from the VLAN's config network, see
+// networkSwarmOwned) and nothing uses it. While a service (or a lingering task)
 // uses it, it stays and the status says "in use by services a, b".
 func RemoveSwarmNetwork(ctx context.Context, d Docker, vlan string) (NetworkStatus, error) {
 	st := NetworkStatus{Name: vlan}
-	have, err := networkFind(ctx, d, vlan)
+	have, err := networkFind(ctx, d, vlan, func(n *network.Inspect) bool { return networkSwarmOwned(vlan, n) })
 	if err != nil {
 		return networkErrStatus(st, err), fmt.Errorf("vlan %q: find swarm network: %w", vlan, err)
 	}
@@ -584,7 +603,7 @@ func RemoveSwarmNetwork(ctx context.Context, d Docker, vlan string) (NetworkStat
 		return st, nil
 	}
 	st.ID = have.ID
-	if !dockerManaged(have.Labels) {
+	if !networkSwarmOwned(vlan, have) {
 		cerr := &DockerConflictError{Kind: "network", Name: vlan}
 		st.State, st.Message = NetworkError, cerr.Error()
 		return st, fmt.Errorf("vlan %q: %w", vlan, cerr)

@@ -92,8 +92,10 @@ func TestNetworkPlanConfig(t *testing.T) {
 // default-IPAM trap of moby #34203.
 func TestNetworkPlanSwarm(t *testing.T) {
 	want := SwarmNetwork{VLAN: "vlan40"}
+	// As the engine holds it: no labels, which it refuses next to
+	// ConfigFrom.
 	good := &network.Inspect{Name: "vlan40", ID: "sw1", Scope: "swarm", Driver: "macvlan",
-		ConfigFrom: network.ConfigReference{Network: "vlan40-config"}, Labels: dockerOwnerLabels(spec.KindVLAN, "vlan40")}
+		ConfigFrom: network.ConfigReference{Network: "vlan40-config"}}
 	with := func(f func(*network.Inspect)) *network.Inspect {
 		n := *good
 		f(&n)
@@ -109,13 +111,21 @@ func TestNetworkPlanSwarm(t *testing.T) {
 	}{
 		{"absent", want, nil, nil, networkCreate, "absent"},
 		{"right", want, good, nil, networkNone, ""},
-		{"no config-from (default IPAM)", want, with(func(n *network.Inspect) { n.ConfigFrom.Network = "" }), nil, networkRecreate,
-			"config-from none, want vlan40-config"},
+		{"instantiated on this node, with the config network's labels", want, with(func(n *network.Inspect) {
+			n.Labels = dockerOwnerLabels(spec.KindVLAN, "vlan40")
+		}), nil, networkNone, ""},
 		{"local scope", want, with(func(n *network.Inspect) { n.Scope = "local" }), nil, networkRecreate, "scope local, want swarm"},
 		{"driver", SwarmNetwork{VLAN: "vlan40", Driver: "ipvlan"}, good, nil, networkRecreate, "driver macvlan, want ipvlan"},
-		{"wrong and used", want, with(func(n *network.Inspect) { n.ConfigFrom.Network = "" }), []string{"service web", "service api"}, networkBlocked,
-			"in use by services api, web; drain first (wrong: config-from none, want vlan40-config)"},
-		{"not ours", want, with(func(n *network.Inspect) { n.Labels = nil }), nil, networkConflict, "network vlan40 exists and is not managed by swarmvlan"},
+		{"labelled ours but no config-from (default IPAM)", want, with(func(n *network.Inspect) {
+			n.ConfigFrom.Network = ""
+			n.Labels = dockerOwnerLabels(spec.KindVLAN, "vlan40")
+		}), nil, networkRecreate, "config-from none, want vlan40-config"},
+		{"wrong and used", SwarmNetwork{VLAN: "vlan40", Driver: "ipvlan"}, good, []string{"service web", "service api"}, networkBlocked,
+			"in use by services api, web; drain first (wrong: driver macvlan, want ipvlan)"},
+		{"not built from the config network: not ours", want, with(func(n *network.Inspect) { n.ConfigFrom.Network = "" }), nil, networkConflict,
+			"network vlan40 exists and is not managed by swarmvlan"},
+		{"built from another config network: not ours", want, with(func(n *network.Inspect) { n.ConfigFrom.Network = "other-config" }), nil, networkConflict,
+			"network vlan40 exists and is not managed by swarmvlan"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
