@@ -25,7 +25,7 @@ import (
 // dockerTestEngine returns the Docker adapter and a raw client for the
 // local engine in swarm mode with the test image built, or skips the test
 // saying why it cannot run.
-func dockerTestEngine(t *testing.T) (Docker, *client.Client) {
+func dockerTestEngine(t testing.TB) (Docker, *client.Client) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("integration test against the real Docker Engine; skipped in -short mode")
