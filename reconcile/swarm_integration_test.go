@@ -187,6 +187,9 @@ func serviceTestWeb(name, vlan, secret, dataDir string) *spec.Service {
 // label, the web service with three replicas on its chunk, no-op and drift
 // handling, an unmanaged look-alike, the in-use refusal and the teardown.
 func TestSwarmIntegration(t *testing.T) {
+	if _, err := exec.LookPath("docker"); err != nil {
+		t.Skip("needs the docker CLI to inspect and hand-edit as an operator would")
+	}
 	d, cli := dockerTestEngine(t)
 	suffix := dockerTestSuffix(t)
 	parent := networkTestVeth(t, suffix)
