@@ -43,16 +43,20 @@ type Docker interface {
 	// Info describes the engine, including this node's swarm node ID.
 	Info(ctx context.Context) (system.Info, error)
 
+	// NetworkList lists local networks and, on a manager, swarm networks.
 	NetworkList(ctx context.Context, f filters.Args) ([]network.Summary, error)
 	NetworkInspect(ctx context.Context, idOrName string) (network.Inspect, error)
 	NetworkCreate(ctx context.Context, name string, opts network.CreateOptions) (string, error)
 	NetworkRemove(ctx context.Context, id string) error
 
 	ServiceList(ctx context.Context, f filters.Args) ([]swarm.Service, error)
+	// ServiceInspect resolves IDs, names and ID prefixes alike.
 	ServiceInspect(ctx context.Context, idOrName string) (swarm.Service, error)
 	// ServiceCreate never asks a registry for the image's digest: images
 	// may exist only on the nodes.
 	ServiceCreate(ctx context.Context, spec swarm.ServiceSpec) (string, error)
+	// ServiceUpdate replaces the spec; version must be the one read, or
+	// Swarm answers "update out of sequence".
 	ServiceUpdate(ctx context.Context, id string, version swarm.Version, spec swarm.ServiceSpec) error
 	ServiceRemove(ctx context.Context, id string) error
 
@@ -238,6 +242,7 @@ type DockerConflictError struct {
 	Name string
 }
 
+// Error says which object is in the way, in the words the status shows.
 func (e *DockerConflictError) Error() string {
 	return fmt.Sprintf("%s %s exists and is not managed by swarmvlan", e.Kind, e.Name)
 }

@@ -261,7 +261,7 @@ func (f *dockerFake) ServiceCreate(ctx context.Context, spec swarm.ServiceSpec) 
 		}
 		return "", fmt.Errorf("service %s: name conflicts with an existing object: %w", spec.Name, cerrdefs.ErrConflict)
 	}
-	s := &swarm.Service{ID: f.id("svc"), Spec: dockerClone(spec)}
+	s := &swarm.Service{ID: f.id("svc"), Spec: dockerFakeStored(spec)}
 	s.Version.Index = 1
 	f.services[s.ID] = s
 	return s.ID, nil
@@ -280,9 +280,31 @@ func (f *dockerFake) ServiceUpdate(ctx context.Context, id string, version swarm
 	if version.Index != s.Version.Index {
 		return errors.New("rpc error: code = Unknown desc = update out of sequence")
 	}
-	s.Spec = dockerClone(spec)
+	s.Spec = dockerFakeStored(spec)
 	s.Version.Index++
 	return nil
+}
+
+// dockerFakeStored is what Engine 20.10 stores for a service spec: the
+// values it fills in where the request left a field empty.
+func dockerFakeStored(in swarm.ServiceSpec) swarm.ServiceSpec {
+	s := dockerClone(in)
+	s.TaskTemplate.Runtime = swarm.RuntimeContainer
+	if cs := s.TaskTemplate.ContainerSpec; cs != nil && cs.Isolation == "" {
+		cs.Isolation = container.IsolationDefault
+	}
+	if u := s.UpdateConfig; u != nil {
+		if u.FailureAction == "" {
+			u.FailureAction = swarm.UpdateFailureActionPause
+		}
+		if u.Order == "" {
+			u.Order = swarm.UpdateOrderStopFirst
+		}
+	}
+	if r := s.TaskTemplate.RestartPolicy; r != nil && r.Condition == "" {
+		r.Condition = swarm.RestartPolicyConditionAny
+	}
+	return s
 }
 
 func (f *dockerFake) ServiceRemove(ctx context.Context, id string) error {

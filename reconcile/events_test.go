@@ -3,11 +3,16 @@ package reconcile
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/network"
 )
 
 // dockerEventsFast shortens the reconnect backoff for a test.
@@ -95,5 +100,145 @@ func TestDockerEventsReconnect(t *testing.T) {
 		case <-deadline:
 			t.Fatal("channel not closed after cancel")
 		}
+	}
+}
+
+// dockerTestProxy is a unix-socket proxy in front of the engine whose
+// connections a test can cut, to break an event stream the way a daemon
+// restart or a network fault does.
+type dockerTestProxy struct {
+	sock  string
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func dockerTestStartProxy(t *testing.T, target string) *dockerTestProxy {
+	t.Helper()
+	p := &dockerTestProxy{sock: filepath.Join(t.TempDir(), "docker.sock")}
+	ln, err := net.Listen("unix", p.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		p.cut()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("unix", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, up)
+			p.mu.Unlock()
+			wg.Add(2)
+			go func() { defer wg.Done(); io.Copy(up, c); up.Close() }()
+			go func() { defer wg.Done(); io.Copy(c, up); c.Close() }()
+		}
+	}()
+	return p
+}
+
+// cut closes every connection through the proxy.
+func (p *dockerTestProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+// TestDockerEventsRealEngine streams network events from the real engine
+// through a proxy, cuts the stream, and checks that DockerEvents
+// reconnects, emits a resync, and delivers events again.
+func TestDockerEventsRealEngine(t *testing.T) {
+	_, cli := dockerTestEngine(t)
+	proxy := dockerTestStartProxy(t, "/var/run/docker.sock")
+	d, err := NewDocker("unix://" + proxy.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	suffix := dockerTestSuffix(t)
+	var created []string
+	t.Cleanup(func() {
+		for _, id := range created {
+			if err := cli.NetworkRemove(context.Background(), id); err != nil && !dockerNotFound(err) {
+				t.Errorf("cleanup: network %s: %v", id, err)
+			}
+		}
+	})
+
+	ch := DockerEvents(ctx, d, "network")
+	// awaitCreate creates config-only networks (cheap, touching nothing)
+	// until the stream delivers the create event of one of them: the
+	// subscription is asynchronous, so the first may predate it.
+	awaitCreate := func(what string) {
+		t.Helper()
+		names := map[string]bool{}
+		deadline := time.After(30 * time.Second)
+		tick := time.NewTicker(300 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tick.C:
+				name := fmt.Sprintf("svtev%s-%d", suffix, len(created))
+				resp, err := cli.NetworkCreate(ctx, name, network.CreateOptions{ConfigOnly: true, Labels: map[string]string{DockerLabelManaged: "true"}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				created = append(created, resp.ID)
+				names[name] = true
+			case ev, ok := <-ch:
+				if !ok {
+					t.Fatal("event channel closed")
+				}
+				if ev.Type == DockerEventResync {
+					t.Fatalf("%s: unexpected resync", what)
+				}
+				if ev.Type == "network" && ev.Action == "create" && names[ev.Name] {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("%s: no create event within 30s", what)
+			}
+		}
+	}
+	awaitCreate("first stream")
+
+	proxy.cut()
+	deadline := time.After(30 * time.Second)
+	for resynced := false; !resynced; {
+		select {
+		case ev, ok := <-ch:
+			if !ok {
+				t.Fatal("event channel closed after a cut")
+			}
+			resynced = ev.Type == DockerEventResync
+		case <-deadline:
+			t.Fatal("no resync within 30s of the cut")
+		}
+	}
+	awaitCreate("after reconnect")
+	if n := d.Calls()["Events"]; n < 2 {
+		t.Errorf("%d Events calls, want a reconnect", n)
+	}
+
+	cancel()
+	for range ch {
+		// Drain until DockerEvents closes the channel on cancel.
 	}
 }

@@ -501,13 +501,14 @@ func EnsureSwarmNetwork(ctx context.Context, d Docker, want SwarmNetwork) (Netwo
 		return networkErrStatus(st, err), fmt.Errorf("vlan %q: find config network: %w", want.VLAN, err)
 	}
 	switch {
-	case cfg == nil || !cfg.ConfigOnly:
-		st.State, st.Message, st.Requeue = NetworkWaiting, fmt.Sprintf("waiting for config network %s on this node", cfgName), true
-		return st, nil
-	case !dockerManaged(cfg.Labels):
+	case cfg != nil && !dockerManaged(cfg.Labels):
 		cerr := &DockerConflictError{Kind: "network", Name: cfgName}
 		st.State, st.Message = NetworkError, cerr.Error()
 		return st, fmt.Errorf("vlan %q: %w", want.VLAN, cerr)
+	case cfg == nil || !cfg.ConfigOnly:
+		// Not config-only: the host role recreates it (networkConfigDiff).
+		st.State, st.Message, st.Requeue = NetworkWaiting, fmt.Sprintf("waiting for config network %s on this node", cfgName), true
+		return st, nil
 	}
 
 	have, err := networkFind(ctx, d, want.VLAN, func(n *network.Inspect) bool { return networkSwarmOwned(want.VLAN, n) })

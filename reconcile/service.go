@@ -326,6 +326,15 @@ func BuildServiceSpec(in ServiceInput) (swarm.ServiceSpec, error) {
 		// and Swarm both default to one at a time, and so does a document
 		// that does not say.
 		uc := &swarm.UpdateConfig{Parallelism: 1, FailureAction: u.FailureAction, Order: u.Order}
+		// The engine stores its own value for an empty failure action or
+		// order; writing it here keeps the stored spec equal to the wanted
+		// one, or every resync would see drift.
+		if uc.FailureAction == "" {
+			uc.FailureAction = swarm.UpdateFailureActionPause
+		}
+		if uc.Order == "" {
+			uc.Order = swarm.UpdateOrderStopFirst
+		}
 		if u.Parallelism != nil {
 			uc.Parallelism = uint64(max(*u.Parallelism, 0))
 		}
@@ -341,6 +350,10 @@ func BuildServiceSpec(in ServiceInput) (swarm.ServiceSpec, error) {
 
 	if r := ss.Restart; r != nil {
 		rp := &swarm.RestartPolicy{Condition: swarm.RestartPolicyCondition(r.Condition)}
+		if rp.Condition == "" {
+			// What the engine stores for an empty condition (see above).
+			rp.Condition = swarm.RestartPolicyConditionAny
+		}
 		var err error
 		if rp.Delay, err = svcDurationPtr("spec.restart.delay", r.Delay); err != nil {
 			return fail(err)

@@ -252,6 +252,14 @@ func TestServiceBuildSpecVariants(t *testing.T) {
 				t.Errorf("update %+v, want parallelism 1, monitor 30s", s.UpdateConfig)
 			}
 		}},
+		{"empty enums get the values the engine would store", func(s *spec.Service) ServiceInput {
+			s.Spec.Update.FailureAction, s.Spec.Update.Order, s.Spec.Restart.Condition = "", "", ""
+			return ServiceInput{Service: s, Replicas: 1}
+		}, func(t *testing.T, s swarm.ServiceSpec) {
+			if s.UpdateConfig.FailureAction != "pause" || s.UpdateConfig.Order != "stop-first" || s.TaskTemplate.RestartPolicy.Condition != "any" {
+				t.Errorf("update %+v, restart %+v", s.UpdateConfig, s.TaskTemplate.RestartPolicy)
+			}
+		}},
 		{"volume and tmpfs mounts, start period", func(s *spec.Service) ServiceInput {
 			s.Spec.Mounts = []spec.Mount{{Type: "volume", Source: "data", Target: "/v"}, {Type: "tmpfs", Target: "/t"}}
 			s.Spec.Healthcheck.StartPeriod = "3s"
@@ -573,6 +581,21 @@ func TestServiceEnsureFake(t *testing.T) {
 		}
 		if r := svcReplicas(f.services[st.ID].Spec); r != 4 {
 			t.Errorf("stored replicas %d, want 4", r)
+		}
+	})
+
+	t.Run("sparse sections converge despite engine-filled values", func(t *testing.T) {
+		f := serviceFakeWorld(t)
+		sparse := ServiceInput{Service: &spec.Service{Metadata: spec.ObjectMeta{Name: "sparse"}, Spec: spec.ServiceSpec{
+			Image: "img", Update: &spec.UpdatePolicy{}, Restart: &spec.RestartPolicy{},
+		}}}
+		for range 3 {
+			if _, err := EnsureService(ctx, f, sparse); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if c := f.Calls(); c["ServiceCreate"] != 1 || c["ServiceUpdate"] != 0 {
+			t.Errorf("%d creates, %d updates; want 1, 0", c["ServiceCreate"], c["ServiceUpdate"])
 		}
 	})
 

@@ -25,7 +25,7 @@ import (
 // dockerTestEngine returns the Docker adapter and a raw client for the
 // local engine in swarm mode with the test image built, or skips the test
 // saying why it cannot run.
-func dockerTestEngine(t *testing.T) (Docker, *client.Client) {
+func dockerTestEngine(t testing.TB) (Docker, *client.Client) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("integration test against the real Docker Engine; skipped in -short mode")
@@ -187,6 +187,9 @@ func serviceTestWeb(name, vlan, secret, dataDir string) *spec.Service {
 // label, the web service with three replicas on its chunk, no-op and drift
 // handling, an unmanaged look-alike, the in-use refusal and the teardown.
 func TestSwarmIntegration(t *testing.T) {
+	if _, err := exec.LookPath("docker"); err != nil {
+		t.Skip("needs the docker CLI to inspect and hand-edit as an operator would")
+	}
 	d, cli := dockerTestEngine(t)
 	suffix := dockerTestSuffix(t)
 	parent := networkTestVeth(t, suffix)
