@@ -1,9 +1,3 @@
-// Package reconcile converges Docker, the kernel and Consul's catalog toward
-// the documents in Consul KV. Each reconciler has a pure planner beside it
-// that computes the difference between desired and observed state; the
-// reconciler only executes the plan. Docker and netlink are reached through
-// small interfaces so planners and their edge cases can be tested without
-// either.
 package reconcile
 
 import (
