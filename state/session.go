@@ -310,6 +310,9 @@ func (s *Store) acquireKey(ctx context.Context, m *session, key string, value fu
 		if pair != nil && pair.Session != "" && pair.Session != id {
 			continue
 		}
+		// The key is free (or ours): whatever the acquire answers, the next
+		// read must not block, since the key may not change again.
+		step.wait = 0
 		ok, _, err := kv.Acquire(&api.KVPair{Key: key, Value: value(), Session: id}, (&api.WriteOptions{}).WithContext(ctx))
 		switch {
 		case ctx.Err() != nil:
@@ -324,8 +327,7 @@ func (s *Store) acquireKey(ctx context.Context, m *session, key string, value fu
 		default:
 			// The key was free but Consul refused: the previous holder's
 			// lock delay is running, or another campaigner won the race.
-			// Look again soon, without blocking.
-			step.wait = 0
+			// Look again soon.
 			sleepCtx(ctx, jitter(m.params.lockDelay/4))
 		}
 	}
