@@ -20,7 +20,9 @@ type LeaderOptions struct {
 	// SessionTTL is the TTL of the session holding the lock; default
 	// Config.SessionTTL, else DefaultSessionTTL (10s, Consul's minimum). A
 	// leader that dies without resigning is replaced after at most about
-	// 2×TTL + LockDelay.
+	// 2×TTL + LockDelay. Holders in one process that ask for the same TTL
+	// and lock delay (the node registration, with defaults) share one
+	// session.
 	SessionTTL time.Duration
 	// LockDelay is the session's lock delay; default Config.LockDelay, else
 	// DefaultLockDelay (1s, see there for why it is short).

@@ -54,6 +54,11 @@ func (s *Store) RegisterNode(ctx context.Context, nodeID string, value []byte, t
 	mctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	go r.maintain(mctx, id, lost)
+	if ctx.Err() != nil {
+		// Acquired just as ctx ended: give the key back.
+		_ = r.Close()
+		return nil, fmt.Errorf("node %q: register: %w", nodeID, ctx.Err())
+	}
 	return r, nil
 }
 

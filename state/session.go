@@ -315,6 +315,10 @@ func (s *Store) acquireKey(ctx context.Context, m *session, key string, value fu
 		step.wait = 0
 		ok, _, err := kv.Acquire(&api.KVPair{Key: key, Value: value(), Session: id}, (&api.WriteOptions{}).WithContext(ctx))
 		switch {
+		case err == nil && ok:
+			// Even if ctx ended meanwhile: the caller must know it holds
+			// the key so that it lets go of it.
+			return id, lost, nil
 		case ctx.Err() != nil:
 			return "", nil, ctx.Err()
 		case err != nil:
@@ -322,8 +326,6 @@ func (s *Store) acquireKey(ctx context.Context, m *session, key string, value fu
 				m.reportInvalid(id)
 			}
 			sleepCtx(ctx, bo.next())
-		case ok:
-			return id, lost, nil
 		default:
 			// The key was free but Consul refused: the previous holder's
 			// lock delay is running, or another campaigner won the race.

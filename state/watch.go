@@ -210,10 +210,12 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 // wakes it); a query sent just after a restore waits on the old, higher index
 // and sees it when its wait time ends.
 //
-// An empty prefix has no index of its own, so Consul answers with the whole
-// KV table's index: a watch on a prefix without keys wakes on any write.
+// A prefix without keys has no index of its own, so Consul answers with the
+// whole KV table's index and the watch wakes on any write in KV; fn is
+// called once for the empty set, not again until keys appear.
 func (s *Store) WatchPrefix(ctx context.Context, prefix string, opts WatchOptions, fn func(pairs api.KVPairs, index uint64)) error {
 	var pairs api.KVPairs
+	delivered, wasEmpty := false, false
 	return s.blockingLoop(ctx, opts,
 		func(q *api.QueryOptions) (uint64, error) {
 			p, meta, err := s.client.KV().List(prefix, q)
@@ -223,7 +225,16 @@ func (s *Store) WatchPrefix(ctx context.Context, prefix string, opts WatchOption
 			pairs = p
 			return meta.LastIndex, nil
 		},
-		func(index uint64) { fn(pairs, index) })
+		func(index uint64) bool {
+			// An empty prefix moves with every write anywhere in KV; an
+			// empty set after an empty set is not news.
+			if delivered && wasEmpty && len(pairs) == 0 {
+				return false
+			}
+			delivered, wasEmpty = true, len(pairs) == 0
+			fn(pairs, index)
+			return true
+		})
 }
 
 // watchKey is WatchPrefix for one key; pair is nil while the key is absent.
@@ -238,14 +249,14 @@ func (s *Store) watchKey(ctx context.Context, key string, opts WatchOptions, fn 
 			pair = p
 			return meta.LastIndex, nil
 		},
-		func(index uint64) { fn(pair, index) })
+		func(index uint64) bool { fn(pair, index); return true })
 }
 
 // blockingLoop runs query as a blocking query until ctx is done, applying
-// nextIndex to each answer and calling deliver for news. query keeps what it
-// read for deliver. Errors are counted and retried after a backoff that any
+// nextIndex to each answer and calling deliver for news; deliver reports
+// whether it passed the news on. query keeps what it read for deliver. Errors are counted and retried after a backoff that any
 // success resets.
-func (s *Store) blockingLoop(ctx context.Context, opts WatchOptions, query func(*api.QueryOptions) (uint64, error), deliver func(index uint64)) error {
+func (s *Store) blockingLoop(ctx context.Context, opts WatchOptions, query func(*api.QueryOptions) (uint64, error), deliver func(index uint64) bool) error {
 	opts = opts.withDefaults()
 	counters := []*WatchCounters{&s.watches}
 	if opts.Counters != nil {
@@ -289,9 +300,8 @@ func (s *Store) blockingLoop(ctx context.Context, opts WatchOptions, query func(
 			count(func(c *WatchCounters) { c.resets.Add(1) })
 			continue
 		}
-		if step.deliver {
+		if step.deliver && deliver(step.next) {
 			count(func(c *WatchCounters) { c.deliveries.Add(1) })
-			deliver(step.next)
 		}
 	}
 }

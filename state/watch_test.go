@@ -29,6 +29,9 @@ func TestWatchPrefixDeliversPutsAndDeletes(t *testing.T) {
 	}
 
 	t.Run("a put wakes the watch", func(t *testing.T) {
+		// Put once the next blocking query is on its way, so the figure is
+		// the wake-up, not the MinInterval floor.
+		eventually(t, 5*time.Second, "the watch to block again", func() bool { return s.Requests() > first.requests })
 		at := put(t, c, prefix+"vlans/b", "2")
 		d := next(t, ch, 5*time.Second, "vlans/b", func(d delivery) bool { return d.values()[prefix+"vlans/b"] == "2" })
 		if d.index <= first.index {
@@ -120,6 +123,26 @@ func TestWatchesOnDifferentPrefixesDoNotWakeEachOther(t *testing.T) {
 	if st := specCounters.Stats(); st.Wakeups != 6 {
 		t.Errorf("spec watch stats %+v: want 6 wake-ups (initial + 5 puts)", st)
 	}
+}
+
+func TestWatchOnAnEmptyPrefixDeliversEmptinessOnce(t *testing.T) {
+	a := newAgent(t)
+	s := storeFor(t, a.Addr)
+	c := a.Client(t)
+	var counters WatchCounters
+	ch := runWatch(t, s, s.SpecPrefix(), WatchOptions{Counters: &counters})
+	first := next(t, ch, 5*time.Second, "the initial state", func(delivery) bool { return true })
+	if len(first.pairs) != 0 {
+		t.Fatalf("initial delivery %v, want empty", first.values())
+	}
+	// Writes elsewhere move the index an empty prefix answers with.
+	for i := 0; i < 3; i++ {
+		put(t, c, s.StatusKey("nodes", "n1"), string(rune('a'+i)))
+	}
+	eventually(t, 5*time.Second, "the watch to wake for the writes elsewhere", func() bool { return counters.Stats().Wakeups >= 2 })
+	none(t, ch, 300*time.Millisecond, "the prefix is still empty")
+	put(t, c, s.SpecKey("VLAN", "vlan40"), "{}")
+	next(t, ch, 5*time.Second, "the first key", func(d delivery) bool { return len(d.pairs) == 1 })
 }
 
 func TestWatchRecoversWhenTheIndexGoesBackwards(t *testing.T) {
