@@ -391,3 +391,43 @@ func TestTakeoverAfterLeaderIsKilled(t *testing.T) {
 		t.Fatalf("Leader() = %q, %q, %v; want survivor", holder, session, err)
 	}
 }
+
+func TestCutOffLeaderStepsDownBeforeAnotherCanLead(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for a session to expire (up to 2×TTL)")
+	}
+	a := newAgent(t)
+	proxy := lab.NewFlakyProxy(t, a.Addr)
+	ctx := testCtx(t)
+	cut := storeFor(t, proxy.Addr)
+	l1 := mustLead(t, campaignAsync(ctx, cut, LeaderOptions{Value: []byte("cut off")}), 10*time.Second, "cut off")
+	other := storeFor(t, a.Addr)
+	ch := campaignAsync(ctx, other, LeaderOptions{Value: []byte("other")})
+
+	// The leader loses Consul but not its process: its session expires in
+	// Consul 2×TTL after its last renewal, and it must have stopped leading
+	// by then.
+	proxy.SetDown(true)
+	down := time.Now()
+	var stepped time.Time
+	select {
+	case <-l1.Context().Done():
+		stepped = time.Now()
+	case r := <-ch:
+		t.Fatalf("another manager took over (err %v) while the cut-off leader still led", r.err)
+	case <-time.After(3 * DefaultSessionTTL):
+		t.Fatal("the cut-off leader never stepped down")
+	}
+	l2 := mustLead(t, ch, 3*DefaultSessionTTL, "other")
+	t.Logf("cut-off leader stepped down after %v; the other took over after %v",
+		stepped.Sub(down).Round(time.Millisecond), time.Since(down).Round(time.Millisecond))
+
+	// Back on the network, the old leader's writes stay fenced out.
+	proxy.SetDown(false)
+	if _, err := l1.CAS(ctx, cut.ScaleKey("x"), []byte("late"), 0); !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("old leader write after reconnecting: err = %v, want ErrNotLeader", err)
+	}
+	if holder, session, err := other.Leader(ctx); err != nil || holder != "other" || session != l2.Session() {
+		t.Fatalf("Leader() = %q, %q, %v; want other", holder, session, err)
+	}
+}

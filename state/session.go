@@ -171,6 +171,7 @@ func (m *session) run(ctx context.Context) {
 			}
 			stale = ""
 		}
+		sent := time.Now()
 		id, err := m.create(ctx)
 		if err != nil {
 			sleepCtx(ctx, bo.next())
@@ -178,7 +179,7 @@ func (m *session) run(ctx context.Context) {
 		}
 		bo.reset()
 		m.publish(id)
-		gone := m.keepAlive(ctx, id)
+		gone := m.keepAlive(ctx, id, sent)
 		m.retire()
 		if !gone {
 			stale = id
@@ -234,10 +235,12 @@ func (m *session) retire() {
 // given up without that proof (false: ctx done, or no renewal succeeded for
 // 1.5×TTL). Consul invalidates a session 2×TTL after its last renewal, so
 // giving up at 1.5×TTL makes a holder that cannot reach Consul stop before
-// another process can take its locks.
-func (m *session) keepAlive(ctx context.Context, id string) bool {
+// another process can take its locks. Times are taken when requests are
+// sent, which is no later than when Consul handled them. created is when
+// the create request was sent.
+func (m *session) keepAlive(ctx context.Context, id string, created time.Time) bool {
 	ttl := m.params.ttl
-	deadline := time.Now().Add(ttl * 3 / 2)
+	deadline := created.Add(ttl * 3 / 2)
 	bo := newBackoff(backoffBase, ttl/4)
 	timer := time.NewTimer(ttl)
 	defer timer.Stop()

@@ -114,6 +114,7 @@ type countingTransport struct {
 	n    *atomic.Uint64
 }
 
+// RoundTrip counts the request and passes it on.
 func (t *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	t.n.Add(1)
 	return t.next.RoundTrip(r)

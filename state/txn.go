@@ -67,6 +67,7 @@ type TxnError struct {
 	fenceFailed bool
 }
 
+// Error names up to five rejected ops and why.
 func (e *TxnError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "transaction rolled back: %d op(s) rejected", len(e.Ops))
