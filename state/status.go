@@ -1,0 +1,156 @@
+package state
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// Condition is one aspect of an object's observed state, Kubernetes style.
+type Condition struct {
+	// Type names the aspect ("Ready", "NetworkCreated").
+	Type string `json:"type"`
+	// Status is "True" or "False".
+	Status string `json:"status"`
+	// Reason is a CamelCase word for machines.
+	Reason string `json:"reason,omitempty"`
+	// Message is for people.
+	Message string `json:"message,omitempty"`
+}
+
+// Status is what a reconciler records about one object.
+type Status struct {
+	// ObservedIndex is the ModifyIndex of the spec key the status describes.
+	ObservedIndex uint64 `json:"observedIndex"`
+	// Conditions are the object's observed aspects.
+	Conditions []Condition `json:"conditions,omitempty"`
+	// LastError is the last reconcile or validation error, if any.
+	LastError string `json:"lastError,omitempty"`
+	// Details hold kind-specific observations (task IPs, chunks).
+	Details json.RawMessage `json:"details,omitempty"`
+}
+
+// StatusWriter writes status keys only when their content changes. It
+// remembers what it last wrote per key, and on the first write of a key
+// compares with what KV holds, so a restarted process does not rewrite
+// identical statuses (each rewrite would bump the key's index and wake every
+// status watcher). It assumes it is the only writer of the keys it writes.
+type StatusWriter struct {
+	store *Store
+	mu    sync.Mutex
+	last  map[string][]byte
+}
+
+// NewStatusWriter returns a writer with an empty memory.
+func (s *Store) NewStatusWriter() *StatusWriter {
+	return &StatusWriter{store: s, last: make(map[string][]byte)}
+}
+
+// Write stores st (JSON-encoded) at StatusKey(section, name) unless that key
+// already holds the same JSON. It reports whether it wrote.
+func (w *StatusWriter) Write(ctx context.Context, section, name string, st any) (bool, error) {
+	key := w.store.StatusKey(section, name)
+	value, err := json.Marshal(st)
+	if err != nil {
+		return false, fmt.Errorf("status %s: encode: %w", key, err)
+	}
+	w.mu.Lock()
+	prev, known := w.last[key]
+	w.mu.Unlock()
+	if !known {
+		pair, _, err := w.store.client.KV().Get(key, (&api.QueryOptions{}).WithContext(ctx))
+		if err != nil {
+			return false, fmt.Errorf("status %s: read: %w", key, err)
+		}
+		if pair != nil {
+			prev, known = compactJSON(pair.Value), true
+		}
+	}
+	if known && bytes.Equal(prev, value) {
+		w.remember(key, value)
+		return false, nil
+	}
+	if _, err := w.store.client.KV().Put(&api.KVPair{Key: key, Value: value}, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+		// Forget the key: whether the write landed is unknown, so the next
+		// Write must look at KV again.
+		w.forget(key)
+		return false, fmt.Errorf("status %s: write: %w", key, err)
+	}
+	w.remember(key, value)
+	return true, nil
+}
+
+// Delete removes a status key.
+func (w *StatusWriter) Delete(ctx context.Context, section, name string) error {
+	key := w.store.StatusKey(section, name)
+	w.forget(key)
+	if _, err := w.store.client.KV().Delete(key, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+		return fmt.Errorf("status %s: delete: %w", key, err)
+	}
+	return nil
+}
+
+func (w *StatusWriter) remember(key string, value []byte) {
+	w.mu.Lock()
+	w.last[key] = value
+	w.mu.Unlock()
+}
+
+func (w *StatusWriter) forget(key string) {
+	w.mu.Lock()
+	delete(w.last, key)
+	w.mu.Unlock()
+}
+
+// compactJSON returns b without insignificant space, so a status written by
+// another tool with indentation compares equal to the same content; b is
+// returned as is if it is not JSON.
+func compactJSON(b []byte) []byte {
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, b); err != nil {
+		return b
+	}
+	return buf.Bytes()
+}
+
+// ReadStatus decodes StatusKey(section, name) into into; false if absent.
+func (s *Store) ReadStatus(ctx context.Context, section, name string, into any) (bool, error) {
+	key := s.StatusKey(section, name)
+	pair, _, err := s.client.KV().Get(key, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return false, fmt.Errorf("status %s: read: %w", key, err)
+	}
+	if pair == nil {
+		return false, nil
+	}
+	if err := json.Unmarshal(pair.Value, into); err != nil {
+		return true, fmt.Errorf("status %s: decode: %w", key, err)
+	}
+	return true, nil
+}
+
+// ListStatus returns every status record as section → name → JSON.
+func (s *Store) ListStatus(ctx context.Context) (map[string]map[string]json.RawMessage, error) {
+	prefix := s.StatusPrefix()
+	pairs, _, err := s.client.KV().List(prefix, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("status: list %s: %w", prefix, err)
+	}
+	out := make(map[string]map[string]json.RawMessage)
+	for _, p := range pairs {
+		section, name, ok := strings.Cut(strings.TrimPrefix(p.Key, prefix), "/")
+		if !ok || section == "" || name == "" {
+			continue
+		}
+		if out[section] == nil {
+			out[section] = make(map[string]json.RawMessage)
+		}
+		out[section][name] = json.RawMessage(p.Value)
+	}
+	return out, nil
+}

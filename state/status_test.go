@@ -1,0 +1,116 @@
+package state
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/hashicorp/consul/api"
+)
+
+func TestStatusWriterWritesOnlyChanges(t *testing.T) {
+	a := newAgent(t)
+	ctx := testCtx(t)
+	c := a.Client(t)
+	s := storeFor(t, a.Addr)
+	key := s.StatusKey("vlans", "vlan40")
+	modifyIndex := func() uint64 {
+		t.Helper()
+		p, _, err := c.KV().Get(key, nil)
+		if err != nil || p == nil {
+			t.Fatalf("get %s: %v, %v", key, p, err)
+		}
+		return p.ModifyIndex
+	}
+	ready := Status{ObservedIndex: 7, Conditions: []Condition{{Type: "Ready", Status: "True"}}}
+	failing := Status{ObservedIndex: 8, Conditions: []Condition{{Type: "Ready", Status: "False", Reason: "NetworkCreateFailed"}}, LastError: "boom"}
+
+	// Consul itself skips a put of identical bytes without moving the
+	// ModifyIndex, so the requests the store made are what show that the
+	// writer did not even try.
+	w := s.NewStatusWriter()
+	var indexes []uint64
+	for i, tc := range []struct {
+		name         string
+		w            *StatusWriter
+		st           Status
+		wantChanged  bool
+		wantRequests uint64
+	}{
+		{"first write: read KV, then put", w, ready, true, 2},
+		{"same content: nothing sent", w, ready, false, 0},
+		{"same content again: nothing sent", w, ready, false, 0},
+		{"a new writer (a restart) reads KV and does not put", s.NewStatusWriter(), ready, false, 1},
+		{"changed content: one put", w, failing, true, 1},
+		{"unchanged after the change: nothing sent", w, failing, false, 0},
+		{"back to the first content: one put", w, ready, true, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := s.Requests()
+			changed, err := tc.w.Write(ctx, "vlans", "vlan40", tc.st)
+			if err != nil || changed != tc.wantChanged {
+				t.Fatalf("Write = %v, %v; want %v", changed, err, tc.wantChanged)
+			}
+			if got := s.Requests() - before; got != tc.wantRequests {
+				t.Fatalf("Write sent %d requests, want %d", got, tc.wantRequests)
+			}
+			indexes = append(indexes, modifyIndex())
+			if i > 0 {
+				moved := indexes[i] != indexes[i-1]
+				if moved != tc.wantChanged {
+					t.Fatalf("ModifyIndex %d -> %d: moved=%v, want %v", indexes[i-1], indexes[i], moved, tc.wantChanged)
+				}
+			}
+		})
+	}
+	distinct := map[uint64]bool{}
+	for _, i := range indexes {
+		distinct[i] = true
+	}
+	if len(distinct) != 3 {
+		t.Errorf("ModifyIndex took %d values over 7 writes (%v), want 3", len(distinct), indexes)
+	}
+
+	t.Run("indented JSON in KV compares equal", func(t *testing.T) {
+		b, _ := json.MarshalIndent(ready, "", "  ")
+		if _, err := c.KV().Put(&api.KVPair{Key: key, Value: b}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if changed, err := s.NewStatusWriter().Write(ctx, "vlans", "vlan40", ready); err != nil || changed {
+			t.Fatalf("Write = %v, %v; want no write", changed, err)
+		}
+	})
+
+	t.Run("read and list", func(t *testing.T) {
+		var got Status
+		found, err := s.ReadStatus(ctx, "vlans", "vlan40", &got)
+		if err != nil || !found || got.ObservedIndex != 7 || len(got.Conditions) != 1 || got.Conditions[0].Status != "True" {
+			t.Fatalf("ReadStatus = %+v, %v, %v", got, found, err)
+		}
+		if found, err := s.ReadStatus(ctx, "vlans", "nope", &got); found || err != nil {
+			t.Fatalf("ReadStatus of a missing key = %v, %v", found, err)
+		}
+		if _, err := w.Write(ctx, SectionNodes, "n1", map[string]bool{"ready": true}); err != nil {
+			t.Fatal(err)
+		}
+		all, err := s.ListStatus(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(all) != 2 || all["vlans"]["vlan40"] == nil || string(all["nodes"]["n1"]) != `{"ready":true}` {
+			t.Fatalf("ListStatus = %v", all)
+		}
+	})
+
+	t.Run("delete", func(t *testing.T) {
+		if err := w.Delete(ctx, "vlans", "vlan40"); err != nil {
+			t.Fatal(err)
+		}
+		if p, _, _ := c.KV().Get(key, nil); p != nil {
+			t.Fatal("status still there")
+		}
+		// The writer forgot it: the same content is written again.
+		if changed, err := w.Write(ctx, "vlans", "vlan40", ready); err != nil || !changed {
+			t.Fatalf("Write after Delete = %v, %v; want a write", changed, err)
+		}
+	})
+}
