@@ -67,7 +67,7 @@ func DecodeAll(data []byte) ([]Document, error) {
 		docs = append(docs, Document{Object: obj, Raw: r.raw, Index: i})
 	}
 	if len(errs) > 0 {
-		return nil, errs
+		return nil, errs.truncated()
 	}
 	return docs, nil
 }
@@ -319,7 +319,8 @@ type chunk struct {
 func splitYAML(data []byte) []rawDoc {
 	var chunks []chunk
 	cur := chunk{start: 0, line: 1}
-	onlyDirectives := false // cur holds directives ("%YAML 1.2") and comments only
+	content := false    // cur has a line other than blanks, comments and directives
+	directives := false // cur has directives ("%YAML 1.2") waiting for their "---"
 	pos, lineNo := 0, 1
 	for pos < len(data) {
 		eol := bytes.IndexByte(data[pos:], '\n')
@@ -330,28 +331,29 @@ func splitYAML(data []byte) []rawDoc {
 		line := data[pos:next]
 		switch {
 		case isMarker(line, "---"):
-			rest := line[3:]
-			if onlyDirectives {
+			if directives {
 				// Directives belong to the document this marker starts.
-				onlyDirectives = false
+				directives, content = false, true
 				break
 			}
 			cur.end = pos
 			chunks = append(chunks, cur)
-			if isBlankOrComment(rest) {
+			if rest := line[3:]; isBlankOrComment(rest) {
 				cur = chunk{start: next, line: lineNo + 1}
+				content = false
 			} else {
 				cur = chunk{start: pos, line: lineNo}
+				content = true
 			}
 		case isMarker(line, "..."):
 			cur.end = pos
 			chunks = append(chunks, cur)
 			cur = chunk{start: next, line: lineNo + 1}
-			onlyDirectives = false
-		case bytes.HasPrefix(line, []byte("%")):
-			if pos == cur.start || onlyDirectives || isBlankOrComment(data[cur.start:pos]) {
-				onlyDirectives = true
-			}
+			content, directives = false, false
+		case line[0] == '%' && !content:
+			directives = true
+		case !isBlankOrComment(line):
+			content = true
 		}
 		pos = next
 		lineNo++
@@ -374,14 +376,11 @@ func isMarker(line []byte, marker string) bool {
 	return len(rest) == 0 || rest[0] == ' ' || rest[0] == '\t' || rest[0] == '\r' || rest[0] == '\n'
 }
 
-func isBlankOrComment(b []byte) bool {
-	for _, line := range bytes.Split(b, []byte("\n")) {
-		line = bytes.TrimSpace(line)
-		if len(line) > 0 && line[0] != '#' {
-			return false
-		}
-	}
-	return true
+// isBlankOrComment reports whether a line holds nothing but white space
+// and perhaps a comment.
+func isBlankOrComment(line []byte) bool {
+	line = bytes.TrimSpace(line)
+	return len(line) == 0 || line[0] == '#'
 }
 
 var yamlLine = regexp.MustCompile(`line (\d+)`)

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 const hostYAML = `apiVersion: swarmvlan/v1
@@ -294,5 +295,34 @@ func fill(v reflect.Value, depth int) {
 		v.SetInt(int64(depth))
 	case reflect.Bool:
 		v.SetBool(true)
+	}
+}
+
+// TestDecodeLargeInputs checks that inputs built to be expensive are
+// rejected or decoded in time linear in their size, with a bounded error
+// list. The bound is generous: it only catches quadratic behaviour, which
+// takes minutes on these sizes.
+func TestDecodeLargeInputs(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+	}{
+		{"many directives", strings.Repeat("# c\n%TAG !a! tag:a,2000:\n", 20000) + "---\n" + hostYAML},
+		{"many empty documents", strings.Repeat("---\n", 100000)},
+		{"many duplicate keys", strings.Repeat("a: 1\n", 100000)},
+		{"many documents", strings.Repeat(hostYAML+"---\n", 5000)},
+		{"deep flow nesting", "x: " + strings.Repeat("[", 10000)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			start := time.Now()
+			_, err := DecodeAll([]byte(tt.in))
+			if d := time.Since(start); d > 10*time.Second {
+				t.Errorf("took %v", d)
+			}
+			if l := AsErrorList(err); len(l) > maxErrors+1 {
+				t.Errorf("%d problems reported, want at most %d", len(l), maxErrors+1)
+			}
+		})
 	}
 }

@@ -1,16 +1,20 @@
 package spec
 
-// Default values filled in by SetDefaults.
+// VLAN drivers.
 const (
 	DriverMacvlan = "macvlan"
 	DriverIPvlan  = "ipvlan"
+)
 
+// Service modes.
+const (
 	ModeReplicated = "replicated"
 	ModeGlobal     = "global"
-
-	// DefaultQuarantine is how long a released chunk stays out of use.
-	DefaultQuarantine Duration = "10m"
 )
+
+// DefaultQuarantine is how long a chunk released by a node that left the
+// swarm stays out of use when rangePlan.quarantine is omitted.
+const DefaultQuarantine Duration = "10m"
 
 // SetDefaults fills in what the user may omit. It is idempotent, leaves
 // every value the user set alone, and also fills apiVersion and kind when

@@ -107,3 +107,18 @@ func KeyPath(parent, key string) string {
 func IndexPath(parent string, i int) string {
 	return parent + "[" + strconv.Itoa(i) + "]"
 }
+
+// maxErrors bounds how many problems are reported for one input: past that,
+// a user learns nothing more from the list, and a hostile input could make
+// it huge.
+const maxErrors = 100
+
+// truncated keeps the first maxErrors problems and says how many were left
+// out.
+func (l ErrorList) truncated() ErrorList {
+	if len(l) <= maxErrors {
+		return l
+	}
+	out := append(ErrorList{}, l[:maxErrors]...)
+	return append(out, &FieldError{Msg: "and " + strconv.Itoa(len(l)-maxErrors) + " more problems"})
+}

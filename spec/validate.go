@@ -46,7 +46,7 @@ func Validate(o Object) error {
 	default:
 		errs.add("kind", fmt.Sprintf("unknown kind of document %T", o))
 	}
-	return errs.err()
+	return errs.truncated().err()
 }
 
 func validateHeader(errs *ErrorList, apiVersion, kind, want string) {
@@ -763,7 +763,7 @@ func DecodeAndValidate(data []byte) ([]Document, error) {
 		}
 	}
 	if len(errs) > 0 {
-		return nil, errs
+		return nil, errs.truncated()
 	}
 	return docs, nil
 }

@@ -411,4 +411,11 @@ func TestErrorList(t *testing.T) {
 	if err := (ErrorList{}).err(); err != nil {
 		t.Errorf("an empty list gave the error %v", err)
 	}
+	var long ErrorList
+	for range maxErrors + 50 {
+		long.add("a", "b")
+	}
+	if got := long.truncated(); len(got) != maxErrors+1 || got[maxErrors].Error() != "and 50 more problems" {
+		t.Errorf("truncated list has %d entries ending in %v", len(got), got[len(got)-1])
+	}
 }

@@ -1,0 +1,608 @@
+package schemas
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	"go.yaml.in/yaml/v3"
+
+	"swarmvlan/spec"
+)
+
+// genericDocs decodes every document of a YAML or JSON file into generic
+// JSON values, without spec's decoder, so the schemas are tested on what a
+// user wrote rather than on what spec made of it.
+func genericDocs(data []byte) ([]any, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var docs []any
+	for {
+		var v any
+		err := dec.Decode(&v)
+		if err == io.EOF {
+			return docs, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if v == nil {
+			continue
+		}
+		b, err := json.Marshal(v)
+		if err != nil {
+			return nil, err
+		}
+		g, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
+		if err != nil {
+			return nil, err
+		}
+		docs = append(docs, g)
+	}
+}
+
+func kindOf(doc any) string {
+	m, _ := doc.(map[string]any)
+	k, _ := m["kind"].(string)
+	return k
+}
+
+func testdata(t *testing.T, dir string) map[string][]byte {
+	t.Helper()
+	paths, err := filepath.Glob(filepath.Join("..", "spec", "testdata", dir, "*"))
+	if err != nil || len(paths) == 0 {
+		t.Fatalf("no testdata in %s: %v", dir, err)
+	}
+	files := map[string][]byte{}
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[filepath.Base(p)] = b
+	}
+	return files
+}
+
+func TestSchemasCompile(t *testing.T) {
+	all, err := compiled()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range spec.Kinds {
+		if all[k] == nil {
+			t.Errorf("no schema for %s", k)
+		}
+		if len(File(k)) == 0 || !bytes.Equal(File(k), File(spec.Plural(k))) {
+			t.Errorf("File(%s) is empty or differs from File(%s)", k, spec.Plural(k))
+		}
+	}
+	if File("Route") != nil {
+		t.Error("File(Route) is not nil")
+	}
+	if err := Validate("Route", map[string]any{}); err == nil {
+		t.Error("Validate accepted an unknown kind")
+	}
+}
+
+func TestValidTestdataPassesSchemas(t *testing.T) {
+	for name, data := range testdata(t, "valid") {
+		t.Run(name, func(t *testing.T) {
+			docs, err := genericDocs(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, d := range docs {
+				if err := Validate(kindOf(d), d); err != nil {
+					t.Errorf("document %d:\n%v", i+1, err)
+				}
+			}
+			if err := ValidateBytes(data); err != nil {
+				t.Errorf("ValidateBytes:\n%v", err)
+			}
+		})
+	}
+}
+
+// schemaCannotExpress lists the invalid testdata documents a JSON Schema
+// accepts or cannot read, and why. Everything else in spec/testdata/invalid
+// must fail its schema.
+var schemaCannotExpress = map[string]string{
+	"decode-duplicate-key.yaml":    "a generic YAML decoder refuses duplicate keys before any schema sees them",
+	"json-duplicate-key.json":      "a generic decoder refuses or silently merges duplicate keys",
+	"decode-syntax-error.yaml":     "not YAML",
+	"json-syntax-error.json":       "not JSON",
+	"decode-unsupported-tag.yaml":  "a generic decoder applies or drops the tag; the schema sees a plain string",
+	"decode-merge-key.yaml":        "a generic decoder expands the merge key",
+	"decode-integer-overflow.yaml": "a generic decoder reads the overflowing integer as a float without a fraction, which JSON Schema counts as an integer",
+	"multi-second-document.yaml":   "chunkPrefix relates to the subnet's prefix length",
+	"decode-alias-bomb.yaml":       "a generic decoder expands the aliases (the size limit is spec's)",
+
+	"vlan-subinterface-too-long.yaml":     "the length of <trunk>.<id> relates two fields",
+	"vlan-subnet-host-bits.yaml":          "host bits of a prefix are arithmetic",
+	"vlan-gateway-outside.yaml":           "gateway inside subnet is arithmetic",
+	"vlan-gateway-network.yaml":           "gateway inside subnet is arithmetic",
+	"vlan-gateway-broadcast.yaml":         "gateway inside subnet is arithmetic",
+	"vlan-chunk-prefix-below-subnet.yaml": "chunkPrefix relates to the subnet's prefix length",
+	"vlan-chunk-prefix-too-many.yaml":     "the number of chunks is arithmetic",
+	"vlan-pool-host-bits.yaml":            "host bits of a prefix are arithmetic",
+	"vlan-pool-outside.yaml":              "containment is arithmetic",
+	"vlan-pool-smaller-than-chunk.yaml":   "relates pool entries to chunkPrefix",
+	"vlan-pool-overlap.yaml":              "overlap is arithmetic",
+	"vlan-exclude-outside.yaml":           "containment is arithmetic",
+	"vlan-exclude-host-bits.yaml":         "host bits of a prefix are arithmetic",
+	"vlan-pinned-wrong-size.yaml":         "relates pinned chunks to chunkPrefix",
+	"vlan-pinned-unaligned.yaml":          "host bits of a prefix are arithmetic",
+	"vlan-pinned-outside-subnet.yaml":     "containment is arithmetic",
+	"vlan-pinned-twice.yaml":              "overlap between values of different keys",
+	"vlan-pinned-excluded.yaml":           "overlap is arithmetic",
+	"vlan-pinned-outside-pool.yaml":       "containment is arithmetic",
+	"host-vlan-chunk-host-bits.yaml":      "host bits of a prefix are arithmetic",
+
+	"svc-scaling-min-above-max.yaml":          "relates two fields",
+	"svc-replicas-below-min.yaml":             "relates replicas to scaling bounds",
+	"svc-replicas-above-max.yaml":             "relates replicas to scaling bounds",
+	"svc-memory-below-docker-minimum.yaml":    "compares a parsed quantity",
+	"svc-memory-reservation-above-limit.yaml": "compares two parsed quantities",
+	"svc-cpus-reservation-above-limit.yaml":   "compares two parsed numbers",
+	"svc-mount-target-twice.yaml":             "uniqueness of one field across list items",
+	"svc-healthcheck-interval-zero.yaml":      "a zero duration is syntactically valid",
+	"svc-consul-check-timeout-zero.yaml":      "a zero duration is syntactically valid",
+	"svc-consul-deregister-short.yaml":        "compares a parsed duration",
+}
+
+func TestInvalidTestdataFailsSchemas(t *testing.T) {
+	files := testdata(t, "invalid")
+	for name := range schemaCannotExpress {
+		if files[name] == nil {
+			t.Errorf("schemaCannotExpress names %s, which does not exist", name)
+		}
+	}
+	rejected := 0
+	for name, data := range files {
+		t.Run(name, func(t *testing.T) {
+			reason, excused := schemaCannotExpress[name]
+			docs, err := genericDocs(data)
+			if err != nil {
+				if !excused {
+					t.Fatalf("does not decode generically (%v); list it in schemaCannotExpress if that is expected", err)
+				}
+				return
+			}
+			var errs spec.ErrorList
+			for i, d := range docs {
+				for _, e := range spec.AsErrorList(Validate(kindOf(d), d)) {
+					if len(docs) > 1 {
+						e = prefixed(i, e)
+					}
+					errs = append(errs, e)
+				}
+			}
+			switch {
+			case len(errs) == 0 && !excused:
+				t.Fatalf("the schema accepts it")
+			case len(errs) == 0:
+				return
+			case excused:
+				t.Fatalf("the schema rejects it, but schemaCannotExpress says %q:\n%v", reason, errs)
+			}
+			rejected++
+			want := wantPath(t, name, data)
+			if want == "-" {
+				return
+			}
+			for _, e := range errs {
+				if related(e.Path, want) {
+					return
+				}
+			}
+			t.Errorf("no schema error at or around %s:\n%v", want, errs)
+		})
+	}
+	if rejected < 70 {
+		t.Errorf("the schemas reject only %d invalid documents", rejected)
+	}
+}
+
+// related reports whether a schema error at got points at the problem at
+// want: the same field, a field inside it, or the object holding it (where
+// a schema reports alternatives none of which matched).
+func related(got, want string) bool {
+	if got == want {
+		return true
+	}
+	inside := func(child, parent string) bool {
+		return parent == "" || strings.HasPrefix(child, parent+".") || strings.HasPrefix(child, parent+"[")
+	}
+	return inside(got, want) || inside(want, got) && got != ""
+}
+
+var jsonWant = map[string]string{
+	"json-vlan-id.json":        "spec.id",
+	"json-float-replicas.json": "spec.replicas",
+}
+
+func wantPath(t *testing.T, name string, data []byte) string {
+	t.Helper()
+	if w, ok := jsonWant[name]; ok {
+		return w
+	}
+	first, _, _ := bufio.NewReader(bytes.NewReader(data)).ReadLine()
+	w, ok := strings.CutPrefix(string(first), "# want: ")
+	if !ok {
+		t.Fatalf("%s has no '# want:' line and no entry in jsonWant", name)
+	}
+	return w
+}
+
+func TestErrorPaths(t *testing.T) {
+	const vlan = `{"apiVersion": "swarmvlan/v1", "kind": "VLAN", "metadata": {"name": "vlan40"}, "spec": `
+	const svc = `{"apiVersion": "swarmvlan/v1", "kind": "Service", "metadata": {"name": "web"}, "spec": `
+	tests := []struct {
+		name string
+		doc  string
+		want []string
+	}{
+		{"unknown field", vlan + `{"trunk": "eth0", "subnet": "10.0.0.0/16", "rangePlan": {"chunkPrefix": 24, "chunkSize": 1}}}`,
+			[]string{"spec.rangePlan.chunkSize: unknown field"}},
+		{"missing fields", vlan + `{"rangePlan": {}}}`,
+			[]string{"spec.trunk: required", "spec.subnet: required", "spec.rangePlan.chunkPrefix: required"}},
+		{"list index", vlan + `{"trunk": "eth0", "subnet": "10.0.0.0/16", "rangePlan": {"chunkPrefix": 24, "pool": ["10.0.1.0/24", "ten"]}}}`,
+			[]string{"spec.rangePlan.pool[1]"}},
+		{"bad key", vlan + `{"trunk": "eth0", "subnet": "10.0.0.0/16", "rangePlan": {"chunkPrefix": 24, "pinned": {"bad_host": "10.0.1.0/24"}}}}`,
+			[]string{"spec.rangePlan.pinned.bad_host: invalid key"}},
+		{"reserved key", svc + `{"image": "web", "networks": ["v"], "consul": {"port": 80, "meta": {"consul-x": "y"}}}}`,
+			[]string{"spec.consul.meta.consul-x: key is reserved"}},
+		{"key with dots", svc + `{"image": "web", "networks": ["v"], "labels": {"io.swarmvlan.managed": "true"}}}`,
+			[]string{`spec.labels["io.swarmvlan.managed"]: key is reserved`}},
+		{"scaling in global mode", svc + `{"image": "web", "networks": ["v"], "mode": "global", "scaling": {"max": 2}}}`,
+			[]string{"spec.scaling: not allowed here"}},
+		{"check with http and tcp", svc + `{"image": "web", "networks": ["v"], "consul": {"port": 80, "check": {"http": "/", "tcp": true}}}}`,
+			[]string{"spec.consul.check: matches a form that is not allowed"}},
+		{"check with neither", svc + `{"image": "web", "networks": ["v"], "consul": {"port": 80, "check": {"interval": "5s"}}}}`,
+			[]string{"spec.consul.check: does not match any allowed form"}},
+		{"wrong type", svc + `{"image": "web", "networks": ["v"], "replicas": "3"}}`,
+			[]string{"spec.replicas: got string, want integer"}},
+		{"enum", svc + `{"image": "web", "networks": ["v"], "mode": "daemonset"}}`,
+			[]string{"spec.mode: value must be one of 'replicated', 'global'"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			doc, err := jsonschema.UnmarshalJSON(strings.NewReader(tt.doc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = Validate(kindOf(doc), doc)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			var l spec.ErrorList
+			if !errors.As(err, &l) {
+				t.Fatalf("error is a %T, want spec.ErrorList", err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+func TestValidateBytes(t *testing.T) {
+	valid := testdata(t, "valid")
+	multi := append(append([]byte{}, valid["worker1.yaml"]...), "---\n"...)
+	multi = append(multi, `{apiVersion: swarmvlan/v1, kind: VLAN, metadata: {name: v}, spec: {trunk: eth0, subnet: 10.0.0.0/16, mtu: 40, rangePlan: {chunkPrefix: 24}}}`...)
+	tests := []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"valid", valid["stack.yaml"], ""},
+		{"schema problem in the second document", multi, "document 2: spec.mtu: minimum: got 40, want 68"},
+		{"decode problem", []byte("apiVersion: swarmvlan/v1\nkind: Host\nmetadata: {name: w, x: 1}\n"), "metadata.x: unknown field"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := ValidateBytes(tt.data)
+			if tt.want == "" {
+				if err != nil {
+					t.Errorf("ValidateBytes = %v", err)
+				}
+				return
+			}
+			if err == nil || err.Error() != tt.want {
+				t.Errorf("ValidateBytes =\n%v\nwant\n%v", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestSchemaAgreesWithSpec sets one field of a valid document to each
+// sample value and expects the schema and spec.Validate to agree on it. It
+// covers the fields whose rule a schema can state in full.
+func TestSchemaAgreesWithSpec(t *testing.T) {
+	const vlan = `{"apiVersion": "swarmvlan/v1", "kind": "VLAN", "metadata": {"name": "vlan40"},
+		"spec": {"trunk": "eth0", "subnet": "10.0.0.0/16", "rangePlan": {"chunkPrefix": 24}}}`
+	const svc = `{"apiVersion": "swarmvlan/v1", "kind": "Service", "metadata": {"name": "web"},
+		"spec": {"image": "web", "networks": ["vlan40"]}}`
+	const host = `{"apiVersion": "swarmvlan/v1", "kind": "Host", "metadata": {"name": "worker1"}}`
+	durations := []any{"10s", "1m30s", "1.5h", "0", "0s", "+5s", ".5s", "5.s", "1µs", "1us", "100ns", "-1s", "10", "1d", "s", "1 s", "1m-1s"}
+	tests := []struct {
+		base    string
+		path    string
+		samples []any
+	}{
+		{svc, "spec.image", []any{"web", "registry.example.com:5000/team/web:1.4", "web@sha256:" + strings.Repeat("ab", 32), "Web", "web:", "web:-1", "a//b", "web app"}},
+		{svc, "spec.scaling.cooldown", durations},
+		{svc, "spec.update.delay", durations},
+		{svc, "spec.resources.limits.cpus", []any{"0.5", "2", "0.000000001", "0", "0.0", "00.10", ".5", "1.", "1e3", "1000000000", "999999999.999999999", "0.0000000001"}},
+		{svc, "spec.resources.reservations.memory", []any{"1", "256Mi", "256M", "256m", "1GB", "1gb", "1.5Gi", "0", "0Mi", "0.0G", "256MiB", "1mi", "1P", "-1", "Mi", ".5G"}},
+		{svc, "spec.networks", []any{[]any{"a"}, []any{"a", "b"}, []any{}, []any{"a", "a"}, []any{"A"}, []any{""}, []any{"a-"}}},
+		{svc, "spec.secrets", []any{[]any{"db_password"}, []any{"db.password-1"}, []any{"db password"}, []any{"_x"}, []any{"x_"}, []any{strings.Repeat("s", 65)}, []any{"a", "a"}}},
+		{svc, "spec.placement.constraints", []any{[]any{"node.role==manager"}, []any{"node.role != manager"}, []any{"node.labels.a!b==c"}, []any{"node.role"}, []any{"==x"}, []any{"x=="}, []any{"a==b==c"}, []any{"a = b"}}},
+		{svc, "spec.env", []any{map[string]any{"A": "b"}, map[string]any{"A=B": "c"}, map[string]any{"": "c"}, map[string]any{"A": "b\x00"}}},
+		{svc, "spec.labels", []any{map[string]any{"tier": "front"}, map[string]any{"io.swarmvlan.x": "y"}, map[string]any{"-x": "y"}, map[string]any{"x": "a\x07b"}, map[string]any{"x": "tab\tok"}}},
+		{svc, "spec.healthcheck.test", []any{[]any{"CMD", "/app"}, []any{"CMD-SHELL", "true"}, []any{"NONE"}, []any{"CMD"}, []any{"NONE", "x"}, []any{"CMD-SHELL", "a", "b"}, []any{"/app"}, []any{}}},
+		{svc, "spec.mode", []any{"replicated", "global", "daemonset"}},
+		{svc, "spec.consul", []any{
+			map[string]any{"port": 80},
+			map[string]any{"port": 0},
+			map[string]any{"port": 65536},
+			map[string]any{"port": 80, "service": "Web"},
+			map[string]any{"port": 80, "check": map[string]any{"http": "/health"}},
+			map[string]any{"port": 80, "check": map[string]any{"tcp": true}},
+			map[string]any{"port": 80, "check": map[string]any{"tcp": false}},
+			map[string]any{"port": 80, "check": map[string]any{"http": "/", "tcp": true}},
+			map[string]any{"port": 80, "check": map[string]any{"http": "health"}},
+			map[string]any{"port": 80, "meta": map[string]any{"consul-x": "y"}},
+			map[string]any{"port": 80, "tags": []any{" "}},
+		}},
+		{svc, "spec.mounts", []any{
+			[]any{map[string]any{"type": "bind", "source": "/srv", "target": "/data"}},
+			[]any{map[string]any{"type": "bind", "target": "/data"}},
+			[]any{map[string]any{"type": "bind", "source": "srv", "target": "/data"}},
+			[]any{map[string]any{"type": "volume", "target": "/data"}},
+			[]any{map[string]any{"type": "volume", "source": "data", "target": "/data"}},
+			[]any{map[string]any{"type": "volume", "source": "/data", "target": "/data"}},
+			[]any{map[string]any{"type": "tmpfs", "target": "/tmp"}},
+			[]any{map[string]any{"type": "tmpfs", "source": "x", "target": "/tmp"}},
+			[]any{map[string]any{"type": "nfs", "target": "/data"}},
+			[]any{map[string]any{"type": "tmpfs", "target": "tmp"}},
+		}},
+		{vlan, "spec.trunk", []any{"eth0", "bond0", "enp0s31f6abcdef", "enp0s31f6abcdefg", "eth0/1", "eth0:1", "eth 0", ".", "..", "...", ""}},
+		{vlan, "spec.id", []any{0, 1, 4094, 4095, -1}},
+		{vlan, "spec.mtu", []any{68, 1500, 65535, 67, 65536}},
+		{vlan, "spec.driver", []any{"macvlan", "ipvlan", "bridge"}},
+		{vlan, "spec.mode", []any{"bridge", "private", "vepa", "passthru", "l2", "l3", "x"}},
+		{vlan, "spec.subnet", []any{"10.0.0.0/16", "10.0.0.0", "10.0.0.0/31", "fd00::/64", "10.0.0.0/016", "010.0.0.0/16", "256.0.0.0/16"}},
+		{vlan, "spec.gateway", []any{"10.0.0.1", "10.0.0.01", "10.0.0.1/32", "fd00::1", "x"}},
+		{vlan, "spec.rangePlan.chunkPrefix", []any{16, 24, 30, 31}},
+		{vlan, "spec.rangePlan.quarantine", durations},
+		{host, "metadata.name", []any{"worker1", "Worker-1", "node1.lab.example", "-w", "w_1", "a..b", strings.Repeat("a", 64)}},
+		{host, "spec.trunk", []any{"eth1", "eth1/0", "enp0s31f6abcdefg"}},
+		{host, "spec.vlans", []any{map[string]any{"vlan40": map[string]any{"chunk": "10.0.1.0/24"}}, map[string]any{"VLAN": map[string]any{}}, map[string]any{"v": map[string]any{"chunk": "10.0.1.0"}}}},
+	}
+	for _, tt := range tests {
+		for _, sample := range tt.samples {
+			name := tt.path + "=" + mustJSON(t, sample)
+			t.Run(name, func(t *testing.T) {
+				doc, err := jsonschema.UnmarshalJSON(strings.NewReader(tt.base))
+				if err != nil {
+					t.Fatal(err)
+				}
+				set(doc, tt.path, sample)
+				b := mustJSON(t, doc)
+				doc, _ = jsonschema.UnmarshalJSON(strings.NewReader(b))
+				schemaErr := Validate(kindOf(doc), doc)
+
+				obj, err := spec.Decode([]byte(b))
+				var specErr error
+				if err != nil {
+					specErr = err
+				} else {
+					specErr = spec.Validate(obj)
+				}
+				if (schemaErr == nil) != (specErr == nil) {
+					t.Errorf("schema says %v\nspec says %v", orOK(schemaErr), orOK(specErr))
+				}
+			})
+		}
+	}
+}
+
+func orOK(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	return err.Error()
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// set puts v at a dotted path, creating objects on the way.
+func set(doc any, path string, v any) {
+	parts := strings.Split(path, ".")
+	m := doc.(map[string]any)
+	for _, p := range parts[:len(parts)-1] {
+		next, ok := m[p].(map[string]any)
+		if !ok {
+			next = map[string]any{}
+			m[p] = next
+		}
+		m = next
+	}
+	m[parts[len(parts)-1]] = v
+}
+
+// TestPatternsMatchSpec keeps patterns copied from spec in step.
+func TestPatternsMatchSpec(t *testing.T) {
+	var s map[string]any
+	if err := json.Unmarshal(File(spec.KindService), &s); err != nil {
+		t.Fatal(err)
+	}
+	image := s["properties"].(map[string]any)["spec"].(map[string]any)["properties"].(map[string]any)["image"].(map[string]any)["pattern"]
+	if image != spec.ImageReferencePattern {
+		t.Errorf("service schema image pattern\n%v\ndiffers from spec.ImageReferencePattern\n%v", image, spec.ImageReferencePattern)
+	}
+}
+
+// TestDrift walks the Go document types and the schemas side by side and
+// fails, naming the field, when a field exists in one and not the other or
+// their types differ.
+func TestDrift(t *testing.T) {
+	for _, obj := range []spec.Object{&spec.VLAN{}, &spec.Service{}, &spec.Host{}} {
+		k := obj.GetKind()
+		t.Run(k, func(t *testing.T) {
+			var root map[string]any
+			if err := json.Unmarshal(File(k), &root); err != nil {
+				t.Fatal(err)
+			}
+			d := &drift{t: t, root: root}
+			d.compare(k, reflect.TypeOf(obj).Elem(), root)
+		})
+	}
+}
+
+type drift struct {
+	t    *testing.T
+	root map[string]any
+}
+
+// resolve follows local $refs.
+func (d *drift) resolve(s map[string]any) map[string]any {
+	for {
+		ref, ok := s["$ref"].(string)
+		if !ok {
+			return s
+		}
+		name, ok := strings.CutPrefix(ref, "#/$defs/")
+		if !ok {
+			d.t.Fatalf("unsupported $ref %q", ref)
+		}
+		next, ok := d.root["$defs"].(map[string]any)[name].(map[string]any)
+		if !ok {
+			d.t.Fatalf("$ref %q points nowhere", ref)
+		}
+		s = next
+	}
+}
+
+func jsonType(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Pointer:
+		return jsonType(t.Elem())
+	case reflect.String:
+		return "string"
+	case reflect.Int, reflect.Int64:
+		return "integer"
+	case reflect.Bool:
+		return "boolean"
+	case reflect.Slice:
+		return "array"
+	case reflect.Struct, reflect.Map:
+		return "object"
+	}
+	return "unsupported Go type " + t.String()
+}
+
+func (d *drift) compare(path string, typ reflect.Type, schema map[string]any) {
+	for typ.Kind() == reflect.Pointer {
+		typ = typ.Elem()
+	}
+	s := d.resolve(schema)
+	want := jsonType(typ)
+	if got, _ := s["type"].(string); got != want {
+		d.t.Errorf("%s: schema type %q, Go type %s is %q", path, got, typ, want)
+		return
+	}
+	switch typ.Kind() {
+	case reflect.Slice:
+		items, ok := s["items"].(map[string]any)
+		if !ok {
+			d.t.Errorf("%s: schema array has no items schema", path)
+			return
+		}
+		d.compare(path+"[]", typ.Elem(), items)
+	case reflect.Map:
+		// A map's values are described by additionalProperties, or, when
+		// its keys follow a rule, by patternProperties (false for reserved
+		// keys) with additionalProperties false.
+		if _, ok := s["properties"]; ok {
+			d.t.Errorf("%s: Go map, but the schema lists properties", path)
+		}
+		var values []map[string]any
+		if v, ok := s["additionalProperties"].(map[string]any); ok {
+			values = append(values, v)
+		}
+		pp, _ := s["patternProperties"].(map[string]any)
+		for _, v := range pp {
+			if v, ok := v.(map[string]any); ok {
+				values = append(values, v)
+			}
+		}
+		if len(values) == 0 {
+			d.t.Errorf("%s: Go map, but the schema describes no values", path)
+		}
+		for _, v := range values {
+			d.compare(path+".*", typ.Elem(), v)
+		}
+	case reflect.Struct:
+		if s["additionalProperties"] != false {
+			d.t.Errorf("%s: schema object does not set additionalProperties: false", path)
+		}
+		props, _ := s["properties"].(map[string]any)
+		goFields := map[string]reflect.Type{}
+		for i := 0; i < typ.NumField(); i++ {
+			f := typ.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if !f.IsExported() || name == "-" {
+				continue
+			}
+			if name == "" {
+				name = f.Name
+			}
+			goFields[name] = f.Type
+		}
+		names := make([]string, 0, len(goFields))
+		for n := range goFields {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			ps, ok := props[n].(map[string]any)
+			if !ok {
+				d.t.Errorf("%s.%s: field in Go, not in the schema", path, n)
+				continue
+			}
+			d.compare(path+"."+n, goFields[n], ps)
+		}
+		for n := range props {
+			if _, ok := goFields[n]; !ok {
+				d.t.Errorf("%s.%s: field in the schema, not in Go", path, n)
+			}
+		}
+		if req, ok := s["required"].([]any); ok {
+			for _, r := range req {
+				if _, ok := goFields[r.(string)]; !ok {
+					d.t.Errorf("%s: schema requires %v, which Go does not have", path, r)
+				}
+			}
+		}
+	}
+}
