@@ -58,6 +58,18 @@ func run(t testing.TB, addr string, stdin string, args ...string) (int, string, 
 	return code, out.String(), errb.String()
 }
 
+// hasLine says whether out has a line starting (after indentation) with
+// mark and containing text.
+func hasLine(out, mark, text string) bool {
+	for _, l := range strings.Split(out, "\n") {
+		l = strings.TrimSpace(l)
+		if strings.HasPrefix(l, mark) && strings.Contains(l, text) {
+			return true
+		}
+	}
+	return false
+}
+
 func writeFile(t testing.TB, dir, name, body string) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
@@ -93,14 +105,22 @@ spec:
 }
 
 func TestValidateExamplesAndSpecDocuments(t *testing.T) {
-	code, out, errOut := run(t, "", "", "validate", "-f", "../../examples", "-f", "../../spec/testdata/valid")
-	if code != 0 {
-		t.Fatalf("validate exit %d\n%s%s", code, out, errOut)
+	for _, dir := range []string{"../../examples", "../../spec/testdata/valid/vlan40.yaml", "../../spec/testdata/valid/web.yaml", "../../spec/testdata/valid/worker1.yaml"} {
+		code, out, errOut := run(t, "", "", "validate", "-f", dir)
+		if code != 0 {
+			t.Fatalf("validate %s: exit %d\n%s%s", dir, code, out, errOut)
+		}
 	}
+	code, out, _ := run(t, "", "", "validate", "-f", "../../examples")
 	for _, want := range []string{"VLAN vlan40 valid", "Service web valid", "Host worker1 valid"} {
-		if !strings.Contains(out, want) {
+		if code != 0 || !strings.Contains(out, want) {
 			t.Errorf("validate output lacks %q:\n%s", want, out)
 		}
+	}
+	// The same document in two sources is refused.
+	code, _, errOut := run(t, "", "", "validate", "-f", "../../examples", "-f", "../../spec/testdata/valid/vlan40.yaml")
+	if code != 1 || !strings.Contains(errOut, `VLAN "vlan40" is also defined in`) {
+		t.Errorf("duplicate document accepted: exit %d\n%s", code, errOut)
 	}
 }
 
@@ -165,8 +185,8 @@ func TestApplyDiffPrune(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, out, _ = run(t, agent.Addr, "", "diff", "-f", dir)
-	if code != 0 || !strings.Contains(out, "~ services/api") || !strings.Contains(out, `-   "replicas": 7`) ||
-		!strings.Contains(out, `+   "replicas": 2`) || !strings.Contains(out, "? services/stray") {
+	if code != 0 || !strings.Contains(out, "~ services/api") || !hasLine(out, "-", `"replicas": 7`) ||
+		!hasLine(out, "+", `"replicas": 2`) || !strings.Contains(out, "? services/stray") {
 		t.Fatalf("diff does not show the drift:\n%s", out)
 	}
 	code, out, _ = run(t, agent.Addr, "", "apply", "-f", dir, "--prune")
