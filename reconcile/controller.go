@@ -178,7 +178,10 @@ func (c *Controller) process(ctx context.Context, q *Queue, k Key) {
 	if ctx.Err() != nil {
 		return // leadership lost or shutting down: write nothing more
 	}
-	if err := c.writeStatus(ctx, k, doc, bad, out); err != nil {
+	if spec.Plural(k.Kind) == "" {
+		// A synthetic key (a pass over many objects) has no status of its
+		// own.
+	} else if err := c.writeStatus(ctx, k, doc, bad, out); err != nil {
 		c.Log.Warn("write status", "object", k.String(), "err", err)
 		q.Retry(k)
 		return
