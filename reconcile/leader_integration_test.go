@@ -31,7 +31,7 @@ type leaderTestBed struct {
 	cancel context.CancelFunc
 }
 
-func startLeaderTestBed(t *testing.T) *leaderTestBed {
+func startLeaderTestBed(t testing.TB) *leaderTestBed {
 	t.Helper()
 	d, _ := dockerTestEngine(t)
 	agent := lab.StartConsul(t)
@@ -62,7 +62,7 @@ func startLeaderTestBed(t *testing.T) *leaderTestBed {
 	return &leaderTestBed{store: store, kv: agent.Client(t).KV(), docker: d, view: view, nodeID: info.Swarm.NodeID, host: info.Name, cancel: cancel}
 }
 
-func (b *leaderTestBed) put(t *testing.T, kind, name, doc string) {
+func (b *leaderTestBed) put(t testing.TB, kind, name, doc string) {
 	t.Helper()
 	if _, err := b.kv.Put(&api.KVPair{Key: b.store.SpecKey(kind, name), Value: []byte(doc)}, nil); err != nil {
 		t.Fatal(err)
@@ -78,7 +78,7 @@ func (b *leaderTestBed) del(t *testing.T, kind, name string) {
 
 // reportReady plays this node's host role: it says the VLAN is ready, as the
 // host role does once its config network exists.
-func (b *leaderTestBed) reportReady(t *testing.T, vlan string) {
+func (b *leaderTestBed) reportReady(t testing.TB, vlan string) {
 	t.Helper()
 	report, _ := json.Marshal(map[string]any{"hostname": b.host, "vlans": map[string]any{vlan: map[string]any{"ready": true}}})
 	reg, err := b.store.RegisterNode(context.Background(), b.nodeID, report, 10*time.Second)
@@ -119,22 +119,20 @@ spec:
 `, name, lab.ImageTestApp, env, vlan, replicas)
 }
 
-func TestLeaderConvergesVLANAndService(t *testing.T) {
-	suffix := dockerTestSuffix(t)
-	trunk := networkTestVeth(t, suffix)
-	b := startLeaderTestBed(t)
+// leaderTestReadyVLAN puts a VLAN on a fresh veth trunk, waits for this
+// node's chunk, and plays this node's host role (config network and a ready
+// report). It returns the VLAN's name, chunk and shim address.
+func leaderTestReadyVLAN(t testing.TB, b *leaderTestBed, suffix string) (string, netip.Prefix, netip.Addr) {
+	t.Helper()
 	ctx := context.Background()
-	vlan, svcName := "v"+suffix, "web"+suffix
+	trunk := networkTestVeth(t, suffix)
+	vlan := "v" + suffix
 	octet := 90 + int(suffix[0])%9
 	t.Cleanup(func() {
-		RemoveService(ctx, b.docker, svcName)
 		RemoveSwarmNetwork(ctx, b.docker, vlan)
 		RemoveConfigNetwork(ctx, b.docker, vlan)
 	})
-
 	b.put(t, spec.KindVLAN, vlan, leaderTestVLAN(vlan, trunk, octet))
-	// The range plan gives this node the lowest free chunk: the first /24 is
-	// excluded, so 172.x.1.0/24.
 	var chunk netip.Prefix
 	dockerTestPoll(t, 20*time.Second, "allocation for this node", func() (bool, string) {
 		have, _, err := b.store.Allocations(ctx, vlan)
@@ -148,11 +146,10 @@ func TestLeaderConvergesVLANAndService(t *testing.T) {
 		chunk = netip.MustParsePrefix(a.Chunk)
 		return true, ""
 	})
+	// The first /24 is excluded, so the lowest free chunk is 172.x.1.0/24.
 	if want := netip.MustParsePrefix(fmt.Sprintf("172.%d.1.0/24", octet)); chunk != want {
 		t.Fatalf("chunk = %s, want %s", chunk, want)
 	}
-	// What the host role does on this node: the config-only network with the
-	// node's chunk, then a readiness report.
 	subnet := netip.MustParsePrefix(fmt.Sprintf("172.%d.0.0/16", octet))
 	shim := spec.ShimAddress(subnet, chunk)
 	if _, err := EnsureConfigNetwork(ctx, b.docker, ConfigNetwork{VLAN: vlan, Driver: "macvlan", Parent: trunk, Mode: "bridge",
@@ -160,6 +157,16 @@ func TestLeaderConvergesVLANAndService(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.reportReady(t, vlan)
+	return vlan, chunk, shim
+}
+
+func TestLeaderConvergesVLANAndService(t *testing.T) {
+	suffix := dockerTestSuffix(t)
+	b := startLeaderTestBed(t)
+	ctx := context.Background()
+	svcName := "web" + suffix
+	t.Cleanup(func() { RemoveService(ctx, b.docker, svcName) })
+	vlan, chunk, shim := leaderTestReadyVLAN(t, b, suffix)
 
 	b.put(t, spec.KindService, svcName, leaderTestService(svcName, vlan, 3, "info"))
 	var status ServiceStatus
@@ -257,7 +264,7 @@ func TestLeaderConvergesVLANAndService(t *testing.T) {
 	})
 }
 
-func inspectService(t *testing.T, d Docker, name string) swarm.Service {
+func inspectService(t testing.TB, d Docker, name string) swarm.Service {
 	t.Helper()
 	s, err := d.ServiceInspect(context.Background(), name)
 	if err != nil {
