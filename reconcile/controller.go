@@ -54,6 +54,9 @@ type Controller struct {
 	// Resync is the period of the full pass that catches drift no event
 	// announces.
 	Resync time.Duration
+	// Periodic are synthetic keys (passes over many objects) queued at start
+	// and on every resync.
+	Periodic []Key
 	// OnReconcile, when set, observes every reconcile (metrics).
 	OnReconcile func(kind string, d time.Duration, err error)
 
@@ -118,6 +121,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	for _, k := range c.View.Keys() {
 		q.Add(k)
 	}
+	for _, k := range c.Periodic {
+		q.Add(k)
+	}
 	workers := c.Workers
 	if workers <= 0 {
 		workers = 4
@@ -148,6 +154,9 @@ func (c *Controller) Run(ctx context.Context) error {
 				return nil
 			case <-t.C:
 				for _, k := range c.View.Keys() {
+					q.Add(k)
+				}
+				for _, k := range c.Periodic {
 					q.Add(k)
 				}
 			}

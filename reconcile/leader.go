@@ -34,6 +34,9 @@ type ClusterConfig struct {
 	// Sweep is the period of the pass that finds managed Docker objects
 	// whose document is gone (deleted while no leader ran).
 	Sweep time.Duration
+	// NodeDownGrace is how long a node must be down in Swarm before the
+	// leader removes its tasks' entries from Consul's catalog (default 1m).
+	NodeDownGrace time.Duration
 	// Now is the clock (tests); nil is time.Now.
 	Now func() time.Time
 }
@@ -50,6 +53,7 @@ type Cluster struct {
 	mu      sync.Mutex
 	reports map[string]hostReadiness // node ID -> last report from its host role
 	scales  map[string]uint64        // state/scale key -> ModifyIndex seen
+	down    nodeDownTracker
 }
 
 // hostReadiness is the part of a host role's node report the leader reads.
@@ -70,11 +74,16 @@ func NewCluster(cfg ClusterConfig) *Cluster {
 	if cfg.Sweep <= 0 {
 		cfg.Sweep = time.Minute
 	}
+	if cfg.NodeDownGrace <= 0 {
+		cfg.NodeDownGrace = time.Minute
+	}
 	c := &Cluster{cfg: cfg, reports: map[string]hostReadiness{}, scales: map[string]uint64{}}
-	c.ctrl = &Controller{Store: cfg.Store, View: cfg.View, Log: cfg.Log, Workers: cfg.Workers, Resync: cfg.Resync}
+	c.ctrl = &Controller{Store: cfg.Store, View: cfg.View, Log: cfg.Log, Workers: cfg.Workers, Resync: cfg.Resync,
+		Periodic: []Key{{Kind: kindNodeLabels, Name: "all"}, {Kind: kindDiscoveryGC, Name: "all"}}}
 	c.ctrl.Register(spec.KindVLAN, ReconcilerFunc(c.reconcileVLAN))
 	c.ctrl.Register(spec.KindService, ReconcilerFunc(c.reconcileService))
 	c.ctrl.Register(kindNodeLabels, ReconcilerFunc(c.reconcileNodeLabels))
+	c.ctrl.Register(kindDiscoveryGC, ReconcilerFunc(c.reconcileDiscoveryGC))
 	return c
 }
 
@@ -159,6 +168,7 @@ func (c *Cluster) watchDocker(ctx context.Context) {
 		case ev.Type == "node":
 			c.ctrl.EnqueueKind(spec.KindVLAN)
 			c.ctrl.Enqueue(Key{Kind: kindNodeLabels, Name: "all"})
+			c.ctrl.Enqueue(Key{Kind: kindDiscoveryGC, Name: "all"})
 		}
 	}
 }
