@@ -1,12 +1,19 @@
 package lab
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -349,4 +356,332 @@ func containerOutput(ctx context.Context, cli *client.Client, id string) (string
 		return "", err
 	}
 	return stdout.String() + stderr.String(), nil
+}
+
+// crashHelperEnv makes TestClusterCrashHelper start a cluster and then hang
+// until killed; TestCleanupStaleAfterCrash runs it in a child process.
+const crashHelperEnv = "SWARMVLAN_LAB_CRASH_HELPER"
+
+// TestClusterCrashHelper is not a test of its own: run by
+// TestCleanupStaleAfterCrash, it starts a one-host cluster with a running
+// container, prints the run id and waits to be SIGKILLed, so that nothing
+// of its teardown runs.
+func TestClusterCrashHelper(t *testing.T) {
+	if os.Getenv(crashHelperEnv) != "1" {
+		t.Skip("runs only as the child of TestCleanupStaleAfterCrash")
+	}
+	c := StartCluster(t, ClusterOptions{Hosts: 1, Image: true})
+	ctx := context.Background()
+	cli := c.Host(1).Docker(t)
+	created, err := cli.ContainerCreate(ctx, &container.Config{Image: ImageTestApp},
+		&container.HostConfig{NetworkMode: "none"}, nil, nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cli.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("LAB-RUN-ID=%s\n", c.ID)
+	select {}
+}
+
+// TestCleanupStaleAfterCrash kills a process in the middle of a cluster
+// run, as a crash or a test timeout would, checks that the run left things
+// behind, and that CleanupStale removes all of them while a live run's
+// namespace and directory stay untouched.
+func TestCleanupStaleAfterCrash(t *testing.T) {
+	requireClusterTools(t)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A live run of this process: CleanupStale must leave it alone.
+	liveID, _, liveDir, err := claimRun()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := removeRun(liveID); err != nil {
+			t.Error(err)
+		}
+	})
+	liveNs := hostNsName(liveID, 1)
+	if err := ip(context.Background(), "netns", "add", liveNs); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, exe, "-test.run=^TestClusterCrashHelper$", "-test.v")
+	cmd.Env = append(os.Environ(), crashHelperEnv+"=1")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	var id string
+	var transcript strings.Builder
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		line := sc.Text()
+		transcript.WriteString(line + "\n")
+		if v, ok := strings.CutPrefix(line, "LAB-RUN-ID="); ok {
+			id = v
+			break
+		}
+	}
+	if id == "" {
+		t.Fatalf("helper ended without starting a cluster:\n%s\n%s", transcript.String(), stderr.String())
+	}
+	go io.Copy(io.Discard, stdout)
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+
+	left := RunLeftovers(id)
+	t.Logf("a crashed run leaves %d things: %v", len(left), left)
+	for _, want := range []string{"netns " + hostNsName(id, 1), "link " + bridgeName(id), "dir " + filepath.Join(labRunRoot, id)} {
+		if !slices.Contains(left, want) {
+			t.Errorf("crashed run %s did not leave %q behind; the check below proves nothing about it", id, want)
+		}
+	}
+
+	if err := CleanupStale(); err != nil {
+		t.Fatalf("CleanupStale: %v", err)
+	}
+	if left := RunLeftovers(id); len(left) > 0 {
+		t.Errorf("after CleanupStale, run %s still has: %v", id, left)
+	}
+	if _, err := os.Stat(filepath.Join(netnsDir, liveNs)); err != nil {
+		t.Errorf("CleanupStale removed the live run's namespace %s: %v", liveNs, err)
+	}
+	if _, err := os.Stat(filepath.Join(liveDir, ownerFile)); err != nil {
+		t.Errorf("CleanupStale removed the live run's directory: %v", err)
+	}
+}
+
+// TestClusterFaults exercises the fault helpers on a 3-host cluster (h1
+// the only manager and Consul server, so faults on h2 and h3 leave both
+// clusters their quorum) and checks each fault's effect and recovery as
+// the rest of the cluster and the test process see them.
+func TestClusterFaults(t *testing.T) {
+	c := StartCluster(t, ClusterOptions{Hosts: 3, Managers: 1, ConsulServers: 1, Image: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	mgr := c.Host(1).Docker(t)
+	h2, h3 := c.Host(2), c.Host(3)
+
+	t.Run("exec", func(t *testing.T) {
+		out, err := h2.Exec(ctx, "hostname").Output()
+		if err != nil || strings.TrimSpace(string(out)) != h2.Name {
+			t.Errorf("hostname in %s = %q, %v", h2.Name, out, err)
+		}
+		bin, err := ConsulBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The consul CLI inside the host finds its agent through
+		// CONSUL_HTTP_ADDR=127.0.0.1:8500, the loopback of h2.
+		if out, err := h2.Exec(ctx, bin, "kv", "put", "lab/exec", h2.Name).CombinedOutput(); err != nil {
+			t.Fatalf("consul kv put in %s: %v: %s", h2.Name, err, out)
+		}
+		p, _, err := c.Host(1).Consul(t).KV().Get("lab/exec", nil)
+		if err != nil || p == nil || string(p.Value) != h2.Name {
+			t.Errorf("lab/exec through h1 = %v, %v; want %q", p, err, h2.Name)
+		}
+		if _, err := exec.LookPath("docker"); err == nil {
+			out, err := h2.Exec(ctx, "docker", "info", "--format", "{{.Name}}").Output()
+			if err != nil || strings.TrimSpace(string(out)) != h2.Name {
+				t.Errorf("docker info through DOCKER_HOST in %s = %q, %v", h2.Name, out, err)
+			}
+		}
+	})
+
+	t.Run("process", func(t *testing.T) {
+		p := h2.StartProcess(t, "sh", "-c", `echo "$(hostname) $DOCKER_HOST"; trap 'echo term; exit 3' TERM; while :; do sleep 0.1; done`)
+		want := h2.Name + " " + h2.DockerHost + "\n"
+		if err := poll(ctx, 10*time.Second, func() error {
+			if p.Logs() != want {
+				return fmt.Errorf("process log %q, want %q", p.Logs(), want)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		p.Stop()
+		if p.Running() || !strings.HasSuffix(p.Logs(), "term\n") {
+			t.Errorf("after Stop: running %v, log %q (want the TERM trap's output)", p.Running(), p.Logs())
+		}
+		var ee *exec.ExitError
+		if err := p.Err(); !errors.As(err, &ee) || ee.ExitCode() != 3 {
+			t.Errorf("exit after SIGTERM: %v, want status 3", err)
+		}
+		k := h2.StartProcess(t, "sleep", "1000")
+		k.Kill()
+		if k.Running() {
+			t.Error("running after Kill")
+		}
+	})
+
+	t.Run("docker restart", func(t *testing.T) {
+		cli := h2.Docker(t)
+		h2.KillDocker()
+		if _, err := cli.Ping(ctx); err == nil {
+			t.Fatal("dockerd answers after KillDocker")
+		}
+		if err := h2.StartDocker(ctx); err != nil {
+			t.Fatal(err)
+		}
+		waitNodeReady(ctx, t, mgr, h2)
+	})
+
+	t.Run("consul restart", func(t *testing.T) {
+		h3.KillConsul()
+		waitMember(ctx, t, c, h3, 4) // serf.StatusFailed
+		if err := h3.StartConsul(ctx); err != nil {
+			t.Fatal(err)
+		}
+		waitMember(ctx, t, c, h3, 1) // serf.StatusAlive
+	})
+
+	t.Run("isolate", func(t *testing.T) {
+		if err := h3.Isolate(); err != nil {
+			t.Fatal(err)
+		}
+		healed := false
+		t.Cleanup(func() {
+			if !healed {
+				h3.Heal()
+			}
+		})
+		if conn, err := net.DialTimeout("tcp", h3.ConsulAddr, time.Second); err == nil {
+			conn.Close()
+			t.Fatalf("%s reachable while isolated", h3.ConsulAddr)
+		}
+		waitMember(ctx, t, c, h3, 4)
+		if err := h3.Heal(); err != nil {
+			t.Fatal(err)
+		}
+		healed = true
+		waitMember(ctx, t, c, h3, 1)
+	})
+
+	t.Run("crash and boot", func(t *testing.T) {
+		cli := h2.Docker(t)
+		created, err := cli.ContainerCreate(ctx, &container.Config{Image: c.Image},
+			&container.HostConfig{NetworkMode: "none"}, nil, nil, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cli.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		// Kernel state a host reconciler would have made: gone after a
+		// reboot.
+		if out, err := h2.Exec(ctx, "ip", "link", "add", "svshim", "link", TrunkInterface, "type", "macvlan", "mode", "bridge").CombinedOutput(); err != nil {
+			t.Fatalf("add macvlan: %v: %s", err, out)
+		}
+		if out, err := h2.Exec(ctx, "ip", "link", "set", TrunkInterface, "promisc", "on").CombinedOutput(); err != nil {
+			t.Fatalf("promisc: %v: %s", err, out)
+		}
+		p := h2.StartProcess(t, "sleep", "1000")
+
+		h2.Kill()
+		if p.Running() {
+			t.Error("process survived the crash")
+		}
+		if left := hostProcesses(h2); len(left) > 0 {
+			t.Errorf("processes of %s survived the crash: %v", h2.Name, left)
+		}
+		if err := h2.Boot(ctx); err != nil {
+			t.Fatal(err)
+		}
+		out, err := h2.Exec(ctx, "ip", "-o", "link", "show").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(out), "svshim") || strings.Contains(string(out), "PROMISC") {
+			t.Errorf("kernel state survived the reboot:\n%s", out)
+		}
+		waitNodeReady(ctx, t, mgr, h2)
+		waitMember(ctx, t, c, h2, 1)
+		ct, err := cli.ContainerInspect(ctx, created.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ct.State.Running {
+			t.Errorf("container %s running after the crash, without restart policy", created.ID)
+		}
+	})
+}
+
+// hostProcesses lists the processes in h's namespace and containers.
+func hostProcesses(h *Host) []int {
+	var st syscall.Stat_t
+	if err := syscall.Stat(h.Netns, &st); err != nil {
+		return nil
+	}
+	ns := fmt.Sprintf("net:[%d]", st.Ino)
+	return matchProcesses(func(pid int) bool {
+		link, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
+		return (err == nil && link == ns) || inHostCgroup(pid, h.cluster.ID, h.Index)
+	})
+}
+
+// waitNodeReady waits until h's daemon is back in the swarm as the same
+// node and the manager sees that node ready.
+func waitNodeReady(ctx context.Context, t *testing.T, mgr *client.Client, h *Host) {
+	t.Helper()
+	self := h.Docker(t)
+	err := poll(ctx, 90*time.Second, func() error {
+		info, err := self.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.Swarm.LocalNodeState != swarm.LocalNodeStateActive || info.Swarm.NodeID != h.ID {
+			return fmt.Errorf("%s: swarm state %s as node %q, want active as %q", h.Name, info.Swarm.LocalNodeState, info.Swarm.NodeID, h.ID)
+		}
+		n, _, err := mgr.NodeInspectWithRaw(ctx, h.ID)
+		if err != nil {
+			return err
+		}
+		if n.Status.State != swarm.NodeStateReady {
+			return fmt.Errorf("node %s is %s", h.Name, n.Status.State)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitMember waits until h1's agent sees h with serf status want.
+func waitMember(ctx context.Context, t *testing.T, c *Cluster, h *Host, want int) {
+	t.Helper()
+	cli := c.Host(1).Consul(t)
+	err := poll(ctx, time.Minute, func() error {
+		members, err := cli.Agent().Members(false)
+		if err != nil {
+			return err
+		}
+		for _, m := range members {
+			if m.Name == h.Name {
+				if m.Status != want {
+					return fmt.Errorf("consul member %s has status %d, want %d", h.Name, m.Status, want)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("consul member %s not listed", h.Name)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }

@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -79,6 +81,11 @@ func (d *dockerDaemon) start(ctx context.Context) error {
 	}
 	if err := os.WriteFile(d.configPath(), []byte("{}\n"), 0o644); err != nil {
 		return fmt.Errorf("dockerd %s: write config: %w", d.dir, err)
+	}
+	for _, pf := range []string{d.pidFile(), filepath.Join(d.execRoot(), "containerd", "containerd.pid")} {
+		if err := removeStalePidFile(pf); err != nil {
+			return fmt.Errorf("dockerd %s: %w", d.dir, err)
+		}
 	}
 	logf, err := os.OpenFile(d.logPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -193,6 +200,30 @@ func (d *dockerDaemon) shimAndContainerPids(hostIndex int, runID string) []int {
 		}
 		return inHostCgroup(pid, runID, hostIndex)
 	})
+}
+
+// removeStalePidFile removes a pidfile whose process is gone or a zombie.
+// dockerd takes a killed containerd that is still a zombie for a live one
+// (kill(pid, 0) succeeds on zombies) and waits for a socket nobody serves;
+// orphans are reparented to init, which reaps them late on these machines.
+func removeStalePidFile(path string) error {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read pidfile: %w", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err == nil {
+		if st := processState(pid); st != "" && st != "Z" {
+			return nil
+		}
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove stale pidfile: %w", err)
+	}
+	return nil
 }
 
 // signalPids sends sig to every pid, ignoring ones already gone.
