@@ -816,8 +816,8 @@ func (p *Process) Pid() int { return p.cmd.Process.Pid }
 // Exited is closed when the process has exited.
 func (p *Process) Exited() <-chan struct{} { return p.exited }
 
-// Err returns how the process exited (nil for status 0), once Exited is
-// closed.
+// Err waits for the process to exit and returns how it exited (nil for
+// status 0, an *exec.ExitError otherwise).
 func (p *Process) Err() error {
 	<-p.exited
 	return p.err

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -181,6 +182,17 @@ func (d *dockerDaemon) pids() []int {
 		}
 	}
 	d.mu.Unlock()
+	// The pidfile finds a daemon this process did not start (or whose
+	// handle it lost); its command line must name this daemon's
+	// directory, so a recycled pid is not taken for it.
+	if b, err := os.ReadFile(d.pidFile()); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && !slices.Contains(pids, pid) {
+			if cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil &&
+				bytes.Contains(cmd, []byte(d.dir+"/")) && processState(pid) != "Z" {
+				pids = append(pids, pid)
+			}
+		}
+	}
 	// containerd's command line names its config under the exec root.
 	marker := []byte("--config\x00" + filepath.Join(d.execRoot(), "containerd", "containerd.toml") + "\x00")
 	pids = append(pids, matchProcesses(func(pid int) bool {
