@@ -1,5 +1,7 @@
-// Package lab is the test bed: it starts real daemons (a Consul agent today)
-// for integration tests and fault-injection tests, and cleans up after them.
+// Package lab is the test bed: real Consul agents, the test workload image,
+// the local Engine in swarm mode, and clusters of swarm hosts in network
+// namespaces, each with its own dockerd and Consul agent; with the faults the
+// tests inject (killed daemons, cut links, reboots) and complete tear-down.
 package lab
 
 import (
