@@ -61,9 +61,10 @@ type Controller struct {
 	// Periodic are synthetic keys (passes over many objects) queued at start
 	// and on every resync.
 	Periodic []Key
-	// Batched are kinds whose resync a Periodic pass does in one go (one
-	// Docker list instead of one call per object); at start and on resync
-	// only their invalid documents are queued one by one, for their status.
+	// Batched are kinds whose periodic resync a Periodic pass does in one go
+	// (one Docker list instead of one call per object). At start every
+	// object is still reconciled on its own: a new leader cannot know which
+	// statuses its predecessor left unwritten.
 	Batched []string
 	// OnReconcile, when set, observes every reconcile (metrics).
 	OnReconcile func(kind string, d time.Duration, err error)
@@ -127,7 +128,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		c.queue = nil
 		c.mu.Unlock()
 	}()
-	c.resyncAll(q)
+	c.resyncAll(q, true)
 	workers := c.Workers
 	if workers <= 0 {
 		workers = 4
@@ -157,7 +158,7 @@ func (c *Controller) Run(ctx context.Context) error {
 			case <-ctx.Done():
 				return nil
 			case <-t.C:
-				c.resyncAll(q)
+				c.resyncAll(q, false)
 			}
 		}
 	})
@@ -166,11 +167,11 @@ func (c *Controller) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
-// resyncAll queues every object, or its kind's batch pass.
-func (c *Controller) resyncAll(q *Queue) {
+// resyncAll queues every object, or (after start) its kind's batch pass.
+func (c *Controller) resyncAll(q *Queue, start bool) {
 	batched := map[string]bool{}
 	for _, k := range c.Batched {
-		batched[k] = true
+		batched[k] = !start
 	}
 	for _, k := range c.View.Keys() {
 		if _, invalid := c.View.Invalid(k); !batched[k.Kind] || invalid {
