@@ -56,6 +56,11 @@ type Controller struct {
 	Resync time.Duration
 	// OnReconcile, when set, observes every reconcile (metrics).
 	OnReconcile func(kind string, d time.Duration, err error)
+	// Keys, when set, lists the keys of the first pass and of every resync
+	// instead of the view's documents. A controller of synthetic keys (the
+	// host agent's) sets it: it must not reconcile spec keys, whose status
+	// is the leader's to write.
+	Keys func() []Key
 
 	mu          sync.Mutex
 	reconcilers map[string]Reconciler
@@ -115,7 +120,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		c.queue = nil
 		c.mu.Unlock()
 	}()
-	for _, k := range c.View.Keys() {
+	for _, k := range c.keys() {
 		q.Add(k)
 	}
 	workers := c.Workers
@@ -147,7 +152,7 @@ func (c *Controller) Run(ctx context.Context) error {
 			case <-ctx.Done():
 				return nil
 			case <-t.C:
-				for _, k := range c.View.Keys() {
+				for _, k := range c.keys() {
 					q.Add(k)
 				}
 			}
@@ -156,6 +161,13 @@ func (c *Controller) Run(ctx context.Context) error {
 	<-ctx.Done()
 	q.ShutDown()
 	return g.Wait()
+}
+
+func (c *Controller) keys() []Key {
+	if c.Keys != nil {
+		return c.Keys()
+	}
+	return c.View.Keys()
 }
 
 func (c *Controller) process(ctx context.Context, q *Queue, k Key) {
@@ -205,6 +217,11 @@ type ObjectStatus struct {
 
 func (c *Controller) writeStatus(ctx context.Context, k Key, doc *Doc, bad *DocError, out Outcome) error {
 	section := spec.Plural(k.Kind)
+	if section == "" {
+		// A synthetic key (HostNetwork, Registrations) has no status/<kind>
+		// section; its reconciler records what it observed itself.
+		return nil
+	}
 	if out.Gone && bad == nil {
 		return c.status.Delete(ctx, section, k.Name)
 	}
