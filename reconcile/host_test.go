@@ -7,9 +7,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -523,4 +525,54 @@ func TestHostConvergeConfigNetworks(t *testing.T) {
 			t.Error("v40-config gone")
 		}
 	})
+}
+
+// TestHostControllerSyntheticKeys checks the controller the agent runs:
+// with Keys set, its first pass and resyncs visit only those keys, never
+// the view's documents, and a key of a kind that is not a spec kind gets no
+// status write (no Consul request at all: the store points nowhere).
+func TestHostControllerSyntheticKeys(t *testing.T) {
+	view := newHostTestView(t, hostTestVLAN("v40", 40, "bond0", "10.40.0.0/16", ""))
+	store, err := state.New(state.Config{Address: "127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	synthetic := Key{Kind: hostKindNetwork, Name: "n1"}
+	var mu sync.Mutex
+	var seen []Key
+	record := ReconcilerFunc(func(_ context.Context, k Key, _ *Doc) Outcome {
+		mu.Lock()
+		seen = append(seen, k)
+		mu.Unlock()
+		return Outcome{Err: errors.New("a failure is retried, still without status")}
+	})
+	c := &Controller{Store: store, View: view.View, Log: slog.New(slog.DiscardHandler), Resync: 10 * time.Millisecond,
+		Keys: func() []Key { return []Key{synthetic} }}
+	c.Register(hostKindNetwork, record)
+	c.Register(spec.KindVLAN, record)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- c.Run(ctx) }()
+	hostTestEventually(t, 5*time.Second, "first pass and resyncs", func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(seen) < 3 {
+			return fmt.Errorf("%d reconciles", len(seen))
+		}
+		return nil
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, k := range seen {
+		if k != synthetic {
+			t.Errorf("reconciled %v", k)
+		}
+	}
+	if n := store.Requests(); n != 0 {
+		t.Errorf("%d Consul requests for a synthetic key", n)
+	}
 }
