@@ -27,6 +27,9 @@ type daemon struct {
 	ready   atomic.Bool
 
 	leaderOpts state.LeaderOptions
+
+	// hostEnqueue feeds the host role's agent, when it runs.
+	hostEnqueue func([]reconcile.Key)
 }
 
 func cmdRun(ctx context.Context, c *cli, args []string) error {
@@ -39,6 +42,7 @@ func cmdRun(ctx context.Context, c *cli, args []string) error {
 	lockDelay := fs.Duration("lock-delay", time.Second, "Consul lock delay after the leader's session is invalidated")
 	resync := fs.Duration("resync", 5*time.Minute, "period of the full reconcile pass that catches drift")
 	workers := fs.Int("workers", 4, "reconcile workers per role")
+	dockerHost := fs.String("docker-host", "", "Docker Engine of the host role (default: DOCKER_HOST or the local socket)")
 	nodeName := fs.String("node-name", envOr("SWARMVLAN_NODE_NAME", ""), "name this process gives itself in the leader lock and logs (default: the hostname)")
 	if _, err := parse(fs, args); err != nil {
 		return err
@@ -75,6 +79,11 @@ func cmdRun(ctx context.Context, c *cli, args []string) error {
 
 	log.Info("starting", "role", *role, "prefix", store.Prefix(), "listen", *listen)
 	g, ctx := errgroup.WithContext(ctx)
+	if *role == "host" || *role == "all" {
+		if err := d.startHost(ctx, g, *dockerHost, *resync); err != nil {
+			return err
+		}
+	}
 	g.Go(func() error {
 		return ignoreCanceled(reconcile.WatchSpec(ctx, store, d.view, state.WatchOptions{}, d.enqueue, log.With("watch", "spec")))
 	})
@@ -101,6 +110,9 @@ func cmdRun(ctx context.Context, c *cli, args []string) error {
 func (d *daemon) enqueue(ks []reconcile.Key) {
 	for _, k := range ks {
 		d.leader.Enqueue(k)
+	}
+	if d.hostEnqueue != nil {
+		d.hostEnqueue(ks)
 	}
 }
 
