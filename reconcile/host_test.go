@@ -37,7 +37,7 @@ spec:
 }
 
 // hostTestDocs decodes YAML documents as the view does.
-func hostTestDocs(t *testing.T, yamls ...string) []spec.Object {
+func hostTestDocs(t testing.TB, yamls ...string) []spec.Object {
 	t.Helper()
 	var out []spec.Object
 	for _, y := range yamls {
@@ -59,7 +59,7 @@ type hostTestView struct {
 	index uint64
 }
 
-func newHostTestView(t *testing.T, yamls ...string) *hostTestView {
+func newHostTestView(t testing.TB, yamls ...string) *hostTestView {
 	t.Helper()
 	v := &hostTestView{View: NewView("swarmvlan/spec/")}
 	v.set(t, yamls...)
@@ -67,7 +67,7 @@ func newHostTestView(t *testing.T, yamls ...string) *hostTestView {
 }
 
 // set replaces the view's documents by yamls, one document each.
-func (v *hostTestView) set(t *testing.T, yamls ...string) {
+func (v *hostTestView) set(t testing.TB, yamls ...string) {
 	t.Helper()
 	var pairs api.KVPairs
 	for _, y := range yamls {
