@@ -11,6 +11,7 @@ import (
 	"maps"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -703,6 +704,48 @@ func hostStaleConfigNetworks(nets []network.Summary, inView, known map[string]bo
 	return out
 }
 
+// hostConfigNetworkOf finds the swarmvlan config network of vlan in nets.
+func hostConfigNetworkOf(nets []network.Summary, vlan string) (network.Summary, bool) {
+	for _, n := range nets {
+		if n.Name == NetworkConfigName(vlan) && n.ConfigOnly && dockerManaged(n.Labels) {
+			return n, true
+		}
+	}
+	return network.Summary{}, false
+}
+
+// hostVLANFromConfig rebuilds, from a VLAN's config network, the kernel
+// state its containers ride on, so that the links of a VLAN removed from
+// the spec stay while its config network does, even when this process never
+// saw the VLAN's document. A parent "<trunk>.<id>" is read as a tagged VLAN.
+// Promiscuous mode is not recorded; it is left on, the default.
+func hostVLANFromConfig(vlan string, n network.Summary) (HostVLAN, bool) {
+	parent := n.Options[networkOptParent]
+	if parent == "" {
+		return HostVLAN{}, false
+	}
+	hv := HostVLAN{Name: vlan, Trunk: parent, Promiscuous: true,
+		Mode: n.Options[networkModeKey(n.Labels[DockerLabelDriver])]}
+	if i := strings.LastIndexByte(parent, '.'); i > 0 {
+		if id, err := strconv.Atoi(parent[i+1:]); err == nil && id >= 1 && id <= 4094 {
+			hv.Trunk, hv.ID = parent[:i], id
+		}
+	}
+	if mtu, err := strconv.Atoi(n.Options[networkOptMTU]); err == nil {
+		hv.MTU = mtu
+	}
+	if len(n.IPAM.Config) == 1 {
+		c := n.IPAM.Config[0]
+		if chunk, err := netip.ParsePrefix(c.IPRange); err == nil {
+			hv.Chunk = chunk.Masked()
+			if shim, err := netip.ParseAddr(c.AuxAddress[networkAuxShim]); err == nil {
+				hv.HostAccess, hv.ShimAddr = true, shim
+			}
+		}
+	}
+	return hv, true
+}
+
 // hostPass is the outcome of one network reconcile.
 type hostPass struct {
 	Status  HostStatus
@@ -789,7 +832,16 @@ func (a *HostAgent) converge(ctx context.Context) (p *hostPass, ok bool) {
 		hvs = append(hvs, w.Net)
 	}
 	for vlan := range keep {
-		if hv, ok := a.lastWant[vlan]; ok {
+		hv, ok := a.lastWant[vlan]
+		if !ok && listErr == nil {
+			// Gone from the spec before this process saw it: what the
+			// config network records is what its containers ride on.
+			if n, found := hostConfigNetworkOf(nets, vlan); found {
+				hv, ok = hostVLANFromConfig(vlan, n)
+			}
+		}
+		if ok {
+			a.lastWant[vlan] = hv
 			hvs = append(hvs, hv)
 		}
 	}

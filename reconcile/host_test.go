@@ -576,3 +576,64 @@ func TestHostControllerSyntheticKeys(t *testing.T) {
 		t.Errorf("%d Consul requests for a synthetic key", n)
 	}
 }
+
+func TestHostVLANFromConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		want HostVLAN // Promiscuous is always true: not recorded
+	}{
+		{"tagged with host access and mtu", HostVLAN{Name: "v40", Trunk: "bond0", ID: 40, MTU: 1400, Promiscuous: true, HostAccess: true, Mode: "bridge",
+			Chunk: netip.MustParsePrefix("10.40.1.0/24"), ShimAddr: netip.MustParseAddr("10.40.1.255")}},
+		{"untagged without host access", HostVLAN{Name: "v41", Trunk: "eth1", Promiscuous: true, Mode: "private",
+			Chunk: netip.MustParsePrefix("10.41.2.0/24")}},
+		{"a dotted trunk name that is no tag", HostVLAN{Name: "v42", Trunk: "br.lan", Promiscuous: true, Mode: "bridge",
+			Chunk: netip.MustParsePrefix("10.42.2.0/24")}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			w := hostWant{Net: tc.want, Driver: "macvlan", Subnet: netip.MustParsePrefix(tc.want.Chunk.Addr().String() + "/16").Masked()}
+			opts := networkConfigWant(w.configNetwork())
+			n := network.Summary{Name: NetworkConfigName(tc.want.Name), ConfigOnly: true, Options: opts.Options, Labels: opts.Labels, IPAM: *opts.IPAM}
+			got, ok := hostVLANFromConfig(tc.want.Name, n)
+			if !ok || got != tc.want {
+				t.Errorf("rebuilt\n got %+v (%v)\nwant %+v", got, ok, tc.want)
+			}
+		})
+	}
+	if _, ok := hostVLANFromConfig("v", network.Summary{}); ok {
+		t.Error("rebuilt a VLAN from a network without a parent")
+	}
+}
+
+// TestHostConvergeKeepsLinksOfUnseenVLAN: after a restart, a VLAN removed
+// from the spec meanwhile still has its config network, in use; its links
+// are kept as the config network records them.
+func TestHostConvergeKeepsLinksOfUnseenVLAN(t *testing.T) {
+	view := newHostTestView(t, hostTestVLAN("v40", 40, "bond0", "10.40.0.0/16", ""))
+	a, fake := hostTestAgent(t, view.View)
+	ctx := context.Background()
+	old := ConfigNetwork{VLAN: "old", Driver: "macvlan", Parent: "eth1.7", Mode: "bridge", Subnet: netip.MustParsePrefix("10.7.0.0/16"),
+		IPRange: netip.MustParsePrefix("10.7.3.0/24"), ShimAddr: netip.MustParseAddr("10.7.3.255")}
+	if _, err := fake.NetworkCreate(ctx, NetworkConfigName("old"), networkConfigWant(old)); err != nil {
+		t.Fatal(err)
+	}
+	swarmID, err := fake.NetworkCreate(ctx, "old", network.CreateOptions{Driver: "macvlan", Scope: "swarm",
+		ConfigFrom: &network.ConfigReference{Network: NetworkConfigName("old")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake.containers = append(fake.containers, container.Summary{ID: "c1", NetworkSettings: &container.NetworkSettingsSummary{
+		Networks: map[string]*network.EndpointSettings{"old": {NetworkID: swarmID}}}})
+	// The node's chunk of "old" shows the VLAN was this installation's.
+	a.setChunks(map[string]string{"v40": "10.40.1.0/24", "old": "10.7.3.0/24"})
+
+	p := hostTestConverge(t, a)
+	if _, ok := p.Status.Removing["old"]; !ok || hostTestConfigNet(fake, "old-config") == nil {
+		t.Fatalf("old-config not kept while in use: %+v", p.Status.Removing)
+	}
+	want := HostVLAN{Name: "old", Trunk: "eth1", ID: 7, Promiscuous: true, HostAccess: true, Mode: "bridge",
+		Chunk: netip.MustParsePrefix("10.7.3.0/24"), ShimAddr: netip.MustParseAddr("10.7.3.255")}
+	if got := a.lastWant["old"]; got != want {
+		t.Errorf("links kept for old\n got %+v\nwant %+v", got, want)
+	}
+}
