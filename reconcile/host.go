@@ -48,10 +48,6 @@ var (
 	// (checked by hand with `docker events`). A pass that finds nothing to
 	// do costs one network list and one netlink dump, and no Consul request.
 	hostConfigPoll = 5 * time.Second
-	// hostInUseRequeue is how soon a config network that could not be
-	// changed or removed because containers use it is looked at again;
-	// Docker's network events usually announce the change sooner.
-	hostInUseRequeue = 15 * time.Second
 )
 
 // hostReasonWaitChunk is the reason a VLAN is not ready before the leader
@@ -425,9 +421,9 @@ func (a *HostAgent) setChunks(chunks map[string]string) {
 }
 
 // register holds state/nodes/<nodeID> from the first report on. Waiting for
-// a report keeps a restarting agent from announcing a node without ready
-// VLANs, which would make the leader pull its readiness labels and Swarm
-// move its tasks away.
+// the first pass keeps a restarting agent from announcing its node with no
+// ready VLAN before it has even looked, which would make the leader pull the
+// node's readiness labels and Swarm move its tasks away.
 func (a *HostAgent) register(ctx context.Context) {
 	select {
 	case <-a.reportReady:
@@ -971,7 +967,9 @@ func (a *HostAgent) reconcileNetwork(ctx context.Context) Outcome {
 		return Outcome{Err: errors.Join(errs...)}
 	}
 	if p.Requeue {
-		return Outcome{RequeueAfter: hostInUseRequeue}
+		// A config network in use: look again once containers may have
+		// left (their network events often announce it sooner).
+		return Outcome{RequeueAfter: hostConfigPoll}
 	}
 	return Outcome{}
 }
