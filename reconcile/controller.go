@@ -68,6 +68,11 @@ type Controller struct {
 	Batched []string
 	// OnReconcile, when set, observes every reconcile (metrics).
 	OnReconcile func(kind string, d time.Duration, err error)
+	// Keys, when set, lists the keys of the first pass and of every resync
+	// instead of the view's documents. A controller of synthetic keys (the
+	// host agent's) sets it: it must not reconcile spec keys, whose status
+	// is the leader's to write.
+	Keys func() []Key
 
 	mu          sync.Mutex
 	polls       map[Key]int // consecutive Poll outcomes per key
@@ -173,7 +178,7 @@ func (c *Controller) resyncAll(q *Queue, start bool) {
 	for _, k := range c.Batched {
 		batched[k] = !start
 	}
-	for _, k := range c.View.Keys() {
+	for _, k := range c.keys() {
 		if _, invalid := c.View.Invalid(k); !batched[k.Kind] || invalid {
 			q.Add(k)
 		}
@@ -181,6 +186,13 @@ func (c *Controller) resyncAll(q *Queue, start bool) {
 	for _, k := range c.Periodic {
 		q.Add(k)
 	}
+}
+
+func (c *Controller) keys() []Key {
+	if c.Keys != nil {
+		return c.Keys()
+	}
+	return c.View.Keys()
 }
 
 func (c *Controller) process(ctx context.Context, q *Queue, k Key) {
@@ -255,6 +267,11 @@ type ObjectStatus struct {
 
 func (c *Controller) writeStatus(ctx context.Context, k Key, doc *Doc, bad *DocError, out Outcome) error {
 	section := spec.Plural(k.Kind)
+	if section == "" {
+		// A synthetic key (HostNetwork, Registrations) has no status/<kind>
+		// section; its reconciler records what it observed itself.
+		return nil
+	}
 	if out.Gone && bad == nil {
 		return c.status.Delete(ctx, section, k.Name)
 	}

@@ -29,6 +29,9 @@ type daemon struct {
 	ready   atomic.Bool
 
 	leaderOpts state.LeaderOptions
+
+	// hostEnqueue feeds the host role's agent, when it runs.
+	hostEnqueue func([]reconcile.Key)
 }
 
 func cmdRun(ctx context.Context, c *cli, args []string) error {
@@ -89,6 +92,11 @@ func cmdRun(ctx context.Context, c *cli, args []string) error {
 
 	log.Info("starting", "role", *role, "prefix", store.Prefix(), "listen", *listen)
 	g, ctx := errgroup.WithContext(ctx)
+	if *role == "host" || *role == "all" {
+		if err := d.startHost(ctx, g, *resync); err != nil {
+			return err
+		}
+	}
 	g.Go(func() error {
 		return ignoreCanceled(reconcile.WatchSpec(ctx, store, d.view, state.WatchOptions{}, d.enqueue, log.With("watch", "spec")))
 	})
@@ -115,6 +123,9 @@ func cmdRun(ctx context.Context, c *cli, args []string) error {
 func (d *daemon) enqueue(ks []reconcile.Key) {
 	if d.cluster != nil {
 		d.cluster.Enqueue(ks)
+	}
+	if d.hostEnqueue != nil {
+		d.hostEnqueue(ks)
 	}
 }
 
