@@ -744,11 +744,14 @@ func hostVLANFromConfig(vlan string, n network.Summary) (HostVLAN, bool) {
 
 // hostPass is the outcome of one network reconcile.
 type hostPass struct {
-	Status  HostStatus
-	Report  HostReport
-	Errs    []error
-	Requeue bool
-	Times   hostPassTimes
+	Status HostStatus
+	Report HostReport
+	// DockerAway is set when the Engine could not be asked: the pass's
+	// readiness is then a guess, not an observation.
+	DockerAway bool
+	Errs       []error
+	Requeue    bool
+	Times      hostPassTimes
 }
 
 // converge runs one pass over every VLAN of this host: it removes the
@@ -793,6 +796,7 @@ func (a *HostAgent) converge(ctx context.Context) (p *hostPass, ok bool) {
 	if listErr != nil {
 		listErr = fmt.Errorf("list networks: %w", listErr)
 		p.Errs = append(p.Errs, listErr)
+		p.DockerAway = true
 	}
 	known := maps.Clone(a.known)
 	for vlan := range chunks {
@@ -960,8 +964,13 @@ func (a *HostAgent) reconcileNetwork(ctx context.Context) Outcome {
 	if _, err := a.status.Write(ctx, state.SectionNodes, nodeID, obj); err != nil {
 		errs = append(errs, err)
 	}
-	if err := a.publishReport(ctx, p.Report); err != nil {
-		errs = append(errs, err)
+	// With the Engine away the report keeps its last observation: a flip to
+	// "not ready" would make the leader take the node's readiness labels and
+	// Swarm stop the tasks on it, because Docker was briefly unreachable.
+	if !p.DockerAway {
+		if err := a.publishReport(ctx, p.Report); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if len(errs) > 0 {
 		return Outcome{Err: errors.Join(errs...)}

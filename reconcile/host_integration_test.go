@@ -157,6 +157,20 @@ func (h *hostTestHarness) nodeStatus(t *testing.T) (ObjectStatus, HostStatus, er
 }
 
 // vlanReady checks that both records say vlan is ready with chunk.
+// vlanReadyReport checks the node key alone.
+func (h *hostTestHarness) vlanReadyReport(t *testing.T, vlan, chunk string) error {
+	r, held, err := h.nodeReport(t)
+	switch {
+	case err != nil:
+		return err
+	case !held:
+		return errors.New("node key not held by a session")
+	case r.VLANs[vlan] != HostVLANReport{Ready: true, Chunk: chunk}:
+		return fmt.Errorf("node report says %+v", r.VLANs[vlan])
+	}
+	return nil
+}
+
 func (h *hostTestHarness) vlanReady(t *testing.T, vlan, chunk string) error {
 	r, held, err := h.nodeReport(t)
 	switch {
@@ -329,6 +343,32 @@ func TestHostAgentConsul(t *testing.T) {
 		if after.ModifyIndex != before.ModifyIndex {
 			t.Errorf("node key rewritten by a pass with unchanged readiness: %s -> %s", before.Value, after.Value)
 		}
+	})
+
+	t.Run("Docker away: the node report keeps its readiness", func(t *testing.T) {
+		nodeID, _ := h.agent.Identity()
+		before, _, err := kv.Get(store.NodeKey(nodeID), nil)
+		if err != nil || before == nil {
+			t.Fatal(err)
+		}
+		down := errors.New("Cannot connect to the Docker daemon")
+		calls := engine.Calls()["NetworkList"]
+		engine.failNext("NetworkList", down, down, down)
+		engine.events <- events.Message{Type: events.NetworkEventType, Action: events.ActionCreate, Actor: events.Actor{ID: "z"}}
+		hostTestEventually(t, 10*time.Second, "a pass that could not list networks", func() error {
+			if engine.Calls()["NetworkList"] < calls+1 {
+				return errors.New("no failed pass yet")
+			}
+			return nil
+		})
+		if err := h.vlanReadyReport(t, "v40", "10.40.3.0/24"); err != nil {
+			t.Fatalf("readiness flipped while Docker was away: %v", err)
+		}
+		after, _, err := kv.Get(store.NodeKey(nodeID), nil)
+		if err != nil || after == nil || after.ModifyIndex != before.ModifyIndex {
+			t.Fatalf("node key rewritten while Docker was away: %v", err)
+		}
+		hostTestEventually(t, 20*time.Second, "ready once Docker answers", func() error { return h.vlanReady(t, "v40", "10.40.3.0/24") })
 	})
 }
 
