@@ -56,6 +56,9 @@ type Controller struct {
 	Resync time.Duration
 	// OnReconcile, when set, observes every reconcile (metrics).
 	OnReconcile func(kind string, d time.Duration, err error)
+	// OnQueueDepth, when set, is told the work queue's depth whenever it
+	// changes, and 0 when Run returns (metrics).
+	OnQueueDepth func(depth int)
 
 	mu          sync.Mutex
 	reconcilers map[string]Reconciler
@@ -103,6 +106,10 @@ func (c *Controller) Run(ctx context.Context) error {
 		return nil
 	}
 	q := NewQueue(200*time.Millisecond, 2*time.Minute)
+	if c.OnQueueDepth != nil {
+		q.OnDepth(c.OnQueueDepth)
+		defer c.OnQueueDepth(0)
+	}
 	c.mu.Lock()
 	c.queue = q
 	if c.status == nil {

@@ -44,7 +44,9 @@ type ScaleRequest struct {
 type ScaleRefusal struct {
 	Code   int
 	Reason string
-	// Bound is the bound that was hit (Code 409 at or beyond min or max).
+	// Limit is "min" or "max" when the request hit that bound (Code 409),
+	// and Bound is its value.
+	Limit string
 	Bound int
 	// RetryAfter is when a request in the same direction may succeed (429).
 	RetryAfter time.Duration
@@ -100,22 +102,22 @@ func DecideScale(svc *spec.Service, cur state.ScaleIntent, found bool, req Scale
 	case req.Replicas != nil:
 		target = *req.Replicas
 		if target > sc.Max {
-			return cur, &ScaleRefusal{Code: http.StatusConflict, Bound: sc.Max,
+			return cur, &ScaleRefusal{Code: http.StatusConflict, Limit: "max", Bound: sc.Max,
 				Reason: fmt.Sprintf("service %s: %d replicas is above the maximum %d", name, target, sc.Max)}
 		}
 		if target < sc.Min {
-			return cur, &ScaleRefusal{Code: http.StatusConflict, Bound: sc.Min,
+			return cur, &ScaleRefusal{Code: http.StatusConflict, Limit: "min", Bound: sc.Min,
 				Reason: fmt.Sprintf("service %s: %d replicas is below the minimum %d", name, target, sc.Min)}
 		}
 	case req.Direction == ScaleUp:
 		if base >= sc.Max {
-			return cur, &ScaleRefusal{Code: http.StatusConflict, Bound: sc.Max,
+			return cur, &ScaleRefusal{Code: http.StatusConflict, Limit: "max", Bound: sc.Max,
 				Reason: fmt.Sprintf("service %s is at maximum %d", name, sc.Max)}
 		}
 		target = min(base+step, sc.Max)
 	default: // ScaleDown
 		if base <= sc.Min {
-			return cur, &ScaleRefusal{Code: http.StatusConflict, Bound: sc.Min,
+			return cur, &ScaleRefusal{Code: http.StatusConflict, Limit: "min", Bound: sc.Min,
 				Reason: fmt.Sprintf("service %s is at minimum %d", name, sc.Min)}
 		}
 		target = max(base-step, sc.Min)

@@ -85,13 +85,13 @@ func TestDecideScale(t *testing.T) {
 			cur:     state.ScaleIntent{Replicas: 10},
 			found:   true,
 			req:     up,
-			refusal: &ScaleRefusal{Code: http.StatusConflict, Bound: 10, Reason: "service web is at maximum 10"},
+			refusal: &ScaleRefusal{Code: http.StatusConflict, Limit: "max", Bound: 10, Reason: "service web is at maximum 10"},
 		},
 		{
 			name:    "down at the minimum",
 			svc:     scaleSvc(2, bounds(2, 10, 1)),
 			req:     down,
-			refusal: &ScaleRefusal{Code: http.StatusConflict, Bound: 2, Reason: "service web is at minimum 2"},
+			refusal: &ScaleRefusal{Code: http.StatusConflict, Limit: "min", Bound: 2, Reason: "service web is at minimum 2"},
 		},
 		{
 			name:  "a step that would overshoot the maximum stops at it",
@@ -115,7 +115,7 @@ func TestDecideScale(t *testing.T) {
 			cur:     state.ScaleIntent{Replicas: 15},
 			found:   true,
 			req:     up,
-			refusal: &ScaleRefusal{Code: http.StatusConflict, Bound: 10, Reason: "service web is at maximum 10"},
+			refusal: &ScaleRefusal{Code: http.StatusConflict, Limit: "max", Bound: 10, Reason: "service web is at maximum 10"},
 		},
 		{
 			name:  "a recorded count above a lowered maximum is clamped first: down steps from the maximum",
@@ -151,13 +151,13 @@ func TestDecideScale(t *testing.T) {
 			name:    "an explicit count above the maximum",
 			svc:     scaleSvc(3, bounds(2, 10, 1)),
 			req:     set(11),
-			refusal: &ScaleRefusal{Code: http.StatusConflict, Bound: 10, Reason: "service web: 11 replicas is above the maximum 10"},
+			refusal: &ScaleRefusal{Code: http.StatusConflict, Limit: "max", Bound: 10, Reason: "service web: 11 replicas is above the maximum 10"},
 		},
 		{
 			name:    "an explicit count below the minimum",
 			svc:     scaleSvc(3, bounds(2, 10, 1)),
 			req:     set(1),
-			refusal: &ScaleRefusal{Code: http.StatusConflict, Bound: 2, Reason: "service web: 1 replicas is below the minimum 2"},
+			refusal: &ScaleRefusal{Code: http.StatusConflict, Limit: "min", Bound: 2, Reason: "service web: 1 replicas is below the minimum 2"},
 		},
 		{
 			name:  "an explicit count equal to the current one changes nothing",
@@ -281,7 +281,7 @@ func TestDecideScale(t *testing.T) {
 			cur:     state.ScaleIntent{Replicas: 10, LastUp: ago(time.Second)},
 			found:   true,
 			req:     up,
-			refusal: &ScaleRefusal{Code: http.StatusConflict, Bound: 10, Reason: "service web is at maximum 10"},
+			refusal: &ScaleRefusal{Code: http.StatusConflict, Limit: "max", Bound: 10, Reason: "service web is at maximum 10"},
 		},
 		{
 			name:    "direction and replicas together",
