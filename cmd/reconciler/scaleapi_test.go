@@ -557,3 +557,189 @@ func TestScaleAPIConcurrent(t *testing.T) {
 		t.Errorf("metrics count %v scaled and %v refused; the clients saw %d and %d", scaled, refused, totalScaled, totalRefused)
 	}
 }
+
+func TestScaleAPIOrbiterRoute(t *testing.T) {
+	l := newAPILab(t, nil, tokenFile(t, testToken))
+	l.putService(t, "web", scaledServiceDoc("web", 3, 1, 10))
+	tests := []struct {
+		name, path string
+		code       int
+		replicas   int // in force afterwards
+		err        string
+	}{
+		{"up", "/v1/orbiter/handle/myscaler/web/up", 200, 4, ""},
+		{"up again", "/v1/orbiter/handle/myscaler/web/up", 200, 5, ""},
+		{"down", "/v1/orbiter/handle/other/web/down", 200, 4, ""},
+		{"unknown direction", "/v1/orbiter/handle/myscaler/web/sideways", 400, 4, `direction: must be "up" or "down", not "sideways"`},
+		{"unknown service", "/v1/orbiter/handle/myscaler/nosuch/up", 404, 4, `service "nosuch" not found`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := post(t, l.srv.URL+tt.path, testToken, "")
+			if a.code != tt.code || a.reply.Error != tt.err {
+				t.Fatalf("answer %s, want %d %q", a, tt.code, tt.err)
+			}
+			if tt.code == 200 && a.reply.Replicas != tt.replicas {
+				t.Errorf("answer %s, want replicas %d", a, tt.replicas)
+			}
+			if n := l.replicas(t, "web", 3); n != tt.replicas {
+				t.Errorf("count in force %d, want %d", n, tt.replicas)
+			}
+		})
+	}
+	si, _ := l.intent(t, "web")
+	if si.UpdatedBy != "orbiter" || si.Reason != "down from 5 to 4 (orbiter autoscaler other)" {
+		t.Errorf("intent %+v does not record the Orbiter request", si)
+	}
+}
+
+// alertmanagerBody is an Alertmanager (v0.27) webhook payload around alerts.
+func alertmanagerBody(alerts ...string) string {
+	return `{"receiver":"swarmvlan","status":"firing","alerts":[` + strings.Join(alerts, ",") + `],
+	"groupLabels":{"alertname":"Load"},"commonLabels":{},"commonAnnotations":{},
+	"externalURL":"http://alertmanager:9093","version":"4","groupKey":"{}:{alertname=\"Load\"}","truncatedAlerts":0}`
+}
+
+// alert is one alert of a payload; labels are name, value pairs.
+func alert(status, fingerprint string, labels ...string) string {
+	m := map[string]string{}
+	for i := 0; i+1 < len(labels); i += 2 {
+		m[labels[i]] = labels[i+1]
+	}
+	lb, _ := json.Marshal(m)
+	ends := "0001-01-01T00:00:00Z"
+	if status == "resolved" {
+		ends = "2025-03-01T12:05:00Z"
+	}
+	return fmt.Sprintf(`{"status":%q,"labels":%s,"annotations":{"summary":"load"},"startsAt":"2025-03-01T12:00:00Z","endsAt":%q,"generatorURL":"http://prometheus:9090/graph","fingerprint":%q}`,
+		status, lb, ends, fingerprint)
+}
+
+func intp(n int) *int { return &n }
+
+func TestScaleAPIAlertmanager(t *testing.T) {
+	agent := lab.StartConsul(t)
+	l := newAPILab(t, agent, tokenFile(t, testToken))
+	l.putService(t, "web", scaledServiceDoc("web", 3, 1, 10))
+	l.putService(t, "api", scaledServiceDoc("api", 4, 1, 10))
+
+	t.Run("two firing and one resolved", func(t *testing.T) {
+		body := alertmanagerBody(
+			alert("firing", "f1", "alertname", "HighLoad", "swarmvlan_service", "web", "swarmvlan_direction", "up"),
+			alert("firing", "f2", "alertname", "Idle", "swarmvlan_service", "api", "swarmvlan_direction", "down"),
+			alert("resolved", "f3", "alertname", "HighLoad", "swarmvlan_service", "web", "swarmvlan_direction", "up"),
+		)
+		a := post(t, l.srv.URL+"/v1/alertmanager", testToken, body)
+		var got struct {
+			Receiver string        `json:"receiver"`
+			Results  []alertResult `json:"results"`
+		}
+		if err := json.Unmarshal(a.body, &got); a.code != 200 || err != nil {
+			t.Fatalf("answer %s (%v)", a, err)
+		}
+		want := []alertResult{
+			{Alert: "HighLoad", Fingerprint: "f1", Status: "firing", Service: "web", Direction: "up", Result: "scaled", Code: 200, Replicas: intp(4), Previous: intp(3)},
+			{Alert: "Idle", Fingerprint: "f2", Status: "firing", Service: "api", Direction: "down", Result: "scaled", Code: 200, Replicas: intp(3), Previous: intp(4)},
+			{Alert: "HighLoad", Fingerprint: "f3", Status: "resolved", Service: "web", Direction: "up", Result: "ignored", Message: `alerts[2].status is "resolved": only firing alerts scale`},
+		}
+		if got.Receiver != "swarmvlan" || !equalJSON(got.Results, want) {
+			t.Errorf("results\n got %s\nwant %s", mustJSON(got.Results), mustJSON(want))
+		}
+		web, _ := l.intent(t, "web")
+		apiSvc, _ := l.intent(t, "api")
+		if web.Replicas != 4 || web.UpdatedBy != "alertmanager" || web.Reason != "up from 3 to 4 (alert HighLoad)" || apiSvc.Replicas != 3 {
+			t.Errorf("intents web %+v, api %+v", web, apiSvc)
+		}
+	})
+
+	t.Run("configured labels and alerts that cannot scale", func(t *testing.T) {
+		l2 := newAPILab(t, agent, tokenFile(t, testToken), "--alert-service-label=service", "--alert-direction-label=scale")
+		body := alertmanagerBody(
+			alert("firing", "g1", "alertname", "NoTarget", "swarmvlan_service", "web", "scale", "up"),
+			alert("firing", "g2", "alertname", "Odd", "service", "web", "scale", "sideways"),
+			alert("firing", "g3", "alertname", "Gone", "service", "nosuch", "scale", "up"),
+			alert("firing", "g4", "alertname", "Flat", "service", "web", "scale", "down"),
+		)
+		a := post(t, l2.srv.URL+"/v1/alertmanager", testToken, body)
+		var got struct{ Results []alertResult }
+		if err := json.Unmarshal(a.body, &got); a.code != 200 || err != nil {
+			t.Fatalf("answer %s (%v)", a, err)
+		}
+		want := []alertResult{
+			{Alert: "NoTarget", Fingerprint: "g1", Status: "firing", Direction: "up", Result: "ignored", Message: "alerts[0].labels.service: missing, so no service to scale"},
+			{Alert: "Odd", Fingerprint: "g2", Status: "firing", Service: "web", Direction: "sideways", Result: "invalid", Code: 400, Message: `alerts[1].labels.scale: must be "up" or "down", not "sideways"`},
+			{Alert: "Gone", Fingerprint: "g3", Status: "firing", Service: "nosuch", Direction: "up", Result: "not_found", Code: 404, Message: `service "nosuch" not found`},
+			{Alert: "Flat", Fingerprint: "g4", Status: "firing", Service: "web", Direction: "down", Result: "scaled", Code: 200, Replicas: intp(3), Previous: intp(4)},
+		}
+		if !equalJSON(got.Results, want) {
+			t.Errorf("results\n got %s\nwant %s", mustJSON(got.Results), mustJSON(want))
+		}
+	})
+
+	t.Run("bodies that are no webhook payload", func(t *testing.T) {
+		for _, tt := range []struct{ body, err string }{
+			{`{"receiver":"x"}`, "alerts: required (an Alertmanager webhook payload)"},
+			{`{"alerts":{}}`, "alerts: must be an array, got object"},
+			{`alerts`, "body: invalid JSON at byte 1: invalid character 'a' looking for beginning of value"},
+		} {
+			a := post(t, l.srv.URL+"/v1/alertmanager", testToken, tt.body)
+			if a.code != 400 || a.reply.Error != tt.err {
+				t.Errorf("body %s: answer %s, want 400 %q", tt.body, a, tt.err)
+			}
+		}
+	})
+}
+
+func mustJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func equalJSON(a, b any) bool { return mustJSON(a) == mustJSON(b) }
+
+func TestScaleCommand(t *testing.T) {
+	agent := lab.StartConsul(t)
+	kv := agent.Client(t).KV()
+	if _, err := kv.Put(&api.KVPair{Key: "swarmvlan/spec/services/web", Value: []byte(scaledServiceDoc("web", 3, 2, 5, "cooldown: 1h"))}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(&api.KVPair{Key: "swarmvlan/spec/services/broken", Value: []byte("kind: Service\n")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		args           []string
+		code           int
+		stdout, stderr string
+		replicas       int // in force afterwards
+	}{
+		{[]string{"web", "up", "--reason", "release day"}, 0, "web: 3 -> 4 replicas (min 2, max 5)\n", "", 4},
+		{[]string{"web", "up"}, 1, "", "reconciler scale: refused: service web: scale-up cooldown (1h0m0s)", 4},
+		{[]string{"web", "down"}, 0, "web: 4 -> 3 replicas (min 2, max 5)\n", "", 3},
+		{[]string{"web", "3"}, 0, "web: unchanged at 3 replicas (min 2, max 5)\n", "", 3},
+		{[]string{"web", "9"}, 1, "", "reconciler scale: refused: service web: 9 replicas is above the maximum 5\n", 3},
+		{[]string{"web", "sideways"}, 1, "", `reconciler scale: "sideways": want up, down or a replica count` + "\n", 3},
+		{[]string{"web"}, 1, "", "reconciler scale: usage: reconciler scale SERVICE up|down|N\n", 3},
+		{[]string{"nosuch", "up"}, 1, "", `reconciler scale: service "nosuch": not found` + "\n", 3},
+		{[]string{"broken", "up"}, 1, "", `reconciler scale: service "broken": the document in KV is invalid:`, 3},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			code, out, errOut := run(t, agent.Addr, "", append([]string{"scale"}, tt.args...)...)
+			if code != tt.code || out != tt.stdout || !strings.HasPrefix(errOut, tt.stderr) || (tt.stderr == "" && errOut != "") {
+				t.Errorf("exit %d\nstdout %q\nstderr %q\nwant exit %d, stdout %q, stderr starting %q", code, out, errOut, tt.code, tt.stdout, tt.stderr)
+			}
+			var si state.ScaleIntent
+			p, _, _ := kv.Get("swarmvlan/state/scale/web", nil)
+			if p != nil {
+				json.Unmarshal(p.Value, &si)
+			}
+			if si.Replicas != tt.replicas {
+				t.Errorf("intent in KV %+v, want replicas %d", si, tt.replicas)
+			}
+		})
+	}
+	p, _, _ := kv.Get("swarmvlan/state/scale/web", nil)
+	if !strings.Contains(string(p.Value), `"updatedBy":"cli"`) {
+		t.Errorf("intent does not name the CLI: %s", p.Value)
+	}
+}
