@@ -43,8 +43,10 @@ lint:
 unit:
 	$(GO) test -short -count=1 ./...
 
+# Packages run one at a time: the integration tests share the local Engine's
+# swarm and the root network namespace.
 test: consul docker lint
-	$(GO) test -count=1 -p 2 -timeout 40m $(TESTFLAGS) ./...
+	$(GO) test -count=1 -p 1 -timeout 60m $(TESTFLAGS) ./...
 	$(MAKE) fuzz
 
 fuzz:

@@ -1,5 +1,7 @@
-// Package lab is the test bed: it starts real daemons (a Consul agent today)
-// for integration tests and fault-injection tests, and cleans up after them.
+// Package lab is the test bed: real Consul agents, the test workload image,
+// the local Engine in swarm mode, and clusters of swarm hosts in network
+// namespaces, each with its own dockerd and Consul agent; with the faults the
+// tests inject (killed daemons, cut links, reboots) and complete tear-down.
 package lab
 
 import (
@@ -132,6 +134,16 @@ type consulConfig struct {
 	nodeName   string
 	extraArgs  []string
 	prefix     []string
+	// ports, when set, are used as they are instead of picking free ones.
+	ports *ConsulPorts
+	// httpHost is the host Addr uses; default: client.
+	httpHost string
+	// serverExpect > 0 runs a server of a multi-server cluster with
+	// -bootstrap-expect serverExpect.
+	serverExpect int
+	// clientAgent runs a client agent (neither -dev nor -server).
+	clientAgent bool
+	retryJoin   []string
 }
 
 // ConsulOption changes how an agent is started.
@@ -157,6 +169,43 @@ func WithPersistentData() ConsulOption {
 // WithNodeName sets -node; default "lab-<http port>".
 func WithNodeName(name string) ConsulOption {
 	return func(c *consulConfig) { c.nodeName = name }
+}
+
+// WithPorts makes the agent listen on exactly these ports instead of free
+// ones picked at random; an agent alone in a network namespace can keep
+// Consul's default ports (DefaultConsulPorts).
+func WithPorts(p ConsulPorts) ConsulOption {
+	return func(c *consulConfig) { c.ports = &p }
+}
+
+// DefaultConsulPorts are Consul's standard ports.
+var DefaultConsulPorts = ConsulPorts{HTTP: 8500, DNS: 8600, Server: 8300, SerfLAN: 8301, SerfWAN: 8302}
+
+// WithHTTPAddr sets the host that Addr (and so the readiness check and
+// Client) uses to reach the agent, when -client lists several addresses
+// (for example "127.0.0.1 10.99.1.11"); default: the -client address.
+func WithHTTPAddr(host string) ConsulOption {
+	return func(c *consulConfig) { c.httpHost = host }
+}
+
+// WithServer runs the agent as one server of a cluster of bootstrapExpect
+// servers, keeping its data on disk. It becomes ready only once enough
+// servers have joined to elect a leader, so start the servers concurrently.
+func WithServer(bootstrapExpect int) ConsulOption {
+	return func(c *consulConfig) { c.serverExpect = bootstrapExpect }
+}
+
+// WithClientAgent runs a client agent, which holds no data and forwards to
+// the servers it joins (see WithRetryJoin).
+func WithClientAgent() ConsulOption {
+	return func(c *consulConfig) { c.clientAgent = true }
+}
+
+// WithRetryJoin adds -retry-join for each address (host or host:port),
+// retried every second rather than Consul's default 30 s so a cluster whose
+// agents start together forms quickly.
+func WithRetryJoin(addrs ...string) ConsulOption {
+	return func(c *consulConfig) { c.retryJoin = append(c.retryJoin, addrs...) }
 }
 
 // WithArgs appends raw arguments to the agent's command line.
@@ -235,24 +284,33 @@ func startConsulAgent(ctx context.Context, bin, dir string, opts ...ConsulOption
 	// can grab one before the agent binds it; a few attempts make that race
 	// harmless.
 	var lastErr error
+	httpHost := cfg.httpHost
+	if httpHost == "" {
+		httpHost = cfg.client
+	}
 	for attempt := 0; attempt < 4; attempt++ {
-		ports, err := freePorts(5)
-		if err != nil {
-			return nil, fmt.Errorf("consul agent: pick ports: %w", err)
+		if cfg.ports != nil {
+			a.Ports = *cfg.ports
+		} else {
+			ports, err := freePorts(5)
+			if err != nil {
+				return nil, fmt.Errorf("consul agent: pick ports: %w", err)
+			}
+			a.Ports = ConsulPorts{HTTP: ports[0], DNS: ports[1], Server: ports[2], SerfLAN: ports[3], SerfWAN: ports[4]}
 		}
-		a.Ports = ConsulPorts{HTTP: ports[0], DNS: ports[1], Server: ports[2], SerfLAN: ports[3], SerfWAN: ports[4]}
 		a.NodeName = cfg.nodeName
 		if a.NodeName == "" {
 			a.NodeName = "lab-" + strconv.Itoa(a.Ports.HTTP)
 		}
-		a.Addr = net.JoinHostPort(cfg.client, strconv.Itoa(a.Ports.HTTP))
-		a.DNSAddr = net.JoinHostPort(cfg.client, strconv.Itoa(a.Ports.DNS))
+		a.Addr = net.JoinHostPort(httpHost, strconv.Itoa(a.Ports.HTTP))
+		a.DNSAddr = net.JoinHostPort(httpHost, strconv.Itoa(a.Ports.DNS))
 		lastErr = a.start(ctx)
 		if lastErr == nil {
 			return a, nil
 		}
 		a.Kill()
-		if !strings.Contains(a.LogTail(50), "address already in use") || ctx.Err() != nil {
+		// Fixed ports stay taken however often they are tried again.
+		if cfg.ports != nil || !strings.Contains(a.LogTail(50), "address already in use") || ctx.Err() != nil {
 			break
 		}
 	}
@@ -278,12 +336,25 @@ func (a *ConsulAgent) args() []string {
 		"-grpc-tls-port", "-1",
 		"-hcl", "disable_update_check = true",
 	}
-	if c.persistent {
+	for _, addr := range c.retryJoin {
+		args = append(args, "-retry-join", addr)
+	}
+	if len(c.retryJoin) > 0 {
+		args = append(args, "-retry-interval", "1s")
+	}
+	switch {
+	case c.serverExpect > 0:
+		// raft_multiplier 1: the dev agent's fast elections, as below.
+		args = append(args, "-server", "-bootstrap-expect", strconv.Itoa(c.serverExpect),
+			"-hcl", "performance { raft_multiplier = 1 }")
+	case c.clientAgent:
+		// A client agent keeps only its local state under -data-dir.
+	case c.persistent:
 		// A single server that keeps raft on disk. raft_multiplier 1 gives it
 		// the dev agent's fast election instead of the production default.
 		args = append(args, "-server", "-bootstrap-expect", "1",
 			"-hcl", "performance { raft_multiplier = 1 }")
-	} else {
+	default:
 		args = append(args, "-dev")
 	}
 	args = append(args, c.extraArgs...)

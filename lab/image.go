@@ -1,5 +1,3 @@
-// Package lab builds the test bed the integration tests run on: the test
-// workload image and a Docker Engine in swarm mode.
 package lab
 
 import (

@@ -54,6 +54,9 @@ type Controller struct {
 	// Resync is the period of the full pass that catches drift no event
 	// announces.
 	Resync time.Duration
+	// Periodic are synthetic keys (passes over many objects) queued at start
+	// and on every resync.
+	Periodic []Key
 	// OnReconcile, when set, observes every reconcile (metrics).
 	OnReconcile func(kind string, d time.Duration, err error)
 	// OnQueueDepth, when set, is told the work queue's depth whenever it
@@ -125,6 +128,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	for _, k := range c.View.Keys() {
 		q.Add(k)
 	}
+	for _, k := range c.Periodic {
+		q.Add(k)
+	}
 	workers := c.Workers
 	if workers <= 0 {
 		workers = 4
@@ -157,6 +163,9 @@ func (c *Controller) Run(ctx context.Context) error {
 				for _, k := range c.View.Keys() {
 					q.Add(k)
 				}
+				for _, k := range c.Periodic {
+					q.Add(k)
+				}
 			}
 		}
 	})
@@ -185,7 +194,10 @@ func (c *Controller) process(ctx context.Context, q *Queue, k Key) {
 	if ctx.Err() != nil {
 		return // leadership lost or shutting down: write nothing more
 	}
-	if err := c.writeStatus(ctx, k, doc, bad, out); err != nil {
+	if spec.Plural(k.Kind) == "" {
+		// A synthetic key (a pass over many objects) has no status of its
+		// own.
+	} else if err := c.writeStatus(ctx, k, doc, bad, out); err != nil {
 		c.Log.Warn("write status", "object", k.String(), "err", err)
 		q.Retry(k)
 		return

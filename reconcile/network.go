@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/swarm"
@@ -239,7 +240,10 @@ func networkSwarmOwned(vlan string, n *network.Inspect) bool {
 // trusted.
 func networkSwarmWrong(want SwarmNetwork, have *network.Inspect) []string {
 	var wrong []string
-	if d := networkDriver(want.Driver); have.Driver != d {
+	// The engine reports a swarm network's driver from the allocator's
+	// DriverState, which is filled in asynchronously after the create: an
+	// empty driver means "not allocated yet", not a wrong one.
+	if d := networkDriver(want.Driver); have.Driver != "" && have.Driver != d {
 		wrong = append(wrong, fmt.Sprintf("driver %s, want %s", networkOrNone(have.Driver), d))
 	}
 	if have.Scope != "swarm" {
@@ -252,6 +256,23 @@ func networkSwarmWrong(want SwarmNetwork, have *network.Inspect) []string {
 		wrong = append(wrong, "config-only")
 	}
 	return wrong
+}
+
+// networkInspectAllocated inspects a freshly created swarm network, giving
+// the swarm allocator a moment to fill in the driver (see networkSwarmWrong).
+func networkInspectAllocated(ctx context.Context, d Docker, id string) (network.Inspect, error) {
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		made, err := d.NetworkInspect(ctx, id)
+		if err != nil || made.Driver != "" || time.Now().After(deadline) {
+			return made, err
+		}
+		select {
+		case <-ctx.Done():
+			return made, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // networkPlanSwarm decides what to do with a VLAN's swarm network. have is
@@ -566,9 +587,13 @@ func EnsureSwarmNetwork(ctx context.Context, d Docker, want SwarmNetwork) (Netwo
 		return networkErrStatus(NetworkStatus{Name: want.VLAN}, err), fmt.Errorf("vlan %q: create swarm network: %w", want.VLAN, err)
 	}
 	st.ID = id
-	made, err := d.NetworkInspect(ctx, id)
+	made, err := networkInspectAllocated(ctx, d, id)
 	if err != nil {
 		return networkErrStatus(st, err), fmt.Errorf("vlan %q: inspect created swarm network: %w", want.VLAN, err)
+	}
+	if made.Driver == "" {
+		st.State, st.Message, st.Requeue = NetworkWaiting, "created; waiting for swarm to allocate it", true
+		return st, nil
 	}
 	if wrong := networkSwarmWrong(want, &made); len(wrong) > 0 {
 		// Docker accepted the request but made something else; remove it so

@@ -57,7 +57,7 @@ func dockerTestSuffix(t testing.TB) string {
 // networkTestVeth creates a veth pair in the root namespace to stand in for
 // a VLAN sub-interface (this kernel has no 802.1Q) and deletes it when the
 // test ends. It returns the end used as macvlan parent.
-func networkTestVeth(t *testing.T, suffix string) string {
+func networkTestVeth(t testing.TB, suffix string) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create a veth pair as macvlan parent")
@@ -80,7 +80,7 @@ func networkTestVeth(t *testing.T, suffix string) string {
 }
 
 // dockerTestPoll calls f until it reports done or the deadline passes.
-func dockerTestPoll(t *testing.T, timeout time.Duration, what string, f func() (bool, string)) {
+func dockerTestPoll(t testing.TB, timeout time.Duration, what string, f func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -96,7 +96,7 @@ func dockerTestPoll(t *testing.T, timeout time.Duration, what string, f func() (
 }
 
 // dockerTestCLI runs the docker CLI, as an operator would.
-func dockerTestCLI(t *testing.T, args ...string) string {
+func dockerTestCLI(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := exec.Command("docker", args...).CombinedOutput()
 	if err != nil {
@@ -106,7 +106,7 @@ func dockerTestCLI(t *testing.T, args ...string) string {
 }
 
 // dockerTestNetworkInspect is `docker network inspect` decoded.
-func dockerTestNetworkInspect(t *testing.T, name string) map[string]any {
+func dockerTestNetworkInspect(t testing.TB, name string) map[string]any {
 	t.Helper()
 	var out []map[string]any
 	if err := json.Unmarshal([]byte(dockerTestCLI(t, "network", "inspect", name)), &out); err != nil || len(out) != 1 {

@@ -57,13 +57,21 @@ type Leadership struct {
 // is done. It never gives up because Consul is away: it waits and retries.
 // The leadership ends when ctx is done (the lock is then released), on
 // Resign, or when the lock is lost.
+//
+// One store campaigns once at a time: its holders share a session, and a
+// second campaign on the same session would simply "win" the lock it
+// already holds.
 func (s *Store) Campaign(ctx context.Context, opts LeaderOptions) (*Leadership, error) {
+	if !s.campaigning.CompareAndSwap(false, true) {
+		return nil, errors.New("leader: campaign: this store already campaigns or leads")
+	}
 	m := s.acquireSession(opts.SessionTTL, opts.LockDelay)
 	value := func() []byte { return opts.Value }
 	id, lost, err := s.acquireKey(ctx, m, s.LeaderKey(), value)
 	if err != nil {
 		m.release()
-		return nil, err
+		s.campaigning.Store(false)
+		return nil, fmt.Errorf("leader: campaign: %w", err)
 	}
 	lctx, cancel := context.WithCancel(ctx)
 	l := &Leadership{
@@ -85,6 +93,9 @@ func (l *Leadership) monitor(lost <-chan struct{}, maxRetries int) {
 	defer close(l.done)
 	defer l.sess.release()
 	defer l.cancel()
+	// Cleared before the context ends, so a caller that sees it end may
+	// campaign again at once.
+	defer l.store.campaigning.Store(false)
 
 	wctx, stop := context.WithCancel(l.ctx)
 	defer stop()
@@ -141,7 +152,8 @@ func (l *Leadership) release() {
 	}
 }
 
-// Context is cancelled the moment the lock is lost or given up.
+// Context is cancelled the moment the lock is lost or given up; the store
+// may then Campaign again.
 func (l *Leadership) Context() context.Context { return l.ctx }
 
 // Session is the id of the Consul session holding the lock.

@@ -279,6 +279,9 @@ func TestLeadershipEndsWithItsContext(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := s.Campaign(ctx, LeaderOptions{}); err == nil {
+		t.Fatal("a second campaign on the same store succeeded while it leads")
+	}
 	cancel()
 	eventually(t, 5*time.Second, "the lock to be released", func() bool {
 		holder, _, err := s.Leader(context.Background())
@@ -288,6 +291,11 @@ func TestLeadershipEndsWithItsContext(t *testing.T) {
 		t.Fatal("leadership context still alive")
 	}
 	l.Resign() // a no-op after the end, and must not block
+	l2, err := s.Campaign(testCtx(t), LeaderOptions{})
+	if err != nil {
+		t.Fatalf("campaign again after the leadership ended: %v", err)
+	}
+	l2.Resign()
 }
 
 // Helper process for TestTakeoverAfterLeaderIsKilled: it campaigns and

@@ -47,6 +47,8 @@ type Store struct {
 	watches   WatchCounters
 	sessionMu sync.Mutex
 	sessions  map[sessionParams]*session
+	// campaigning is set from Campaign until its leadership ends.
+	campaigning atomic.Bool
 }
 
 // New returns a store; it does not contact Consul.

@@ -41,8 +41,13 @@ func registerAPIFlags(fs *flag.FlagSet) *apiFlags {
 // misconfigured daemon stops at start rather than refusing every request.
 func (d *daemon) initHTTP(f *apiFlags) error {
 	m := newMetrics(d.store, d.leading.Load)
-	d.leader.OnReconcile = m.observeReconcile
-	d.leader.OnQueueDepth = m.queueDepthFunc("leader")
+	if d.leader != nil {
+		d.leader.OnReconcile = m.observeReconcile
+		d.leader.OnQueueDepth = m.queueDepthFunc("leader")
+	}
+	if d.docker != nil {
+		m.setDocker(d.docker)
+	}
 	h := &httpAPI{metrics: m}
 	if (*f.tlsCert == "") != (*f.tlsKey == "") {
 		return errors.New("--tls-cert and --tls-key: give both or neither")

@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -32,11 +33,21 @@ import (
 
 var servingRe = regexp.MustCompile(`msg="serving HTTP" addr=(\S+)`)
 
+// noDocker is a Docker address where no engine listens: daemons in tests
+// that are about the API, not Docker, must not create anything in the
+// machine's engine. Their leader's reconciles fail and retry, harmlessly.
+const noDocker = "unix:///nonexistent/docker.sock"
+
 // startRunHTTP starts `reconciler run --role manager --listen 127.0.0.1:0`
-// and returns the process and the address it serves on.
+// and returns the process and the address it serves on. Unless extra says
+// otherwise, the daemon has no Docker Engine (noDocker).
 func startRunHTTP(t testing.TB, consulAddr, name string, extra ...string) (*proc, string) {
 	t.Helper()
-	p := startRun(t, consulAddr, name, append([]string{"--listen", "127.0.0.1:0"}, extra...)...)
+	args := []string{"--listen", "127.0.0.1:0"}
+	if !slices.ContainsFunc(extra, func(a string) bool { return strings.HasPrefix(a, "--docker-host") }) {
+		args = append(args, "--docker-host", noDocker)
+	}
+	p := startRun(t, consulAddr, name, append(args, extra...)...)
 	var addr string
 	waitFor(t, 20*time.Second, name+" to serve HTTP", func() bool {
 		if m := servingRe.FindStringSubmatch(p.Logs()); m != nil {
@@ -136,11 +147,21 @@ func TestDaemonHealthReadinessAndMetrics(t *testing.T) {
 	}{
 		{"swarmvlan_leader", nil, func(m *dto.Metric) bool { return m.GetGauge().GetValue() == 1 }, "1"},
 		{"swarmvlan_reconcile_errors_total", []string{"kind", "Host"}, func(m *dto.Metric) bool { return m.GetCounter().GetValue() == 0 }, "0 (no Host documents)"},
+		// The daemon has no Docker Engine, so the VLAN cannot converge.
+		{"swarmvlan_reconcile_errors_total", []string{"kind", "VLAN"}, func(m *dto.Metric) bool { return m.GetCounter().GetValue() >= 1 }, ">= 1 (no engine)"},
+		{"swarmvlan_docker_requests_total", []string{"method", "ServiceCreate"}, func(m *dto.Metric) bool { return m.GetCounter().GetValue() == 0 }, "0"},
 		{"swarmvlan_queue_depth", []string{"controller", "leader"}, func(m *dto.Metric) bool { return m.GetGauge().GetValue() >= 0 }, "present"},
 		{"swarmvlan_watch_wakeups_total", []string{"prefix", "swarmvlan/spec/"}, func(m *dto.Metric) bool { return m.GetCounter().GetValue() >= 1 }, ">= 1"},
 		{"swarmvlan_consul_requests_total", nil, func(m *dto.Metric) bool { return m.GetCounter().GetValue() >= 5 }, ">= 5"},
 		{"swarmvlan_scale_requests_total", []string{"source", "api", "result", "scaled"}, func(m *dto.Metric) bool { return m.GetCounter().GetValue() == 1 }, "1"},
 		{"go_goroutines", nil, func(m *dto.Metric) bool { return m.GetGauge().GetValue() > 0 }, "> 0"},
+	}
+	var dockerCalls float64
+	for _, m := range fams["swarmvlan_docker_requests_total"].GetMetric() {
+		dockerCalls += m.GetCounter().GetValue()
+	}
+	if dockerCalls == 0 {
+		t.Error("swarmvlan_docker_requests_total counts no call, though the leader tried the engine")
 	}
 	for _, c := range checks {
 		m := sample(fams, c.name, c.labels...)

@@ -25,6 +25,8 @@ type daemon struct {
 	store   *state.Store
 	view    *reconcile.View
 	leader  *reconcile.Controller
+	cluster *reconcile.Cluster
+	docker  reconcile.Docker
 	leading atomic.Bool
 	ready   atomic.Bool
 	http    *httpAPI
@@ -43,6 +45,7 @@ func cmdRun(ctx context.Context, c *cli, args []string) error {
 	lockDelay := fs.Duration("lock-delay", time.Second, "Consul lock delay after the leader's session is invalidated")
 	resync := fs.Duration("resync", 5*time.Minute, "period of the full reconcile pass that catches drift")
 	workers := fs.Int("workers", 4, "reconcile workers per role")
+	dockerHost := fs.String("docker-host", "", "Docker Engine address (default: DOCKER_HOST or the local socket)")
 	nodeName := fs.String("node-name", envOr("SWARMVLAN_NODE_NAME", ""), "name this process gives itself in the leader lock and logs (default: the hostname)")
 	if _, err := parse(fs, args); err != nil {
 		return err
@@ -75,7 +78,18 @@ func cmdRun(ctx context.Context, c *cli, args []string) error {
 			Value:      []byte(hostname),
 		},
 	}
-	d.leader = &reconcile.Controller{Store: store, View: d.view, Log: log.With("controller", "leader"), Workers: *workers, Resync: *resync}
+	d.docker, err = reconcile.NewDocker(*dockerHost)
+	if err != nil {
+		return fmt.Errorf("docker: %w", err)
+	}
+	defer d.docker.Close()
+	if *role == "manager" || *role == "all" {
+		d.cluster = reconcile.NewCluster(reconcile.ClusterConfig{
+			Store: store, Docker: d.docker, View: d.view, Log: log.With("controller", "leader"),
+			Workers: *workers, Resync: *resync,
+		})
+		d.leader = d.cluster.Controller()
+	}
 	if err := d.initHTTP(api); err != nil {
 		return err
 	}
@@ -106,8 +120,8 @@ func cmdRun(ctx context.Context, c *cli, args []string) error {
 }
 
 func (d *daemon) enqueue(ks []reconcile.Key) {
-	for _, k := range ks {
-		d.leader.Enqueue(k)
+	if d.cluster != nil {
+		d.cluster.Enqueue(ks)
 	}
 }
 
@@ -131,7 +145,7 @@ func (d *daemon) campaign(ctx context.Context) error {
 		attempt = 0
 		d.log.Info("leading", "session", lead.Session())
 		d.leading.Store(true)
-		err = d.leader.Run(lead.Context())
+		err = d.cluster.Run(lead)
 		d.leading.Store(false)
 		if ctx.Err() != nil {
 			// Shutting down: give the lock up now rather than after the

@@ -24,8 +24,16 @@ import (
 func main() {
 	listen := flag.String("listen", ":8080", "address to serve HTTP on")
 	health := flag.Bool("health", false, "probe http://127.0.0.1<port>/health of -listen and exit 0 when it answers 200, 1 otherwise (for a container healthcheck: a scratch image has no curl)")
+	get := flag.String("get", "", "GET this URL, print the body to stdout and exit 0 when it answers 200, 1 otherwise (a scratch image has no curl: a one-off container checks reachability with it)")
 	flag.Parse()
 
+	if *get != "" {
+		if err := fetch(os.Stdout, *get, 5*time.Second); err != nil {
+			fmt.Fprintln(os.Stderr, "get:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if *health {
 		if err := probe(*listen, 2*time.Second); err != nil {
 			fmt.Fprintln(os.Stderr, "unhealthy:", err)
@@ -119,4 +127,23 @@ func probe(listen string, timeout time.Duration) error {
 		return fmt.Errorf("status %d: %s", resp.StatusCode, strings.TrimSpace(string(body)))
 	}
 	return nil
+}
+
+// fetch GETs url and copies the body to w; anything but 200 is an error.
+func fetch(w io.Writer, url string, timeout time.Duration) error {
+	client := &http.Client{Timeout: timeout}
+	resp, err := client.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64*1024))
+	if err != nil {
+		return fmt.Errorf("read body from %s: %w", url, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: status %d: %s", url, resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+	_, err = w.Write(body)
+	return err
 }

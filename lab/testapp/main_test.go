@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -78,5 +80,48 @@ func TestProbeFailsWithoutServer(t *testing.T) {
 	}
 	if err := probe("no-port", time.Second); err == nil {
 		t.Error("probe of a malformed listen address succeeded")
+	}
+}
+
+// TestFetch checks the one-shot GET used for reachability checks: the body
+// of a 200 is printed, anything else is an error.
+func TestFetch(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/fail" {
+			http.Error(w, "broken", http.StatusInternalServerError)
+			return
+		}
+		io.WriteString(w, "address 172.80.3.7\n")
+	}))
+	t.Cleanup(srv.Close)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + ln.Addr().String() + "/"
+	ln.Close()
+
+	tests := []struct {
+		name     string
+		url      string
+		wantErr  bool
+		wantBody string
+	}{
+		{"ok", srv.URL + "/", false, "address 172.80.3.7\n"},
+		{"server error", srv.URL + "/fail", true, ""},
+		{"nothing listening", closed, true, ""},
+		{"bad url", "http://[::1", true, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			err := fetch(&out, tt.url, 2*time.Second)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("fetch(%s) error = %v, want error %v", tt.url, err, tt.wantErr)
+			}
+			if out.String() != tt.wantBody {
+				t.Errorf("fetch(%s) printed %q, want %q", tt.url, out.String(), tt.wantBody)
+			}
+		})
 	}
 }

@@ -1,0 +1,283 @@
+package reconcile
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/swarm"
+	"github.com/hashicorp/consul/api"
+
+	"swarmvlan/lab"
+	"swarmvlan/spec"
+	"swarmvlan/state"
+)
+
+// leaderTestBed is a leading Cluster against a real Consul agent and the
+// local Engine in swarm mode.
+type leaderTestBed struct {
+	store  *state.Store
+	kv     *api.KV
+	docker Docker
+	view   *View
+	nodeID string
+	host   string
+	cancel context.CancelFunc
+}
+
+func startLeaderTestBed(t testing.TB) *leaderTestBed {
+	t.Helper()
+	d, _ := dockerTestEngine(t)
+	agent := lab.StartConsul(t)
+	store, err := state.New(state.Config{Address: agent.Addr, Prefix: "swarmvlan/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := d.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	view := NewView(store.SpecPrefix())
+	cluster := NewCluster(ClusterConfig{Store: store, Docker: d, View: view, Log: log, Resync: 2 * time.Second, Sweep: 2 * time.Second})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		go WatchSpec(ctx, store, view, state.WatchOptions{}, cluster.Enqueue, log)
+		lead, err := store.Campaign(ctx, state.LeaderOptions{})
+		if err != nil {
+			return
+		}
+		cluster.Run(lead)
+		lead.Resign()
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return &leaderTestBed{store: store, kv: agent.Client(t).KV(), docker: d, view: view, nodeID: info.Swarm.NodeID, host: info.Name, cancel: cancel}
+}
+
+func (b *leaderTestBed) put(t testing.TB, kind, name, doc string) {
+	t.Helper()
+	if _, err := b.kv.Put(&api.KVPair{Key: b.store.SpecKey(kind, name), Value: []byte(doc)}, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (b *leaderTestBed) del(t *testing.T, kind, name string) {
+	t.Helper()
+	if _, err := b.kv.Delete(b.store.SpecKey(kind, name), nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// reportReady plays this node's host role: it says the VLAN is ready, as the
+// host role does once its config network exists.
+func (b *leaderTestBed) reportReady(t testing.TB, vlan string) {
+	t.Helper()
+	report, _ := json.Marshal(map[string]any{"hostname": b.host, "vlans": map[string]any{vlan: map[string]any{"ready": true}}})
+	reg, err := b.store.RegisterNode(context.Background(), b.nodeID, report, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Close() })
+}
+
+func leaderTestVLAN(name, trunk string, octet int) string {
+	return fmt.Sprintf(`apiVersion: swarmvlan/v1
+kind: VLAN
+metadata:
+  name: %s
+spec:
+  trunk: %s
+  subnet: 172.%d.0.0/16
+  gateway: 172.%d.0.1
+  rangePlan:
+    chunkPrefix: 24
+    exclude: [172.%d.0.0/24]
+`, name, trunk, octet, octet, octet)
+}
+
+func leaderTestService(name, vlan string, replicas int, env string) string {
+	return fmt.Sprintf(`apiVersion: swarmvlan/v1
+kind: Service
+metadata:
+  name: %s
+  labels: {team: payments}
+spec:
+  image: %s
+  args: ["-listen", ":8080"]
+  env: {LOG_LEVEL: %s}
+  networks: [%s]
+  replicas: %d
+  update: {parallelism: 2, order: start-first}
+`, name, lab.ImageTestApp, env, vlan, replicas)
+}
+
+// leaderTestReadyVLAN puts a VLAN on a fresh veth trunk, waits for this
+// node's chunk, and plays this node's host role (config network and a ready
+// report). It returns the VLAN's name, chunk and shim address.
+func leaderTestReadyVLAN(t testing.TB, b *leaderTestBed, suffix string) (string, netip.Prefix, netip.Addr) {
+	t.Helper()
+	ctx := context.Background()
+	trunk := networkTestVeth(t, suffix)
+	vlan := "v" + suffix
+	octet := 90 + int(suffix[0])%9
+	t.Cleanup(func() {
+		RemoveSwarmNetwork(ctx, b.docker, vlan)
+		RemoveConfigNetwork(ctx, b.docker, vlan)
+	})
+	b.put(t, spec.KindVLAN, vlan, leaderTestVLAN(vlan, trunk, octet))
+	var chunk netip.Prefix
+	dockerTestPoll(t, 20*time.Second, "allocation for this node", func() (bool, string) {
+		have, _, err := b.store.Allocations(ctx, vlan)
+		if err != nil {
+			return false, err.Error()
+		}
+		a, ok := have[b.nodeID]
+		if !ok {
+			return false, fmt.Sprint(have)
+		}
+		chunk = netip.MustParsePrefix(a.Chunk)
+		return true, ""
+	})
+	// The first /24 is excluded, so the lowest free chunk is 172.x.1.0/24.
+	if want := netip.MustParsePrefix(fmt.Sprintf("172.%d.1.0/24", octet)); chunk != want {
+		t.Fatalf("chunk = %s, want %s", chunk, want)
+	}
+	subnet := netip.MustParsePrefix(fmt.Sprintf("172.%d.0.0/16", octet))
+	shim := spec.ShimAddress(subnet, chunk)
+	if _, err := EnsureConfigNetwork(ctx, b.docker, ConfigNetwork{VLAN: vlan, Driver: "macvlan", Parent: trunk, Mode: "bridge",
+		Subnet: subnet, Gateway: netip.MustParseAddr(fmt.Sprintf("172.%d.0.1", octet)), IPRange: chunk, ShimAddr: shim}); err != nil {
+		t.Fatal(err)
+	}
+	b.reportReady(t, vlan)
+	return vlan, chunk, shim
+}
+
+func TestLeaderConvergesVLANAndService(t *testing.T) {
+	suffix := dockerTestSuffix(t)
+	b := startLeaderTestBed(t)
+	ctx := context.Background()
+	svcName := "web" + suffix
+	t.Cleanup(func() { RemoveService(ctx, b.docker, svcName) })
+	vlan, chunk, shim := leaderTestReadyVLAN(t, b, suffix)
+
+	b.put(t, spec.KindService, svcName, leaderTestService(svcName, vlan, 3, "info"))
+	var status ServiceStatus
+	dockerTestPoll(t, 90*time.Second, "3 tasks running", func() (bool, string) {
+		st, err := ObserveService(ctx, b.docker, svcName)
+		if err != nil {
+			return false, err.Error()
+		}
+		status = st
+		return st.Running == 3 && len(st.Tasks) >= 3, fmt.Sprintf("%d/%d running", st.Running, st.Desired)
+	})
+	seen := map[string]bool{}
+	for _, task := range status.Tasks {
+		if task.State != "running" {
+			continue
+		}
+		addr, err := netip.ParseAddr(task.Addresses[vlan])
+		if err != nil {
+			t.Fatalf("task %s has no address on %s: %v", task.ID, vlan, task.Addresses)
+		}
+		if !chunk.Contains(addr) || addr == shim {
+			t.Errorf("task %s address %s outside chunk %s or equal to the shim", task.ID, addr, chunk)
+		}
+		if seen[addr.String()] {
+			t.Errorf("address %s handed out twice", addr)
+		}
+		seen[addr.String()] = true
+	}
+	// Docker made what was asked: a swarm network built from the config
+	// network, which holds the chunk.
+	netw := dockerTestNetworkInspect(t, vlan)
+	if netw["Scope"] != "swarm" || netw["ConfigFrom"].(map[string]any)["Network"] != vlan+"-config" {
+		t.Errorf("swarm network: scope %v, config-from %v", netw["Scope"], netw["ConfigFrom"])
+	}
+	cfg := dockerTestNetworkInspect(t, vlan+"-config")
+	ipam := cfg["IPAM"].(map[string]any)["Config"].([]any)[0].(map[string]any)
+	if ipam["IPRange"] != chunk.String() || ipam["AuxiliaryAddresses"].(map[string]any)["shim"] != shim.String() {
+		t.Errorf("config network IPAM = %v", ipam)
+	}
+	// The service carries the spec's settings and the readiness constraint.
+	svc := inspectService(t, b.docker, svcName)
+	cs := svc.Spec.TaskTemplate.ContainerSpec
+	if !contains(cs.Env, "LOG_LEVEL=info") || svc.Spec.Labels["team"] != "payments" || *svc.Spec.Mode.Replicated.Replicas != 3 ||
+		!contains(svc.Spec.TaskTemplate.Placement.Constraints, NodeReadyConstraint(vlan)) || svc.Spec.UpdateConfig.Parallelism != 2 {
+		t.Errorf("service spec = env %v labels %v constraints %v update %+v", cs.Env, svc.Spec.Labels, svc.Spec.TaskTemplate.Placement.Constraints, svc.Spec.UpdateConfig)
+	}
+	// The VLAN's status names its allocations and the ready network.
+	dockerTestPoll(t, 20*time.Second, "VLAN status ready", func() (bool, string) {
+		p, _, _ := b.kv.Get(b.store.StatusKey("vlans", vlan), nil)
+		if p == nil {
+			return false, "no status"
+		}
+		return strings.Contains(string(p.Value), `"Ready","status":"True"`) && strings.Contains(string(p.Value), chunk.String()), string(p.Value)
+	})
+
+	// A hand edit is reverted; an unmanaged service is never touched.
+	unmanaged := "unmanaged" + suffix
+	dockerTestCLI(t, "service", "create", "--detach", "--name", unmanaged, "--replicas", "0", lab.ImageTestApp)
+	t.Cleanup(func() { dockerTestCLI(t, "service", "rm", unmanaged) })
+	before := inspectService(t, b.docker, unmanaged).Version.Index
+	dockerTestCLI(t, "service", "update", "--detach", "--env-add", "HAND=edit", svcName)
+	dockerTestPoll(t, 30*time.Second, "hand edit reverted", func() (bool, string) {
+		env := inspectService(t, b.docker, svcName).Spec.TaskTemplate.ContainerSpec.Env
+		return !contains(env, "HAND=edit"), fmt.Sprint(env)
+	})
+	if after := inspectService(t, b.docker, unmanaged).Version.Index; after != before {
+		t.Errorf("unmanaged service changed: version %d -> %d", before, after)
+	}
+
+	// A document change goes through; the VLAN cannot go while the service
+	// uses it; deleting the service removes it, and then the network goes.
+	b.put(t, spec.KindService, svcName, leaderTestService(svcName, vlan, 3, "debug"))
+	dockerTestPoll(t, 30*time.Second, "env change applied", func() (bool, string) {
+		env := inspectService(t, b.docker, svcName).Spec.TaskTemplate.ContainerSpec.Env
+		return contains(env, "LOG_LEVEL=debug"), fmt.Sprint(env)
+	})
+	b.del(t, spec.KindVLAN, vlan)
+	dockerTestPoll(t, 20*time.Second, "VLAN status says what blocks removal", func() (bool, string) {
+		p, _, _ := b.kv.Get(b.store.StatusKey("vlans", vlan), nil)
+		return p != nil && strings.Contains(string(p.Value), "removal blocked") && strings.Contains(string(p.Value), svcName), fmt.Sprint(p)
+	})
+	if _, err := b.docker.NetworkInspect(ctx, vlan); err != nil {
+		t.Fatalf("network removed while a service uses it: %v", err)
+	}
+	b.del(t, spec.KindService, svcName)
+	dockerTestPoll(t, 30*time.Second, "service removed", func() (bool, string) {
+		svcs, err := ListManagedServices(ctx, b.docker)
+		_, still := svcs[svcName]
+		return err == nil && !still, fmt.Sprint(err)
+	})
+	dockerTestPoll(t, 60*time.Second, "swarm network removed and allocations released", func() (bool, string) {
+		_, err := b.docker.NetworkInspect(ctx, vlan)
+		have, _, aerr := b.store.Allocations(ctx, vlan)
+		return dockerNotFound(err) && aerr == nil && len(have) == 0, fmt.Sprintf("inspect: %v, allocations %v", err, have)
+	})
+}
+
+func inspectService(t testing.TB, d Docker, name string) swarm.Service {
+	t.Helper()
+	s, err := d.ServiceInspect(context.Background(), name)
+	if err != nil {
+		t.Fatalf("inspect service %s: %v", name, err)
+	}
+	return s
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
