@@ -372,6 +372,13 @@ func (a *scaleAPI) handleAlert(r *http.Request, i int, al alertmanagerAlert) ale
 		return ignore(fmt.Sprintf("alerts[%d].status is %q: only firing alerts scale", i, al.Status))
 	case res.Service == "":
 		return ignore(fmt.Sprintf("alerts[%d].labels.%s: missing, so no service to scale", i, a.serviceLabel))
+	case res.Direction == "":
+		// An alert that names a service but no direction is a mistake in
+		// the alerting rule: say so rather than ignore it.
+		a.metrics.countScale(source, scaleResultInvalid)
+		res.Result, res.Code = scaleResultInvalid, http.StatusBadRequest
+		res.Message = fmt.Sprintf(`alerts[%d].labels.%s: missing (want "up" or "down")`, i, a.directionLabel)
+		return res
 	}
 	note := "alert"
 	if res.Alert != "" {

@@ -659,6 +659,7 @@ func TestScaleAPIAlertmanager(t *testing.T) {
 			alert("firing", "g2", "alertname", "Odd", "service", "web", "scale", "sideways"),
 			alert("firing", "g3", "alertname", "Gone", "service", "nosuch", "scale", "up"),
 			alert("firing", "g4", "alertname", "Flat", "service", "web", "scale", "down"),
+			alert("firing", "g5", "alertname", "Aimless", "service", "web"),
 		)
 		a := post(t, l2.srv.URL+"/v1/alertmanager", testToken, body)
 		var got struct{ Results []alertResult }
@@ -670,6 +671,7 @@ func TestScaleAPIAlertmanager(t *testing.T) {
 			{Alert: "Odd", Fingerprint: "g2", Status: "firing", Service: "web", Direction: "sideways", Result: "invalid", Code: 400, Message: `alerts[1].labels.scale: must be "up" or "down", not "sideways"`},
 			{Alert: "Gone", Fingerprint: "g3", Status: "firing", Service: "nosuch", Direction: "up", Result: "not_found", Code: 404, Message: `service "nosuch" not found`},
 			{Alert: "Flat", Fingerprint: "g4", Status: "firing", Service: "web", Direction: "down", Result: "scaled", Code: 200, Replicas: intp(3), Previous: intp(4)},
+			{Alert: "Aimless", Fingerprint: "g5", Status: "firing", Service: "web", Result: "invalid", Code: 400, Message: `alerts[4].labels.scale: missing (want "up" or "down")`},
 		}
 		if !equalJSON(got.Results, want) {
 			t.Errorf("results\n got %s\nwant %s", mustJSON(got.Results), mustJSON(want))
