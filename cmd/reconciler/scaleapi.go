@@ -198,10 +198,14 @@ type scaleResult struct {
 	err     string // 404 and 5xx: the message
 }
 
+// reply is the answer's body: the outcome, a refusal with the count that
+// stays in force, or an error.
 func (s scaleResult) reply() any {
 	switch {
 	case s.err != "":
 		return errorReply{Error: s.err}
+	case s.refusal != nil && s.refusal.Code == http.StatusBadRequest:
+		return errorReply{Error: s.refusal.Reason}
 	case s.refusal != nil:
 		rep := refusalReply{scaleOutcome: s.out, Error: s.refusal.Reason}
 		if s.refusal.Limit != "" {
@@ -210,9 +214,6 @@ func (s scaleResult) reply() any {
 		}
 		if s.refusal.RetryAfter > 0 {
 			rep.RetryAfterSeconds = retryAfterSeconds(s.refusal.RetryAfter)
-		}
-		if s.refusal.Code == http.StatusBadRequest {
-			return errorReply{Error: s.refusal.Reason}
 		}
 		return rep
 	}
