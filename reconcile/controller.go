@@ -73,6 +73,9 @@ type Controller struct {
 	// host agent's) sets it: it must not reconcile spec keys, whose status
 	// is the leader's to write.
 	Keys func() []Key
+	// OnQueueDepth, when set, is told the work queue's depth whenever it
+	// changes, and 0 when Run returns (metrics).
+	OnQueueDepth func(depth int)
 
 	mu          sync.Mutex
 	polls       map[Key]int // consecutive Poll outcomes per key
@@ -121,6 +124,10 @@ func (c *Controller) Run(ctx context.Context) error {
 		return nil
 	}
 	q := NewQueue(200*time.Millisecond, 2*time.Minute)
+	if c.OnQueueDepth != nil {
+		q.OnDepth(c.OnQueueDepth)
+		defer c.OnQueueDepth(0)
+	}
 	c.mu.Lock()
 	c.queue = q
 	if c.status == nil {
