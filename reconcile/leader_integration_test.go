@@ -241,6 +241,42 @@ func TestLeaderConvergesVLANAndService(t *testing.T) {
 		t.Errorf("unmanaged service changed: version %d -> %d", before, after)
 	}
 
+	// Managed services without a document: the sweep removes this
+	// installation's and never another's.
+	ours, err := b.store.InstallationID(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	orphan, theirs := "orphan"+suffix, "theirs"+suffix
+	for name, owner := range map[string]string{orphan: ours, theirs: "another-installation"} {
+		docs, err := ParseDocuments([]byte(leaderTestService(name, vlan, 0, "x")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ss, err := BuildServiceSpec(ServiceInput{Service: docs[0].Object.(*spec.Service), Owner: owner})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.docker.ServiceCreate(ctx, ss); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		if s, err := b.docker.ServiceInspect(ctx, theirs); err == nil {
+			b.docker.ServiceRemove(ctx, s.ID)
+		}
+	})
+	dockerTestPoll(t, 20*time.Second, "the orphan swept away", func() (bool, string) {
+		_, err := b.docker.ServiceInspect(ctx, orphan)
+		return dockerNotFound(err), fmt.Sprint(err)
+	})
+	time.Sleep(3 * time.Second) // more than a sweep period
+	if s, err := b.docker.ServiceInspect(ctx, theirs); err != nil {
+		t.Fatalf("another installation's service was removed: %v", err)
+	} else if err := b.docker.ServiceRemove(ctx, s.ID); err != nil {
+		t.Fatal(err) // it uses the VLAN's network, which is removed below
+	}
+
 	// A document change goes through; the VLAN cannot go while the service
 	// uses it; deleting the service removes it, and then the network goes.
 	b.put(t, spec.KindService, svcName, leaderTestService(svcName, vlan, 3, "debug"))
