@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,7 +30,9 @@ type leaderTestBed struct {
 	cluster *Cluster
 	nodeID  string
 	host    string
-	cancel  context.CancelFunc
+	// stop ends the leader and waits for it; cleanups that remove what it
+	// made call it first, or the leader would put things back.
+	stop func()
 }
 
 func startLeaderTestBed(t testing.TB, tune ...func(*ClusterConfig)) *leaderTestBed {
@@ -63,8 +66,10 @@ func startLeaderTestBed(t testing.TB, tune ...func(*ClusterConfig)) *leaderTestB
 		cluster.Run(lead)
 		lead.Resign()
 	}()
-	t.Cleanup(func() { cancel(); <-done })
-	return &leaderTestBed{store: store, kv: agent.Client(t).KV(), docker: d, view: view, cluster: cluster, nodeID: info.Swarm.NodeID, host: info.Name, cancel: cancel}
+	var once sync.Once
+	stop := func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return &leaderTestBed{store: store, kv: agent.Client(t).KV(), docker: d, view: view, cluster: cluster, nodeID: info.Swarm.NodeID, host: info.Name, stop: stop}
 }
 
 func (b *leaderTestBed) put(t testing.TB, kind, name, doc string) {
@@ -134,7 +139,12 @@ func leaderTestReadyVLAN(t testing.TB, b *leaderTestBed, suffix string) (string,
 	vlan := "v" + suffix
 	octet := 90 + int(suffix[0])%9
 	t.Cleanup(func() {
-		RemoveSwarmNetwork(ctx, b.docker, vlan)
+		b.stop()
+		// Services removed just before may still hold the network a moment.
+		dockerTestPoll(t, 30*time.Second, "VLAN networks removed", func() (bool, string) {
+			st, err := RemoveSwarmNetwork(ctx, b.docker, vlan)
+			return err == nil && st.State != NetworkInUse, fmt.Sprintf("%+v %v", st, err)
+		})
 		RemoveConfigNetwork(ctx, b.docker, vlan)
 	})
 	b.put(t, spec.KindVLAN, vlan, leaderTestVLAN(vlan, trunk, octet))
@@ -170,7 +180,7 @@ func TestLeaderConvergesVLANAndService(t *testing.T) {
 	b := startLeaderTestBed(t)
 	ctx := context.Background()
 	svcName := "web" + suffix
-	t.Cleanup(func() { RemoveService(ctx, b.docker, svcName) })
+	t.Cleanup(func() { b.stop(); RemoveService(ctx, b.docker, svcName) })
 	vlan, chunk, shim := leaderTestReadyVLAN(t, b, suffix)
 
 	b.put(t, spec.KindService, svcName, leaderTestService(svcName, vlan, 3, "info"))
@@ -262,6 +272,7 @@ func TestLeaderConvergesVLANAndService(t *testing.T) {
 		}
 	}
 	t.Cleanup(func() {
+		b.stop()
 		if s, err := b.docker.ServiceInspect(ctx, theirs); err == nil {
 			b.docker.ServiceRemove(ctx, s.ID)
 		}
