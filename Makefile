@@ -11,7 +11,7 @@ PREFIX     ?= swarmvlan/
 CONSUL     := $(shell command -v consul 2>/dev/null || echo $(CURDIR)/bin/consul)
 CONSUL_VERSION := v1.20.6
 RUN_DIR    ?= $(CURDIR)/.run
-FUZZTIME   ?= 20s
+FUZZTIME   ?= 200000x
 TESTFLAGS  ?=
 
 export SWARMVLAN_CONSUL := $(CONSUL)

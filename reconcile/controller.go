@@ -40,6 +40,10 @@ type Outcome struct {
 	Err          error
 	Terminal     bool
 	RequeueAfter time.Duration
+	// Poll makes RequeueAfter grow (doubling, up to two minutes) while the
+	// object keeps waiting, so a wait on something that events announce
+	// anyway costs next to nothing when it lasts.
+	Poll bool
 	// Gone says the object is fully removed, so its status is deleted.
 	Gone bool
 }
@@ -57,10 +61,15 @@ type Controller struct {
 	// Periodic are synthetic keys (passes over many objects) queued at start
 	// and on every resync.
 	Periodic []Key
+	// Batched are kinds whose resync a Periodic pass does in one go (one
+	// Docker list instead of one call per object); at start and on resync
+	// only their invalid documents are queued one by one, for their status.
+	Batched []string
 	// OnReconcile, when set, observes every reconcile (metrics).
 	OnReconcile func(kind string, d time.Duration, err error)
 
 	mu          sync.Mutex
+	polls       map[Key]int // consecutive Poll outcomes per key
 	reconcilers map[string]Reconciler
 	queue       *Queue
 	status      *state.StatusWriter
@@ -118,12 +127,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		c.queue = nil
 		c.mu.Unlock()
 	}()
-	for _, k := range c.View.Keys() {
-		q.Add(k)
-	}
-	for _, k := range c.Periodic {
-		q.Add(k)
-	}
+	c.resyncAll(q)
 	workers := c.Workers
 	if workers <= 0 {
 		workers = 4
@@ -153,18 +157,29 @@ func (c *Controller) Run(ctx context.Context) error {
 			case <-ctx.Done():
 				return nil
 			case <-t.C:
-				for _, k := range c.View.Keys() {
-					q.Add(k)
-				}
-				for _, k := range c.Periodic {
-					q.Add(k)
-				}
+				c.resyncAll(q)
 			}
 		}
 	})
 	<-ctx.Done()
 	q.ShutDown()
 	return g.Wait()
+}
+
+// resyncAll queues every object, or its kind's batch pass.
+func (c *Controller) resyncAll(q *Queue) {
+	batched := map[string]bool{}
+	for _, k := range c.Batched {
+		batched[k] = true
+	}
+	for _, k := range c.View.Keys() {
+		if _, invalid := c.View.Invalid(k); !batched[k.Kind] || invalid {
+			q.Add(k)
+		}
+	}
+	for _, k := range c.Periodic {
+		q.Add(k)
+	}
 }
 
 func (c *Controller) process(ctx context.Context, q *Queue, k Key) {
@@ -201,10 +216,32 @@ func (c *Controller) process(ctx context.Context, q *Queue, k Key) {
 		c.Log.Warn("reconcile", "object", k.String(), "err", out.Err, "retry_in", d.Round(time.Millisecond))
 	case out.RequeueAfter > 0:
 		q.Forget(k)
-		q.AddAfter(k, out.RequeueAfter)
+		q.AddAfter(k, c.requeueDelay(k, out))
 	default:
 		q.Forget(k)
+		c.requeueDelay(k, out)
 	}
+}
+
+// requeueDelay is the wait before looking at k again: RequeueAfter, doubled
+// for every consecutive Poll outcome of k, capped at two minutes.
+func (c *Controller) requeueDelay(k Key, out Outcome) time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !out.Poll {
+		delete(c.polls, k)
+		return out.RequeueAfter
+	}
+	if c.polls == nil {
+		c.polls = map[Key]int{}
+	}
+	n := c.polls[k]
+	c.polls[k] = n + 1
+	d := out.RequeueAfter
+	for i := 0; i < n && d < 2*time.Minute; i++ {
+		d *= 2
+	}
+	return min(d, 2*time.Minute)
 }
 
 // ObjectStatus is what status/<kind plural>/<name> holds.

@@ -19,8 +19,11 @@ import (
 	"swarmvlan/state"
 )
 
-// kindNodeLabels is the synthetic key kind of the readiness-label pass.
-const kindNodeLabels = "NodeLabels"
+// Synthetic key kinds of the leader's passes over many objects.
+const (
+	kindNodeLabels    = "NodeLabels"
+	kindServiceResync = "ServiceResync"
+)
 
 // ClusterConfig configures the leader's reconcilers.
 type ClusterConfig struct {
@@ -79,11 +82,13 @@ func NewCluster(cfg ClusterConfig) *Cluster {
 	}
 	c := &Cluster{cfg: cfg, reports: map[string]hostReadiness{}, scales: map[string]uint64{}}
 	c.ctrl = &Controller{Store: cfg.Store, View: cfg.View, Log: cfg.Log, Workers: cfg.Workers, Resync: cfg.Resync,
-		Periodic: []Key{{Kind: kindNodeLabels, Name: "all"}, {Kind: kindDiscoveryGC, Name: "all"}}}
+		Periodic: []Key{{Kind: kindNodeLabels, Name: "all"}, {Kind: kindDiscoveryGC, Name: "all"}, {Kind: kindServiceResync, Name: "all"}},
+		Batched:  []string{spec.KindService}}
 	c.ctrl.Register(spec.KindVLAN, ReconcilerFunc(c.reconcileVLAN))
 	c.ctrl.Register(spec.KindService, ReconcilerFunc(c.reconcileService))
 	c.ctrl.Register(kindNodeLabels, ReconcilerFunc(c.reconcileNodeLabels))
 	c.ctrl.Register(kindDiscoveryGC, ReconcilerFunc(c.reconcileDiscoveryGC))
+	c.ctrl.Register(kindServiceResync, ReconcilerFunc(c.reconcileServiceResync))
 	return c
 }
 
@@ -387,7 +392,9 @@ func (c *Cluster) reconcileVLAN(ctx context.Context, k Key, doc *Doc) Outcome {
 		var conflict *DockerConflictError
 		out.Terminal = errors.As(netErr, &conflict)
 	case netSt.Requeue:
-		out.RequeueAfter = 5 * time.Second
+		// Waiting for a config network: host reports and Docker network
+		// events wake this sooner; the poll is a fallback.
+		out.RequeueAfter, out.Poll = 5*time.Second, true
 	case !res.NextRelease.IsZero():
 		out.RequeueAfter = res.NextRelease.Sub(now) + time.Second
 	}
@@ -408,6 +415,7 @@ func (c *Cluster) removeVLAN(ctx context.Context, lead *state.Leadership, name s
 			Details:      det,
 			Conditions:   []state.Condition{readyCondition(false, "document deleted; removal blocked: "+st.Message+" (remove or move those services first)")},
 			RequeueAfter: 10 * time.Second,
+			Poll:         true,
 		}
 	}
 	_, indexes, err := c.cfg.Store.Allocations(ctx, name)
@@ -473,9 +481,57 @@ func (c *Cluster) reconcileService(ctx context.Context, k Key, doc *Doc) Outcome
 	out := Outcome{Details: det, Conditions: []state.Condition{readyCondition(ready, st.Message)}}
 	if !ready {
 		// Look again until the tasks run, so the status follows them.
-		out.RequeueAfter = 3 * time.Second
+		out.RequeueAfter, out.Poll = 2*time.Second, true
 	}
 	return out
+}
+
+// reconcileServiceResync converges every service in one pass (one Docker
+// list, no update for a service that already matches) and hands the services
+// that needed a change, failed, or are not yet running everywhere to their
+// own reconcile, which records their status.
+func (c *Cluster) reconcileServiceResync(ctx context.Context, _ Key, _ *Doc) Outcome {
+	if _, err := c.leadership(); err != nil {
+		return Outcome{Err: err}
+	}
+	intents, err := c.cfg.Store.ScaleIntents(ctx)
+	if err != nil {
+		return Outcome{Err: err}
+	}
+	var ins []ServiceInput
+	for _, d := range c.cfg.View.List(spec.KindService) {
+		svc := d.Object.(*spec.Service)
+		ready := true
+		for _, n := range svc.Spec.Networks {
+			if _, ok := c.cfg.View.VLAN(n); !ok {
+				ready = false
+			}
+		}
+		if !ready {
+			c.ctrl.Enqueue(d.Key) // its own reconcile reports the missing VLAN
+			continue
+		}
+		var scaled *int
+		if si, ok := intents[d.Key.Name]; ok {
+			scaled = &si.Replicas
+		}
+		ins = append(ins, ServiceInput{Service: svc, Replicas: EffectiveReplicas(svc, scaled)})
+	}
+	res, err := ServiceResync(ctx, c.cfg.Docker, ins)
+	for name, st := range res.Statuses {
+		if st.Message != "" || st.Running != st.Desired {
+			c.ctrl.Enqueue(Key{Kind: spec.KindService, Name: name})
+		}
+	}
+	if c.cfg.View.Held() == 0 {
+		for _, name := range res.Orphans {
+			k := Key{Kind: spec.KindService, Name: name}
+			if _, invalid := c.cfg.View.Invalid(k); !invalid {
+				c.ctrl.Enqueue(k) // no document: its reconcile removes it
+			}
+		}
+	}
+	return Outcome{Err: err}
 }
 
 // reconcileNodeLabels sets the readiness label of every managed VLAN on the

@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
 	"swarmvlan/spec"
+	"swarmvlan/state"
 )
 
 // BenchmarkKVPutToDocker measures the time from `consul kv put` of a
@@ -102,3 +104,64 @@ func percentiles(ds []time.Duration) (p50, p99 time.Duration) {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// BenchmarkLeaderNoopResync1000 puts 1,000 Service documents (replicas 0)
+// in Consul, lets the leader create them, then times the leader's periodic
+// resync pass when nothing changed, and reports the Docker calls it made:
+// no ServiceUpdate at all, and one ServiceList.
+func BenchmarkLeaderNoopResync1000(b *testing.B) {
+	const n = 1000
+	suffix := dockerTestSuffix(b)
+	bed := startLeaderTestBed(b, func(c *ClusterConfig) { c.Resync = time.Hour; c.Sweep = time.Hour })
+	ctx := context.Background()
+	vlan, _, _ := leaderTestReadyVLAN(b, bed, suffix)
+	prefix := "nr" + suffix + "x"
+	var docs []state.SpecDoc
+	for i := 0; i < n; i++ {
+		name := fmt.Sprintf("%s%04d", prefix, i)
+		docs = append(docs, state.SpecDoc{Key: bed.store.SpecKey(spec.KindService, name), Value: []byte(leaderTestService(name, vlan, 0, "x"))})
+	}
+	b.Cleanup(func() {
+		svcs, _ := ListManagedServices(ctx, bed.docker)
+		for name, s := range svcs {
+			if strings.HasPrefix(name, prefix) {
+				bed.docker.ServiceRemove(ctx, s.ID)
+			}
+		}
+	})
+	start := time.Now()
+	if _, err := bed.store.Apply(ctx, docs, state.ApplyOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	dockerTestPoll(b, 10*time.Minute, "the leader to create 1,000 services", func() (bool, string) {
+		svcs, err := ListManagedServices(ctx, bed.docker)
+		if err != nil {
+			return false, err.Error()
+		}
+		made := 0
+		for name := range svcs {
+			if strings.HasPrefix(name, prefix) {
+				made++
+			}
+		}
+		return made == n, fmt.Sprintf("%d made", made)
+	})
+	b.Logf("applied and created %d services in %v", n, time.Since(start).Round(time.Millisecond))
+	time.Sleep(2 * time.Second) // let the per-service status reconciles settle
+
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		before := bed.docker.Calls()
+		t0 := time.Now()
+		out := bed.cluster.reconcileServiceResync(ctx, Key{Kind: kindServiceResync, Name: "all"}, nil)
+		took := time.Since(t0)
+		if out.Err != nil {
+			b.Fatal(out.Err)
+		}
+		after := bed.docker.Calls()
+		b.ReportMetric(ms(took), "pass-ms")
+		b.ReportMetric(float64(after["ServiceUpdate"]-before["ServiceUpdate"]), "ServiceUpdate")
+		b.ReportMetric(float64(after["ServiceList"]-before["ServiceList"]), "ServiceList")
+		b.ReportMetric(float64(after["ServiceCreate"]-before["ServiceCreate"]), "ServiceCreate")
+	}
+}

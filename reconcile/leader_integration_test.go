@@ -22,16 +22,17 @@ import (
 // leaderTestBed is a leading Cluster against a real Consul agent and the
 // local Engine in swarm mode.
 type leaderTestBed struct {
-	store  *state.Store
-	kv     *api.KV
-	docker Docker
-	view   *View
-	nodeID string
-	host   string
-	cancel context.CancelFunc
+	store   *state.Store
+	kv      *api.KV
+	docker  Docker
+	view    *View
+	cluster *Cluster
+	nodeID  string
+	host    string
+	cancel  context.CancelFunc
 }
 
-func startLeaderTestBed(t testing.TB) *leaderTestBed {
+func startLeaderTestBed(t testing.TB, tune ...func(*ClusterConfig)) *leaderTestBed {
 	t.Helper()
 	d, _ := dockerTestEngine(t)
 	agent := lab.StartConsul(t)
@@ -46,7 +47,11 @@ func startLeaderTestBed(t testing.TB) *leaderTestBed {
 	ctx, cancel := context.WithCancel(context.Background())
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	view := NewView(store.SpecPrefix())
-	cluster := NewCluster(ClusterConfig{Store: store, Docker: d, View: view, Log: log, Resync: 2 * time.Second, Sweep: 2 * time.Second})
+	cfg := ClusterConfig{Store: store, Docker: d, View: view, Log: log, Resync: 2 * time.Second, Sweep: 2 * time.Second}
+	for _, f := range tune {
+		f(&cfg)
+	}
+	cluster := NewCluster(cfg)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -59,7 +64,7 @@ func startLeaderTestBed(t testing.TB) *leaderTestBed {
 		lead.Resign()
 	}()
 	t.Cleanup(func() { cancel(); <-done })
-	return &leaderTestBed{store: store, kv: agent.Client(t).KV(), docker: d, view: view, nodeID: info.Swarm.NodeID, host: info.Name, cancel: cancel}
+	return &leaderTestBed{store: store, kv: agent.Client(t).KV(), docker: d, view: view, cluster: cluster, nodeID: info.Swarm.NodeID, host: info.Name, cancel: cancel}
 }
 
 func (b *leaderTestBed) put(t testing.TB, kind, name, doc string) {

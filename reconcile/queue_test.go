@@ -144,3 +144,24 @@ func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+func TestRequeueDelayGrowsWhilePolling(t *testing.T) {
+	c := &Controller{}
+	k := Key{"VLAN", "v"}
+	var got []time.Duration
+	for i := 0; i < 9; i++ {
+		got = append(got, c.requeueDelay(k, Outcome{RequeueAfter: 5 * time.Second, Poll: true}))
+	}
+	want := []time.Duration{5, 10, 20, 40, 80, 120, 120, 120, 120}
+	for i := range want {
+		if got[i] != want[i]*time.Second {
+			t.Fatalf("delays = %v, want %v seconds", got, want)
+		}
+	}
+	if d := c.requeueDelay(k, Outcome{RequeueAfter: 3 * time.Second}); d != 3*time.Second {
+		t.Fatalf("non-poll delay = %v", d)
+	}
+	if d := c.requeueDelay(k, Outcome{RequeueAfter: 5 * time.Second, Poll: true}); d != 5*time.Second {
+		t.Fatalf("poll delay after a settled outcome = %v, want reset to 5s", d)
+	}
+}

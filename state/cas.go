@@ -150,3 +150,21 @@ func (s *Store) UpdateScaleIntent(ctx context.Context, service string, fn func(c
 	}
 	return ScaleIntent{}, fmt.Errorf("service %q: scale intent: %w (%d tries)", service, ErrContended, maxScaleTries)
 }
+
+// ScaleIntents returns every scale intent by service name, in one read.
+func (s *Store) ScaleIntents(ctx context.Context) (map[string]ScaleIntent, error) {
+	prefix := s.ScaleKey("")
+	pairs, _, err := s.client.KV().List(prefix, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("scale intents: list %s: %w", prefix, err)
+	}
+	out := make(map[string]ScaleIntent, len(pairs))
+	for _, p := range pairs {
+		var si ScaleIntent
+		if err := json.Unmarshal(p.Value, &si); err != nil {
+			return nil, fmt.Errorf("scale intent %s: %w", p.Key, err)
+		}
+		out[strings.TrimPrefix(p.Key, prefix)] = si
+	}
+	return out, nil
+}
