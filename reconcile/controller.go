@@ -61,12 +61,21 @@ type Controller struct {
 	// Periodic are synthetic keys (passes over many objects) queued at start
 	// and on every resync.
 	Periodic []Key
-	// Batched are kinds whose resync a Periodic pass does in one go (one
-	// Docker list instead of one call per object); at start and on resync
-	// only their invalid documents are queued one by one, for their status.
+	// Batched are kinds whose periodic resync a Periodic pass does in one go
+	// (one Docker list instead of one call per object). At start every
+	// object is still reconciled on its own: a new leader cannot know which
+	// statuses its predecessor left unwritten.
 	Batched []string
 	// OnReconcile, when set, observes every reconcile (metrics).
 	OnReconcile func(kind string, d time.Duration, err error)
+	// Keys, when set, lists the keys of the first pass and of every resync
+	// instead of the view's documents. A controller of synthetic keys (the
+	// host agent's) sets it: it must not reconcile spec keys, whose status
+	// is the leader's to write.
+	Keys func() []Key
+	// OnQueueDepth, when set, is told the work queue's depth whenever it
+	// changes, and 0 when Run returns (metrics).
+	OnQueueDepth func(depth int)
 
 	mu          sync.Mutex
 	polls       map[Key]int // consecutive Poll outcomes per key
@@ -115,6 +124,10 @@ func (c *Controller) Run(ctx context.Context) error {
 		return nil
 	}
 	q := NewQueue(200*time.Millisecond, 2*time.Minute)
+	if c.OnQueueDepth != nil {
+		q.OnDepth(c.OnQueueDepth)
+		defer c.OnQueueDepth(0)
+	}
 	c.mu.Lock()
 	c.queue = q
 	if c.status == nil {
@@ -127,7 +140,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		c.queue = nil
 		c.mu.Unlock()
 	}()
-	c.resyncAll(q)
+	c.resyncAll(q, true)
 	workers := c.Workers
 	if workers <= 0 {
 		workers = 4
@@ -157,7 +170,7 @@ func (c *Controller) Run(ctx context.Context) error {
 			case <-ctx.Done():
 				return nil
 			case <-t.C:
-				c.resyncAll(q)
+				c.resyncAll(q, false)
 			}
 		}
 	})
@@ -166,13 +179,13 @@ func (c *Controller) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
-// resyncAll queues every object, or its kind's batch pass.
-func (c *Controller) resyncAll(q *Queue) {
+// resyncAll queues every object, or (after start) its kind's batch pass.
+func (c *Controller) resyncAll(q *Queue, start bool) {
 	batched := map[string]bool{}
 	for _, k := range c.Batched {
-		batched[k] = true
+		batched[k] = !start
 	}
-	for _, k := range c.View.Keys() {
+	for _, k := range c.keys() {
 		if _, invalid := c.View.Invalid(k); !batched[k.Kind] || invalid {
 			q.Add(k)
 		}
@@ -180,6 +193,13 @@ func (c *Controller) resyncAll(q *Queue) {
 	for _, k := range c.Periodic {
 		q.Add(k)
 	}
+}
+
+func (c *Controller) keys() []Key {
+	if c.Keys != nil {
+		return c.Keys()
+	}
+	return c.View.Keys()
 }
 
 func (c *Controller) process(ctx context.Context, q *Queue, k Key) {
@@ -254,6 +274,11 @@ type ObjectStatus struct {
 
 func (c *Controller) writeStatus(ctx context.Context, k Key, doc *Doc, bad *DocError, out Outcome) error {
 	section := spec.Plural(k.Kind)
+	if section == "" {
+		// A synthetic key (HostNetwork, Registrations) has no status/<kind>
+		// section; its reconciler records what it observed itself.
+		return nil
+	}
 	if out.Gone && bad == nil {
 		return c.status.Delete(ctx, section, k.Name)
 	}

@@ -27,6 +27,7 @@ Usage:
   reconciler get      KIND [NAME]                                 print documents from KV
   reconciler delete   KIND NAME                                   delete a document
   reconciler status                                               every object and its status
+  reconciler scale    SERVICE up|down|N [--reason TEXT]           scale within spec.scaling, as the scale API does
 
 PATH is a file, a directory (every .yaml, .yml and .json in it) or - for stdin.
 KIND is vlan, service or host (or their plurals).
@@ -66,6 +67,7 @@ func runMain(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		"get":      cmdGet,
 		"delete":   cmdDelete,
 		"status":   cmdStatus,
+		"scale":    cmdScale,
 	}
 	fn, ok := cmds[args[0]]
 	if !ok {

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"sync"
@@ -28,6 +30,7 @@ type daemon struct {
 	docker  reconcile.Docker
 	leading atomic.Bool
 	ready   atomic.Bool
+	http    *httpAPI
 
 	// hookOnce wraps the leader controller's OnReconcile hook once, and
 	// termStarted is set at the start of each leadership term until its
@@ -36,12 +39,16 @@ type daemon struct {
 	termStarted atomic.Bool
 
 	leaderOpts state.LeaderOptions
+
+	// hostEnqueue feeds the host role's agent, when it runs.
+	hostEnqueue func([]reconcile.Key)
 }
 
 func cmdRun(ctx context.Context, c *cli, args []string) error {
 	fs := c.flags()
 	role := fs.String("role", "all", "manager (leader-elected cluster reconcilers), host (this node's kernel and Docker state) or all")
-	listen := fs.String("listen", "", "HTTP address for /healthz, /readyz and /metrics (empty: no HTTP)")
+	listen := fs.String("listen", "", "HTTP address for /healthz, /readyz, /metrics and the scale API (empty: no HTTP)")
+	api := registerAPIFlags(fs)
 	logFormat := fs.String("log-format", "text", "text or json")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	sessionTTL := fs.Duration("session-ttl", 10*time.Second, "TTL of the Consul session that holds the leader lock (Consul's minimum is 10s)")
@@ -94,11 +101,19 @@ func cmdRun(ctx context.Context, c *cli, args []string) error {
 		})
 		d.leader = d.cluster.Controller()
 	}
+	if err := d.initHTTP(api); err != nil {
+		return err
+	}
 
 	log.Info("starting", "role", *role, "prefix", store.Prefix(), "listen", *listen)
 	g, ctx := errgroup.WithContext(ctx)
+	if *role == "host" || *role == "all" {
+		if err := d.startHost(ctx, g, *resync); err != nil {
+			return err
+		}
+	}
 	g.Go(func() error {
-		return ignoreCanceled(reconcile.WatchSpec(ctx, store, d.view, state.WatchOptions{}, d.enqueue, log.With("watch", "spec")))
+		return ignoreCanceled(reconcile.WatchSpec(ctx, store, d.view, d.http.metrics.watchOptions(store.SpecPrefix()), d.enqueue, log.With("watch", "spec")))
 	})
 	g.Go(func() error {
 		select {
@@ -123,6 +138,9 @@ func cmdRun(ctx context.Context, c *cli, args []string) error {
 func (d *daemon) enqueue(ks []reconcile.Key) {
 	if d.cluster != nil {
 		d.cluster.Enqueue(ks)
+	}
+	if d.hostEnqueue != nil {
+		d.hostEnqueue(ks)
 	}
 }
 
@@ -179,21 +197,20 @@ func (d *daemon) logFirstReconcile() {
 	d.termStarted.Store(true)
 }
 
+// serveHTTP serves httpHandler on addr (a port of 0 picks one, which is
+// logged), over TLS when configured.
 func (d *daemon) serveHTTP(ctx context.Context, addr string) error {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintln(w, "ok")
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !d.ready.Load() {
-			http.Error(w, "spec view not yet read from Consul", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintf(w, "ok (leader: %v)\n", d.leading.Load())
-	})
-	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", addr, err)
+	}
+	if d.http.tls != nil {
+		ln = tls.NewListener(ln, d.http.tls)
+	}
+	d.log.Info("serving HTTP", "addr", ln.Addr().String(), "tls", d.http.tls != nil)
+	srv := &http.Server{Handler: d.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
+	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("listen %s: %w", addr, err)

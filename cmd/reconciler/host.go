@@ -1,0 +1,62 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sync/errgroup"
+
+	"swarmvlan/reconcile"
+	"swarmvlan/spec"
+)
+
+// startHost starts the host role in g: this node's kernel state for its
+// VLANs, its config-only networks, its liveness and readiness in Consul, and
+// the registration of its running tasks with the local Consul agent. It
+// talks to the kernel through netlink in this process's network namespace;
+// without netlink it runs with the kernel left alone and says so. The spec
+// watch feeds it through d.hostEnqueue, so it must be called before that
+// watch starts.
+func (d *daemon) startHost(ctx context.Context, g *errgroup.Group, resync time.Duration) error {
+	docker := d.docker
+	log := d.log.With("role", "host")
+	registrar := &reconcile.Registrar{Agent: d.store.Client().Agent(), Docker: docker}
+	var hn *reconcile.HostNet
+	nh, err := netlink.NewHandle()
+	if err != nil {
+		log.Warn("netlink unavailable: host links, shims and routes are not managed", "err", err)
+	} else {
+		hn = reconcile.NewHostNet(nh)
+	}
+	agent := reconcile.NewHostAgent(reconcile.HostAgentConfig{
+		Store:  d.store,
+		Docker: docker,
+		View:   d.view,
+		Net:    hn,
+		Log:    log,
+		// The leader lock's TTL: one session then serves both.
+		NodeTTL: d.leaderOpts.SessionTTL,
+		Resync:  resync,
+		SyncRegistrations: func(ctx context.Context, services []*spec.Service) error {
+			st, err := registrar.Sync(ctx, reconcile.RegistrationTargets(services))
+			if len(st.Registered)+len(st.Deregistered) > 0 {
+				log.Info("consul registrations", "registered", len(st.Registered), "deregistered", len(st.Deregistered), "tasks", len(st.Tasks))
+			}
+			for _, p := range st.Problems {
+				log.Warn("consul registration", "problem", p)
+			}
+			return err
+		},
+	})
+	d.hostEnqueue = agent.Enqueue
+	g.Go(func() error {
+		if nh != nil {
+			defer nh.Close()
+		}
+		return agent.Run(ctx)
+	})
+	return nil
+}
