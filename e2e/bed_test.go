@@ -92,15 +92,53 @@ func newBed(t *testing.T, hosts, managers int) *bed {
 			return
 		}
 		b.mu.Lock()
-		defer b.mu.Unlock()
-		for _, name := range slices.Sorted(maps.Keys(b.procs)) {
-			t.Logf("reconciler on %s (last 60 lines):\n%s", name, lastLines(b.procs[name].Logs(), 60))
+		procs := maps.Clone(b.procs)
+		b.mu.Unlock()
+		for _, name := range slices.Sorted(maps.Keys(procs)) {
+			t.Logf("reconciler on %s (last 60 lines):\n%s", name, lastLines(procs[name].Logs(), 60))
 		}
+		t.Logf("swarm as h1 sees it:\n%s", b.swarmReport())
 	})
 	for _, h := range c.Hosts() {
 		b.startReconciler(h)
 	}
 	return b
+}
+
+// swarmReport describes the nodes (state, readiness labels) and the tasks
+// of every managed service (node, desired and current state, error), for
+// the log of a failed test.
+func (b *bed) swarmReport() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var out strings.Builder
+	nodes, err := b.mgr.NodeList(ctx, swarm.NodeListOptions{})
+	if err != nil {
+		return err.Error()
+	}
+	names := map[string]string{}
+	for _, n := range nodes {
+		names[n.ID] = n.Description.Hostname
+		fmt.Fprintf(&out, "node %s %s ready-label=%q\n", n.Description.Hostname, n.Status.State,
+			n.Spec.Labels[reconcile.NodeLabelPrefix+vlanName])
+	}
+	svcs, err := b.managedServices(ctx)
+	if err != nil {
+		return out.String() + err.Error()
+	}
+	for _, name := range slices.Sorted(maps.Keys(svcs)) {
+		tasks, err := b.mgr.TaskList(ctx, swarm.TaskListOptions{Filters: filters.NewArgs(filters.Arg("service", name))})
+		if err != nil {
+			fmt.Fprintf(&out, "service %s: %v\n", name, err)
+			continue
+		}
+		sort.Slice(tasks, func(i, j int) bool { return tasks[i].Meta.CreatedAt.Before(tasks[j].Meta.CreatedAt) })
+		for _, tk := range tasks {
+			fmt.Fprintf(&out, "task %s.%d on %s: desired %s, %s %q %s\n", name, tk.Slot, names[tk.NodeID],
+				tk.DesiredState, tk.Status.State, tk.Status.Message, tk.Status.Err)
+		}
+	}
+	return out.String()
 }
 
 // startReconciler starts (or starts again) the reconciler of h.
@@ -133,8 +171,9 @@ func (b *bed) crash(h *lab.Host) {
 	h.Kill()
 }
 
-// boot starts a crashed host again, as a reboot, and its reconciler.
-func (b *bed) boot(h *lab.Host) {
+// bootOnly starts a crashed host again, as a reboot, without its
+// reconciler (startReconciler starts it).
+func (b *bed) bootOnly(h *lab.Host) {
 	b.t.Helper()
 	if err := h.Boot(b.ctx); err != nil {
 		b.t.Fatalf("boot %s: %v", h.Name, err)
@@ -142,7 +181,6 @@ func (b *bed) boot(h *lab.Host) {
 	b.mu.Lock()
 	delete(b.crashed, h.Name)
 	b.mu.Unlock()
-	b.startReconciler(h)
 }
 
 // up returns the hosts the test has not crashed.

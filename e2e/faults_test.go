@@ -75,7 +75,9 @@ func TestLeaderKilledMidReconcile(t *testing.T) {
 	b.apply(docs...)
 	killed := time.Now()
 	b.proc(old).Kill()
-	t.Logf("killed the leader on %s right after applying %d services", old.Name, len(docs))
+	if svcs, err := b.managedServices(b.ctx); err == nil {
+		t.Logf("killed the leader on %s right after applying %d services; %d of them existed in Docker then", old.Name, len(docs), len(svcs))
+	}
 
 	// The first reconcile of a manager that leads after the kill.
 	var next *lab.Host
@@ -263,21 +265,54 @@ func TestDockerRestartAndReboot(t *testing.T) {
 		return nil
 	}
 
+	running := func(h *lab.Host) map[string]bool {
+		tasks, err := b.running(b.ctx, "web")
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]bool{}
+		for _, tk := range tasks {
+			if tk.Host == h.Name {
+				out[tk.Container] = true
+			}
+		}
+		return out
+	}
+
 	h2 := b.c.Host(2)
+	was := running(h2)
 	h2.KillDocker()
 	begin := time.Now()
 	if err := h2.StartDocker(b.ctx); err != nil {
 		t.Fatal(err)
 	}
 	b.waitFor("h2 back after a dockerd restart", 4*time.Minute, back)
-	t.Logf("dockerd restart on h2: everything back %s after the daemon started", time.Since(begin).Round(10*time.Millisecond))
+	kept := 0
+	for id := range running(h2) {
+		if was[id] {
+			kept++
+		}
+	}
+	t.Logf("dockerd restart on h2: everything back %s after the daemon started (%d of its 2 task containers survived the restart)",
+		time.Since(begin).Round(10*time.Millisecond), kept)
+	if p := b.proc(h2); !p.Running() {
+		t.Fatalf("reconciler on h2 exited during the dockerd restart: %v", p.Err())
+	}
 
 	h3 := b.c.Host(3)
 	b.crash(h3)
 	begin = time.Now()
-	b.boot(h3)
-	// Boot took the shim and promiscuous mode: only the host role can have
+	b.bootOnly(h3)
+	// Boot took the shim and promiscuous mode: only the host role can
 	// put them back.
+	gone, err := b.kernel(b.ctx, h3, before[h3.Name])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gone.Promisc || gone.Shim || gone.Route {
+		t.Fatalf("h3's kernel state survived the reboot: %+v", gone)
+	}
+	b.startReconciler(h3)
 	b.waitFor("h3 back after a reboot", 4*time.Minute, back)
 	t.Logf("reboot of h3: everything back %s after boot", time.Since(begin).Round(10*time.Millisecond))
 }

@@ -81,23 +81,23 @@ func (b *bed) serviceAbsent(ctx context.Context, name string) error {
 	return nil
 }
 
-// invalidDoc returns one of several kinds of broken Service document for
-// key name i: each must be refused with its own error.
-func invalidDoc(name string, i int) string {
-	switch i % 6 {
-	case 0: // not YAML
-		return "apiVersion: swarmvlan/v1\nkind: Service\nmetadata: {name: " + name + "\nspec: [\n"
-	case 1: // no image
-		return fmt.Sprintf("apiVersion: swarmvlan/v1\nkind: Service\nmetadata: {name: %s}\nspec: {networks: [%s], replicas: 1}\n", name, vlanName)
-	case 2: // name differs from the key
-		return fmt.Sprintf("apiVersion: swarmvlan/v1\nkind: Service\nmetadata: {name: %s-other}\nspec: {image: x, replicas: 1}\n", name)
-	case 3: // unknown field
-		return fmt.Sprintf("apiVersion: swarmvlan/v1\nkind: Service\nmetadata: {name: %s}\nspec: {image: x, replicaz: 3}\n", name)
-	case 4: // negative replicas
-		return fmt.Sprintf("apiVersion: swarmvlan/v1\nkind: Service\nmetadata: {name: %s}\nspec: {image: x, replicas: -2}\n", name)
-	default: // a VLAN where a Service belongs
-		return fmt.Sprintf("apiVersion: swarmvlan/v1\nkind: VLAN\nmetadata: {name: %s}\nspec: {trunk: eth0, subnet: 10.0.0.0/8, rangePlan: {chunkPrefix: 99}}\n", name)
-	}
+// invalidDocs are the kinds of broken Service document the burst cycles
+// through, each wrong in one way, with a word its error must contain. %[1]s
+// is the key's name, %[2]s the VLAN.
+var invalidDocs = []struct{ doc, wantErr string }{
+	{"apiVersion: swarmvlan/v1\nkind: Service\nmetadata: {name: %[1]s\nspec: [\n", "line"}, // not YAML
+	{"apiVersion: swarmvlan/v1\nkind: Service\nmetadata: {name: %[1]s}\nspec: {networks: [%[2]s], replicas: 1}\n", "spec.image"},
+	{"apiVersion: swarmvlan/v1\nkind: Service\nmetadata: {name: %[1]s-other}\nspec: {image: x, networks: [%[2]s], replicas: 1}\n", "metadata.name"},
+	{"apiVersion: swarmvlan/v1\nkind: Service\nmetadata: {name: %[1]s}\nspec: {image: x, networks: [%[2]s], replicaz: 3}\n", "spec.replicaz"},
+	{"apiVersion: swarmvlan/v1\nkind: Service\nmetadata: {name: %[1]s}\nspec: {image: x, networks: [%[2]s], replicas: -2}\n", "spec.replicas"},
+	{"apiVersion: swarmvlan/v1\nkind: VLAN\nmetadata: {name: %[1]s}\nspec: {trunk: eth0, subnet: 10.0.0.0/8, rangePlan: {chunkPrefix: 24}}\n", "kind"},
+}
+
+// invalidDoc returns the i-th broken document for key name, and what its
+// error must mention.
+func invalidDoc(name string, i int) (doc, wantErr string) {
+	d := invalidDocs[i%len(invalidDocs)]
+	return fmt.Sprintf(d.doc, name, vlanName), d.wantErr
 }
 
 // TestInvalidDocumentBurst puts 200 invalid Service documents straight
@@ -132,7 +132,8 @@ func TestInvalidDocumentBurst(t *testing.T) {
 			defer wg.Done()
 			for i := range keys {
 				name := fmt.Sprintf("bad-%03d", i)
-				if err := put(name, invalidDoc(name, i)); err != nil {
+				doc, _ := invalidDoc(name, i)
+				if err := put(name, doc); err != nil {
 					errs[w] = errors.Join(errs[w], err)
 				}
 				switch i {
@@ -167,8 +168,9 @@ func TestInvalidDocumentBurst(t *testing.T) {
 				return err
 			}
 			valid, _ := condition(st, "Valid")
-			if !ok || st.LastError == "" || valid.Status != "False" {
-				missing = append(missing, name)
+			_, wantErr := invalidDoc(name, i)
+			if !ok || valid.Status != "False" || !strings.Contains(st.LastError, wantErr) {
+				missing = append(missing, fmt.Sprintf("%s (want an error about %s, status %q)", name, wantErr, st.LastError))
 			}
 		}
 		if len(missing) > 0 {
@@ -183,7 +185,7 @@ func TestInvalidDocumentBurst(t *testing.T) {
 		}
 		return nil
 	})
-	for _, i := range []int{0, 1, 2, 3, 4, 5} {
+	for i := range invalidDocs {
 		st, _, _ := b.status(b.ctx, "services", fmt.Sprintf("bad-%03d", i))
 		t.Logf("bad-%03d: %s", i, st.LastError)
 	}

@@ -103,15 +103,18 @@ func TestSeedWalkthrough(t *testing.T) {
 	if err := b.hostNetReady(ctx); err != nil {
 		t.Error(err)
 	}
-	for _, o := range []struct{ section, name string }{{"vlans", vlanName}, {"services", "web"}} {
-		st, ok, err := b.status(ctx, o.section, o.name)
-		if err != nil || !ok {
-			t.Errorf("status/%s/%s: %v (present %v)", o.section, o.name, err, ok)
-			continue
+	// The statuses follow within the leader's requeue period.
+	b.waitFor("vlan and service statuses ready", time.Minute, func(ctx context.Context) error {
+		for _, o := range []struct{ section, name string }{{"vlans", vlanName}, {"services", "web"}} {
+			st, ok, err := b.status(ctx, o.section, o.name)
+			if err != nil || !ok {
+				return fmt.Errorf("status/%s/%s: %v (present %v)", o.section, o.name, err, ok)
+			}
+			if c, _ := condition(st, "Ready"); c.Status != "True" || st.LastError != "" {
+				return fmt.Errorf("status/%s/%s: Ready %+v, last error %q", o.section, o.name, c, st.LastError)
+			}
 		}
-		if c, _ := condition(st, "Ready"); c.Status != "True" || st.LastError != "" {
-			t.Errorf("status/%s/%s: Ready %+v, last error %q", o.section, o.name, c, st.LastError)
-		}
-	}
+		return nil
+	})
 	t.Logf("reconciler status:\n%s", b.reconcilerCmd("status"))
 }
