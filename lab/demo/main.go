@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -172,6 +173,11 @@ func upCluster(ctx context.Context, w io.Writer, c *lab.Cluster, built string, d
 		return err
 	}
 	fmt.Fprintf(w, "converged in %s\n\n", time.Since(begin).Round(100*time.Millisecond))
+	// The leader records the service's state a few seconds after the tasks
+	// run; wait for it so the status below tells the same story.
+	if err := waitStatusReady(ctx, cli, "swarmvlan/status/services/"+docs.service); err != nil {
+		fmt.Fprintf(w, "note: %v\n", err)
+	}
 
 	out, err = h1.Exec(ctx, bin, "status").CombinedOutput()
 	if err != nil {
@@ -211,6 +217,31 @@ func waitPassing(ctx context.Context, cli *api.Client, service string, n int) ([
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("%s not converged: %s (%w)", service, last, ctx.Err())
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// waitStatusReady waits until the status key says Ready, for up to a
+// minute.
+func waitStatusReady(ctx context.Context, cli *api.Client, key string) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for {
+		p, _, err := cli.KV().Get(key, (&api.QueryOptions{}).WithContext(ctx))
+		if err == nil && p != nil {
+			var st reconcile.ObjectStatus
+			if json.Unmarshal(p.Value, &st) == nil {
+				for _, c := range st.Conditions {
+					if c.Type == "Ready" && c.Status == "True" {
+						return nil
+					}
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not Ready yet", key)
 		case <-time.After(time.Second):
 		}
 	}
