@@ -4,6 +4,8 @@
 #               the reconciler with --role all against the local Docker Engine
 #   make test   build Consul if needed, prepare Docker (swarm mode), run every
 #               test, multi-host included, and a short fuzz pass
+#   make demo   bring up three lab hosts with a reconciler each, apply
+#               examples/demo/ and show the result; make demo-down removes it
 
 SHELL      := /bin/bash
 GO         ?= go
@@ -16,7 +18,7 @@ TESTFLAGS  ?=
 
 export SWARMVLAN_CONSUL := $(CONSUL)
 
-.PHONY: all build test unit lint fuzz consul run run-consul stop bench docker clean
+.PHONY: all build test unit lint fuzz consul run run-consul stop bench docker clean demo demo-down
 
 all: build
 
@@ -60,6 +62,15 @@ bench: consul docker
 run: consul docker build
 	@mkdir -p $(RUN_DIR)
 	@scripts/run-local.sh "$(CONSUL)" "$(RUN_DIR)" "$(PREFIX)"
+
+# demo brings up three lab hosts (network namespaces, each with its own
+# dockerd, Consul server and reconciler) that stay up after make returns;
+# demo-down removes them. Both need root.
+demo: consul docker
+	$(GO) run ./lab/demo up
+
+demo-down:
+	$(GO) run ./lab/demo down
 
 clean:
 	rm -rf bin .run

@@ -3,6 +3,7 @@ package lab
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -93,6 +94,8 @@ type Cluster struct {
 	octet    int
 	hosts    []*Host
 	downOnce sync.Once
+	// detached clusters outlive the process that started them.
+	detached bool
 }
 
 // Host is one host of a Cluster.
@@ -138,14 +141,22 @@ type Host struct {
 // cluster.
 func requireClusterTools(t testing.TB) {
 	t.Helper()
+	if err := clusterTools(); err != nil {
+		t.Skip(err)
+	}
+}
+
+// clusterTools says what the machine lacks to host a cluster, if anything.
+func clusterTools() error {
 	if os.Geteuid() != 0 {
-		t.Skip("lab cluster needs root (network namespaces, bridges, iptables, dockerd)")
+		return errors.New("lab cluster needs root (network namespaces, bridges, iptables, dockerd)")
 	}
 	for _, tool := range []string{"nsenter", "unshare", "ip", "iptables", "dockerd", "containerd"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("lab cluster needs %s: %v", tool, err)
+			return fmt.Errorf("lab cluster needs %s: %w", tool, err)
 		}
 	}
+	return nil
 }
 
 // StartCluster brings up a cluster for a test and tears it down when the
@@ -176,13 +187,164 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 
 	ctx, cancel := context.WithTimeout(context.Background(), clusterStartTimeout)
 	defer cancel()
-	if err := c.bringUp(ctx, t); err != nil {
+	if err := c.bringUp(ctx, t.Logf); err != nil {
 		t.Fatalf("lab cluster %s: %v", id, err)
 	}
 	c.StartupTime = time.Since(begin)
 	t.Logf("lab cluster %s: %d hosts (%d managers, %d consul servers) up in %s",
 		id, opts.Hosts, opts.Managers, opts.ConsulServers, c.StartupTime.Round(10*time.Millisecond))
 	return c
+}
+
+// clusterInfoFile is the file in a detached cluster's run directory that
+// describes it (ClusterInfo as JSON).
+const clusterInfoFile = "cluster.json"
+
+// ClusterInfo describes a detached cluster, for whoever looks at it later.
+type ClusterInfo struct {
+	ID      string     `json:"id"`
+	Subnet  string     `json:"subnet"`
+	Dir     string     `json:"dir"`
+	Image   string     `json:"image,omitempty"`
+	Started time.Time  `json:"started"`
+	Hosts   []HostInfo `json:"hosts"`
+}
+
+// HostInfo describes one host of a detached cluster.
+type HostInfo struct {
+	Name         string `json:"name"`
+	Netns        string `json:"netns"`
+	Addr         string `json:"addr"`
+	DockerHost   string `json:"dockerHost"`
+	ConsulAddr   string `json:"consulAddr"`
+	Manager      bool   `json:"manager"`
+	ConsulServer bool   `json:"consulServer"`
+	Dir          string `json:"dir"`
+}
+
+// StartClusterDetached brings up a cluster that outlives the calling
+// process: its daemons run in sessions of their own, it is not torn down
+// when the process ends, and CleanupStale leaves it alone. Its description
+// is kept in /tmp/swarmvlan-lab/<id>/cluster.json (ReadClusterInfo), and
+// TeardownCluster(id) removes it. If the bring-up fails, what was made is
+// removed before StartClusterDetached returns. logf, when not nil, gets
+// progress lines.
+func StartClusterDetached(ctx context.Context, opts ClusterOptions, logf func(format string, args ...any)) (*Cluster, error) {
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	if err := clusterTools(); err != nil {
+		return nil, err
+	}
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	if _, err := ConsulBinary(); err != nil {
+		return nil, fmt.Errorf("lab cluster: %w", err)
+	}
+	if err := CleanupStale(); err != nil {
+		logf("lab cluster: leftovers of earlier runs: %v", err)
+	}
+	begin := time.Now()
+	id, octet, dir, err := claimRun()
+	if err != nil {
+		return nil, err
+	}
+	c := newCluster(id, octet, dir, opts)
+	c.detached = true
+	for _, h := range c.hosts {
+		h.docker.detached = true
+	}
+	fail := func(err error) (*Cluster, error) {
+		if rerr := removeRun(id); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		return nil, fmt.Errorf("lab cluster %s: %w", id, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, clusterStartTimeout)
+	defer cancel()
+	if err := c.bringUp(ctx, logf); err != nil {
+		return fail(err)
+	}
+	c.StartupTime = time.Since(begin)
+	info := c.Info()
+	b, err := json.MarshalIndent(info, "", "  ")
+	if err != nil {
+		return fail(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, clusterInfoFile), append(b, '\n'), 0o644); err != nil {
+		return fail(err)
+	}
+	// From here on no process owns the run: only TeardownCluster ends it.
+	if err := writeDetachedOwner(dir); err != nil {
+		return fail(err)
+	}
+	return c, nil
+}
+
+// Info describes the cluster.
+func (c *Cluster) Info() ClusterInfo {
+	info := ClusterInfo{ID: c.ID, Subnet: c.Subnet, Dir: c.Dir, Image: c.Image, Started: time.Now().UTC()}
+	for _, h := range c.hosts {
+		info.Hosts = append(info.Hosts, HostInfo{
+			Name: h.Name, Netns: h.Netns, Addr: h.Addr, DockerHost: h.DockerHost,
+			ConsulAddr: h.ConsulAddr, Manager: h.Manager, ConsulServer: h.ConsulServer, Dir: h.Dir,
+		})
+	}
+	return info
+}
+
+// DetachedClusters lists the ids of the detached clusters that exist.
+func DetachedClusters() []string {
+	entries, err := os.ReadDir(labRunRoot)
+	if err != nil {
+		return nil
+	}
+	var ids []string
+	for _, e := range entries {
+		if reRunID.MatchString(e.Name()) && isDetached(filepath.Join(labRunRoot, e.Name())) {
+			ids = append(ids, e.Name())
+		}
+	}
+	return ids
+}
+
+// ReadClusterInfo reads the description of detached cluster id.
+func ReadClusterInfo(id string) (*ClusterInfo, error) {
+	if !reRunID.MatchString(id) {
+		return nil, fmt.Errorf("lab cluster %q: not a run id (three digits)", id)
+	}
+	b, err := os.ReadFile(filepath.Join(labRunRoot, id, clusterInfoFile))
+	if err != nil {
+		return nil, fmt.Errorf("lab cluster %s: %w", id, err)
+	}
+	var info ClusterInfo
+	if err := json.Unmarshal(b, &info); err != nil {
+		return nil, fmt.Errorf("lab cluster %s: %s: %w", id, clusterInfoFile, err)
+	}
+	return &info, nil
+}
+
+// TeardownCluster removes detached cluster id: every process of the run
+// (daemons, agents, whatever was started in its hosts, containers), its
+// mounts, namespaces, links, FORWARD rules, cgroups and run directory, and
+// checks that nothing is left. It refuses a run that is not detached, which
+// belongs to a live test.
+func TeardownCluster(id string) error {
+	if !reRunID.MatchString(id) {
+		return fmt.Errorf("lab cluster %q: not a run id (three digits)", id)
+	}
+	dir := filepath.Join(labRunRoot, id)
+	if _, err := os.Lstat(dir); err == nil && !isDetached(dir) && ownerAlive(dir) {
+		return fmt.Errorf("lab cluster %s: not detached; its test tears it down", id)
+	}
+	if err := removeRun(id); err != nil {
+		return err
+	}
+	if left := RunLeftovers(id); len(left) > 0 {
+		return fmt.Errorf("lab cluster %s: left behind after teardown: %v", id, left)
+	}
+	return nil
 }
 
 func newCluster(id string, octet int, dir string, opts ClusterOptions) *Cluster {
@@ -229,7 +391,7 @@ func newCluster(id string, octet int, dir string, opts ClusterOptions) *Cluster 
 
 // bringUp creates the network, then starts every host's dockerd and Consul
 // agent at once, then forms the swarm while the test image loads.
-func (c *Cluster) bringUp(ctx context.Context, t testing.TB) error {
+func (c *Cluster) bringUp(ctx context.Context, logf func(format string, args ...any)) error {
 	type image struct {
 		data []byte
 		err  error
@@ -280,7 +442,7 @@ func (c *Cluster) bringUp(ctx context.Context, t testing.TB) error {
 			if img.err != nil {
 				// Without a reachable engine in the root namespace, build
 				// on the first host instead.
-				t.Logf("lab cluster %s: test image from the local engine: %v; building on h1", c.ID, img.err)
+				logf("lab cluster %s: test image from the local engine: %v; building on h1", c.ID, img.err)
 				img.data, img.err = saveTestImage(ctx, c.hosts[0].DockerHost)
 				if img.err != nil {
 					return img.err
@@ -295,7 +457,7 @@ func (c *Cluster) bringUp(ctx context.Context, t testing.TB) error {
 	if err != nil {
 		return err
 	}
-	t.Logf("lab cluster %s: network %s, dockerd+consul %s, swarm+consul cluster+image %s (image %s)",
+	logf("lab cluster %s: network %s, dockerd+consul %s, swarm+consul cluster+image %s (image %s)",
 		c.ID, tNet.Round(time.Millisecond), tDaemons.Round(time.Millisecond),
 		time.Since(phase).Round(time.Millisecond), tImage.Round(time.Millisecond))
 	return nil
@@ -389,6 +551,9 @@ func (h *Host) startConsulFirst(ctx context.Context, servers []string) error {
 		WithHTTPAddr(h.Addr),
 		WithPorts(DefaultConsulPorts),
 		WithRetryJoin(servers...),
+	}
+	if h.cluster.detached {
+		opts = append(opts, withDetached())
 	}
 	if h.ConsulServer {
 		opts = append(opts, WithServer(h.cluster.opts.ConsulServers))
@@ -757,6 +922,17 @@ func (h *Host) StartProcess(t testing.TB, name string, args ...string) *Process 
 	return p
 }
 
+// StartDetached starts a long-running process inside the host, like
+// StartProcess, but one that outlives the calling process (for a detached
+// cluster); TeardownCluster ends it. A test's cluster refuses: its
+// processes end with the test (StartProcess).
+func (h *Host) StartDetached(name string, args ...string) (*Process, error) {
+	if !h.cluster.detached {
+		return nil, fmt.Errorf("host %s: cluster %s is not detached; use StartProcess", h.Name, h.cluster.ID)
+	}
+	return h.startProcess(name, args...)
+}
+
 func (h *Host) startProcess(name string, args ...string) (*Process, error) {
 	h.mu.Lock()
 	h.procSeq++
@@ -775,9 +951,7 @@ func (h *Host) startProcess(name string, args ...string) (*Process, error) {
 	cmd := h.Exec(context.Background(), name, args...)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
-	// Own process group so a signal reaches whatever it starts; Pdeathsig
-	// so it does not outlive a test binary that dies without cleaning up.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = procAttr(h.cluster.detached)
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("process %s: start: %w", name, err)

@@ -144,6 +144,8 @@ type consulConfig struct {
 	// clientAgent runs a client agent (neither -dev nor -server).
 	clientAgent bool
 	retryJoin   []string
+	// detached agents outlive the process that started them.
+	detached bool
 }
 
 // ConsulOption changes how an agent is started.
@@ -206,6 +208,12 @@ func WithClientAgent() ConsulOption {
 // agents start together forms quickly.
 func WithRetryJoin(addrs ...string) ConsulOption {
 	return func(c *consulConfig) { c.retryJoin = append(c.retryJoin, addrs...) }
+}
+
+// withDetached starts the agent so that it outlives this process (a
+// detached cluster's agents).
+func withDetached() ConsulOption {
+	return func(c *consulConfig) { c.detached = true }
 }
 
 // WithArgs appends raw arguments to the agent's command line.
@@ -379,7 +387,7 @@ func (a *ConsulAgent) start(ctx context.Context) error {
 	// Own process group so Kill reaches everything the agent (or a command
 	// prefix such as nsenter) started; Pdeathsig so the agent does not outlive
 	// a test binary that dies without running its cleanups.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = procAttr(a.cfg.detached)
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("consul agent: start %s: %w", name, err)

@@ -29,6 +29,8 @@ type dockerDaemon struct {
 	dir          string
 	cgroupParent string
 	wantName     string
+	// detached daemons outlive the process that started them.
+	detached bool
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -100,7 +102,7 @@ func (d *dockerDaemon) start(ctx context.Context) error {
 	cmd.Env = append(os.Environ(), "DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1")
 	// Pdeathsig: a test binary that dies without its cleanups takes the
 	// daemon with it; CleanupStale removes the rest.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = procAttr(d.detached)
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("dockerd %s: start: %w", d.dir, err)

@@ -188,11 +188,46 @@ func writeOwner(dir string) error {
 	return nil
 }
 
-// ownerAlive reports whether the process that claimed dir still runs.
+// detachedOwner is the owner file's content for a detached cluster: no
+// process owns it, and only TeardownCluster removes it.
+const detachedOwner = "detached\n"
+
+// writeDetachedOwner marks a run as detached.
+func writeDetachedOwner(dir string) error {
+	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(detachedOwner), 0o644); err != nil {
+		return fmt.Errorf("lab run: write owner: %w", err)
+	}
+	return nil
+}
+
+// isDetached reports whether the run in dir is a detached cluster.
+func isDetached(dir string) bool {
+	b, err := os.ReadFile(filepath.Join(dir, ownerFile))
+	return err == nil && string(b) == detachedOwner
+}
+
+// procAttr is how the lab starts a daemon or process: in its own process
+// group, so a signal reaches whatever it starts, and killed with the test
+// binary that started it (Pdeathsig) so none outlives a test that dies
+// without its cleanups. A detached cluster's processes get a session of
+// their own instead, so neither the end of the starting process nor a
+// Ctrl-C in its terminal reaches them.
+func procAttr(detached bool) *syscall.SysProcAttr {
+	if detached {
+		return &syscall.SysProcAttr{Setsid: true}
+	}
+	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+}
+
+// ownerAlive reports whether the process that claimed dir still runs; a
+// detached cluster counts as alive until it is torn down.
 func ownerAlive(dir string) bool {
 	b, err := os.ReadFile(filepath.Join(dir, ownerFile))
 	if err != nil {
 		return false
+	}
+	if string(b) == detachedOwner {
+		return true
 	}
 	var pid int
 	var start uint64
@@ -244,8 +279,9 @@ func processState(pid int) string {
 // died without tearing down (a crash, a test binary killed on timeout):
 // processes, mounts, namespaces, links, FORWARD rules, cgroups and run
 // directories named after a run whose owner process is gone. Runs of live
-// processes, and anything not named by this package's scheme, are left
-// alone. StartCluster calls it first.
+// processes, detached clusters (see StartClusterDetached) and anything not
+// named by this package's scheme are left alone. StartCluster calls it
+// first.
 func CleanupStale() error {
 	ids := map[string]bool{}
 	if entries, err := os.ReadDir(labRunRoot); err == nil {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -31,6 +32,12 @@ type daemon struct {
 	ready   atomic.Bool
 	http    *httpAPI
 
+	// hookOnce wraps the leader controller's OnReconcile hook once, and
+	// termStarted is set at the start of each leadership term until its
+	// first reconcile is logged.
+	hookOnce    sync.Once
+	termStarted atomic.Bool
+
 	leaderOpts state.LeaderOptions
 
 	// hostEnqueue feeds the host role's agent, when it runs.
@@ -50,6 +57,7 @@ func cmdRun(ctx context.Context, c *cli, args []string) error {
 	workers := fs.Int("workers", 4, "reconcile workers per role")
 	dockerHost := fs.String("docker-host", "", "Docker Engine address (default: DOCKER_HOST or the local socket)")
 	nodeName := fs.String("node-name", envOr("SWARMVLAN_NODE_NAME", ""), "name this process gives itself in the leader lock and logs (default: the hostname)")
+	nodeDownGrace := fs.Duration("node-down-grace", time.Minute, "how long a node must be down in Swarm before the leader removes its tasks' entries from Consul's catalog")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -89,7 +97,7 @@ func cmdRun(ctx context.Context, c *cli, args []string) error {
 	if *role == "manager" || *role == "all" {
 		d.cluster = reconcile.NewCluster(reconcile.ClusterConfig{
 			Store: store, Docker: d.docker, View: d.view, Log: log.With("controller", "leader"),
-			Workers: *workers, Resync: *resync,
+			Workers: *workers, Resync: *resync, NodeDownGrace: *nodeDownGrace,
 		})
 		d.leader = d.cluster.Controller()
 	}
@@ -155,6 +163,7 @@ func (d *daemon) campaign(ctx context.Context) error {
 		}
 		attempt = 0
 		d.log.Info("leading", "session", lead.Session())
+		d.logFirstReconcile()
 		d.leading.Store(true)
 		err = d.cluster.Run(lead)
 		d.leading.Store(false)
@@ -167,6 +176,25 @@ func (d *daemon) campaign(ctx context.Context) error {
 		d.log.Warn("leadership lost", "err", err)
 	}
 	return nil
+}
+
+// logFirstReconcile logs the first reconcile of the leadership term that
+// starts now: that line, not "leading", is when a new leader starts acting
+// (a failover's length is read from it). It wraps whatever OnReconcile hook
+// is set by then, once, so metrics keep theirs.
+func (d *daemon) logFirstReconcile() {
+	d.hookOnce.Do(func() {
+		prev := d.leader.OnReconcile
+		d.leader.OnReconcile = func(kind string, took time.Duration, err error) {
+			if prev != nil {
+				prev(kind, took, err)
+			}
+			if d.termStarted.CompareAndSwap(true, false) {
+				d.log.Info("first reconcile as leader", "kind", kind, "took", took.Round(time.Microsecond), "err", err)
+			}
+		}
+	})
+	d.termStarted.Store(true)
 }
 
 // serveHTTP serves httpHandler on addr (a port of 0 picks one, which is
