@@ -20,7 +20,12 @@ import (
 // Labels every Docker object swarmvlan creates carries. Objects without
 // DockerLabelManaged=true are never changed or removed.
 const (
-	DockerLabelManaged  = "io.swarmvlan.managed"
+	DockerLabelManaged = "io.swarmvlan.managed"
+	// DockerLabelOwner names the installation (its ID in Consul KV) that
+	// made a service; the leader removes only services of its own
+	// installation, so a reconciler pointed at another or an empty Consul
+	// never sweeps away a swarm's services.
+	DockerLabelOwner    = "io.swarmvlan.owner"
 	DockerLabelKind     = "io.swarmvlan.kind"
 	DockerLabelName     = "io.swarmvlan.name"
 	DockerLabelSpecHash = "io.swarmvlan.spec-hash"

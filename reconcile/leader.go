@@ -52,6 +52,8 @@ type Cluster struct {
 	cfg  ClusterConfig
 	ctrl *Controller
 	lead atomic.Pointer[state.Leadership]
+	// owner is this installation's ID (see state.Store.InstallationID).
+	owner atomic.Pointer[string]
 
 	mu      sync.Mutex
 	reports map[string]hostReadiness // node ID -> last report from its host role
@@ -126,9 +128,22 @@ func svcUsesVLAN(s *spec.Service, vlan string) bool {
 // Run runs the cluster reconcilers for one leadership term; it returns when
 // the leadership context ends.
 func (c *Cluster) Run(lead *state.Leadership) error {
+	ctx := lead.Context()
+	for attempt := 0; c.owner.Load() == nil; attempt++ {
+		id, err := c.cfg.Store.InstallationID(ctx)
+		if err == nil {
+			c.owner.Store(&id)
+			break
+		}
+		c.cfg.Log.Warn("read installation id", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(Backoff(time.Second, 30*time.Second, attempt)):
+		}
+	}
 	c.lead.Store(lead)
 	defer c.lead.Store(nil)
-	ctx := lead.Context()
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return c.ctrl.Run(ctx) })
 	g.Go(func() error { c.watchDocker(ctx); return nil })
@@ -254,11 +269,11 @@ func (c *Cluster) sweep(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for name := range svcs {
+	for name, s := range svcs {
 		k := Key{Kind: spec.KindService, Name: name}
 		_, valid := c.cfg.View.Get(k)
 		_, invalid := c.cfg.View.Invalid(k)
-		if !valid && !invalid {
+		if !valid && !invalid && s.Spec.Labels[DockerLabelOwner] == c.ownerID() {
 			c.ctrl.Enqueue(k)
 		}
 	}
@@ -286,6 +301,13 @@ type VLANDetails struct {
 	Unallocated []string          `json:"unallocated,omitempty"`
 	Network     NetworkStatus     `json:"network"`
 	Problems    []string          `json:"problems,omitempty"`
+}
+
+func (c *Cluster) ownerID() string {
+	if p := c.owner.Load(); p != nil {
+		return *p
+	}
+	return ""
 }
 
 func (c *Cluster) leadership() (*state.Leadership, error) {
@@ -444,6 +466,16 @@ func (c *Cluster) reconcileService(ctx context.Context, k Key, doc *Doc) Outcome
 		return Outcome{Err: err}
 	}
 	if doc == nil {
+		have, err := c.cfg.Docker.ServiceInspect(ctx, k.Name)
+		switch {
+		case dockerNotFound(err):
+			return Outcome{Gone: true}
+		case err != nil:
+			return Outcome{Err: fmt.Errorf("service %q: inspect: %w", k.Name, err)}
+		case have.Spec.Labels[DockerLabelOwner] != c.ownerID():
+			// Made by another installation (or by hand): not ours to remove.
+			return Outcome{Gone: true}
+		}
 		if err := RemoveService(ctx, c.cfg.Docker, k.Name); err != nil {
 			return Outcome{Err: err}
 		}
@@ -469,7 +501,7 @@ func (c *Cluster) reconcileService(ctx context.Context, k Key, doc *Doc) Outcome
 		scaled = &intent.Replicas
 	}
 	replicas := EffectiveReplicas(svc, scaled)
-	st, err := EnsureService(ctx, c.cfg.Docker, ServiceInput{Service: svc, Replicas: replicas})
+	st, err := EnsureService(ctx, c.cfg.Docker, ServiceInput{Service: svc, Replicas: replicas, Owner: c.ownerID()})
 	det := &ServiceDetails{Replicas: replicas, Scaled: scaled, Service: st}
 	det.Summary = fmt.Sprintf("%d/%d tasks running", st.Running, st.Desired)
 	if err != nil {
@@ -515,7 +547,7 @@ func (c *Cluster) reconcileServiceResync(ctx context.Context, _ Key, _ *Doc) Out
 		if si, ok := intents[d.Key.Name]; ok {
 			scaled = &si.Replicas
 		}
-		ins = append(ins, ServiceInput{Service: svc, Replicas: EffectiveReplicas(svc, scaled)})
+		ins = append(ins, ServiceInput{Service: svc, Replicas: EffectiveReplicas(svc, scaled), Owner: c.ownerID()})
 	}
 	res, err := ServiceResync(ctx, c.cfg.Docker, ins)
 	for name, st := range res.Statuses {
@@ -523,14 +555,8 @@ func (c *Cluster) reconcileServiceResync(ctx context.Context, _ Key, _ *Doc) Out
 			c.ctrl.Enqueue(Key{Kind: spec.KindService, Name: name})
 		}
 	}
-	if c.cfg.View.Held() == 0 {
-		for _, name := range res.Orphans {
-			k := Key{Kind: spec.KindService, Name: name}
-			if _, invalid := c.cfg.View.Invalid(k); !invalid {
-				c.ctrl.Enqueue(k) // no document: its reconcile removes it
-			}
-		}
-	}
+	// Orphans (managed services without a document) are left to the sweep,
+	// which removes only this installation's.
 	return Outcome{Err: err}
 }
 

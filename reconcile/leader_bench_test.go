@@ -24,6 +24,7 @@ func BenchmarkKVPutToDocker(b *testing.B) {
 	vlan, _, _ := leaderTestReadyVLAN(b, bed, suffix)
 	svcName, direct := "lat"+suffix, "dir"+suffix
 	b.Cleanup(func() {
+		bed.stop()
 		RemoveService(ctx, bed.docker, svcName)
 	})
 	const changes = 100
@@ -57,6 +58,7 @@ func BenchmarkKVPutToDocker(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() {
+		bed.stop()
 		if s, err := bed.docker.ServiceInspect(ctx, direct); err == nil {
 			bed.docker.ServiceRemove(ctx, s.ID)
 		}
@@ -122,6 +124,7 @@ func BenchmarkLeaderNoopResync1000(b *testing.B) {
 		docs = append(docs, state.SpecDoc{Key: bed.store.SpecKey(spec.KindService, name), Value: []byte(leaderTestService(name, vlan, 0, "x"))})
 	}
 	b.Cleanup(func() {
+		bed.stop()
 		svcs, _ := ListManagedServices(ctx, bed.docker)
 		for name, s := range svcs {
 			if strings.HasPrefix(name, prefix) {

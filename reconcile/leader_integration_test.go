@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,7 +30,9 @@ type leaderTestBed struct {
 	cluster *Cluster
 	nodeID  string
 	host    string
-	cancel  context.CancelFunc
+	// stop ends the leader and waits for it; cleanups that remove what it
+	// made call it first, or the leader would put things back.
+	stop func()
 }
 
 func startLeaderTestBed(t testing.TB, tune ...func(*ClusterConfig)) *leaderTestBed {
@@ -63,8 +66,10 @@ func startLeaderTestBed(t testing.TB, tune ...func(*ClusterConfig)) *leaderTestB
 		cluster.Run(lead)
 		lead.Resign()
 	}()
-	t.Cleanup(func() { cancel(); <-done })
-	return &leaderTestBed{store: store, kv: agent.Client(t).KV(), docker: d, view: view, cluster: cluster, nodeID: info.Swarm.NodeID, host: info.Name, cancel: cancel}
+	var once sync.Once
+	stop := func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return &leaderTestBed{store: store, kv: agent.Client(t).KV(), docker: d, view: view, cluster: cluster, nodeID: info.Swarm.NodeID, host: info.Name, stop: stop}
 }
 
 func (b *leaderTestBed) put(t testing.TB, kind, name, doc string) {
@@ -134,7 +139,12 @@ func leaderTestReadyVLAN(t testing.TB, b *leaderTestBed, suffix string) (string,
 	vlan := "v" + suffix
 	octet := 90 + int(suffix[0])%9
 	t.Cleanup(func() {
-		RemoveSwarmNetwork(ctx, b.docker, vlan)
+		b.stop()
+		// Services removed just before may still hold the network a moment.
+		dockerTestPoll(t, 30*time.Second, "VLAN networks removed", func() (bool, string) {
+			st, err := RemoveSwarmNetwork(ctx, b.docker, vlan)
+			return err == nil && st.State != NetworkInUse, fmt.Sprintf("%+v %v", st, err)
+		})
 		RemoveConfigNetwork(ctx, b.docker, vlan)
 	})
 	b.put(t, spec.KindVLAN, vlan, leaderTestVLAN(vlan, trunk, octet))
@@ -170,7 +180,7 @@ func TestLeaderConvergesVLANAndService(t *testing.T) {
 	b := startLeaderTestBed(t)
 	ctx := context.Background()
 	svcName := "web" + suffix
-	t.Cleanup(func() { RemoveService(ctx, b.docker, svcName) })
+	t.Cleanup(func() { b.stop(); RemoveService(ctx, b.docker, svcName) })
 	vlan, chunk, shim := leaderTestReadyVLAN(t, b, suffix)
 
 	b.put(t, spec.KindService, svcName, leaderTestService(svcName, vlan, 3, "info"))
@@ -239,6 +249,43 @@ func TestLeaderConvergesVLANAndService(t *testing.T) {
 	})
 	if after := inspectService(t, b.docker, unmanaged).Version.Index; after != before {
 		t.Errorf("unmanaged service changed: version %d -> %d", before, after)
+	}
+
+	// Managed services without a document: the sweep removes this
+	// installation's and never another's.
+	ours, err := b.store.InstallationID(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	orphan, theirs := "orphan"+suffix, "theirs"+suffix
+	for name, owner := range map[string]string{orphan: ours, theirs: "another-installation"} {
+		docs, err := ParseDocuments([]byte(leaderTestService(name, vlan, 0, "x")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ss, err := BuildServiceSpec(ServiceInput{Service: docs[0].Object.(*spec.Service), Owner: owner})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.docker.ServiceCreate(ctx, ss); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		b.stop()
+		if s, err := b.docker.ServiceInspect(ctx, theirs); err == nil {
+			b.docker.ServiceRemove(ctx, s.ID)
+		}
+	})
+	dockerTestPoll(t, 20*time.Second, "the orphan swept away", func() (bool, string) {
+		_, err := b.docker.ServiceInspect(ctx, orphan)
+		return dockerNotFound(err), fmt.Sprint(err)
+	})
+	time.Sleep(3 * time.Second) // more than a sweep period
+	if s, err := b.docker.ServiceInspect(ctx, theirs); err != nil {
+		t.Fatalf("another installation's service was removed: %v", err)
+	} else if err := b.docker.ServiceRemove(ctx, s.ID); err != nil {
+		t.Fatal(err) // it uses the VLAN's network, which is removed below
 	}
 
 	// A document change goes through; the VLAN cannot go while the service

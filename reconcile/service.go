@@ -47,6 +47,9 @@ type ServiceInput struct {
 	// VLANs are the swarm network names the service joins; nil means the
 	// document's spec.networks.
 	VLANs []string
+	// Owner is the installation the service belongs to (the
+	// io.swarmvlan.owner label); empty leaves the label off.
+	Owner string
 }
 
 // TaskStatus is one current task of a service.
@@ -256,6 +259,9 @@ func BuildServiceSpec(in ServiceInput) (swarm.ServiceSpec, error) {
 	for k, v := range dockerOwnerLabels(spec.KindService, name) {
 		out.Annotations.Labels[k] = v
 	}
+	if in.Owner != "" {
+		out.Annotations.Labels[DockerLabelOwner] = in.Owner
+	}
 
 	switch ss.Mode {
 	case "", "replicated":
@@ -455,6 +461,9 @@ func planService(want swarm.ServiceSpec, have *swarm.Service) serviceAction {
 	}
 	if !dockerManaged(have.Spec.Labels) {
 		return serviceAction{Kind: serviceConflict, Reason: (&DockerConflictError{Kind: "service", Name: want.Name}).Error()}
+	}
+	if ho, wo := have.Spec.Labels[DockerLabelOwner], want.Labels[DockerLabelOwner]; ho != "" && wo != "" && ho != wo {
+		return serviceAction{Kind: serviceConflict, Reason: fmt.Sprintf("service %s belongs to another swarmvlan installation (%s)", want.Name, ho)}
 	}
 	var why []string
 	if have.Spec.Labels[DockerLabelSpecHash] != want.Labels[DockerLabelSpecHash] {

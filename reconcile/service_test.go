@@ -788,3 +788,25 @@ func TestServiceResyncFake(t *testing.T) {
 		t.Errorf("status of b: %+v", st)
 	}
 }
+
+func TestPlanServiceRefusesAnotherInstallationsService(t *testing.T) {
+	want := swarm.ServiceSpec{Annotations: swarm.Annotations{Name: "web", Labels: map[string]string{
+		DockerLabelManaged: "true", DockerLabelOwner: "ours", DockerLabelSpecHash: "h"}}}
+	for _, tc := range []struct {
+		owner string
+		kind  serviceActionKind
+	}{
+		{"theirs", serviceConflict},
+		{"ours", serviceNone},
+		{"", serviceUpdate}, // made before owners were recorded: adopted
+	} {
+		have := &swarm.Service{Spec: swarm.ServiceSpec{Annotations: swarm.Annotations{Name: "web", Labels: map[string]string{
+			DockerLabelManaged: "true", DockerLabelSpecHash: "h"}}}}
+		if tc.owner != "" {
+			have.Spec.Labels[DockerLabelOwner] = tc.owner
+		}
+		if got := planService(want, have); got.Kind != tc.kind {
+			t.Errorf("have owner %q: plan %v (%s), want %v", tc.owner, got.Kind, got.Reason, tc.kind)
+		}
+	}
+}

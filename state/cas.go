@@ -2,6 +2,8 @@ package state
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -167,4 +169,36 @@ func (s *Store) ScaleIntents(ctx context.Context) (map[string]ScaleIntent, error
 		out[strings.TrimPrefix(p.Key, prefix)] = si
 	}
 	return out, nil
+}
+
+// InstallationKey holds the installation's ID.
+func (s *Store) InstallationKey() string { return s.prefix + "state/installation" }
+
+// InstallationID returns the ID of the installation this prefix holds,
+// creating it on first use (check-and-set, so concurrent managers agree).
+// Docker objects carry it, and a leader removes only objects with its own
+// installation's ID.
+func (s *Store) InstallationID(ctx context.Context) (string, error) {
+	kv := s.client.KV()
+	for attempt := 0; attempt < 5; attempt++ {
+		p, _, err := kv.Get(s.InstallationKey(), (&api.QueryOptions{}).WithContext(ctx))
+		if err != nil {
+			return "", fmt.Errorf("installation id: read: %w", err)
+		}
+		if p != nil && len(p.Value) > 0 {
+			return string(p.Value), nil
+		}
+		b := make([]byte, 16)
+		if _, err := rand.Read(b); err != nil {
+			return "", err
+		}
+		ok, _, err := kv.CAS(&api.KVPair{Key: s.InstallationKey(), Value: []byte(hex.EncodeToString(b)), ModifyIndex: 0}, (&api.WriteOptions{}).WithContext(ctx))
+		if err != nil {
+			return "", fmt.Errorf("installation id: create: %w", err)
+		}
+		if ok {
+			return hex.EncodeToString(b), nil
+		}
+	}
+	return "", fmt.Errorf("installation id: %w", ErrContended)
 }
