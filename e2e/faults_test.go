@@ -73,11 +73,24 @@ func TestLeaderKilledMidReconcile(t *testing.T) {
 		docs = append(docs, serviceDoc(serviceOpts{name: name, replicas: 1}))
 	}
 	b.apply(docs...)
+	// Kill it as soon as it has created the first service, with the rest
+	// in its queue or in flight.
+	var before int
+	b.waitFor("the leader creates the first service", time.Minute, func(ctx context.Context) error {
+		svcs, err := b.managedServices(ctx)
+		if before = len(svcs); err == nil && before == 0 {
+			err = errors.New("no service yet")
+		}
+		return err
+	})
 	killed := time.Now()
 	b.proc(old).Kill()
+	after := -1
 	if svcs, err := b.managedServices(b.ctx); err == nil {
-		t.Logf("killed the leader on %s right after applying %d services; %d of them existed in Docker then", old.Name, len(docs), len(svcs))
+		after = len(svcs)
 	}
+	t.Logf("killed the leader on %s while it created %d services: %d existed just before the kill, %d just after",
+		old.Name, len(docs), before, after)
 
 	// The first reconcile of a manager that leads after the kill.
 	var next *lab.Host
