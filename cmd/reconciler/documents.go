@@ -39,23 +39,18 @@ func readSources(paths []string, stdin io.Reader) ([]source, []string, error) {
 			files = append(files, p)
 			continue
 		}
-		err = filepath.WalkDir(p, func(path string, d os.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			if d.IsDir() && path != p && strings.HasPrefix(d.Name(), ".") {
-				return filepath.SkipDir
-			}
-			switch filepath.Ext(path) {
-			case ".yaml", ".yml", ".json":
-				if !d.IsDir() {
-					files = append(files, path)
-				}
-			}
-			return nil
-		})
+		// Like kubectl -f: the files directly in the directory, not below.
+		entries, err := os.ReadDir(p)
 		if err != nil {
 			return nil, nil, err
+		}
+		for _, e := range entries {
+			switch filepath.Ext(e.Name()) {
+			case ".yaml", ".yml", ".json":
+				if !e.IsDir() {
+					files = append(files, filepath.Join(p, e.Name()))
+				}
+			}
 		}
 	}
 	sort.Strings(files)

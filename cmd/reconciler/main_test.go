@@ -117,6 +117,11 @@ func TestValidateExamplesAndSpecDocuments(t *testing.T) {
 			t.Errorf("validate output lacks %q:\n%s", want, out)
 		}
 	}
+	// A directory is read like kubectl -f: its own files, not its
+	// subdirectories' (examples/demo holds another set).
+	if strings.Contains(out, "vlan80") || strings.Contains(out, "demo-web") {
+		t.Errorf("validate of examples/ read examples/demo too:\n%s", out)
+	}
 	// The same document in two sources is refused.
 	code, _, errOut := run(t, "", "", "validate", "-f", "../../examples", "-f", "../../spec/testdata/valid/vlan40.yaml")
 	if code != 1 || !strings.Contains(errOut, `VLAN "vlan40" is also defined in`) {
