@@ -126,12 +126,12 @@ func discoveryTestBed(tb testing.TB, replicas int, interval spec.Duration) *disc
 	tb.Cleanup(func() {
 		cctx, ccancel := context.WithTimeout(context.Background(), time.Minute)
 		defer ccancel()
-		view, vlans := discoveryTestReadyView(tb, cctx, d, b.self, b.vlan, false)
+		view, vlans := nodeTestReadyView(tb, cctx, d, b.self, b.vlan, false)
 		if err := EnsureNodeLabels(cctx, d, view, vlans); err != nil {
 			tb.Errorf("cleanup: node label: %v", err)
 		}
 	})
-	view, vlans := discoveryTestReadyView(tb, ctx, d, b.self, b.vlan, true)
+	view, vlans := nodeTestReadyView(tb, ctx, d, b.self, b.vlan, true)
 	if err := EnsureNodeLabels(ctx, d, view, vlans); err != nil {
 		tb.Fatalf("EnsureNodeLabels: %v", err)
 	}
@@ -296,36 +296,6 @@ func discoveryTestRemoveNetworks(tb testing.TB, cli *client.Client, vlan string)
 			time.Sleep(500 * time.Millisecond) // polling interval under the deadline above
 		}
 	}
-}
-
-// discoveryTestReadyView keeps every node's current readiness labels (other
-// tests on this engine may own some) and sets or clears only vlan on self.
-func discoveryTestReadyView(tb testing.TB, ctx context.Context, d Docker, self, vlan string, ready bool) (map[string]map[string]bool, []string) {
-	tb.Helper()
-	nodes, err := d.NodeList(ctx, dockerFilter())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	view := map[string]map[string]bool{}
-	seen := map[string]bool{}
-	var vlans []string
-	for _, n := range nodes {
-		view[n.ID] = map[string]bool{}
-		for k, v := range n.Spec.Labels {
-			if name, ok := strings.CutPrefix(k, NodeLabelPrefix); ok && name != vlan {
-				view[n.ID][name] = v == nodeLabelReady
-				if !seen[name] {
-					seen[name] = true
-					vlans = append(vlans, name)
-				}
-			}
-		}
-	}
-	if ready {
-		view[self][vlan] = true
-		vlans = append(vlans, vlan)
-	}
-	return view, vlans
 }
 
 // discoveryTestPoll calls f until it reports done or the deadline passes.

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/docker/docker/api/types/swarm"
 	"github.com/hashicorp/consul/api"
 	"golang.org/x/sync/errgroup"
 
@@ -562,15 +563,33 @@ func (c *Cluster) reconcileServiceResync(ctx context.Context, _ Key, _ *Doc) Out
 
 // reconcileNodeLabels sets the readiness label of every managed VLAN on the
 // nodes whose host role reports it ready, and removes it where the host role
-// reports it not ready. A node with no live report keeps its labels: a host
-// role that restarts must not make Swarm stop the node's tasks.
+// reports it not ready. Swarm's constraint enforcer stops a task whose node
+// stops matching its constraints, so a label is never removed for want of
+// information: a node with no live report keeps its labels (a host role
+// restarting), and a VLAN whose document is gone keeps its labels for as long
+// as a managed service's constraints still name it (drain first).
 func (c *Cluster) reconcileNodeLabels(ctx context.Context, _ Key, _ *Doc) Outcome {
 	if _, err := c.leadership(); err != nil {
 		return Outcome{Err: err}
 	}
+	inView := map[string]bool{}
 	var vlans []string
 	for _, d := range c.cfg.View.List(spec.KindVLAN) {
 		vlans = append(vlans, d.Key.Name)
+		inView[d.Key.Name] = true
+	}
+	svcs, err := ListManagedServices(ctx, c.cfg.Docker)
+	if err != nil {
+		return Outcome{Err: fmt.Errorf("node labels: list services: %w", err)}
+	}
+	draining := map[string]bool{}
+	for _, s := range svcs {
+		for _, v := range svcReadinessVLANs(s.Spec) {
+			if !inView[v] && !draining[v] {
+				draining[v] = true
+				vlans = append(vlans, v)
+			}
+		}
 	}
 	nodes, err := c.cfg.Docker.NodeList(ctx, dockerFilter())
 	if err != nil {
@@ -584,7 +603,7 @@ func (c *Cluster) reconcileNodeLabels(ctx context.Context, _ Key, _ *Doc) Outcom
 		r, live := reports[n.ID]
 		m := map[string]bool{}
 		for _, v := range vlans {
-			if live {
+			if live && !draining[v] {
 				m[v] = r.VLANs[v].Ready
 			} else {
 				m[v] = n.Spec.Labels[NodeLabelPrefix+v] == nodeLabelReady
@@ -596,6 +615,26 @@ func (c *Cluster) reconcileNodeLabels(ctx context.Context, _ Key, _ *Doc) Outcom
 		return Outcome{Err: err}
 	}
 	return Outcome{}
+}
+
+// svcReadinessVLANs returns the VLANs whose readiness label a service's
+// placement constraints require.
+func svcReadinessVLANs(s swarm.ServiceSpec) []string {
+	if s.TaskTemplate.Placement == nil {
+		return nil
+	}
+	var out []string
+	for _, c := range s.TaskTemplate.Placement.Constraints {
+		c = strings.ReplaceAll(c, " ", "")
+		rest, ok := strings.CutPrefix(c, "node.labels."+NodeLabelPrefix)
+		if !ok {
+			continue
+		}
+		if vlan, ok := strings.CutSuffix(rest, "=="+nodeLabelReady); ok && vlan != "" {
+			out = append(out, vlan)
+		}
+	}
+	return out
 }
 
 func readyCondition(ready bool, msg string) state.Condition {

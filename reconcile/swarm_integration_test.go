@@ -118,7 +118,7 @@ func dockerTestNetworkInspect(t testing.TB, name string) map[string]any {
 // nodeTestReadyView is a readiness view that keeps every node's current
 // io.swarmvlan.vlan.* labels (other tests on this engine may own some) and
 // sets or clears only vlan on this node.
-func nodeTestReadyView(t *testing.T, ctx context.Context, d Docker, self, vlan string, ready bool) (map[string]map[string]bool, []string) {
+func nodeTestReadyView(t testing.TB, ctx context.Context, d Docker, self, vlan string, ready bool) (map[string]map[string]bool, []string) {
 	t.Helper()
 	nodes, err := d.NodeList(ctx, dockerFilter())
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"sort"
@@ -13,25 +14,40 @@ import (
 	"swarmvlan/state"
 )
 
-func cmdValidate(ctx context.Context, c *cli, args []string) error {
-	fs := c.flags()
-	var files stringList
-	fs.Var(&files, "f", "file, directory or - (repeatable)")
-	pos, err := parse(fs, args)
+// sourceFlags registers -f on fs; loadSources reads what it names (and any
+// positional paths) once fs is parsed, printing every problem to stderr and
+// returning exit 1 when there is one.
+func sourceFlags(fs *flag.FlagSet) *stringList {
+	files := &stringList{}
+	fs.Var(files, "f", "file, directory or - (repeatable)")
+	return files
+}
+
+func loadSources(c *cli, files *stringList, pos []string, verdict string) ([]source, error) {
+	srcs, problems, err := readSources(append(*files, pos...), c.stdin)
 	if err != nil {
-		return err
-	}
-	files = append(files, pos...)
-	srcs, problems, err := readSources(files, c.stdin)
-	if err != nil {
-		return err
+		return nil, err
 	}
 	if len(problems) > 0 {
 		for _, p := range problems {
 			fmt.Fprintln(c.stderr, p)
 		}
-		fmt.Fprintf(c.stderr, "%d problem(s); nothing is valid until all are fixed\n", len(problems))
-		return exitError{1}
+		fmt.Fprintf(c.stderr, "%d problem(s); %s\n", len(problems), verdict)
+		return nil, exitError{1}
+	}
+	return srcs, nil
+}
+
+func cmdValidate(ctx context.Context, c *cli, args []string) error {
+	fs := c.flags()
+	files := sourceFlags(fs)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	srcs, err := loadSources(c, files, pos, "nothing is valid until all are fixed")
+	if err != nil {
+		return err
 	}
 	for _, s := range srcs {
 		fmt.Fprintf(c.stdout, "%s: %s %s valid\n", s.File, s.Doc.Object.GetKind(), s.Doc.Object.GetName())
@@ -49,8 +65,7 @@ func cmdDiff(ctx context.Context, c *cli, args []string) error {
 
 func applyOrDiff(ctx context.Context, c *cli, args []string, diffOnly bool) error {
 	fs := c.flags()
-	var files stringList
-	fs.Var(&files, "f", "file, directory or - (repeatable)")
+	files := sourceFlags(fs)
 	prune := fs.Bool("prune", false, "delete documents under <prefix>spec/ that the sources do not hold")
 	allowEmpty := fs.Bool("allow-empty", false, "with --prune, allow a sync that leaves no document at all")
 	dryRun := fs.Bool("dry-run", false, "say what would change, write nothing")
@@ -58,17 +73,9 @@ func applyOrDiff(ctx context.Context, c *cli, args []string, diffOnly bool) erro
 	if err != nil {
 		return err
 	}
-	files = append(files, pos...)
-	srcs, problems, err := readSources(files, c.stdin)
+	srcs, err := loadSources(c, files, pos, "nothing was written")
 	if err != nil {
 		return err
-	}
-	if len(problems) > 0 {
-		for _, p := range problems {
-			fmt.Fprintln(c.stderr, p)
-		}
-		fmt.Fprintf(c.stderr, "%d problem(s); nothing was written\n", len(problems))
-		return exitError{1}
 	}
 	store, err := c.store()
 	if err != nil {
