@@ -14,6 +14,7 @@ import (
 
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/swarm"
+	"github.com/docker/docker/errdefs"
 	"github.com/hashicorp/consul/api"
 
 	"swarmvlan/lab"
@@ -354,9 +355,10 @@ func (b *bed) world(ctx context.Context, services ...string) (world, error) {
 			switch {
 			case err == nil:
 				w.Networks[h.Name+"/"+name] = n.ID
-			case name == swarmNetwork && strings.Contains(err.Error(), "not found"):
-				// A worker knows a swarm network only while it runs a
-				// task on it.
+			case errdefs.IsNotFound(err):
+				// Absent: same says so when it was there. (A worker
+				// knows a swarm network only while it runs a task on
+				// it.)
 			default:
 				return w, fmt.Errorf("%s: network %s: %w", h.Name, name, err)
 			}
@@ -380,6 +382,9 @@ func (b *bed) world(ctx context.Context, services ...string) (world, error) {
 // same reports how now differs from was, or nil.
 func (was world) same(now world) error {
 	var diffs []string
+	if !slices.Equal(was.Containers, now.Containers) {
+		diffs = append(diffs, fmt.Sprintf("running task containers: %v -> %v", was.Containers, now.Containers))
+	}
 	for k, v := range was.Services {
 		if now.Services[k] != v {
 			diffs = append(diffs, fmt.Sprintf("service %s: %s -> %q", k, v, now.Services[k]))
@@ -394,9 +399,6 @@ func (was world) same(now world) error {
 		if now.Shims[k] != v {
 			diffs = append(diffs, fmt.Sprintf("shim on %s: %v -> %v", k, v, now.Shims[k]))
 		}
-	}
-	if !slices.Equal(was.Containers, now.Containers) {
-		diffs = append(diffs, fmt.Sprintf("containers: %v -> %v", was.Containers, now.Containers))
 	}
 	if len(diffs) > 0 {
 		return errors.New(strings.Join(diffs, "; "))
