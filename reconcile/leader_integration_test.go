@@ -98,19 +98,29 @@ func (b *leaderTestBed) reportReady(t testing.TB, vlan string) {
 	t.Cleanup(func() { reg.Close() })
 }
 
+// leaderTestVLAN is the SPEC.md VLAN on a veth trunk, untagged (this
+// kernel has no 802.1Q), in 172.<octet>.0.0/16.
 func leaderTestVLAN(name, trunk string, octet int) string {
 	return fmt.Sprintf(`apiVersion: swarmvlan/v1
 kind: VLAN
 metadata:
-  name: %s
+  name: %[1]s
 spec:
-  trunk: %s
-  subnet: 172.%d.0.0/16
-  gateway: 172.%d.0.1
+  trunk: %[2]s
+  driver: macvlan
+  mode: bridge
+  subnet: 172.%[3]d.0.0/16
+  gateway: 172.%[3]d.0.1
+  mtu: 1500
+  promiscuous: true
+  hostAccess: true
   rangePlan:
     chunkPrefix: 24
-    exclude: [172.%d.0.0/24]
-`, name, trunk, octet, octet, octet)
+    pool: [172.%[3]d.1.0/24, 172.%[3]d.2.0/23, 172.%[3]d.16.0/20]
+    exclude: [172.%[3]d.0.0/24]
+    pinned:
+      manager1: 172.%[3]d.1.0/24
+`, name, trunk, octet)
 }
 
 func leaderTestService(name, vlan string, replicas int, env string) string {
@@ -161,8 +171,9 @@ func leaderTestReadyVLAN(t testing.TB, b *leaderTestBed, suffix string) (string,
 		chunk = netip.MustParsePrefix(a.Chunk)
 		return true, ""
 	})
-	// The first /24 is excluded, so the lowest free chunk is 172.x.1.0/24.
-	if want := netip.MustParsePrefix(fmt.Sprintf("172.%d.1.0/24", octet)); chunk != want {
+	// 172.x.1.0/24 is pinned to manager1, so the lowest free chunk of the
+	// pool is 172.x.2.0/24.
+	if want := netip.MustParsePrefix(fmt.Sprintf("172.%d.2.0/24", octet)); chunk != want {
 		t.Fatalf("chunk = %s, want %s", chunk, want)
 	}
 	subnet := netip.MustParsePrefix(fmt.Sprintf("172.%d.0.0/16", octet))
