@@ -110,7 +110,15 @@ func TestLeaderKilledMidReconcile(t *testing.T) {
 		}
 		return errors.New("no first reconcile as leader logged since the kill")
 	})
-	t.Logf("%s leads after %s", next.Name, old.Name)
+	var won time.Time
+	for _, l := range logLines(b.proc(next).Logs(), "leading") {
+		if at, ok := logTime(l); ok && at.After(killed) {
+			won = at
+			break
+		}
+	}
+	t.Logf("%s leads after %s: lock taken %s after the kill, first reconcile %s after that",
+		next.Name, old.Name, won.Sub(killed).Round(10*time.Millisecond), first.Sub(won).Round(time.Millisecond))
 	figure(t, "leader failover, SIGKILL to the new leader's first reconcile", first.Sub(killed))
 	if got, err := b.leader(b.ctx); err != nil || got != next {
 		t.Errorf("leader after failover: %v, %v; want %s", got, err, next.Name)
