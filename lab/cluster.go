@@ -942,26 +942,17 @@ func (h *Host) startProcess(name string, args ...string) (*Process, error) {
 		Name:    name,
 		Args:    args,
 		LogPath: filepath.Join(h.Dir, fmt.Sprintf("%s-%d.log", filepath.Base(name), seq)),
-		exited:  make(chan struct{}),
 	}
 	logf, err := os.OpenFile(p.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("process %s: open log: %w", name, err)
 	}
 	cmd := h.Exec(context.Background(), name, args...)
-	cmd.Stdout = logf
-	cmd.Stderr = logf
-	cmd.SysProcAttr = procAttr(h.cluster.detached)
-	if err := cmd.Start(); err != nil {
-		logf.Close()
+	exited, err := startLogged(cmd, logf, h.cluster.detached, func(err error) { p.err = err })
+	if err != nil {
 		return nil, fmt.Errorf("process %s: start: %w", name, err)
 	}
-	p.cmd = cmd
-	go func() {
-		p.err = cmd.Wait()
-		logf.Close()
-		close(p.exited)
-	}()
+	p.cmd, p.exited = cmd, exited
 	h.mu.Lock()
 	h.procs = append(h.procs, p)
 	h.mu.Unlock()

@@ -382,22 +382,13 @@ func (a *ConsulAgent) start(ctx context.Context) error {
 		name = a.cfg.prefix[0]
 	}
 	cmd := exec.Command(name, a.args()...)
-	cmd.Stdout = logf
-	cmd.Stderr = logf
 	// Own process group so Kill reaches everything the agent (or a command
 	// prefix such as nsenter) started; Pdeathsig so the agent does not outlive
 	// a test binary that dies without running its cleanups.
-	cmd.SysProcAttr = procAttr(a.cfg.detached)
-	if err := cmd.Start(); err != nil {
-		logf.Close()
+	exited, err := startLogged(cmd, logf, a.cfg.detached, nil)
+	if err != nil {
 		return fmt.Errorf("consul agent: start %s: %w", name, err)
 	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		logf.Close()
-		close(exited)
-	}()
 	a.mu.Lock()
 	a.cmd, a.exited = cmd, exited
 	a.mu.Unlock()

@@ -95,24 +95,15 @@ func (d *dockerDaemon) start(ctx context.Context) error {
 		return fmt.Errorf("dockerd %s: open log: %w", d.dir, err)
 	}
 	cmd := exec.Command("nsenter", d.args()...)
-	cmd.Stdout = logf
-	cmd.Stderr = logf
 	// Without a registry every pull fails, after a DNS timeout; tasks
 	// whose image is present locally start at once with this set.
 	cmd.Env = append(os.Environ(), "DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1")
 	// Pdeathsig: a test binary that dies without its cleanups takes the
 	// daemon with it; CleanupStale removes the rest.
-	cmd.SysProcAttr = procAttr(d.detached)
-	if err := cmd.Start(); err != nil {
-		logf.Close()
+	exited, err := startLogged(cmd, logf, d.detached, nil)
+	if err != nil {
 		return fmt.Errorf("dockerd %s: start: %w", d.dir, err)
 	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		logf.Close()
-		close(exited)
-	}()
 	d.mu.Lock()
 	d.cmd, d.exited = cmd, exited
 	d.mu.Unlock()

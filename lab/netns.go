@@ -219,6 +219,29 @@ func procAttr(detached bool) *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 }
 
+// startLogged starts cmd with its output appended to logf and procAttr's
+// process attributes. The returned channel is closed once cmd has exited,
+// after onExit (if set) has been told what Wait returned and logf is closed.
+func startLogged(cmd *exec.Cmd, logf *os.File, detached bool, onExit func(error)) (chan struct{}, error) {
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	cmd.SysProcAttr = procAttr(detached)
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, err
+	}
+	exited := make(chan struct{})
+	go func() {
+		err := cmd.Wait()
+		if onExit != nil {
+			onExit(err)
+		}
+		logf.Close()
+		close(exited)
+	}()
+	return exited, nil
+}
+
 // ownerAlive reports whether the process that claimed dir still runs; a
 // detached cluster counts as alive until it is torn down.
 func ownerAlive(dir string) bool {

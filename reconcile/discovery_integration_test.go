@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 	"github.com/hashicorp/consul/api"
 	"github.com/vishvananda/netlink"
@@ -105,7 +104,7 @@ func discoveryTestBed(tb testing.TB, replicas int, interval spec.Duration) *disc
 
 	// Cleanups run last-registered first: registrations, service, node
 	// label, networks, then the veth registered above.
-	tb.Cleanup(func() { discoveryTestRemoveNetworks(tb, cli, b.vlan) })
+	tb.Cleanup(func() { networkTestRemoveVLAN(tb, cli, b.vlan) })
 	if st, err := EnsureConfigNetwork(ctx, d, ConfigNetwork{
 		VLAN: b.vlan, Parent: parent, Subnet: b.subnet,
 		Gateway: b.subnet.Addr().Next(), IPRange: b.chunk, ShimAddr: b.shim,
@@ -115,7 +114,7 @@ func discoveryTestBed(tb testing.TB, replicas int, interval spec.Duration) *disc
 	// An error is the reconcile contract's "retry": the engine has been
 	// seen to answer the first inspection of a fresh swarm network without
 	// its driver, and EnsureSwarmNetwork then removes what it made.
-	discoveryTestPoll(tb, time.Minute, "EnsureSwarmNetwork", func() (bool, string) {
+	dockerTestPoll(tb, time.Minute, "EnsureSwarmNetwork", func() (bool, string) {
 		st, err := EnsureSwarmNetwork(ctx, d, SwarmNetwork{VLAN: b.vlan})
 		if err != nil {
 			tb.Logf("EnsureSwarmNetwork (retried): %+v, %v", st, err)
@@ -272,48 +271,6 @@ func discoveryTestVeth(tb testing.TB, h *netlink.Handle, suffix string) string {
 	return a
 }
 
-// discoveryTestRemoveNetworks removes the VLAN's swarm network and then its
-// config network, waiting for the service's tasks to let go of them.
-func discoveryTestRemoveNetworks(tb testing.TB, cli *client.Client, vlan string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	for _, name := range []string{vlan, NetworkConfigName(vlan)} {
-		deadline := time.Now().Add(90 * time.Second)
-		for {
-			n, err := cli.NetworkInspect(ctx, name, network.InspectOptions{})
-			if dockerNotFound(err) || (err == nil && !dockerManaged(n.Labels) && !networkSwarmOwned(vlan, &n)) {
-				break
-			}
-			if err == nil {
-				if err = cli.NetworkRemove(ctx, n.ID); err == nil {
-					break
-				}
-			}
-			if time.Now().After(deadline) {
-				tb.Errorf("cleanup: network %s: %v", name, err)
-				break
-			}
-			time.Sleep(500 * time.Millisecond) // polling interval under the deadline above
-		}
-	}
-}
-
-// discoveryTestPoll calls f until it reports done or the deadline passes.
-func discoveryTestPoll(tb testing.TB, timeout time.Duration, what string, f func() (bool, string)) {
-	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		done, state := f()
-		if done {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("%s: not done after %v; last state: %s", what, timeout, state)
-		}
-		time.Sleep(200 * time.Millisecond) // polling interval under the deadline above
-	}
-}
-
 // passing returns the passing catalog entries of the bed's Consul service
 // by service ID, with their addresses.
 func (b *discoveryBed) passing() (map[string]string, error) {
@@ -414,12 +371,12 @@ func TestRegistrarIntegration(t *testing.T) {
 	var three map[string]string
 	step("three tasks registered and passing", func(t *testing.T) {
 		var st RegistrationStatus
-		discoveryTestPoll(t, 2*time.Minute, "Sync registers three tasks", func() (bool, string) {
+		dockerTestPoll(t, 2*time.Minute, "Sync registers three tasks", func() (bool, string) {
 			var err error
 			st, err = b.reg.Sync(ctx, b.targets)
 			return err == nil && len(st.Tasks) == 3, fmt.Sprintf("%+v, %v", st, err)
 		})
-		discoveryTestPoll(t, time.Minute, "three passing entries", func() (bool, string) {
+		dockerTestPoll(t, time.Minute, "three passing entries", func() (bool, string) {
 			var err error
 			three, err = b.passing()
 			return err == nil && len(three) == 3, fmt.Sprintf("%v, %v", three, err)
@@ -519,14 +476,14 @@ func TestRegistrarIntegration(t *testing.T) {
 			t.Fatal(err)
 		}
 		deregistered := map[string]bool{}
-		discoveryTestPoll(t, 2*time.Minute, "Sync follows the scale-down", func() (bool, string) {
+		dockerTestPoll(t, 2*time.Minute, "Sync follows the scale-down", func() (bool, string) {
 			st, err := b.reg.Sync(ctx, b.targets)
 			for _, id := range st.Deregistered {
 				deregistered[id] = true
 			}
 			return err == nil && len(st.Tasks) == 2, fmt.Sprintf("%+v, %v", st, err)
 		})
-		discoveryTestPoll(t, time.Minute, "two passing entries", func() (bool, string) {
+		dockerTestPoll(t, time.Minute, "two passing entries", func() (bool, string) {
 			var err error
 			two, err = b.passing()
 			return err == nil && len(two) == 2, fmt.Sprintf("%v, %v", two, err)
@@ -563,7 +520,7 @@ func TestRegistrarIntegration(t *testing.T) {
 	step("agent DNS answers the two addresses", func(t *testing.T) {
 		want := slices.Sorted(maps.Values(two))
 		var got []string
-		discoveryTestPoll(t, 30*time.Second, "DNS answer", func() (bool, string) {
+		dockerTestPoll(t, 30*time.Second, "DNS answer", func() (bool, string) {
 			var err error
 			got, err = discoveryTestDNS(ctx, b.agent.DNSAddr, name)
 			return err == nil && slices.Equal(got, want), fmt.Sprintf("%v, %v", got, err)
@@ -600,7 +557,7 @@ func BenchmarkTaskToPassing(b *testing.B) {
 	events := DockerEvents(ctx, bed.d, "container")
 	settle := func(n int) {
 		b.Helper()
-		discoveryTestPoll(b, 2*time.Minute, fmt.Sprintf("%d passing", n), func() (bool, string) {
+		dockerTestPoll(b, 2*time.Minute, fmt.Sprintf("%d passing", n), func() (bool, string) {
 			st, err := bed.reg.Sync(ctx, bed.targets)
 			if err != nil || len(st.Tasks) != n {
 				return false, fmt.Sprintf("%+v, %v", st, err)

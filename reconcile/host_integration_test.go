@@ -171,15 +171,10 @@ func (h *hostTestHarness) vlanReadyReport(t *testing.T, vlan, chunk string) erro
 	return nil
 }
 
+// vlanReady checks the node key and the node's status.
 func (h *hostTestHarness) vlanReady(t *testing.T, vlan, chunk string) error {
-	r, held, err := h.nodeReport(t)
-	switch {
-	case err != nil:
+	if err := h.vlanReadyReport(t, vlan, chunk); err != nil {
 		return err
-	case !held:
-		return errors.New("node key not held by a session")
-	case r.VLANs[vlan] != HostVLANReport{Ready: true, Chunk: chunk}:
-		return fmt.Errorf("node report says %+v", r.VLANs[vlan])
 	}
 	obj, st, err := h.nodeStatus(t)
 	switch {

@@ -218,29 +218,7 @@ func TestSwarmIntegration(t *testing.T) {
 	// Cleanup runs last-registered first: services, then the secret, the
 	// node label and the networks, then the veth and the temp dir.
 	t.Cleanup(func() {
-		cctx, ccancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer ccancel()
-		// The swarm network first: the config network cannot go while a
-		// network is built from it.
-		for _, name := range []string{vlan, NetworkConfigName(vlan)} {
-			deadline := time.Now().Add(90 * time.Second)
-			for {
-				n, err := cli.NetworkInspect(cctx, name, networkInspectOpts())
-				if dockerNotFound(err) || (err == nil && !dockerManaged(n.Labels) && !networkSwarmOwned(vlan, &n)) {
-					break
-				}
-				if err == nil {
-					if err = cli.NetworkRemove(cctx, n.ID); err == nil {
-						break
-					}
-				}
-				if time.Now().After(deadline) {
-					t.Errorf("cleanup: network %s: %v", name, err)
-					break
-				}
-				time.Sleep(500 * time.Millisecond) // polling interval under the deadline above
-			}
-		}
+		networkTestRemoveVLAN(t, cli, vlan)
 	})
 	t.Cleanup(func() {
 		cctx, ccancel := context.WithTimeout(context.Background(), time.Minute)
@@ -546,3 +524,29 @@ func TestSwarmIntegration(t *testing.T) {
 }
 
 func networkInspectOpts() network.InspectOptions { return network.InspectOptions{} }
+
+// networkTestRemoveVLAN removes the VLAN's swarm network and then its
+// config network, waiting for the service's tasks to let go of them.
+func networkTestRemoveVLAN(tb testing.TB, cli *client.Client, vlan string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	for _, name := range []string{vlan, NetworkConfigName(vlan)} {
+		deadline := time.Now().Add(90 * time.Second)
+		for {
+			n, err := cli.NetworkInspect(ctx, name, network.InspectOptions{})
+			if dockerNotFound(err) || (err == nil && !dockerManaged(n.Labels) && !networkSwarmOwned(vlan, &n)) {
+				break
+			}
+			if err == nil {
+				if err = cli.NetworkRemove(ctx, n.ID); err == nil {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				tb.Errorf("cleanup: network %s: %v", name, err)
+				break
+			}
+			time.Sleep(500 * time.Millisecond) // polling interval under the deadline above
+		}
+	}
+}
