@@ -275,6 +275,14 @@ func networkInspectAllocated(ctx context.Context, d Docker, id string) (network.
 	}
 }
 
+// madeMessage is the status message after the plan made its network.
+func (p networkPlan) madeMessage() string {
+	if p.Action == networkRecreate {
+		return "recreated: " + p.Reason
+	}
+	return "created"
+}
+
 // networkPlanSwarm decides what to do with a VLAN's swarm network. have is
 // nil when absent; users names what uses it (only consulted when something
 // must change).
@@ -405,11 +413,7 @@ func EnsureConfigNetwork(ctx context.Context, d Docker, want ConfigNetwork) (Net
 		return networkErrStatus(NetworkStatus{Name: name}, err), fmt.Errorf("vlan %q: create config network %s: %w", want.VLAN, name, err)
 	}
 	st.ID, st.State = id, NetworkReady
-	if plan.Action == networkRecreate {
-		st.Message = "recreated: " + plan.Reason
-	} else {
-		st.Message = "created"
-	}
+	st.Message = plan.madeMessage()
 	return st, nil
 }
 
@@ -606,11 +610,7 @@ func EnsureSwarmNetwork(ctx context.Context, d Docker, want SwarmNetwork) (Netwo
 		return st, fmt.Errorf("vlan %q: created swarm network is wrong: %s", want.VLAN, strings.Join(wrong, ", "))
 	}
 	st.State = NetworkReady
-	if plan.Action == networkRecreate {
-		st.Message = "recreated: " + plan.Reason
-	} else {
-		st.Message = "created"
-	}
+	st.Message = plan.madeMessage()
 	return st, nil
 }
 
