@@ -111,7 +111,7 @@ func (v *View) Sync(pairs api.KVPairs) []Key {
 		if strings.HasSuffix(p.Key, "/") {
 			continue // a folder marker
 		}
-		k, err := v.keyFor(p.Key)
+		k, err := v.KeyFor(p.Key)
 		if err != nil {
 			continue // not a document location; nothing to reconcile
 		}
@@ -142,7 +142,7 @@ func (v *View) Sync(pairs api.KVPairs) []Key {
 		}
 	}
 	for key := range v.seen {
-		if k, err := v.keyFor(key); err != nil || !present[k] {
+		if k, err := v.KeyFor(key); err != nil || !present[k] {
 			delete(v.seen, key)
 		}
 	}
@@ -154,7 +154,8 @@ func (v *View) Sync(pairs api.KVPairs) []Key {
 	return out
 }
 
-func (v *View) keyFor(kvKey string) (Key, error) {
+// KeyFor is the view key of a Consul KV key under the spec prefix.
+func (v *View) KeyFor(kvKey string) (Key, error) {
 	rest, ok := strings.CutPrefix(kvKey, v.prefix)
 	if !ok {
 		return Key{}, fmt.Errorf("key %q is outside %q", kvKey, v.prefix)

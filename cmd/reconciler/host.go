@@ -9,7 +9,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sync/errgroup"
 
-	"swarmvlan/reconcile"
+	"swarmvlan/reconcile/host"
+	"swarmvlan/reconcile/kernel"
 	"swarmvlan/spec"
 )
 
@@ -23,15 +24,15 @@ import (
 func (d *daemon) startHost(ctx context.Context, g *errgroup.Group, resync time.Duration) error {
 	docker := d.docker
 	log := d.log.With("role", "host")
-	registrar := &reconcile.Registrar{Agent: d.store.Client().Agent(), Docker: docker}
-	var hn *reconcile.HostNet
+	registrar := &host.Registrar{Agent: d.store.Client().Agent(), Docker: docker}
+	var hn *host.Net
 	nh, err := netlink.NewHandle()
 	if err != nil {
 		log.Warn("netlink unavailable: host links, shims and routes are not managed", "err", err)
 	} else {
-		hn = reconcile.NewHostNet(nh)
+		hn = host.NewNet(kernel.New(nh))
 	}
-	agent := reconcile.NewHostAgent(reconcile.HostAgentConfig{
+	agent := host.NewAgent(host.Config{
 		Store:  d.store,
 		Docker: docker,
 		View:   d.view,
@@ -41,7 +42,7 @@ func (d *daemon) startHost(ctx context.Context, g *errgroup.Group, resync time.D
 		NodeTTL: d.leaderOpts.SessionTTL,
 		Resync:  resync,
 		SyncRegistrations: func(ctx context.Context, services []*spec.Service) error {
-			st, err := registrar.Sync(ctx, reconcile.RegistrationTargets(services))
+			st, err := registrar.Sync(ctx, host.RegistrationTargets(services))
 			if len(st.Registered)+len(st.Deregistered) > 0 {
 				log.Info("consul registrations", "registered", len(st.Registered), "deregistered", len(st.Deregistered), "tasks", len(st.Tasks))
 			}

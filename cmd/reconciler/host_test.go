@@ -20,7 +20,8 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"swarmvlan/lab"
-	"swarmvlan/reconcile"
+	"swarmvlan/reconcile/host"
+	"swarmvlan/spec"
 	"swarmvlan/state"
 )
 
@@ -70,7 +71,7 @@ func TestRunHostRole(t *testing.T) {
 	}
 	suffix := hex.EncodeToString(b)
 	vlan, ns, outer := "svd"+suffix, "svd-"+suffix, "svd"+suffix+"o"
-	cfgName := reconcile.NetworkConfigName(vlan)
+	cfgName := spec.ConfigNetworkName(vlan)
 	// 10.213.<b0>.<4k>/30 joins this namespace to the one under test.
 	k := 4 * (int(b[1]) % 64)
 	hostSide, nsSide := fmt.Sprintf("10.213.%d.%d", b[0], k+1), fmt.Sprintf("10.213.%d.%d", b[0], k+2)
@@ -79,7 +80,7 @@ func TestRunHostRole(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		n, err := cli.NetworkInspect(ctx, cfgName, network.InspectOptions{})
-		if err == nil && n.Labels[reconcile.DockerLabelManaged] == "true" && n.Labels[reconcile.DockerLabelName] == vlan {
+		if err == nil && n.Labels[spec.LabelManaged] == "true" && n.Labels[spec.LabelName] == vlan {
 			if err := cli.NetworkRemove(ctx, n.ID); err != nil {
 				t.Errorf("cleanup: remove %s: %v", cfgName, err)
 			}
@@ -128,7 +129,7 @@ func TestRunHostRole(t *testing.T) {
 		if err != nil || pair == nil || pair.Session == "" {
 			return false
 		}
-		var r reconcile.HostReport
+		var r host.Report
 		return json.Unmarshal(pair.Value, &r) == nil && r.VLANs[vlan].Ready && r.VLANs[vlan].Chunk == "10.214.7.0/24"
 	})
 	out, err := exec.Command("ip", "-n", ns, "-d", "addr", "show", "sv-"+vlan).CombinedOutput()

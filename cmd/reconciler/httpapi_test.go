@@ -28,7 +28,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"swarmvlan/lab"
-	"swarmvlan/reconcile"
+	"swarmvlan/reconcile/engine"
 )
 
 var servingRe = regexp.MustCompile(`msg="serving HTTP" addr=(\S+)`)
@@ -338,7 +338,7 @@ func TestDockerRequestMetrics(t *testing.T) {
 	if _, err := os.Stat("/var/run/docker.sock"); err != nil && os.Getenv("DOCKER_HOST") == "" {
 		t.Skip("no Docker Engine: /var/run/docker.sock is absent and DOCKER_HOST is unset")
 	}
-	d, err := reconcile.NewDocker("")
+	d, err := engine.New("")
 	if err != nil {
 		t.Fatal(err)
 	}

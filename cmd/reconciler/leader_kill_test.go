@@ -19,6 +19,9 @@ import (
 
 	"swarmvlan/lab"
 	"swarmvlan/reconcile"
+	"swarmvlan/reconcile/cluster"
+	"swarmvlan/reconcile/engine"
+	"swarmvlan/reconcile/host"
 	"swarmvlan/spec"
 	"swarmvlan/state"
 )
@@ -38,7 +41,7 @@ func TestLeaderKilledWhileApplyingFiftyServices(t *testing.T) {
 	if _, err := lab.BuildTestImage(ctx, ""); err != nil {
 		t.Fatal(err)
 	}
-	d, err := reconcile.NewDocker("")
+	d, err := engine.New("")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,8 +65,8 @@ func TestLeaderKilledWhileApplyingFiftyServices(t *testing.T) {
 		for _, s := range svcs {
 			cli.ServiceRemove(ctx, s.ID)
 		}
-		reconcile.RemoveSwarmNetwork(ctx, d, vlan)
-		reconcile.RemoveConfigNetwork(ctx, d, vlan)
+		cluster.RemoveSwarmNetwork(ctx, d, vlan)
+		host.RemoveConfigNetwork(ctx, d, vlan)
 		exec.Command("ip", "link", "del", trunk).Run()
 	})
 
@@ -100,7 +103,7 @@ spec:
 		return true
 	})
 	subnet := netip.MustParsePrefix(fmt.Sprintf("172.%d.0.0/16", octet))
-	if _, err := reconcile.EnsureConfigNetwork(ctx, d, reconcile.ConfigNetwork{VLAN: vlan, Driver: "macvlan", Parent: trunk, Mode: "bridge",
+	if _, err := host.EnsureConfigNetwork(ctx, d, host.ConfigNetwork{VLAN: vlan, Driver: "macvlan", Parent: trunk, Mode: "bridge",
 		Subnet: subnet, IPRange: chunk, ShimAddr: spec.ShimAddress(subnet, chunk)}); err != nil {
 		t.Fatal(err)
 	}
@@ -121,14 +124,14 @@ spec:
 		t.Fatalf("apply services: %s%s", out, errOut)
 	}
 	count := func() (int, map[string]int) {
-		svcs, err := cli.ServiceList(ctx, swarm.ServiceListOptions{Filters: filters.NewArgs(filters.Arg("label", reconcile.DockerLabelManaged+"=true"))})
+		svcs, err := cli.ServiceList(ctx, swarm.ServiceListOptions{Filters: filters.NewArgs(filters.Arg("label", spec.LabelManaged+"=true"))})
 		if err != nil {
 			return 0, nil
 		}
 		names := map[string]int{}
 		for _, s := range svcs {
 			if strings.HasPrefix(s.Spec.Name, prefix) {
-				names[s.Spec.Labels[reconcile.DockerLabelName]]++
+				names[s.Spec.Labels[spec.LabelName]]++
 			}
 		}
 		return len(names), names

@@ -24,6 +24,9 @@ import (
 
 	"swarmvlan/lab"
 	"swarmvlan/reconcile"
+	"swarmvlan/reconcile/cluster"
+	"swarmvlan/reconcile/engine"
+	"swarmvlan/reconcile/host"
 )
 
 // binary is the reconciler built once for the process tests.
@@ -459,17 +462,17 @@ spec:
 		p.cmd.Process.Signal(syscall.SIGTERM)
 		p.cmd.Wait()
 		ctx := context.Background()
-		if d, err := reconcile.NewDocker(""); err == nil {
-			reconcile.RemoveService(ctx, d, "idleweb")
+		if d, err := engine.New(""); err == nil {
+			cluster.RemoveService(ctx, d, "idleweb")
 			waitFor(b, 30*time.Second, "service gone", func() bool {
 				_, err := d.NetworkInspect(ctx, "idle")
 				if err != nil {
 					return true
 				}
-				reconcile.RemoveSwarmNetwork(ctx, d, "idle")
+				cluster.RemoveSwarmNetwork(ctx, d, "idle")
 				return false
 			})
-			reconcile.RemoveConfigNetwork(ctx, d, "idle")
+			host.RemoveConfigNetwork(ctx, d, "idle")
 			d.Close()
 		}
 		exec.Command("ip", "link", "del", trunk).Run()

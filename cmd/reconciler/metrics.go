@@ -10,7 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"swarmvlan/reconcile"
+	"swarmvlan/reconcile/engine"
 	"swarmvlan/spec"
 	"swarmvlan/state"
 )
@@ -42,7 +42,7 @@ type metrics struct {
 	watchMu sync.Mutex
 	watches map[string]*state.WatchCounters
 
-	docker atomic.Pointer[reconcile.Docker]
+	docker atomic.Pointer[engine.Docker]
 }
 
 var (
@@ -150,7 +150,7 @@ func (m *metrics) watchOptions(prefix string) state.WatchOptions {
 }
 
 // setDocker exports d's call counts from now on.
-func (m *metrics) setDocker(d reconcile.Docker) {
+func (m *metrics) setDocker(d engine.Docker) {
 	m.docker.Store(&d)
 }
 

@@ -16,6 +16,8 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"swarmvlan/reconcile"
+	"swarmvlan/reconcile/cluster"
+	"swarmvlan/reconcile/engine"
 	"swarmvlan/state"
 )
 
@@ -26,8 +28,8 @@ type daemon struct {
 	store   *state.Store
 	view    *reconcile.View
 	leader  *reconcile.Controller
-	cluster *reconcile.Cluster
-	docker  reconcile.Docker
+	cluster *cluster.Cluster
+	docker  engine.Docker
 	leading atomic.Bool
 	ready   atomic.Bool
 	http    *httpAPI
@@ -89,13 +91,13 @@ func cmdRun(ctx context.Context, c *cli, args []string) error {
 			Value:      []byte(hostname),
 		},
 	}
-	d.docker, err = reconcile.NewDocker(*dockerHost)
+	d.docker, err = engine.New(*dockerHost)
 	if err != nil {
 		return fmt.Errorf("docker: %w", err)
 	}
 	defer d.docker.Close()
 	if *role == "manager" || *role == "all" {
-		d.cluster = reconcile.NewCluster(reconcile.ClusterConfig{
+		d.cluster = cluster.New(cluster.Config{
 			Store: store, Docker: d.docker, View: d.view, Log: log.With("controller", "leader"),
 			Workers: *workers, Resync: *resync, NodeDownGrace: *nodeDownGrace,
 		})

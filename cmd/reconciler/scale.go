@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"swarmvlan/reconcile"
+	"swarmvlan/reconcile/cluster"
 	"swarmvlan/spec"
 	"swarmvlan/state"
 )
@@ -32,20 +33,20 @@ func (o scaleOutcome) changed() bool { return o.Replicas != o.Previous }
 // the result with check-and-set, retrying on conflict, so concurrent
 // requests through any manager (or the CLI) never lose one. A refusal
 // changes nothing and is returned as such; err is for Consul trouble.
-func applyScale(ctx context.Context, store *state.Store, svc *spec.Service, req reconcile.ScaleRequest) (scaleOutcome, *reconcile.ScaleRefusal, error) {
+func applyScale(ctx context.Context, store *state.Store, svc *spec.Service, req cluster.ScaleRequest) (scaleOutcome, *cluster.ScaleRefusal, error) {
 	name := svc.Metadata.Name
 	out := scaleOutcome{Service: name}
 	if sc := svc.Spec.Scaling; sc != nil {
 		out.Min, out.Max = sc.Min, sc.Max
 	}
-	var refusal *reconcile.ScaleRefusal
+	var refusal *cluster.ScaleRefusal
 	recorded := false
 	intent, err := store.UpdateScaleIntent(ctx, name, func(cur *state.ScaleIntent, found bool) (*state.ScaleIntent, error) {
 		// fn runs again after a lost race: nothing from a previous round
 		// may leak into this one.
 		refusal, recorded = nil, found
-		out.Previous = reconcile.EffectiveReplicas(svc, intentCount(*cur, found))
-		next, r := reconcile.DecideScale(svc, *cur, found, req, time.Now())
+		out.Previous = cluster.EffectiveReplicas(svc, intentCount(*cur, found))
+		next, r := cluster.DecideScale(svc, *cur, found, req, time.Now())
 		if r != nil {
 			refusal = r
 			return nil, nil
@@ -63,7 +64,7 @@ func applyScale(ctx context.Context, store *state.Store, svc *spec.Service, req 
 		out.Replicas = out.Previous
 		return out, refusal, nil
 	}
-	out.Replicas = reconcile.EffectiveReplicas(svc, intentCount(intent, recorded))
+	out.Replicas = cluster.EffectiveReplicas(svc, intentCount(intent, recorded))
 	return out, nil, nil
 }
 
@@ -117,9 +118,9 @@ func cmdScale(ctx context.Context, c *cli, args []string) error {
 		return errors.New("usage: reconciler scale SERVICE up|down|N")
 	}
 	name := pos[0]
-	req := reconcile.ScaleRequest{Source: reconcile.ScaleSourceCLI, Note: *note}
+	req := cluster.ScaleRequest{Source: cluster.ScaleSourceCLI, Note: *note}
 	switch pos[1] {
-	case reconcile.ScaleUp, reconcile.ScaleDown:
+	case cluster.ScaleUp, cluster.ScaleDown:
 		req.Direction = pos[1]
 	default:
 		n, err := strconv.Atoi(pos[1])

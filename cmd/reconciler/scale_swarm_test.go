@@ -18,7 +18,9 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"swarmvlan/lab"
-	"swarmvlan/reconcile"
+	"swarmvlan/reconcile/cluster"
+	"swarmvlan/reconcile/engine"
+	"swarmvlan/reconcile/host"
 	"swarmvlan/spec"
 	"swarmvlan/state"
 )
@@ -52,7 +54,7 @@ func startSwarmBed(t testing.TB, start, min, max int) *swarmBed {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := reconcile.NewDocker("")
+	d, err := engine.New("")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,18 +67,18 @@ func startSwarmBed(t testing.TB, start, min, max int) *swarmBed {
 	trunk := testVeth(t, "svs"+suffix)
 	// Registered before the daemon starts, so they run after it is killed.
 	t.Cleanup(func() {
-		if err := reconcile.RemoveService(ctx, d, service); err != nil {
+		if err := cluster.RemoveService(ctx, d, service); err != nil {
 			t.Errorf("remove service %s: %v", service, err)
 		}
 		// Tasks leave the network a while after the service is gone, and
 		// the config network is in use until the swarm network is gone.
-		for _, remove := range []func(context.Context, reconcile.Docker, string) (reconcile.NetworkStatus, error){
-			reconcile.RemoveSwarmNetwork, reconcile.RemoveConfigNetwork,
+		for _, remove := range []func(context.Context, engine.Docker, string) (state.NetworkStatus, error){
+			cluster.RemoveSwarmNetwork, host.RemoveConfigNetwork,
 		} {
 			deadline := time.Now().Add(60 * time.Second)
 			for {
 				st, err := remove(ctx, d, vlan)
-				if err == nil && st.State == reconcile.NetworkAbsent {
+				if err == nil && st.State == state.NetworkAbsent {
 					break
 				}
 				if time.Now().After(deadline) {
@@ -124,7 +126,7 @@ spec:
 		return false
 	})
 	subnet := netip.MustParsePrefix("172.71.0.0/16")
-	if _, err := reconcile.EnsureConfigNetwork(ctx, d, reconcile.ConfigNetwork{VLAN: vlan, Driver: "macvlan", Parent: trunk, Mode: "bridge",
+	if _, err := host.EnsureConfigNetwork(ctx, d, host.ConfigNetwork{VLAN: vlan, Driver: "macvlan", Parent: trunk, Mode: "bridge",
 		Subnet: subnet, Gateway: netip.MustParseAddr("172.71.0.1"), IPRange: chunk, ShimAddr: spec.ShimAddress(subnet, chunk)}); err != nil {
 		t.Fatal(err)
 	}

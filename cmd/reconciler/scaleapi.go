@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"swarmvlan/reconcile"
+	"swarmvlan/reconcile/cluster"
 	"swarmvlan/spec"
 	"swarmvlan/state"
 )
@@ -53,10 +54,10 @@ type scaleAPI struct {
 // handler routes the scale API. Every route needs a bearer token.
 func (a *scaleAPI) handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("POST /v1/services/{name}/scale", a.authorize(reconcile.ScaleSourceAPI, http.HandlerFunc(a.serveScale)))
+	mux.Handle("POST /v1/services/{name}/scale", a.authorize(cluster.ScaleSourceAPI, http.HandlerFunc(a.serveScale)))
 	// Orbiter's route, so webhooks written for Orbiter keep working.
-	mux.Handle("POST /v1/orbiter/handle/{autoscaler}/{service}/{direction}", a.authorize(reconcile.ScaleSourceOrbiter, http.HandlerFunc(a.serveOrbiter)))
-	mux.Handle("POST /v1/alertmanager", a.authorize(reconcile.ScaleSourceAlertmanager, http.HandlerFunc(a.serveAlertmanager)))
+	mux.Handle("POST /v1/orbiter/handle/{autoscaler}/{service}/{direction}", a.authorize(cluster.ScaleSourceOrbiter, http.HandlerFunc(a.serveOrbiter)))
+	mux.Handle("POST /v1/alertmanager", a.authorize(cluster.ScaleSourceAlertmanager, http.HandlerFunc(a.serveAlertmanager)))
 	return mux
 }
 
@@ -157,14 +158,14 @@ type scaleBody struct {
 }
 
 func (a *scaleAPI) serveScale(w http.ResponseWriter, r *http.Request) {
-	const source = reconcile.ScaleSourceAPI
+	const source = cluster.ScaleSourceAPI
 	var body scaleBody
 	if code, err := decodeJSONBody(w, r, &body, maxScaleBody, true); err != nil {
 		a.metrics.countScale(source, scaleResultInvalid)
 		writeJSON(w, code, errorReply{Error: err.Error()})
 		return
 	}
-	a.respond(w, r, r.PathValue("name"), reconcile.ScaleRequest{
+	a.respond(w, r, r.PathValue("name"), cluster.ScaleRequest{
 		Direction: body.Direction, Replicas: body.Replicas, Source: source, Note: body.Reason,
 	})
 }
@@ -173,15 +174,15 @@ func (a *scaleAPI) serveScale(w http.ResponseWriter, r *http.Request) {
 // The autoscaler name is Orbiter's grouping; here it is only recorded.
 func (a *scaleAPI) serveOrbiter(w http.ResponseWriter, r *http.Request) {
 	autoscaler := r.PathValue("autoscaler")
-	a.respond(w, r, r.PathValue("service"), reconcile.ScaleRequest{
+	a.respond(w, r, r.PathValue("service"), cluster.ScaleRequest{
 		Direction: r.PathValue("direction"),
-		Source:    reconcile.ScaleSourceOrbiter,
+		Source:    cluster.ScaleSourceOrbiter,
 		Note:      "orbiter autoscaler " + autoscaler,
 	})
 }
 
 // respond decides one request and writes the answer.
-func (a *scaleAPI) respond(w http.ResponseWriter, r *http.Request, name string, req reconcile.ScaleRequest) {
+func (a *scaleAPI) respond(w http.ResponseWriter, r *http.Request, name string, req cluster.ScaleRequest) {
 	res := a.decide(r.Context(), r.RemoteAddr, name, req)
 	if res.refusal != nil && res.refusal.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(res.refusal.RetryAfter)))
@@ -194,7 +195,7 @@ type scaleResult struct {
 	code    int
 	result  string // the metrics result label
 	out     scaleOutcome
-	refusal *reconcile.ScaleRefusal
+	refusal *cluster.ScaleRefusal
 	err     string // 404 and 5xx: the message
 }
 
@@ -222,7 +223,7 @@ func (s scaleResult) reply() any {
 
 // decide looks the service up in the documents in force and applies the
 // request. It logs and counts the outcome.
-func (a *scaleAPI) decide(ctx context.Context, remote, name string, req reconcile.ScaleRequest) (res scaleResult) {
+func (a *scaleAPI) decide(ctx context.Context, remote, name string, req cluster.ScaleRequest) (res scaleResult) {
 	defer func() {
 		a.metrics.countScale(req.Source, res.result)
 		attrs := []any{"service", name, "source", req.Source, "result", res.result, "code", res.code, "remote", remote}
@@ -332,7 +333,7 @@ type alertResult struct {
 // would repeat the alerts that did scale. A firing alert is re-sent every
 // repeat_interval anyway.
 func (a *scaleAPI) serveAlertmanager(w http.ResponseWriter, r *http.Request) {
-	const source = reconcile.ScaleSourceAlertmanager
+	const source = cluster.ScaleSourceAlertmanager
 	var p alertmanagerPayload
 	if code, err := decodeJSONBody(w, r, &p, maxAlertmanagerBody, false); err != nil {
 		a.metrics.countScale(source, scaleResultInvalid)
@@ -355,7 +356,7 @@ func (a *scaleAPI) serveAlertmanager(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *scaleAPI) handleAlert(r *http.Request, i int, al alertmanagerAlert) alertResult {
-	const source = reconcile.ScaleSourceAlertmanager
+	const source = cluster.ScaleSourceAlertmanager
 	res := alertResult{
 		Alert:       al.Labels["alertname"],
 		Fingerprint: al.Fingerprint,
@@ -385,7 +386,7 @@ func (a *scaleAPI) handleAlert(r *http.Request, i int, al alertmanagerAlert) ale
 	if res.Alert != "" {
 		note += " " + res.Alert
 	}
-	dec := a.decide(r.Context(), r.RemoteAddr, res.Service, reconcile.ScaleRequest{Direction: res.Direction, Source: source, Note: note})
+	dec := a.decide(r.Context(), r.RemoteAddr, res.Service, cluster.ScaleRequest{Direction: res.Direction, Source: source, Note: note})
 	res.Result, res.Code = dec.result, dec.code
 	switch {
 	case dec.err != "":

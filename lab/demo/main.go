@@ -26,6 +26,7 @@ import (
 	"swarmvlan/lab"
 	"swarmvlan/reconcile"
 	"swarmvlan/spec"
+	"swarmvlan/state"
 )
 
 const usage = `usage: go run ./lab/demo up          bring up the demo cluster
@@ -204,7 +205,7 @@ func waitPassing(ctx context.Context, cli *api.Client, service string, n int) ([
 			var out []string
 			for _, e := range entries {
 				out = append(out, fmt.Sprintf("%s:%d  (node %s, task %s)", e.Service.Address, e.Service.Port, e.Node.Node,
-					e.Service.Meta[reconcile.RegistrationMetaTask]))
+					e.Service.Meta[state.MetaTask]))
 			}
 			sort.Strings(out)
 			return out, nil

@@ -1,0 +1,656 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/docker/docker/api/types/swarm"
+	"github.com/hashicorp/consul/api"
+	"golang.org/x/sync/errgroup"
+
+	"swarmvlan/reconcile"
+	"swarmvlan/reconcile/engine"
+	"swarmvlan/spec"
+	"swarmvlan/state"
+)
+
+// Synthetic key kinds of the leader's passes over many objects.
+const (
+	kindNodeLabels    = "NodeLabels"
+	kindServiceResync = "ServiceResync"
+)
+
+// Config configures the leader's reconcilers.
+type Config struct {
+	Store  *state.Store
+	Docker engine.Docker
+	View   *reconcile.View
+	Log    *slog.Logger
+	// Workers and Resync are passed to the controller.
+	Workers int
+	Resync  time.Duration
+	// Sweep is the period of the pass that finds managed Docker objects
+	// whose document is gone (deleted while no leader ran).
+	Sweep time.Duration
+	// NodeDownGrace is how long a node must be down in Swarm before the
+	// leader removes its tasks' entries from Consul's catalog (default 1m).
+	NodeDownGrace time.Duration
+	// Now is the clock (tests); nil is time.Now.
+	Now func() time.Time
+}
+
+// Cluster runs the leader-only reconcilers: the range plan, the swarm
+// networks, the services with their replica counts, and the readiness
+// labels. It runs only while its process holds the leader lock; every
+// Consul write it makes is fenced by that lock.
+type Cluster struct {
+	cfg  Config
+	ctrl *reconcile.Controller
+	lead atomic.Pointer[state.Leadership]
+	// owner is this installation's ID (see state.Store.InstallationID).
+	owner atomic.Pointer[string]
+
+	mu      sync.Mutex
+	reports map[string]hostReadiness // node ID -> last report from its host role
+	scales  map[string]uint64        // state/scale key -> ModifyIndex seen
+	down    nodeDownTracker
+}
+
+// hostReadiness is the part of a host role's node report the leader reads.
+// JSON field names match case-insensitively, so it reads HostReport as the
+// host role writes it.
+type hostReadiness struct {
+	Hostname string
+	VLANs    map[string]struct {
+		Ready bool
+	}
+}
+
+// New returns the leader's reconcilers.
+func New(cfg Config) *Cluster {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Sweep <= 0 {
+		cfg.Sweep = time.Minute
+	}
+	if cfg.NodeDownGrace <= 0 {
+		cfg.NodeDownGrace = time.Minute
+	}
+	c := &Cluster{cfg: cfg, reports: map[string]hostReadiness{}, scales: map[string]uint64{}}
+	c.ctrl = &reconcile.Controller{Store: cfg.Store, View: cfg.View, Log: cfg.Log, Workers: cfg.Workers, Resync: cfg.Resync,
+		Periodic: []reconcile.Key{{Kind: kindNodeLabels, Name: "all"}, {Kind: kindDiscoveryGC, Name: "all"}, {Kind: kindServiceResync, Name: "all"}},
+		Batched:  []string{spec.KindService}}
+	c.ctrl.Register(spec.KindVLAN, reconcile.ReconcilerFunc(c.reconcileVLAN))
+	c.ctrl.Register(spec.KindService, reconcile.ReconcilerFunc(c.reconcileService))
+	c.ctrl.Register(kindNodeLabels, reconcile.ReconcilerFunc(c.reconcileNodeLabels))
+	c.ctrl.Register(kindDiscoveryGC, reconcile.ReconcilerFunc(c.reconcileDiscoveryGC))
+	c.ctrl.Register(kindServiceResync, reconcile.ReconcilerFunc(c.reconcileServiceResync))
+	return c
+}
+
+// Controller is the controller the cluster runs on (for metrics hooks).
+func (c *Cluster) Controller() *reconcile.Controller { return c.ctrl }
+
+// Enqueue takes spec changes from the shared spec watch. A VLAN or Host
+// change also concerns the services on it and the range plan.
+func (c *Cluster) Enqueue(ks []reconcile.Key) {
+	for _, k := range ks {
+		c.ctrl.Enqueue(k)
+		switch k.Kind {
+		case spec.KindHost:
+			c.ctrl.EnqueueKind(spec.KindVLAN)
+		case spec.KindVLAN:
+			for _, d := range c.cfg.View.List(spec.KindService) {
+				if svcUsesVLAN(d.Object.(*spec.Service), k.Name) {
+					c.ctrl.Enqueue(d.Key)
+				}
+			}
+			c.ctrl.Enqueue(reconcile.Key{Kind: kindNodeLabels, Name: "all"})
+		}
+	}
+}
+
+func svcUsesVLAN(s *spec.Service, vlan string) bool {
+	for _, n := range s.Spec.Networks {
+		if n == vlan {
+			return true
+		}
+	}
+	return false
+}
+
+// Run runs the cluster reconcilers for one leadership term; it returns when
+// the leadership context ends.
+func (c *Cluster) Run(lead *state.Leadership) error {
+	ctx := lead.Context()
+	for attempt := 0; c.owner.Load() == nil; attempt++ {
+		id, err := c.cfg.Store.InstallationID(ctx)
+		if err == nil {
+			c.owner.Store(&id)
+			break
+		}
+		c.cfg.Log.Warn("read installation id", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(reconcile.Backoff(time.Second, 30*time.Second, attempt)):
+		}
+	}
+	c.lead.Store(lead)
+	defer c.lead.Store(nil)
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return c.ctrl.Run(ctx) })
+	g.Go(func() error { c.watchDocker(ctx); return nil })
+	g.Go(func() error {
+		return ignoreCanceled(c.cfg.Store.WatchPrefix(ctx, c.cfg.Store.NodePrefix(), state.WatchOptions{}, c.onNodeReports))
+	})
+	g.Go(func() error {
+		return ignoreCanceled(c.cfg.Store.WatchPrefix(ctx, c.cfg.Store.Prefix()+"state/scale/", state.WatchOptions{}, c.onScaleIntents))
+	})
+	g.Go(func() error { c.sweepLoop(ctx); return nil })
+	return g.Wait()
+}
+
+func ignoreCanceled(err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return nil
+	}
+	return err
+}
+
+// watchDocker maps Docker events to keys, so hand edits and removals are
+// repaired at once; a reconnect of the event stream means events may have
+// been missed, so everything is looked at again.
+func (c *Cluster) watchDocker(ctx context.Context) {
+	for ev := range engine.Events(ctx, c.cfg.Docker, "service", "network", "node") {
+		switch {
+		case ev.Type == engine.EventResync:
+			c.ctrl.EnqueueKind(spec.KindVLAN)
+			c.ctrl.EnqueueKind(spec.KindService)
+			c.ctrl.Enqueue(reconcile.Key{Kind: kindNodeLabels, Name: "all"})
+		case ev.Type == "service":
+			if name := ev.Name; name != "" {
+				if _, known := c.cfg.View.Get(reconcile.Key{Kind: spec.KindService, Name: name}); known || ev.Action == "remove" {
+					c.ctrl.Enqueue(reconcile.Key{Kind: spec.KindService, Name: name})
+				}
+			}
+		case ev.Type == "network":
+			name := strings.TrimSuffix(ev.Name, "-config")
+			if _, known := c.cfg.View.VLAN(name); known {
+				c.ctrl.Enqueue(reconcile.Key{Kind: spec.KindVLAN, Name: name})
+			}
+		case ev.Type == "node":
+			c.ctrl.EnqueueKind(spec.KindVLAN)
+			c.ctrl.Enqueue(reconcile.Key{Kind: kindNodeLabels, Name: "all"})
+			c.ctrl.Enqueue(reconcile.Key{Kind: kindDiscoveryGC, Name: "all"})
+		}
+	}
+}
+
+func (c *Cluster) onNodeReports(pairs api.KVPairs, _ uint64) {
+	reports := map[string]hostReadiness{}
+	for _, p := range pairs {
+		node := strings.TrimPrefix(p.Key, c.cfg.Store.NodePrefix())
+		if p.Session == "" || node == "" || strings.Contains(node, "/") {
+			continue
+		}
+		var r hostReadiness
+		if err := json.Unmarshal(p.Value, &r); err != nil {
+			c.cfg.Log.Warn("unreadable node report", "node", node, "err", err)
+			continue
+		}
+		reports[node] = r
+	}
+	c.mu.Lock()
+	c.reports = reports
+	c.mu.Unlock()
+	c.ctrl.Enqueue(reconcile.Key{Kind: kindNodeLabels, Name: "all"})
+	// A node that became ready may be the one the leader needs to create
+	// the swarm network from; a new node needs a chunk.
+	c.ctrl.EnqueueKind(spec.KindVLAN)
+}
+
+func (c *Cluster) onScaleIntents(pairs api.KVPairs, _ uint64) {
+	prefix := c.cfg.Store.Prefix() + "state/scale/"
+	c.mu.Lock()
+	seen := map[string]uint64{}
+	var changed []string
+	for _, p := range pairs {
+		seen[p.Key] = p.ModifyIndex
+		if c.scales[p.Key] != p.ModifyIndex {
+			changed = append(changed, strings.TrimPrefix(p.Key, prefix))
+		}
+	}
+	for k := range c.scales {
+		if _, ok := seen[k]; !ok {
+			changed = append(changed, strings.TrimPrefix(k, prefix))
+		}
+	}
+	c.scales = seen
+	c.mu.Unlock()
+	for _, name := range changed {
+		c.ctrl.Enqueue(reconcile.Key{Kind: spec.KindService, Name: name})
+	}
+}
+
+// sweepLoop finds managed services and VLAN allocations whose document is
+// gone (deleted while no leader ran) and queues them for removal. It runs
+// only on a view that was read, never on one held back from an empty read.
+func (c *Cluster) sweepLoop(ctx context.Context) {
+	select {
+	case <-c.cfg.View.Synced():
+	case <-ctx.Done():
+		return
+	}
+	t := time.NewTicker(c.cfg.Sweep)
+	defer t.Stop()
+	for {
+		if c.cfg.View.Held() == 0 {
+			if err := c.sweep(ctx); err != nil && ctx.Err() == nil {
+				c.cfg.Log.Warn("sweep", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (c *Cluster) sweep(ctx context.Context) error {
+	svcs, err := ListManagedServices(ctx, c.cfg.Docker)
+	if err != nil {
+		return err
+	}
+	for name, s := range svcs {
+		k := reconcile.Key{Kind: spec.KindService, Name: name}
+		_, valid := c.cfg.View.Get(k)
+		_, invalid := c.cfg.View.Invalid(k)
+		if !valid && !invalid && s.Spec.Labels[spec.LabelOwner] == c.ownerID() {
+			c.ctrl.Enqueue(k)
+		}
+	}
+	keys, _, err := c.cfg.Store.Client().KV().Keys(c.cfg.Store.Prefix()+"state/allocations/", "/", (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("list allocations: %w", err)
+	}
+	for _, k := range keys {
+		vlan := strings.TrimSuffix(strings.TrimPrefix(k, c.cfg.Store.Prefix()+"state/allocations/"), "/")
+		key := reconcile.Key{Kind: spec.KindVLAN, Name: vlan}
+		_, valid := c.cfg.View.Get(key)
+		_, invalid := c.cfg.View.Invalid(key)
+		if vlan != "" && !valid && !invalid {
+			c.ctrl.Enqueue(key)
+		}
+	}
+	return nil
+}
+
+// VLANDetails is the leader's part of status/vlans/<name>.
+type VLANDetails struct {
+	Summary     string              `json:"summary"`
+	Allocations map[string]string   `json:"allocations,omitempty"` // hostname -> chunk
+	Quarantined map[string]string   `json:"quarantined,omitempty"` // chunk -> until (RFC 3339)
+	Unallocated []string            `json:"unallocated,omitempty"`
+	Network     state.NetworkStatus `json:"network"`
+	Problems    []string            `json:"problems,omitempty"`
+}
+
+func (c *Cluster) ownerID() string {
+	if p := c.owner.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+func (c *Cluster) leadership() (*state.Leadership, error) {
+	l := c.lead.Load()
+	if l == nil {
+		return nil, state.ErrNotLeader
+	}
+	return l, nil
+}
+
+func (c *Cluster) reconcileVLAN(ctx context.Context, k reconcile.Key, doc *reconcile.Doc) reconcile.Outcome {
+	lead, err := c.leadership()
+	if err != nil {
+		return reconcile.Outcome{Err: err}
+	}
+	if doc == nil {
+		return c.removeVLAN(ctx, lead, k.Name)
+	}
+	vlan := doc.Object.(*spec.VLAN)
+	plan, err := vlan.Plan()
+	if err != nil {
+		return reconcile.Outcome{Err: fmt.Errorf("vlan %q: plan: %w", k.Name, err), Terminal: true}
+	}
+	swarmNodes, err := c.cfg.Docker.NodeList(ctx, engine.Filter())
+	if err != nil {
+		return reconcile.Outcome{Err: fmt.Errorf("vlan %q: list nodes: %w", k.Name, err)}
+	}
+	nodes := make([]SwarmNode, 0, len(swarmNodes))
+	hostnames := map[string]string{}
+	for _, n := range swarmNodes {
+		nodes = append(nodes, SwarmNode{ID: n.ID, Hostname: n.Description.Hostname})
+		hostnames[n.ID] = n.Description.Hostname
+	}
+	var hosts []*spec.Host
+	for _, d := range c.cfg.View.List(spec.KindHost) {
+		hosts = append(hosts, d.Object.(*spec.Host))
+	}
+	pinned, problems := pinnedChunks(plan, k.Name, hosts)
+	have, indexes, err := c.cfg.Store.Allocations(ctx, k.Name)
+	if err != nil {
+		return reconcile.Outcome{Err: fmt.Errorf("vlan %q: read allocations: %w", k.Name, err)}
+	}
+	now := c.cfg.Now()
+	quarantine := vlan.Spec.RangePlan.Quarantine.Duration()
+	if vlan.Spec.RangePlan.Quarantine == "" {
+		quarantine = spec.Duration(spec.DefaultQuarantine).Duration()
+	}
+	res := planAllocations(plan, pinned, nodes, have, now, quarantine)
+	for _, id := range sortedKeys(res.Put) {
+		a := res.Put[id]
+		b, err := json.Marshal(a)
+		if err != nil {
+			return reconcile.Outcome{Err: err}
+		}
+		ok, err := lead.CAS(ctx, c.cfg.Store.AllocationKey(k.Name, id), b, indexes[id])
+		if err != nil {
+			return reconcile.Outcome{Err: fmt.Errorf("vlan %q: allocate %s to %s: %w", k.Name, a.Chunk, id, err)}
+		}
+		if !ok {
+			return reconcile.Outcome{Err: fmt.Errorf("vlan %q: allocation of %s changed meanwhile; planning again", k.Name, id)}
+		}
+		have[id] = a
+	}
+	for _, id := range res.Delete {
+		if _, err := lead.Delete(ctx, c.cfg.Store.AllocationKey(k.Name, id), indexes[id]); err != nil {
+			return reconcile.Outcome{Err: fmt.Errorf("vlan %q: release chunk of departed node %s: %w", k.Name, id, err)}
+		}
+		delete(have, id)
+	}
+
+	det := VLANDetails{Allocations: map[string]string{}, Unallocated: res.Unallocated, Problems: append(problems, res.Problems...)}
+	for id, a := range have {
+		if a.Left != nil {
+			if det.Quarantined == nil {
+				det.Quarantined = map[string]string{}
+			}
+			det.Quarantined[a.Chunk] = a.Left.Add(quarantine).UTC().Format(time.RFC3339)
+			continue
+		}
+		name := hostnames[id]
+		if name == "" {
+			name = a.Hostname
+		}
+		det.Allocations[name] = a.Chunk
+	}
+	netSt, netErr := EnsureSwarmNetwork(ctx, c.cfg.Docker, SwarmNetwork{VLAN: k.Name, Driver: vlan.Spec.Driver})
+	det.Network = netSt
+
+	out := reconcile.Outcome{Details: &det}
+	ready := netSt.State == state.NetworkReady && len(det.Unallocated) == 0 && len(det.Problems) == 0
+	var why []string
+	if netSt.State != state.NetworkReady {
+		why = append(why, fmt.Sprintf("swarm network %s: %s", netSt.State, netSt.Message))
+	}
+	if len(det.Unallocated) > 0 {
+		why = append(why, fmt.Sprintf("pool exhausted: no chunk for %s", strings.Join(det.Unallocated, ", ")))
+	}
+	why = append(why, det.Problems...)
+	det.Summary = fmt.Sprintf("%d chunk(s) allocated, network %s", len(det.Allocations), netSt.State)
+	out.Conditions = []state.Condition{readyCondition(ready, strings.Join(why, "; "))}
+	switch {
+	case netErr != nil:
+		out.Err = netErr
+		var conflict *engine.ConflictError
+		out.Terminal = errors.As(netErr, &conflict)
+	case netSt.Requeue:
+		// Waiting for a config network: host reports and Docker network
+		// events wake this sooner; the poll is a fallback.
+		out.RequeueAfter, out.Poll = 5*time.Second, true
+	case !res.NextRelease.IsZero():
+		out.RequeueAfter = res.NextRelease.Sub(now) + time.Second
+	}
+	return out
+}
+
+// removeVLAN removes the swarm network once no service uses it, then the
+// allocations. While a service still uses the network it stays, and the
+// status says what blocks removal.
+func (c *Cluster) removeVLAN(ctx context.Context, lead *state.Leadership, name string) reconcile.Outcome {
+	st, err := RemoveSwarmNetwork(ctx, c.cfg.Docker, name)
+	if err != nil {
+		return reconcile.Outcome{Err: err, Details: &VLANDetails{Network: st}}
+	}
+	if st.State == state.NetworkInUse || st.Requeue {
+		det := &VLANDetails{Network: st, Summary: "document deleted; network kept: " + st.Message}
+		return reconcile.Outcome{
+			Details:      det,
+			Conditions:   []state.Condition{readyCondition(false, "document deleted; removal blocked: "+st.Message+" (remove or move those services first)")},
+			RequeueAfter: 10 * time.Second,
+			Poll:         true,
+		}
+	}
+	_, indexes, err := c.cfg.Store.Allocations(ctx, name)
+	if err != nil {
+		return reconcile.Outcome{Err: fmt.Errorf("vlan %q: read allocations: %w", name, err)}
+	}
+	for id, idx := range indexes {
+		if _, err := lead.Delete(ctx, c.cfg.Store.AllocationKey(name, id), idx); err != nil {
+			return reconcile.Outcome{Err: fmt.Errorf("vlan %q: release allocation of %s: %w", name, id, err)}
+		}
+	}
+	c.ctrl.Enqueue(reconcile.Key{Kind: kindNodeLabels, Name: "all"})
+	return reconcile.Outcome{Gone: true}
+}
+
+// ServiceDetails is the leader's part of status/services/<name>.
+type ServiceDetails struct {
+	Summary  string        `json:"summary"`
+	Replicas int           `json:"replicas"`
+	Scaled   *int          `json:"scaled,omitempty"`
+	Service  ServiceStatus `json:"service"`
+}
+
+func (c *Cluster) reconcileService(ctx context.Context, k reconcile.Key, doc *reconcile.Doc) reconcile.Outcome {
+	if _, err := c.leadership(); err != nil {
+		return reconcile.Outcome{Err: err}
+	}
+	if doc == nil {
+		have, err := c.cfg.Docker.ServiceInspect(ctx, k.Name)
+		switch {
+		case engine.IsNotFound(err):
+			return reconcile.Outcome{Gone: true}
+		case err != nil:
+			return reconcile.Outcome{Err: fmt.Errorf("service %q: inspect: %w", k.Name, err)}
+		case have.Spec.Labels[spec.LabelOwner] != c.ownerID():
+			// Made by another installation (or by hand): not ours to remove.
+			return reconcile.Outcome{Gone: true}
+		}
+		if err := RemoveService(ctx, c.cfg.Docker, k.Name); err != nil {
+			return reconcile.Outcome{Err: err}
+		}
+		return reconcile.Outcome{Gone: true}
+	}
+	svc := doc.Object.(*spec.Service)
+	var missing []string
+	for _, n := range svc.Spec.Networks {
+		if _, ok := c.cfg.View.VLAN(n); !ok {
+			missing = append(missing, n)
+		}
+	}
+	if len(missing) > 0 {
+		err := fmt.Errorf("service %q: spec.networks: no VLAN document named %s", k.Name, strings.Join(missing, ", "))
+		return reconcile.Outcome{Err: err, Conditions: []state.Condition{readyCondition(false, err.Error())}}
+	}
+	intent, _, found, err := c.cfg.Store.ScaleIntent(ctx, k.Name)
+	if err != nil {
+		return reconcile.Outcome{Err: fmt.Errorf("service %q: read scale intent: %w", k.Name, err)}
+	}
+	var scaled *int
+	if found {
+		scaled = &intent.Replicas
+	}
+	replicas := EffectiveReplicas(svc, scaled)
+	st, err := EnsureService(ctx, c.cfg.Docker, ServiceInput{Service: svc, Replicas: replicas, Owner: c.ownerID()})
+	det := &ServiceDetails{Replicas: replicas, Scaled: scaled, Service: st}
+	det.Summary = fmt.Sprintf("%d/%d tasks running", st.Running, st.Desired)
+	if err != nil {
+		var conflict *engine.ConflictError
+		return reconcile.Outcome{Err: err, Terminal: errors.As(err, &conflict), Details: det,
+			Conditions: []state.Condition{readyCondition(false, err.Error())}}
+	}
+	ready := st.Running == st.Desired
+	out := reconcile.Outcome{Details: det, Conditions: []state.Condition{readyCondition(ready, st.Message)}}
+	if !ready {
+		// Look again until the tasks run, so the status follows them.
+		out.RequeueAfter, out.Poll = 2*time.Second, true
+	}
+	return out
+}
+
+// reconcileServiceResync converges every service in one pass (one Docker
+// list, no update for a service that already matches) and hands the services
+// that needed a change, failed, or are not yet running everywhere to their
+// own reconcile, which records their status.
+func (c *Cluster) reconcileServiceResync(ctx context.Context, _ reconcile.Key, _ *reconcile.Doc) reconcile.Outcome {
+	if _, err := c.leadership(); err != nil {
+		return reconcile.Outcome{Err: err}
+	}
+	intents, err := c.cfg.Store.ScaleIntents(ctx)
+	if err != nil {
+		return reconcile.Outcome{Err: err}
+	}
+	var ins []ServiceInput
+	for _, d := range c.cfg.View.List(spec.KindService) {
+		svc := d.Object.(*spec.Service)
+		ready := true
+		for _, n := range svc.Spec.Networks {
+			if _, ok := c.cfg.View.VLAN(n); !ok {
+				ready = false
+			}
+		}
+		if !ready {
+			c.ctrl.Enqueue(d.Key) // its own reconcile reports the missing VLAN
+			continue
+		}
+		var scaled *int
+		if si, ok := intents[d.Key.Name]; ok {
+			scaled = &si.Replicas
+		}
+		ins = append(ins, ServiceInput{Service: svc, Replicas: EffectiveReplicas(svc, scaled), Owner: c.ownerID()})
+	}
+	res, err := ServiceResync(ctx, c.cfg.Docker, ins)
+	for name, st := range res.Statuses {
+		if st.Message != "" || st.Running != st.Desired {
+			c.ctrl.Enqueue(reconcile.Key{Kind: spec.KindService, Name: name})
+		}
+	}
+	// Orphans (managed services without a document) are left to the sweep,
+	// which removes only this installation's.
+	return reconcile.Outcome{Err: err}
+}
+
+// reconcileNodeLabels sets the readiness label of every managed VLAN on the
+// nodes whose host role reports it ready, and removes it where the host role
+// reports it not ready. Swarm's constraint enforcer stops a task whose node
+// stops matching its constraints, so a label is never removed for want of
+// information: a node with no live report keeps its labels (a host role
+// restarting), and a VLAN whose document is gone keeps its labels for as long
+// as a managed service's constraints still name it (drain first).
+func (c *Cluster) reconcileNodeLabels(ctx context.Context, _ reconcile.Key, _ *reconcile.Doc) reconcile.Outcome {
+	if _, err := c.leadership(); err != nil {
+		return reconcile.Outcome{Err: err}
+	}
+	inView := map[string]bool{}
+	var vlans []string
+	for _, d := range c.cfg.View.List(spec.KindVLAN) {
+		vlans = append(vlans, d.Key.Name)
+		inView[d.Key.Name] = true
+	}
+	svcs, err := ListManagedServices(ctx, c.cfg.Docker)
+	if err != nil {
+		return reconcile.Outcome{Err: fmt.Errorf("node labels: list services: %w", err)}
+	}
+	draining := map[string]bool{}
+	for _, s := range svcs {
+		for _, v := range svcReadinessVLANs(s.Spec) {
+			if !inView[v] && !draining[v] {
+				draining[v] = true
+				vlans = append(vlans, v)
+			}
+		}
+	}
+	nodes, err := c.cfg.Docker.NodeList(ctx, engine.Filter())
+	if err != nil {
+		return reconcile.Outcome{Err: fmt.Errorf("node labels: list nodes: %w", err)}
+	}
+	c.mu.Lock()
+	reports := c.reports
+	c.mu.Unlock()
+	ready := map[string]map[string]bool{}
+	for _, n := range nodes {
+		r, live := reports[n.ID]
+		m := map[string]bool{}
+		for _, v := range vlans {
+			if live && !draining[v] {
+				m[v] = r.VLANs[v].Ready
+			} else {
+				m[v] = n.Spec.Labels[spec.NodeLabelPrefix+v] == spec.NodeLabelReady
+			}
+		}
+		ready[n.ID] = m
+	}
+	if err := EnsureNodeLabels(ctx, c.cfg.Docker, ready, vlans); err != nil {
+		return reconcile.Outcome{Err: err}
+	}
+	return reconcile.Outcome{}
+}
+
+// svcReadinessVLANs returns the VLANs whose readiness label a service's
+// placement constraints require.
+func svcReadinessVLANs(s swarm.ServiceSpec) []string {
+	if s.TaskTemplate.Placement == nil {
+		return nil
+	}
+	var out []string
+	for _, c := range s.TaskTemplate.Placement.Constraints {
+		c = strings.ReplaceAll(c, " ", "")
+		rest, ok := strings.CutPrefix(c, "node.labels."+spec.NodeLabelPrefix)
+		if !ok {
+			continue
+		}
+		if vlan, ok := strings.CutSuffix(rest, "=="+spec.NodeLabelReady); ok && vlan != "" {
+			out = append(out, vlan)
+		}
+	}
+	return out
+}
+
+func readyCondition(ready bool, msg string) state.Condition {
+	if ready {
+		return state.Condition{Type: "Ready", Status: "True"}
+	}
+	return state.Condition{Type: "Ready", Status: "False", Reason: "NotReady", Message: msg}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

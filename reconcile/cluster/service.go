@@ -1,0 +1,1092 @@
+package cluster
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"math/big"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/mount"
+	"github.com/docker/docker/api/types/swarm"
+
+	"swarmvlan/reconcile/engine"
+	"swarmvlan/spec"
+)
+
+// ServiceInput is everything EnsureService needs for one service.
+type ServiceInput struct {
+	// Service is the document, already defaulted and validated.
+	Service *spec.Service
+	// Replicas is the effective count (already clamped, see
+	// EffectiveReplicas); unused in global mode.
+	Replicas int
+	// VLANs are the swarm network names the service joins; nil means the
+	// document's spec.networks.
+	VLANs []string
+	// Owner is the installation the service belongs to (the
+	// io.swarmvlan.owner label); empty leaves the label off.
+	Owner string
+}
+
+// TaskStatus is one current task of a service.
+type TaskStatus struct {
+	ID    string `json:"id"`
+	Slot  int    `json:"slot,omitempty"`
+	Node  string `json:"node"` // swarm node ID
+	State string `json:"state"`
+	// Addresses maps a VLAN to the task's address on it.
+	Addresses map[string]string `json:"addresses,omitempty"`
+}
+
+// ServiceStatus is the observed state of one service.
+type ServiceStatus struct {
+	Name    string       `json:"name"`
+	ID      string       `json:"id,omitempty"`
+	Desired int          `json:"desired"`
+	Running int          `json:"running"`
+	Tasks   []TaskStatus `json:"tasks,omitempty"`
+	Message string       `json:"message,omitempty"`
+}
+
+// EffectiveReplicas is the replica count in force: the scaled count when the
+// scale API has recorded one (scaled non-nil), else spec.replicas (Docker's
+// default of 1 when unset), kept within scaling.min..scaling.max. Global
+// services have no count: 0.
+func EffectiveReplicas(s *spec.Service, scaled *int) int {
+	if s == nil || s.Spec.Mode == "global" {
+		return 0
+	}
+	n := 1
+	if s.Spec.Replicas != nil {
+		n = *s.Spec.Replicas
+	}
+	if scaled != nil {
+		n = *scaled
+	}
+	if sc := s.Spec.Scaling; sc != nil {
+		if n < sc.Min {
+			n = sc.Min
+		}
+		// max 0 means no upper bound was given.
+		if sc.Max > 0 && n > sc.Max {
+			n = sc.Max
+		}
+	}
+	return max(n, 0)
+}
+
+// svcDuration parses an optional document duration.
+func svcDuration(field string, d spec.Duration) (time.Duration, error) {
+	if d == "" {
+		return 0, nil
+	}
+	v, err := time.ParseDuration(string(d))
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", field, err)
+	}
+	return v, nil
+}
+
+// svcDurationPtr is svcDuration for Docker's optional duration fields.
+func svcDurationPtr(field string, d spec.Duration) (*time.Duration, error) {
+	if d == "" {
+		return nil, nil
+	}
+	v, err := svcDuration(field, d)
+	return &v, err
+}
+
+// svcNanoCPUs parses a decimal CPU count ("0.5") exactly into nano-CPUs.
+func svcNanoCPUs(field, s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	r, ok := new(big.Rat).SetString(s)
+	if !ok || r.Sign() < 0 {
+		return 0, fmt.Errorf("%s: %q is not a CPU count", field, s)
+	}
+	r.Mul(r, big.NewRat(1e9, 1))
+	if !r.IsInt() {
+		return 0, fmt.Errorf("%s: %q has more than 9 decimals", field, s)
+	}
+	if !r.Num().IsInt64() {
+		return 0, fmt.Errorf("%s: %q is too large", field, s)
+	}
+	return r.Num().Int64(), nil
+}
+
+// svcMemoryUnits are the quantity suffixes, Kubernetes-style like the rest
+// of the documents: K, M, G, T are powers of 1000, Ki, Mi, Gi, Ti powers of
+// 1024.
+var svcMemoryUnits = []struct {
+	suffix string
+	mult   int64
+}{
+	{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}, {"Ti", 1 << 40},
+	{"K", 1e3}, {"k", 1e3}, {"M", 1e6}, {"G", 1e9}, {"T", 1e12},
+}
+
+// svcMemoryBytes parses a memory quantity ("256Mi", "1G", "512M", bytes).
+func svcMemoryBytes(field, s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	num, mult := s, int64(1)
+	for _, u := range svcMemoryUnits {
+		if n, ok := strings.CutSuffix(s, u.suffix); ok {
+			num, mult = n, u.mult
+			break
+		}
+	}
+	v, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || v < 0 {
+		return 0, fmt.Errorf("%s: %q is not a memory quantity", field, s)
+	}
+	if v > math.MaxInt64/mult {
+		return 0, fmt.Errorf("%s: %q is too large", field, s)
+	}
+	return v * mult, nil
+}
+
+// svcNetworks returns the VLAN networks a service joins.
+func svcNetworks(in ServiceInput) []string {
+	if in.VLANs != nil {
+		return in.VLANs
+	}
+	return in.Service.Spec.Networks
+}
+
+// BuildServiceSpec maps a Service document onto the swarm service spec
+// swarmvlan applies. Networks are attached by name and secrets referenced by
+// name only: EnsureService resolves both to IDs through the Docker API. The
+// spec-hash label is the SHA-256 of the spec with the replica count left
+// out, so a scale change alone never looks like a spec change.
+func BuildServiceSpec(in ServiceInput) (swarm.ServiceSpec, error) {
+	if in.Service == nil {
+		return swarm.ServiceSpec{}, errors.New("service: no document")
+	}
+	name := in.Service.Metadata.Name
+	ss := in.Service.Spec
+	fail := func(err error) (swarm.ServiceSpec, error) {
+		return swarm.ServiceSpec{}, fmt.Errorf("service %q: %w", name, err)
+	}
+	if name == "" {
+		return fail(errors.New("metadata.name: empty"))
+	}
+	if ss.Image == "" {
+		return fail(errors.New("spec.image: empty"))
+	}
+
+	cs := &swarm.ContainerSpec{
+		Image:   ss.Image,
+		Command: append([]string(nil), ss.Command...),
+		Args:    append([]string(nil), ss.Args...),
+		Labels:  spec.OwnerLabels(spec.KindService, name),
+	}
+	for k, v := range ss.Labels {
+		if _, own := cs.Labels[k]; !own {
+			cs.Labels[k] = v
+		}
+	}
+	for k, v := range ss.Env {
+		cs.Env = append(cs.Env, k+"="+v)
+	}
+	// Map order is random; a stable order keeps the hash and Docker's task
+	// spec from changing when nothing did.
+	sort.Strings(cs.Env)
+	if hc := ss.Healthcheck; hc != nil {
+		h := &container.HealthConfig{Test: append([]string(nil), hc.Test...), Retries: hc.Retries}
+		var err error
+		if h.Interval, err = svcDuration("spec.healthcheck.interval", hc.Interval); err != nil {
+			return fail(err)
+		}
+		if h.Timeout, err = svcDuration("spec.healthcheck.timeout", hc.Timeout); err != nil {
+			return fail(err)
+		}
+		if h.StartPeriod, err = svcDuration("spec.healthcheck.startPeriod", hc.StartPeriod); err != nil {
+			return fail(err)
+		}
+		cs.Healthcheck = h
+	}
+	for i, m := range ss.Mounts {
+		switch m.Type {
+		case "bind", "volume", "tmpfs":
+		default:
+			return fail(fmt.Errorf("spec.mounts[%d].type: %q is not bind, volume or tmpfs", i, m.Type))
+		}
+		cs.Mounts = append(cs.Mounts, mount.Mount{Type: mount.Type(m.Type), Source: m.Source, Target: m.Target, ReadOnly: m.ReadOnly})
+	}
+	for _, s := range ss.Secrets {
+		// The same file target the docker CLI gives a secret named alone:
+		// /run/secrets/<name>, root-owned, world-readable.
+		cs.Secrets = append(cs.Secrets, &swarm.SecretReference{
+			SecretName: s,
+			File:       &swarm.SecretReferenceFileTarget{Name: s, UID: "0", GID: "0", Mode: 0o444},
+		})
+	}
+
+	out := swarm.ServiceSpec{
+		Annotations:  swarm.Annotations{Name: name, Labels: map[string]string{}},
+		TaskTemplate: swarm.TaskSpec{ContainerSpec: cs},
+	}
+	for k, v := range in.Service.Metadata.Labels {
+		out.Annotations.Labels[k] = v
+	}
+	for k, v := range spec.OwnerLabels(spec.KindService, name) {
+		out.Annotations.Labels[k] = v
+	}
+	if in.Owner != "" {
+		out.Annotations.Labels[spec.LabelOwner] = in.Owner
+	}
+
+	switch ss.Mode {
+	case "", "replicated":
+		r := uint64(max(in.Replicas, 0))
+		out.Mode.Replicated = &swarm.ReplicatedService{Replicas: &r}
+	case "global":
+		out.Mode.Global = &swarm.GlobalService{}
+	default:
+		return fail(fmt.Errorf("spec.mode: %q is not replicated or global", ss.Mode))
+	}
+
+	nets := svcNetworks(in)
+	for _, n := range nets {
+		out.TaskTemplate.Networks = append(out.TaskTemplate.Networks, swarm.NetworkAttachmentConfig{Target: n})
+	}
+
+	var pl swarm.Placement
+	if p := ss.Placement; p != nil {
+		pl.Constraints = append(pl.Constraints, p.Constraints...)
+		if p.MaxPerNode > 0 {
+			if out.Mode.Global != nil {
+				return fail(errors.New("spec.placement.maxPerNode: only for replicated services"))
+			}
+			pl.MaxReplicas = uint64(p.MaxPerNode)
+		}
+		for _, pref := range p.Preferences {
+			pl.Preferences = append(pl.Preferences, swarm.PlacementPreference{Spread: &swarm.SpreadOver{SpreadDescriptor: pref.Spread}})
+		}
+	}
+	for _, n := range nets {
+		if c := spec.NodeReadyConstraint(n); !svcContains(pl.Constraints, c) {
+			pl.Constraints = append(pl.Constraints, c)
+		}
+	}
+	if !reflect.ValueOf(pl).IsZero() {
+		out.TaskTemplate.Placement = &pl
+	}
+
+	if r := ss.Resources; r != nil {
+		req := &swarm.ResourceRequirements{}
+		if l := r.Limits; l != nil {
+			cpu, err := svcNanoCPUs("spec.resources.limits.cpus", l.CPUs)
+			if err != nil {
+				return fail(err)
+			}
+			mem, err := svcMemoryBytes("spec.resources.limits.memory", l.Memory)
+			if err != nil {
+				return fail(err)
+			}
+			req.Limits = &swarm.Limit{NanoCPUs: cpu, MemoryBytes: mem}
+		}
+		if l := r.Reservations; l != nil {
+			cpu, err := svcNanoCPUs("spec.resources.reservations.cpus", l.CPUs)
+			if err != nil {
+				return fail(err)
+			}
+			mem, err := svcMemoryBytes("spec.resources.reservations.memory", l.Memory)
+			if err != nil {
+				return fail(err)
+			}
+			req.Reservations = &swarm.Resources{NanoCPUs: cpu, MemoryBytes: mem}
+		}
+		out.TaskTemplate.Resources = req
+	}
+
+	if u := ss.Update; u != nil {
+		// Docker reads parallelism 0 as "all tasks at once"; the docker CLI
+		// and Swarm both default to one at a time, and so does a document
+		// that does not say.
+		uc := &swarm.UpdateConfig{Parallelism: 1, FailureAction: u.FailureAction, Order: u.Order}
+		// The engine stores its own value for an empty failure action or
+		// order; writing it here keeps the stored spec equal to the wanted
+		// one, or every resync would see drift.
+		if uc.FailureAction == "" {
+			uc.FailureAction = swarm.UpdateFailureActionPause
+		}
+		if uc.Order == "" {
+			uc.Order = swarm.UpdateOrderStopFirst
+		}
+		if u.Parallelism != nil {
+			uc.Parallelism = uint64(max(*u.Parallelism, 0))
+		}
+		var err error
+		if uc.Delay, err = svcDuration("spec.update.delay", u.Delay); err != nil {
+			return fail(err)
+		}
+		if uc.Monitor, err = svcDuration("spec.update.monitor", u.Monitor); err != nil {
+			return fail(err)
+		}
+		out.UpdateConfig = uc
+	}
+
+	if r := ss.Restart; r != nil {
+		rp := &swarm.RestartPolicy{Condition: swarm.RestartPolicyCondition(r.Condition)}
+		if rp.Condition == "" {
+			// What the engine stores for an empty condition (see above).
+			rp.Condition = swarm.RestartPolicyConditionAny
+		}
+		var err error
+		if rp.Delay, err = svcDurationPtr("spec.restart.delay", r.Delay); err != nil {
+			return fail(err)
+		}
+		if rp.Window, err = svcDurationPtr("spec.restart.window", r.Window); err != nil {
+			return fail(err)
+		}
+		if r.MaxAttempts != nil {
+			n := uint64(max(*r.MaxAttempts, 0))
+			rp.MaxAttempts = &n
+		}
+		out.TaskTemplate.RestartPolicy = rp
+	}
+
+	h, err := svcSpecHash(out)
+	if err != nil {
+		return fail(err)
+	}
+	out.Annotations.Labels[spec.LabelSpecHash] = h
+	return out, nil
+}
+
+func svcContains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// svcSpecHash is the SHA-256 of the spec's JSON with the replica count and
+// the hash label itself left out. encoding/json writes map keys sorted, so
+// equal specs always hash equal.
+func svcSpecHash(s swarm.ServiceSpec) (string, error) {
+	c := svcWithoutReplicas(s)
+	c.Annotations.Labels = svcCopyMap(s.Annotations.Labels)
+	delete(c.Annotations.Labels, spec.LabelSpecHash)
+	b, err := json.Marshal(c)
+	if err != nil {
+		return "", fmt.Errorf("hash spec: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// svcWithoutReplicas returns a shallow copy whose Mode carries no count.
+func svcWithoutReplicas(s swarm.ServiceSpec) swarm.ServiceSpec {
+	if s.Mode.Replicated != nil {
+		s.Mode.Replicated = &swarm.ReplicatedService{}
+	}
+	return s
+}
+
+func svcCopyMap(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// svcReplicas is the replica count of a spec, or -1 when it has none.
+func svcReplicas(s swarm.ServiceSpec) int64 {
+	if s.Mode.Replicated == nil || s.Mode.Replicated.Replicas == nil {
+		return -1
+	}
+	return int64(*s.Mode.Replicated.Replicas)
+}
+
+// serviceActionKind is what a service plan does.
+type serviceActionKind int
+
+const (
+	serviceNone     serviceActionKind = iota
+	serviceCreate                     // absent: create it
+	serviceUpdate                     // ours and different: update it in place
+	serviceConflict                   // same name, not ours: leave it, report
+)
+
+func (k serviceActionKind) String() string {
+	return [...]string{"none", "create", "update", "conflict"}[k]
+}
+
+// serviceAction is planService's decision with the reason for it.
+type serviceAction struct {
+	Kind   serviceActionKind
+	Reason string
+}
+
+// planService decides how to bring have (nil when absent) to want. want must
+// already have its networks and secrets resolved to IDs (svcResolve), since
+// that is how Docker stores them. A service whose spec hash and stored spec
+// match gets no update at all: even an identical update makes Swarm
+// re-evaluate its tasks (moby #28039).
+func planService(want swarm.ServiceSpec, have *swarm.Service) serviceAction {
+	if have == nil {
+		return serviceAction{Kind: serviceCreate, Reason: "absent"}
+	}
+	if !spec.Managed(have.Spec.Labels) {
+		return serviceAction{Kind: serviceConflict, Reason: (&engine.ConflictError{Kind: "service", Name: want.Name}).Error()}
+	}
+	if ho, wo := have.Spec.Labels[spec.LabelOwner], want.Labels[spec.LabelOwner]; ho != "" && wo != "" && ho != wo {
+		return serviceAction{Kind: serviceConflict, Reason: fmt.Sprintf("service %s belongs to another swarmvlan installation (%s)", want.Name, ho)}
+	}
+	var why []string
+	if have.Spec.Labels[spec.LabelSpecHash] != want.Labels[spec.LabelSpecHash] {
+		why = append(why, "spec changed")
+	} else if drift := svcDrift(want, have.Spec); len(drift) > 0 {
+		why = append(why, "drift in "+strings.Join(drift, ", "))
+	}
+	if w, h := svcReplicas(want), svcReplicas(have.Spec); w != h {
+		why = append(why, fmt.Sprintf("replicas %s -> %s", svcCount(h), svcCount(w)))
+	}
+	if len(why) == 0 {
+		return serviceAction{Kind: serviceNone}
+	}
+	return serviceAction{Kind: serviceUpdate, Reason: strings.Join(why, "; ")}
+}
+
+func svcCount(n int64) string {
+	if n < 0 {
+		return "global"
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+// svcDrift lists the top-level fields where the stored spec differs from
+// the wanted one, after removing what Docker fills in by itself so that
+// only hand edits (docker service update) show up.
+func svcDrift(want, have swarm.ServiceSpec) []string {
+	w := svcComparable(want, want)
+	h := svcComparable(have, want)
+	var diff []string
+	svcDiffPaths("", w, h, &diff)
+	sort.Strings(diff)
+	return diff
+}
+
+// svcComparable renders a spec as generic JSON with the parts that are not
+// compared removed: the replica count (compared on its own), ForceUpdate
+// (a counter only a user bumps; reverting it would restart every task), and
+// defaults Docker stores when the wanted spec left a field out.
+func svcComparable(s, want swarm.ServiceSpec) any {
+	s = svcWithoutReplicas(s)
+	s.TaskTemplate.ForceUpdate = 0
+	if s.TaskTemplate.Runtime == swarm.RuntimeContainer && want.TaskTemplate.Runtime == "" {
+		s.TaskTemplate.Runtime = ""
+	}
+	if cs := s.TaskTemplate.ContainerSpec; cs != nil {
+		c := *cs
+		if c.Isolation == container.IsolationDefault && (want.TaskTemplate.ContainerSpec == nil || want.TaskTemplate.ContainerSpec.Isolation == "") {
+			c.Isolation = ""
+		}
+		c.Image = svcImageTagged(c.Image)
+		s.TaskTemplate.ContainerSpec = &c
+	}
+	if p := s.TaskTemplate.Placement; p != nil && (want.TaskTemplate.Placement == nil || want.TaskTemplate.Placement.Platforms == nil) {
+		c := *p
+		c.Platforms = nil
+		s.TaskTemplate.Placement = &c
+	}
+	// Docker stores its defaults for these when the spec leaves them out.
+	if want.UpdateConfig == nil {
+		s.UpdateConfig = nil
+	}
+	if want.RollbackConfig == nil {
+		s.RollbackConfig = nil
+	}
+	if want.EndpointSpec == nil {
+		s.EndpointSpec = nil
+	}
+	if want.TaskTemplate.RestartPolicy == nil {
+		s.TaskTemplate.RestartPolicy = nil
+	}
+	if want.TaskTemplate.Resources == nil {
+		s.TaskTemplate.Resources = nil
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		return nil
+	}
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return nil
+	}
+	return svcPrune(v)
+}
+
+// svcImageTagged adds the ":latest" tag the Docker client adds to an image
+// named without tag or digest, so the two spellings compare equal.
+func svcImageTagged(image string) string {
+	if image == "" || strings.Contains(image, "@") {
+		return image
+	}
+	last := image[strings.LastIndex(image, "/")+1:]
+	if strings.Contains(last, ":") {
+		return image
+	}
+	return image + ":latest"
+}
+
+// svcPrune drops zero values (false, 0, "", null, empty objects and lists)
+// from decoded JSON: Docker writes some of them back where the request had
+// none, and they mean the same.
+func svcPrune(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			p := svcPrune(e)
+			if p == nil {
+				delete(x, k)
+			} else {
+				x[k] = p
+			}
+		}
+		if len(x) == 0 {
+			return nil
+		}
+		return x
+	case []any:
+		if len(x) == 0 {
+			return nil
+		}
+		for i, e := range x {
+			x[i] = svcPrune(e)
+		}
+		return x
+	case bool:
+		if !x {
+			return nil
+		}
+	case float64:
+		if x == 0 {
+			return nil
+		}
+	case string:
+		if x == "" {
+			return nil
+		}
+	}
+	return v
+}
+
+// svcDiffPaths appends the paths under which w and h differ, stopping at
+// the third level so a message names a field, not every nested value.
+func svcDiffPaths(path string, w, h any, out *[]string) {
+	if reflect.DeepEqual(w, h) {
+		return
+	}
+	wm, wok := w.(map[string]any)
+	hm, hok := h.(map[string]any)
+	if !wok || !hok || strings.Count(path, ".") >= 3 {
+		*out = append(*out, strings.TrimPrefix(path, "."))
+		return
+	}
+	keys := map[string]bool{}
+	for k := range wm {
+		keys[k] = true
+	}
+	for k := range hm {
+		keys[k] = true
+	}
+	for k := range keys {
+		svcDiffPaths(path+"."+k, wm[k], hm[k], out)
+	}
+}
+
+// svcRefs maps the names a service refers to onto Docker IDs.
+type svcRefs struct {
+	networks map[string]string // swarm network name -> ID
+	secrets  map[string]string // secret name -> ID
+}
+
+// svcLoadRefs lists networks and secrets once, and only when some spec
+// refers to one, so a pass over many services costs at most two calls.
+func svcLoadRefs(ctx context.Context, d engine.Docker, specs ...swarm.ServiceSpec) (svcRefs, error) {
+	refs := svcRefs{networks: map[string]string{}, secrets: map[string]string{}}
+	var needNets, needSecrets bool
+	for _, s := range specs {
+		needNets = needNets || len(s.TaskTemplate.Networks) > 0
+		needSecrets = needSecrets || (s.TaskTemplate.ContainerSpec != nil && len(s.TaskTemplate.ContainerSpec.Secrets) > 0)
+	}
+	if needNets {
+		nets, err := d.NetworkList(ctx, engine.Filter("scope", "swarm"))
+		if err != nil {
+			return refs, fmt.Errorf("list swarm networks: %w", err)
+		}
+		for _, n := range nets {
+			// A local network of the same name cannot carry a service.
+			if n.Scope == "swarm" {
+				refs.networks[n.Name] = n.ID
+			}
+		}
+	}
+	if needSecrets {
+		secrets, err := d.SecretList(ctx, engine.Filter())
+		if err != nil {
+			return refs, fmt.Errorf("list secrets: %w", err)
+		}
+		for _, s := range secrets {
+			refs.secrets[s.Spec.Name] = s.ID
+		}
+	}
+	return refs, nil
+}
+
+// svcResolve returns want with network names and secret names replaced by
+// IDs, without touching want itself.
+func svcResolve(want swarm.ServiceSpec, refs svcRefs) (swarm.ServiceSpec, error) {
+	out := want
+	if len(want.TaskTemplate.Networks) > 0 {
+		out.TaskTemplate.Networks = make([]swarm.NetworkAttachmentConfig, len(want.TaskTemplate.Networks))
+		for i, n := range want.TaskTemplate.Networks {
+			id, ok := refs.networks[n.Target]
+			if !ok {
+				return want, fmt.Errorf("network %q not found", n.Target)
+			}
+			n.Target = id
+			out.TaskTemplate.Networks[i] = n
+		}
+	}
+	if cs := want.TaskTemplate.ContainerSpec; cs != nil && len(cs.Secrets) > 0 {
+		c := *cs
+		c.Secrets = make([]*swarm.SecretReference, len(cs.Secrets))
+		for i, s := range cs.Secrets {
+			id, ok := refs.secrets[s.SecretName]
+			if !ok {
+				return want, fmt.Errorf("secret %q not found", s.SecretName)
+			}
+			r := *s
+			r.SecretID = id
+			c.Secrets[i] = &r
+		}
+		out.TaskTemplate.ContainerSpec = &c
+	}
+	return out, nil
+}
+
+// svcInspect returns the service named exactly name, or nil. Docker also
+// matches ID prefixes, so a name that happens to prefix another service's
+// ID must not be mistaken for it.
+func svcInspect(ctx context.Context, d engine.Docker, name string) (*swarm.Service, error) {
+	s, err := d.ServiceInspect(ctx, name)
+	switch {
+	case engine.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	case s.Spec.Name != name:
+		return nil, nil
+	}
+	return &s, nil
+}
+
+// svcMaxConflictRetries bounds the retries after a version conflict; each
+// retry re-reads the service, so only a writer racing on every attempt
+// exhausts it.
+const svcMaxConflictRetries = 5
+
+// EnsureService creates or updates the service so it matches in, and does
+// nothing (not even an update call) when it already does. A same-named
+// service not made by swarmvlan is left alone: the status says so and the
+// error is a *ConflictError. Updates pass the service's version and a
+// version conflict is retried a bounded number of times. The status
+// includes the current tasks (ObserveService).
+func EnsureService(ctx context.Context, d engine.Docker, in ServiceInput) (ServiceStatus, error) {
+	want, err := BuildServiceSpec(in)
+	if err != nil {
+		return ServiceStatus{Name: svcName(in), Message: err.Error()}, err
+	}
+	name := want.Name
+	st := ServiceStatus{Name: name, Desired: svcDesired(want)}
+	refs, err := svcLoadRefs(ctx, d, want)
+	if err != nil {
+		st.Message = err.Error()
+		return st, fmt.Errorf("service %q: %w", name, err)
+	}
+	resolved, err := svcResolve(want, refs)
+	if err != nil {
+		st.Message = err.Error()
+		return st, fmt.Errorf("service %q: %w", name, err)
+	}
+	for attempt := 0; ; attempt++ {
+		have, err := svcInspect(ctx, d, name)
+		if err != nil {
+			st.Message = err.Error()
+			return st, fmt.Errorf("service %q: inspect: %w", name, err)
+		}
+		act := planService(resolved, have)
+		id, msg, err := svcApply(ctx, d, resolved, have, act)
+		if err != nil && engine.IsOutOfSequence(err) && attempt < svcMaxConflictRetries {
+			continue
+		}
+		st.ID, st.Message = id, msg
+		if err != nil {
+			if st.Message == "" {
+				st.Message = err.Error()
+			}
+			return st, fmt.Errorf("service %q: %w", name, err)
+		}
+		break
+	}
+	obs, err := svcObserveID(ctx, d, st.ID)
+	if err != nil {
+		return st, fmt.Errorf("service %q: observe: %w", name, err)
+	}
+	obs.Name, obs.Message, obs.Desired = name, st.Message, st.Desired
+	if want.Mode.Global != nil {
+		obs.Desired = len(obs.Tasks)
+	}
+	return obs, nil
+}
+
+func svcName(in ServiceInput) string {
+	if in.Service == nil {
+		return ""
+	}
+	return in.Service.Metadata.Name
+}
+
+// svcDesired is the desired task count of a replicated spec (0 for global,
+// whose count depends on the nodes).
+func svcDesired(s swarm.ServiceSpec) int {
+	return int(max(svcReplicas(s), 0))
+}
+
+// svcApply executes one plan step and returns the service ID and a status
+// message.
+func svcApply(ctx context.Context, d engine.Docker, want swarm.ServiceSpec, have *swarm.Service, act serviceAction) (string, string, error) {
+	switch act.Kind {
+	case serviceCreate:
+		id, err := d.ServiceCreate(ctx, want)
+		if err != nil {
+			return "", "", fmt.Errorf("create: %w", err)
+		}
+		return id, "created", nil
+	case serviceUpdate:
+		upd := want
+		// Keep the user's force-update counter: lowering it would count as a
+		// task change and restart every task.
+		upd.TaskTemplate.ForceUpdate = have.Spec.TaskTemplate.ForceUpdate
+		if err := d.ServiceUpdate(ctx, have.ID, have.Version, upd); err != nil {
+			return have.ID, "", fmt.Errorf("update (%s): %w", act.Reason, err)
+		}
+		return have.ID, "updated: " + act.Reason, nil
+	case serviceConflict:
+		return have.ID, act.Reason, &engine.ConflictError{Kind: "service", Name: want.Name}
+	}
+	return have.ID, "", nil
+}
+
+// RemoveService removes the service named name if swarmvlan made it. An
+// absent service is not an error; one not made by swarmvlan is left alone
+// and reported as a *ConflictError.
+func RemoveService(ctx context.Context, d engine.Docker, name string) error {
+	have, err := svcInspect(ctx, d, name)
+	if err != nil {
+		return fmt.Errorf("service %q: inspect: %w", name, err)
+	}
+	if have == nil {
+		return nil
+	}
+	if !spec.Managed(have.Spec.Labels) {
+		return fmt.Errorf("service %q: %w", name, &engine.ConflictError{Kind: "service", Name: name})
+	}
+	if err := d.ServiceRemove(ctx, have.ID); err != nil && !engine.IsNotFound(err) {
+		return fmt.Errorf("service %q: remove: %w", name, err)
+	}
+	return nil
+}
+
+// ListManagedServices returns swarmvlan's services by name, in one
+// ServiceList call filtered on the ownership label.
+func ListManagedServices(ctx context.Context, d engine.Docker) (map[string]swarm.Service, error) {
+	list, err := d.ServiceList(ctx, engine.Filter("label", spec.LabelManaged+"=true"))
+	if err != nil {
+		return nil, fmt.Errorf("list managed services: %w", err)
+	}
+	out := make(map[string]swarm.Service, len(list))
+	for _, s := range list {
+		// The label filter runs in the daemon; checking again keeps a
+		// fake or an odd daemon from handing over what is not ours.
+		if spec.Managed(s.Spec.Labels) {
+			out[s.Spec.Name] = s
+		}
+	}
+	return out, nil
+}
+
+// ObserveService reports the service's desired and running task counts and
+// each current task's state and address on each VLAN. Swarm does not
+// record addresses on node-local networks such as macvlan in the task, so
+// addresses come from the containers this engine runs; tasks on other
+// nodes are reported without addresses (their host reconciler observes
+// them). An absent service is a status, not an error.
+func ObserveService(ctx context.Context, d engine.Docker, name string) (ServiceStatus, error) {
+	have, err := svcInspect(ctx, d, name)
+	if err != nil {
+		return ServiceStatus{Name: name, Message: err.Error()}, fmt.Errorf("service %q: inspect: %w", name, err)
+	}
+	if have == nil {
+		return ServiceStatus{Name: name, Message: "absent"}, nil
+	}
+	st, err := svcObserveID(ctx, d, have.ID)
+	st.Name = name
+	st.Desired = svcDesired(have.Spec)
+	if err != nil {
+		return st, fmt.Errorf("service %q: %w", name, err)
+	}
+	if have.Spec.Mode.Global != nil {
+		st.Desired = len(st.Tasks)
+	}
+	return st, nil
+}
+
+// svcObserveID observes the tasks of the service with the given ID.
+func svcObserveID(ctx context.Context, d engine.Docker, id string) (ServiceStatus, error) {
+	st := ServiceStatus{ID: id}
+	tasks, err := d.TaskList(ctx, engine.Filter("service", id))
+	if err != nil {
+		return st, fmt.Errorf("list tasks: %w", err)
+	}
+	ctrs, err := d.ContainerList(ctx, engine.Filter("label", "com.docker.swarm.service.id="+id))
+	if err != nil {
+		return st, fmt.Errorf("list containers: %w", err)
+	}
+	byTask := svcContainerAddrs(ctrs)
+	svc := svcTaskStatuses(tasks, byTask)
+	st.Tasks = svc[id]
+	for _, t := range st.Tasks {
+		if t.State == string(swarm.TaskStateRunning) {
+			st.Running++
+		}
+	}
+	return st, nil
+}
+
+// svcContainerAddrs maps task ID -> network name -> IPv4 address for the
+// swarm task containers in ctrs.
+func svcContainerAddrs(ctrs []container.Summary) map[string]map[string]string {
+	out := map[string]map[string]string{}
+	for _, c := range ctrs {
+		task := c.Labels["com.docker.swarm.task.id"]
+		if task == "" || c.NetworkSettings == nil {
+			continue
+		}
+		for name, ep := range c.NetworkSettings.Networks {
+			if ep == nil || ep.IPAddress == "" {
+				continue
+			}
+			if out[task] == nil {
+				out[task] = map[string]string{}
+			}
+			out[task][name] = ep.IPAddress
+		}
+	}
+	return out
+}
+
+// svcTaskStatuses groups the current tasks (desired state running) by
+// service ID, each with its addresses on the networks its service attaches
+// to: from the task's attachments where Swarm recorded them, else from the
+// container.
+func svcTaskStatuses(tasks []swarm.Task, ctrAddrs map[string]map[string]string) map[string][]TaskStatus {
+	out := map[string][]TaskStatus{}
+	for _, t := range tasks {
+		if t.DesiredState != swarm.TaskStateRunning {
+			continue
+		}
+		ts := TaskStatus{ID: t.ID, Slot: t.Slot, Node: t.NodeID, State: string(t.Status.State)}
+		for _, a := range t.NetworksAttachments {
+			name := a.Network.Spec.Name
+			addr := ""
+			if len(a.Addresses) > 0 {
+				addr, _, _ = strings.Cut(a.Addresses[0], "/")
+			} else if m := ctrAddrs[t.ID]; m != nil {
+				addr = m[name]
+			}
+			if name == "" || addr == "" {
+				continue
+			}
+			if ts.Addresses == nil {
+				ts.Addresses = map[string]string{}
+			}
+			ts.Addresses[name] = addr
+		}
+		out[t.ServiceID] = append(out[t.ServiceID], ts)
+	}
+	for _, list := range out {
+		sort.Slice(list, func(i, j int) bool {
+			if list[i].Slot != list[j].Slot {
+				return list[i].Slot < list[j].Slot
+			}
+			return list[i].ID < list[j].ID
+		})
+	}
+	return out
+}
+
+// ServiceResyncResult is the outcome of one ServiceResync pass.
+type ServiceResyncResult struct {
+	// Statuses holds every input service's status by name.
+	Statuses map[string]ServiceStatus
+	// Created, Updated and Unchanged count the services by what the pass
+	// did to them.
+	Created, Updated, Unchanged int
+	// Orphans are swarmvlan services with no input. They are reported, not
+	// removed: removal is the caller's decision, taken only from a view of
+	// the documents it trusts (an unreadable view is never "delete all").
+	Orphans []string
+}
+
+// ServiceResync converges every service in ins in one pass, for the
+// periodic resync: one ServiceList, at most one NetworkList and one
+// SecretList, one TaskList and one ContainerList for the statuses, and
+// create or update calls only where a plan says so. Each service's failure
+// is reported in its status and joined into the error; it never stops the
+// others.
+func ServiceResync(ctx context.Context, d engine.Docker, ins []ServiceInput) (ServiceResyncResult, error) {
+	res := ServiceResyncResult{Statuses: make(map[string]ServiceStatus, len(ins))}
+	managed, err := ListManagedServices(ctx, d)
+	if err != nil {
+		return res, err
+	}
+	var errs []error
+	wants := make([]swarm.ServiceSpec, 0, len(ins))
+	for _, in := range ins {
+		w, err := BuildServiceSpec(in)
+		if err != nil {
+			res.Statuses[svcName(in)] = ServiceStatus{Name: svcName(in), Message: err.Error()}
+			errs = append(errs, err)
+			continue
+		}
+		wants = append(wants, w)
+	}
+	refs, err := svcLoadRefs(ctx, d, wants...)
+	if err != nil {
+		return res, err
+	}
+	seen := map[string]bool{}
+	global := map[string]bool{}
+	for _, want := range wants {
+		name := want.Name
+		seen[name] = true
+		global[name] = want.Mode.Global != nil
+		st := ServiceStatus{Name: name, Desired: svcDesired(want)}
+		err := func() error {
+			resolved, err := svcResolve(want, refs)
+			if err != nil {
+				return err
+			}
+			var have *swarm.Service
+			if s, ok := managed[name]; ok {
+				have = &s
+			} else if have, err = svcInspect(ctx, d, name); err != nil {
+				// Not in the managed list: absent, or someone else's.
+				return fmt.Errorf("inspect: %w", err)
+			}
+			for attempt := 0; ; attempt++ {
+				act := planService(resolved, have)
+				id, msg, err := svcApply(ctx, d, resolved, have, act)
+				if err != nil && engine.IsOutOfSequence(err) && attempt < svcMaxConflictRetries {
+					if have, err = svcInspect(ctx, d, name); err != nil {
+						return fmt.Errorf("inspect: %w", err)
+					}
+					continue
+				}
+				st.ID, st.Message = id, msg
+				if err == nil {
+					switch act.Kind {
+					case serviceCreate:
+						res.Created++
+					case serviceUpdate:
+						res.Updated++
+					default:
+						res.Unchanged++
+					}
+				}
+				return err
+			}
+		}()
+		if err != nil {
+			if st.Message == "" {
+				st.Message = err.Error()
+			}
+			errs = append(errs, fmt.Errorf("service %q: %w", name, err))
+		}
+		res.Statuses[name] = st
+	}
+	for name := range managed {
+		if !seen[name] {
+			res.Orphans = append(res.Orphans, name)
+		}
+	}
+	sort.Strings(res.Orphans)
+
+	if err := svcObserveAll(ctx, d, res.Statuses); err != nil {
+		errs = append(errs, err)
+	}
+	for name, st := range res.Statuses {
+		if global[name] {
+			// A global service wants one task per eligible node.
+			st.Desired = len(st.Tasks)
+			res.Statuses[name] = st
+		}
+	}
+	return res, errors.Join(errs...)
+}
+
+// svcObserveAll fills the task counts of every status from one TaskList of
+// the current tasks and one ContainerList of this engine's task containers.
+func svcObserveAll(ctx context.Context, d engine.Docker, sts map[string]ServiceStatus) error {
+	if len(sts) == 0 {
+		return nil
+	}
+	tasks, err := d.TaskList(ctx, engine.Filter("desired-state", "running"))
+	if err != nil {
+		return fmt.Errorf("list tasks: %w", err)
+	}
+	var byTask map[string]map[string]string
+	if len(tasks) > 0 {
+		ctrs, err := d.ContainerList(ctx, engine.Filter("label", "com.docker.swarm.task.id"))
+		if err != nil {
+			return fmt.Errorf("list containers: %w", err)
+		}
+		byTask = svcContainerAddrs(ctrs)
+	}
+	bySvc := svcTaskStatuses(tasks, byTask)
+	for name, st := range sts {
+		if st.ID == "" {
+			continue
+		}
+		st.Tasks = bySvc[st.ID]
+		st.Running = 0
+		for _, t := range st.Tasks {
+			if t.State == string(swarm.TaskStateRunning) {
+				st.Running++
+			}
+		}
+		sts[name] = st
+	}
+	return nil
+}

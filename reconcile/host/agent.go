@@ -1,0 +1,986 @@
+//go:build linux
+
+package host
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/swarm"
+	"github.com/hashicorp/consul/api"
+	"golang.org/x/sync/errgroup"
+
+	"swarmvlan/reconcile"
+	"swarmvlan/reconcile/engine"
+	"swarmvlan/spec"
+	"swarmvlan/state"
+)
+
+// Kinds of the host agent's synthetic keys. They are not spec kinds, so the
+// Controller writes no status for them; the agent records its own.
+const (
+	// hostKindNetwork names the one reconcile of every VLAN on this host;
+	// the key's Name is the node ID.
+	hostKindNetwork = "HostNetwork"
+	// hostKindRegistrations names the sync of this node's tasks with the
+	// local Consul agent.
+	hostKindRegistrations = "Registrations"
+)
+
+// hostKeyRegistrations is the one registrations key of a host.
+var hostKeyRegistrations = reconcile.Key{Kind: hostKindRegistrations, Name: "local"}
+
+// Host agent timings; variables so tests can shorten them.
+var (
+	hostIdentityBackoffMin = 500 * time.Millisecond
+	hostIdentityBackoffMax = 30 * time.Second
+	// hostConfigPoll is the period of the network reconcile run for want of
+	// an event: Engine 20.10 announces no removal of a config-only network
+	// (checked by hand with `docker events`). A pass that finds nothing to
+	// do costs one network list and one netlink dump, and no Consul request.
+	hostConfigPoll = 5 * time.Second
+)
+
+// hostReasonWaitChunk is the reason a VLAN is not ready before the leader
+// gave this node a chunk of it.
+const hostReasonWaitChunk = "waiting for a chunk"
+
+// Config is what the host role needs.
+type Config struct {
+	Store  *state.Store
+	Docker engine.Docker
+	// View holds the spec documents in force; the daemon's shared spec
+	// watch keeps it in step and passes the changed keys to Enqueue.
+	View *reconcile.View
+	// Net converges the kernel; nil leaves the kernel alone (no root, or no
+	// netlink), and links are then reported as "not managed".
+	Net *Net
+	Log *slog.Logger
+	// NodeTTL is the TTL of the session holding state/nodes/<nodeID>
+	// (default 10s, Consul's minimum).
+	NodeTTL time.Duration
+	// Resync is the period of the full pass that catches drift no event
+	// announces (default 5m).
+	Resync time.Duration
+	// SyncRegistrations registers this node's running tasks of services
+	// with the local Consul agent; nil leaves registration off.
+	SyncRegistrations func(ctx context.Context, services []*spec.Service) error
+}
+
+// Report is the value of state/nodes/<nodeID>: the node's liveness key,
+// read by the leader to label ready nodes. It is rewritten only when
+// readiness changes, not on every pass.
+type Report struct {
+	Hostname string                `json:"hostname"`
+	VLANs    map[string]VLANReport `json:"vlans"`
+	// Updated is when the value was written; it is not compared.
+	Updated time.Time `json:"updated"`
+}
+
+// VLANReport is one VLAN's readiness on a node.
+type VLANReport struct {
+	Ready  bool   `json:"ready"`
+	Reason string `json:"reason,omitempty"`
+	// Chunk is the node's chunk of the VLAN, empty before it has one.
+	Chunk string `json:"chunk,omitempty"`
+}
+
+// hostReportSame compares what the leader acts on, leaving Updated out.
+func hostReportSame(a, b *Report) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Hostname == b.Hostname && maps.Equal(a.VLANs, b.VLANs)
+}
+
+// Status is the Details of status/nodes/<nodeID>: what the host role
+// observed and did on this node, per VLAN.
+type Status struct {
+	// Summary is the line `reconciler status` shows.
+	Summary  string                `json:"summary"`
+	Hostname string                `json:"hostname"`
+	VLANs    map[string]VLANStatus `json:"vlans"`
+	// Removing names VLANs gone from the spec whose config network stays
+	// (in use, or Docker could not be asked), and why; their links stay
+	// with it, so containers on them keep their network.
+	Removing map[string]string `json:"removing,omitempty"`
+}
+
+// VLANStatus is one VLAN's state on this node.
+type VLANStatus struct {
+	// Parent is the interface containers ride on: the trunk or <trunk>.<id>.
+	Parent string `json:"parent"`
+	// Link, Shim and Route are "ok" or what is wrong (see NetStatus);
+	// Link is "not managed" when the kernel is left alone.
+	Link  string `json:"link"`
+	Shim  string `json:"shim,omitempty"`
+	Route string `json:"route,omitempty"`
+	// ConfigNetwork is "ready", or the config network's state and why.
+	ConfigNetwork string `json:"configNetwork"`
+	Chunk         string `json:"chunk,omitempty"`
+	Ready         bool   `json:"ready"`
+	Reason        string `json:"reason,omitempty"`
+}
+
+// Agent is the host role: it learns this node's identity from the local
+// Engine, registers the node's liveness in Consul, and converges the node's
+// kernel state and config-only networks for every VLAN from the spec and
+// this node's chunks, through one reconcile of all VLANs at a time.
+type Agent struct {
+	cfg    Config
+	log    *slog.Logger
+	status *state.StatusWriter
+
+	mu       sync.Mutex
+	nodeID   string
+	hostname string
+	ctrl     *reconcile.Controller
+	// chunks are this node's allocations by VLAN, as last read; nil until
+	// the allocations were read once.
+	chunks map[string]string
+	// reg holds state/nodes/<nodeID> once registered; report is the latest
+	// report and written the one last put in the key.
+	reg         *state.NodeRegistration
+	report      *Report
+	written     *Report
+	reportReady chan struct{} // closed when the first report exists
+
+	// lastWant and known are only used by the network reconcile, which the
+	// Controller never runs twice at once.
+	//
+	// lastWant is the kernel state last wanted per VLAN, so the links of a
+	// VLAN gone from the spec stay while its config network does.
+	lastWant map[string]VLAN
+	// known names the VLANs this agent has had in its view: only their
+	// config networks are removed when they leave it, so another
+	// installation's networks on a shared Engine are left alone.
+	known map[string]bool
+	// lastPass is how long the last network reconcile took, by part.
+	lastPass hostPassTimes
+}
+
+// hostPassTimes splits one network reconcile's duration.
+type hostPassTimes struct {
+	Net, Docker, Total time.Duration
+}
+
+// NewAgent returns an agent; Run starts it.
+func NewAgent(cfg Config) *Agent {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.NodeTTL <= 0 {
+		cfg.NodeTTL = 10 * time.Second
+	}
+	if cfg.Resync <= 0 {
+		cfg.Resync = 5 * time.Minute
+	}
+	a := &Agent{
+		cfg:         cfg,
+		log:         cfg.Log,
+		reportReady: make(chan struct{}),
+		lastWant:    map[string]VLAN{},
+		known:       map[string]bool{},
+	}
+	if cfg.Store != nil {
+		a.status = cfg.Store.NewStatusWriter()
+	}
+	return a
+}
+
+// Identity returns this node's swarm node ID and hostname, empty until Run
+// has learnt them from the Engine.
+func (a *Agent) Identity() (nodeID, hostname string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.nodeID, a.hostname
+}
+
+func (a *Agent) setIdentity(nodeID, hostname string) {
+	a.mu.Lock()
+	a.nodeID, a.hostname = nodeID, hostname
+	a.mu.Unlock()
+}
+
+func (a *Agent) networkKey() reconcile.Key {
+	nodeID, _ := a.Identity()
+	return reconcile.Key{Kind: hostKindNetwork, Name: nodeID}
+}
+
+// Enqueue takes the keys the daemon's spec watch saw change (every kind):
+// VLAN and Host documents concern the network reconcile, Service documents
+// the registrations. Before Run has started its controller, keys are
+// dropped: its first pass reads everything anyway.
+func (a *Agent) Enqueue(ks []reconcile.Key) {
+	_, hostname := a.Identity()
+	var net, reg bool
+	for _, k := range ks {
+		switch k.Kind {
+		case spec.KindVLAN:
+			net = true
+		case spec.KindHost:
+			// Other hosts' overrides do not concern this one.
+			net = net || hostname == "" || k.Name == hostname
+		case spec.KindService:
+			reg = true
+		}
+	}
+	a.enqueue(net, reg)
+}
+
+func (a *Agent) enqueue(net, reg bool) {
+	a.mu.Lock()
+	c := a.ctrl
+	a.mu.Unlock()
+	if c == nil {
+		return
+	}
+	if net {
+		c.Enqueue(a.networkKey())
+	}
+	if reg {
+		c.Enqueue(hostKeyRegistrations)
+	}
+}
+
+// Run learns the node's identity, then reconciles until ctx is done. It
+// never returns because Consul or Docker is away: it waits for them.
+func (a *Agent) Run(ctx context.Context) error {
+	nodeID, hostname, ok := a.waitIdentity(ctx)
+	if !ok {
+		return nil
+	}
+	a.setIdentity(nodeID, hostname)
+	a.log.Info("host identity", "node", nodeID, "hostname", hostname)
+
+	ctrl := &reconcile.Controller{
+		Store:   a.cfg.Store,
+		View:    a.cfg.View,
+		Log:     a.log,
+		Workers: 2,
+		Resync:  a.cfg.Resync,
+		Keys: func() []reconcile.Key {
+			return []reconcile.Key{a.networkKey(), hostKeyRegistrations}
+		},
+	}
+	ctrl.Register(hostKindNetwork, reconcile.ReconcilerFunc(func(ctx context.Context, _ reconcile.Key, _ *reconcile.Doc) reconcile.Outcome {
+		return a.reconcileNetwork(ctx)
+	}))
+	ctrl.Register(hostKindRegistrations, reconcile.ReconcilerFunc(func(ctx context.Context, _ reconcile.Key, _ *reconcile.Doc) reconcile.Outcome {
+		return a.reconcileRegistrations(ctx)
+	}))
+	a.mu.Lock()
+	a.ctrl = ctrl
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		a.ctrl = nil
+		a.mu.Unlock()
+	}()
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return ctrl.Run(ctx) })
+	g.Go(func() error { a.watchAllocations(ctx); return nil })
+	g.Go(func() error { a.register(ctx); return nil })
+	g.Go(func() error {
+		for ev := range engine.Events(ctx, a.cfg.Docker, "network", "container") {
+			switch {
+			case ev.Type == engine.EventResync:
+				a.enqueue(true, true)
+			case ev.Type == "network":
+				a.enqueue(true, false)
+			case ev.Type == "container" && !strings.HasPrefix(ev.Action, "exec_"):
+				a.enqueue(false, true)
+			}
+		}
+		return nil
+	})
+	g.Go(func() error {
+		t := time.NewTicker(hostConfigPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+				a.enqueue(true, false)
+			}
+		}
+	})
+	if a.cfg.Net != nil {
+		g.Go(func() error {
+			for range a.cfg.Net.Watch(ctx) {
+				a.enqueue(true, false)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// waitIdentity asks the Engine for the swarm node ID and hostname until it
+// answers with both; false when ctx ended first.
+func (a *Agent) waitIdentity(ctx context.Context) (nodeID, hostname string, ok bool) {
+	for attempt := 0; ; attempt++ {
+		info, err := a.cfg.Docker.Info(ctx)
+		switch {
+		case err == nil && info.Swarm.NodeID != "" && info.Swarm.LocalNodeState == swarm.LocalNodeStateActive:
+			return info.Swarm.NodeID, info.Name, true
+		case ctx.Err() != nil:
+			return "", "", false
+		}
+		wait := reconcile.Backoff(hostIdentityBackoffMin, hostIdentityBackoffMax, attempt)
+		if err != nil {
+			a.log.Warn("docker engine unreachable; waiting", "err", err, "retry_in", wait.Round(time.Millisecond))
+		} else {
+			a.log.Warn("engine is not an active swarm node; waiting", "state", info.Swarm.LocalNodeState, "retry_in", wait.Round(time.Millisecond))
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return "", "", false
+		case <-t.C:
+		}
+	}
+}
+
+// hostAllocationRoot is <prefix>state/allocations/, the parent of every
+// VLAN's AllocationPrefix.
+func hostAllocationRoot(s *state.Store) string {
+	return strings.TrimSuffix(s.AllocationPrefix(""), "/")
+}
+
+// watchAllocations keeps a.chunks in step with this node's allocations and
+// asks for a network reconcile when they change.
+func (a *Agent) watchAllocations(ctx context.Context) {
+	root := hostAllocationRoot(a.cfg.Store)
+	nodeID, _ := a.Identity()
+	_ = a.cfg.Store.WatchPrefix(ctx, root, state.WatchOptions{}, func(pairs api.KVPairs, _ uint64) {
+		a.mu.Lock()
+		prev := a.chunks
+		a.mu.Unlock()
+		chunks, bad := hostChunksOf(root, nodeID, pairs, prev)
+		for _, b := range bad {
+			a.log.Warn("allocation unreadable; keeping the chunk in force", "err", b)
+		}
+		a.mu.Lock()
+		changed := a.chunks == nil || !maps.Equal(a.chunks, chunks)
+		a.chunks = chunks
+		a.mu.Unlock()
+		if changed {
+			a.enqueue(true, false)
+		}
+	})
+}
+
+// hostChunksOf picks this node's chunks out of every allocation under root,
+// by VLAN. A record that does not decode keeps the chunk prev had for its
+// VLAN: a broken write must not take a chunk away from running containers.
+func hostChunksOf(root, nodeID string, pairs api.KVPairs, prev map[string]string) (map[string]string, []error) {
+	out := map[string]string{}
+	var bad []error
+	for _, p := range pairs {
+		vlan, node, ok := strings.Cut(strings.TrimPrefix(p.Key, root), "/")
+		if !ok || vlan == "" || node != nodeID {
+			continue
+		}
+		var al state.Allocation
+		if err := json.Unmarshal(p.Value, &al); err != nil || al.Chunk == "" {
+			if err == nil {
+				err = errors.New("no chunk")
+			}
+			bad = append(bad, fmt.Errorf("allocation %s: %w", p.Key, err))
+			if c, ok := prev[vlan]; ok {
+				out[vlan] = c
+			}
+			continue
+		}
+		out[vlan] = al.Chunk
+	}
+	return out, bad
+}
+
+// setChunks sets this node's chunks as if read from KV (tests).
+func (a *Agent) setChunks(chunks map[string]string) {
+	a.mu.Lock()
+	a.chunks = maps.Clone(chunks)
+	if a.chunks == nil {
+		a.chunks = map[string]string{}
+	}
+	a.mu.Unlock()
+}
+
+// register holds state/nodes/<nodeID> from the first report on. Waiting for
+// the first pass keeps a restarting agent from announcing its node with no
+// ready VLAN before it has even looked, which would make the leader pull the
+// node's readiness labels and Swarm move its tasks away.
+func (a *Agent) register(ctx context.Context) {
+	select {
+	case <-a.reportReady:
+	case <-ctx.Done():
+		return
+	}
+	nodeID, _ := a.Identity()
+	a.mu.Lock()
+	r := *a.report
+	a.mu.Unlock()
+	value, err := hostReportValue(r)
+	if err != nil {
+		a.log.Error("encode node report", "err", err)
+		return
+	}
+	reg, err := a.cfg.Store.RegisterNode(ctx, nodeID, value, a.cfg.NodeTTL)
+	if err != nil {
+		return // only when ctx is done: RegisterNode waits out Consul
+	}
+	a.mu.Lock()
+	a.reg, a.written = reg, &r
+	a.mu.Unlock()
+	a.log.Info("node registered", "key", a.cfg.Store.NodeKey(nodeID))
+	// A pass that ran meanwhile may have a newer report to write.
+	a.enqueue(true, false)
+	<-ctx.Done()
+	a.mu.Lock()
+	a.reg = nil
+	a.mu.Unlock()
+	if err := reg.Close(); err != nil {
+		a.log.Warn("deregister node", "err", err)
+	}
+}
+
+func hostReportValue(r Report) ([]byte, error) {
+	r.Updated = time.Now().UTC()
+	return json.Marshal(r)
+}
+
+// publishReport keeps the node key's value in step with r, writing only
+// when readiness changed.
+func (a *Agent) publishReport(ctx context.Context, r Report) error {
+	a.mu.Lock()
+	first := a.report == nil
+	a.report = &r
+	reg, written := a.reg, a.written
+	a.mu.Unlock()
+	if first {
+		close(a.reportReady)
+	}
+	if reg == nil || hostReportSame(written, &r) {
+		return nil
+	}
+	value, err := hostReportValue(r)
+	if err != nil {
+		return fmt.Errorf("node report: encode: %w", err)
+	}
+	if err := reg.Update(ctx, value); err != nil {
+		// Update keeps the value for re-registrations even when the write
+		// failed, so what the key will hold is unknown: write again next time.
+		a.mu.Lock()
+		if a.reg == reg {
+			a.written = nil
+		}
+		a.mu.Unlock()
+		return err
+	}
+	a.mu.Lock()
+	if a.reg == reg {
+		a.written = &r
+	}
+	a.mu.Unlock()
+	return nil
+}
+
+// reconcileRegistrations passes the services in force to SyncRegistrations.
+func (a *Agent) reconcileRegistrations(ctx context.Context) reconcile.Outcome {
+	if a.cfg.SyncRegistrations == nil {
+		return reconcile.Outcome{}
+	}
+	docs := a.cfg.View.List(spec.KindService)
+	svcs := make([]*spec.Service, 0, len(docs))
+	for _, d := range docs {
+		svcs = append(svcs, d.Object.(*spec.Service))
+	}
+	if err := a.cfg.SyncRegistrations(ctx, svcs); err != nil {
+		nodeID, _ := a.Identity()
+		return reconcile.Outcome{Err: fmt.Errorf("node %s: sync registrations: %w", nodeID, err)}
+	}
+	return reconcile.Outcome{}
+}
+
+// hostWant is what one VLAN needs on this host, from its document, the
+// Host document and this node's chunk.
+type hostWant struct {
+	Net     VLAN
+	Driver  string
+	Subnet  netip.Prefix
+	Gateway netip.Addr
+	// Chunk is the chunk as allocated, for status ("" without one).
+	Chunk string
+	// Problem is why the VLAN cannot be set up here whatever the kernel
+	// and Docker do (an allocation outside the subnet).
+	Problem string
+}
+
+// hostDesired computes what every VLAN needs on a host whose Host document
+// is host (nil: none) and whose chunks by VLAN are chunks. Pure.
+func hostDesired(vlans []*spec.VLAN, host *spec.Host, chunks map[string]string) []hostWant {
+	out := make([]hostWant, 0, len(vlans))
+	for _, v := range vlans {
+		w := hostWant{
+			Net: VLAN{
+				Name:        v.Metadata.Name,
+				Trunk:       host.TrunkFor(v),
+				ID:          v.Spec.ID,
+				MTU:         v.Spec.MTU,
+				Promiscuous: spec.BoolOr(v.Spec.Promiscuous, true),
+				HostAccess:  spec.BoolOr(v.Spec.HostAccess, true),
+				Mode:        v.Spec.Mode,
+			},
+			Driver: v.Spec.Driver,
+			Chunk:  chunks[v.Metadata.Name],
+		}
+		subnet, err := netip.ParsePrefix(v.Spec.Subnet)
+		if err != nil {
+			w.Problem = fmt.Sprintf("subnet %q: %v", v.Spec.Subnet, err)
+			out = append(out, w)
+			continue
+		}
+		w.Subnet = subnet.Masked()
+		if v.Spec.Gateway != "" {
+			if gw, err := netip.ParseAddr(v.Spec.Gateway); err == nil {
+				w.Gateway = gw
+			}
+		}
+		if w.Chunk != "" {
+			chunk, err := netip.ParsePrefix(w.Chunk)
+			switch {
+			case err != nil:
+				w.Problem = fmt.Sprintf("allocated chunk %q: %v", w.Chunk, err)
+			case chunk.Bits() < w.Subnet.Bits() || !w.Subnet.Contains(chunk.Addr()):
+				w.Problem = fmt.Sprintf("allocated chunk %s is outside subnet %s", chunk, w.Subnet)
+			default:
+				w.Net.Chunk = chunk.Masked()
+				if w.Net.HostAccess {
+					w.Net.ShimAddr = spec.ShimAddress(w.Subnet, w.Net.Chunk)
+				}
+			}
+		}
+		out = append(out, w)
+	}
+	return out
+}
+
+// configNetwork is the config-only network the VLAN needs on this node.
+func (w hostWant) configNetwork() ConfigNetwork {
+	return ConfigNetwork{
+		VLAN:     w.Net.Name,
+		Driver:   w.Driver,
+		Parent:   hostParentName(w.Net),
+		Mode:     w.Net.Mode,
+		Subnet:   w.Subnet,
+		Gateway:  w.Gateway,
+		IPRange:  w.Net.Chunk,
+		ShimAddr: w.Net.ShimAddr,
+		MTU:      w.Net.MTU,
+	}
+}
+
+// hostObservedVLAN is what one pass saw and did for one VLAN.
+type hostObservedVLAN struct {
+	// Managed says the kernel is managed here; Net is then its status, or
+	// nil when the kernel could not be read (NetErr says why).
+	Managed bool
+	Net     *NetStatus
+	NetErr  error
+	// Config is the config network's status; nil when not attempted.
+	Config *state.NetworkStatus
+}
+
+// hostVLANStatusOf derives a VLAN's status and readiness: ready when its
+// link is up, its shim and route are in place (with host access), it holds
+// a chunk and its config network is as wanted. Problems the operator must
+// fix come before waiting for a chunk. Pure.
+func hostVLANStatusOf(w hostWant, o hostObservedVLAN) VLANStatus {
+	st := VLANStatus{Parent: hostParentName(w.Net), Chunk: w.Chunk}
+	switch {
+	case !o.Managed:
+		st.Link = "not managed"
+	case o.Net == nil:
+		st.Link = "unknown: " + hostErrText(o.NetErr)
+	default:
+		st.Link, st.Shim, st.Route = o.Net.Link, o.Net.Shim, o.Net.Route
+	}
+	linkOK := !o.Managed || (o.Net != nil && o.Net.Link == "ok")
+	hasChunk := w.Net.Chunk.IsValid()
+	switch {
+	case o.Config != nil:
+		st.ConfigNetwork = o.Config.State
+		if o.Config.State != state.NetworkReady && o.Config.Message != "" {
+			st.ConfigNetwork += ": " + o.Config.Message
+		}
+	case w.Problem != "":
+		st.ConfigNetwork = "not created: " + w.Problem
+	case !hasChunk:
+		st.ConfigNetwork = "not created: " + hostReasonWaitChunk
+	case !linkOK:
+		st.ConfigNetwork = "not created: waiting for parent " + st.Parent
+	default:
+		st.ConfigNetwork = "not created"
+	}
+	switch {
+	case w.Problem != "":
+		st.Reason = w.Problem
+	case o.Managed && o.Net == nil:
+		st.Reason = "host network: " + hostErrText(o.NetErr)
+	case o.Managed && o.Net.Link != "ok":
+		st.Reason = o.Net.Reason
+	case !hasChunk:
+		st.Reason = hostReasonWaitChunk
+	case o.Managed && !o.Net.Ready:
+		st.Reason = o.Net.Reason
+		if st.Reason == "" {
+			st.Reason = "host network not ready"
+		}
+	case o.Config == nil || o.Config.State != state.NetworkReady:
+		st.Reason = "config network " + spec.ConfigNetworkName(w.Net.Name) + " " + st.ConfigNetwork
+	}
+	st.Ready = st.Reason == ""
+	return st
+}
+
+func hostErrText(err error) string {
+	if err == nil {
+		return "not observed"
+	}
+	return err.Error()
+}
+
+// hostConfigCurrent reports whether nets (one list of the Engine's
+// networks) already hold want exactly as wanted, so the pass makes no
+// further Docker call for it.
+func hostConfigCurrent(nets []network.Summary, want ConfigNetwork) (network.Summary, bool) {
+	name := spec.ConfigNetworkName(want.VLAN)
+	var found []network.Summary
+	for _, n := range nets {
+		if n.Name == name {
+			found = append(found, n)
+		}
+	}
+	if len(found) != 1 || !spec.Managed(found[0].Labels) || len(networkConfigDiff(want, &found[0])) > 0 {
+		return network.Summary{}, false
+	}
+	return found[0], true
+}
+
+// hostStaleConfigNetworks names the VLANs whose swarmvlan config network
+// is on this Engine although the VLAN is no longer in the view; only VLANs
+// in known qualify. Sorted.
+func hostStaleConfigNetworks(nets []network.Summary, inView, known map[string]bool) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, n := range nets {
+		vlan := n.Labels[spec.LabelName]
+		if !n.ConfigOnly || !spec.Managed(n.Labels) || n.Labels[spec.LabelKind] != spec.KindVLAN ||
+			n.Name != spec.ConfigNetworkName(vlan) || inView[vlan] || !known[vlan] || seen[vlan] {
+			continue
+		}
+		seen[vlan] = true
+		out = append(out, vlan)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// hostConfigNetworkOf finds the swarmvlan config network of vlan in nets.
+func hostConfigNetworkOf(nets []network.Summary, vlan string) (network.Summary, bool) {
+	for _, n := range nets {
+		if n.Name == spec.ConfigNetworkName(vlan) && n.ConfigOnly && spec.Managed(n.Labels) {
+			return n, true
+		}
+	}
+	return network.Summary{}, false
+}
+
+// hostVLANFromConfig rebuilds, from a VLAN's config network, the kernel
+// state its containers ride on, so that the links of a VLAN removed from
+// the spec stay while its config network does, even when this process never
+// saw the VLAN's document. A parent "<trunk>.<id>" is read as a tagged VLAN.
+// Promiscuous mode is not recorded; it is left on, the default.
+func hostVLANFromConfig(vlan string, n network.Summary) (VLAN, bool) {
+	parent := n.Options[networkOptParent]
+	if parent == "" {
+		return VLAN{}, false
+	}
+	hv := VLAN{Name: vlan, Trunk: parent, Promiscuous: true,
+		Mode: n.Options[networkModeKey(n.Labels[spec.LabelDriver])]}
+	if i := strings.LastIndexByte(parent, '.'); i > 0 {
+		if id, err := strconv.Atoi(parent[i+1:]); err == nil && id >= 1 && id <= 4094 {
+			hv.Trunk, hv.ID = parent[:i], id
+		}
+	}
+	if mtu, err := strconv.Atoi(n.Options[networkOptMTU]); err == nil {
+		hv.MTU = mtu
+	}
+	if len(n.IPAM.Config) == 1 {
+		c := n.IPAM.Config[0]
+		if chunk, err := netip.ParsePrefix(c.IPRange); err == nil {
+			hv.Chunk = chunk.Masked()
+			if shim, err := netip.ParseAddr(c.AuxAddress[networkAuxShim]); err == nil {
+				hv.HostAccess, hv.ShimAddr = true, shim
+			}
+		}
+	}
+	return hv, true
+}
+
+// hostPass is the outcome of one network reconcile.
+type hostPass struct {
+	Status Status
+	Report Report
+	// DockerAway is set when the Engine could not be asked: the pass's
+	// readiness is then a guess, not an observation.
+	DockerAway bool
+	Errs       []error
+	Requeue    bool
+	Times      hostPassTimes
+}
+
+// converge runs one pass over every VLAN of this host: it removes the
+// config networks of VLANs gone from the spec (when unused), converges the
+// kernel, then creates or fixes the config network of every VLAN whose
+// chunk and link are in place. ok is false, and nothing is done, until
+// both the view and this node's allocations have been read: acting on
+// state never read would tear down what runs.
+func (a *Agent) converge(ctx context.Context) (p *hostPass, ok bool) {
+	start := time.Now()
+	select {
+	case <-a.cfg.View.Synced():
+	default:
+		return nil, false
+	}
+	a.mu.Lock()
+	chunks, hostname := a.chunks, a.hostname
+	a.mu.Unlock()
+	if chunks == nil {
+		return nil, false
+	}
+	docs := a.cfg.View.List(spec.KindVLAN)
+	vlans := make([]*spec.VLAN, 0, len(docs))
+	inView := make(map[string]bool, len(docs))
+	for _, d := range docs {
+		v := d.Object.(*spec.VLAN)
+		vlans = append(vlans, v)
+		inView[v.Metadata.Name] = true
+		a.known[v.Metadata.Name] = true
+	}
+	host, _ := a.cfg.View.Host(hostname)
+	want := hostDesired(vlans, host, chunks)
+
+	p = &hostPass{Status: Status{Hostname: hostname, VLANs: map[string]VLANStatus{}},
+		Report: Report{Hostname: hostname, VLANs: map[string]VLANReport{}}}
+
+	// Docker first: a VLAN gone from the spec keeps its links while its
+	// config network stays, so removal decides what the kernel keeps.
+	dockerStart := time.Now()
+	d := a.cfg.Docker
+	nets, listErr := d.NetworkList(ctx, engine.Filter())
+	if listErr != nil {
+		listErr = fmt.Errorf("list networks: %w", listErr)
+		p.Errs = append(p.Errs, listErr)
+		p.DockerAway = true
+	}
+	known := maps.Clone(a.known)
+	for vlan := range chunks {
+		// A chunk under this prefix shows the VLAN was this installation's.
+		known[vlan] = true
+	}
+	keep := map[string]string{}
+	if listErr != nil {
+		for vlan := range a.lastWant {
+			if !inView[vlan] {
+				keep[vlan] = "kept: engine.Docker cannot be asked whether its config network is in use"
+			}
+		}
+	} else {
+		for _, vlan := range hostStaleConfigNetworks(nets, inView, known) {
+			st, err := RemoveConfigNetwork(ctx, d, vlan)
+			if err != nil {
+				p.Errs = append(p.Errs, err)
+			}
+			if st.State != state.NetworkAbsent {
+				keep[vlan] = "config network " + st.Name + " " + st.State
+				if st.Message != "" {
+					keep[vlan] += ": " + st.Message
+				}
+			}
+			p.Requeue = p.Requeue || st.Requeue
+		}
+	}
+	dockerTime := time.Since(dockerStart)
+
+	hvs := make([]VLAN, 0, len(want)+len(keep))
+	for _, w := range want {
+		hvs = append(hvs, w.Net)
+	}
+	for vlan := range keep {
+		hv, ok := a.lastWant[vlan]
+		if !ok && listErr == nil {
+			// Gone from the spec before this process saw it: what the
+			// config network records is what its containers ride on.
+			if n, found := hostConfigNetworkOf(nets, vlan); found {
+				hv, ok = hostVLANFromConfig(vlan, n)
+			}
+		}
+		if ok {
+			a.lastWant[vlan] = hv
+			hvs = append(hvs, hv)
+		}
+	}
+	var netSt map[string]NetStatus
+	var netErr error
+	netStart := time.Now()
+	if a.cfg.Net != nil {
+		netSt, netErr = a.cfg.Net.Ensure(ctx, hvs)
+		if netErr != nil {
+			p.Errs = append(p.Errs, netErr)
+		}
+	}
+	p.Times.Net = time.Since(netStart)
+
+	dockerStart = time.Now()
+	for _, w := range want {
+		o := hostObservedVLAN{Managed: a.cfg.Net != nil, NetErr: netErr}
+		if s, ok := netSt[w.Net.Name]; ok {
+			o.Net = &s
+		}
+		linkOK := !o.Managed || (o.Net != nil && o.Net.Link == "ok")
+		if w.Problem == "" && w.Net.Chunk.IsValid() && linkOK {
+			o.Config = a.ensureConfig(ctx, nets, listErr, w, p)
+		}
+		st := hostVLANStatusOf(w, o)
+		p.Status.VLANs[w.Net.Name] = st
+		p.Report.VLANs[w.Net.Name] = VLANReport{Ready: st.Ready, Reason: st.Reason, Chunk: w.Chunk}
+	}
+	p.Times.Docker = dockerTime + time.Since(dockerStart)
+
+	for _, w := range want {
+		a.lastWant[w.Net.Name] = w.Net
+	}
+	for vlan := range a.lastWant {
+		if _, kept := keep[vlan]; !inView[vlan] && !kept {
+			delete(a.lastWant, vlan)
+		}
+	}
+	if len(keep) > 0 {
+		p.Status.Removing = keep
+	}
+	p.Status.Summary = hostSummary(p.Status)
+	p.Times.Total = time.Since(start)
+	return p, true
+}
+
+// ensureConfig converges one VLAN's config network, with no further Docker
+// call when the pass's network list shows it as wanted.
+func (a *Agent) ensureConfig(ctx context.Context, nets []network.Summary, listErr error, w hostWant, p *hostPass) *state.NetworkStatus {
+	want := w.configNetwork()
+	if listErr != nil {
+		return &state.NetworkStatus{Name: spec.ConfigNetworkName(w.Net.Name), State: state.NetworkError, Message: listErr.Error()}
+	}
+	if n, ok := hostConfigCurrent(nets, want); ok {
+		return &state.NetworkStatus{Name: n.Name, ID: n.ID, State: state.NetworkReady}
+	}
+	st, err := EnsureConfigNetwork(ctx, a.cfg.Docker, want)
+	if err != nil {
+		p.Errs = append(p.Errs, err)
+	} else if st.Message != "" {
+		a.log.Info("config network", "vlan", w.Net.Name, "state", st.State, "message", st.Message)
+	}
+	p.Requeue = p.Requeue || st.Requeue
+	return &st
+}
+
+// hostSummary is the one line `reconciler status` shows for the node.
+func hostSummary(st Status) string {
+	ready := 0
+	for _, v := range st.VLANs {
+		if v.Ready {
+			ready++
+		}
+	}
+	s := fmt.Sprintf("%d of %d VLANs ready", ready, len(st.VLANs))
+	if len(st.Removing) > 0 {
+		s += fmt.Sprintf(", %d being removed", len(st.Removing))
+	}
+	return s
+}
+
+// hostReadyCondition is the node status's Ready condition: true when every
+// VLAN is ready, else the first unready VLAN's reason.
+func hostReadyCondition(st Status) state.Condition {
+	names := make([]string, 0, len(st.VLANs))
+	for n := range st.VLANs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if v := st.VLANs[n]; !v.Ready {
+			return state.Condition{Type: "Ready", Status: "False", Reason: "VLANNotReady", Message: fmt.Sprintf("vlan %s: %s", n, v.Reason)}
+		}
+	}
+	return state.Condition{Type: "Ready", Status: "True", Reason: "VLANsReady"}
+}
+
+// reconcileNetwork is the network reconcile: one pass, then its status in
+// status/nodes/<nodeID> and its readiness in state/nodes/<nodeID>, each
+// written only when changed.
+func (a *Agent) reconcileNetwork(ctx context.Context) reconcile.Outcome {
+	p, ok := a.converge(ctx)
+	if !ok {
+		// The allocation watch asks again after its first read.
+		return reconcile.Outcome{}
+	}
+	a.lastPass = p.Times
+	a.log.Debug("host pass", "vlans", len(p.Status.VLANs), "net", p.Times.Net, "docker", p.Times.Docker, "total", p.Times.Total)
+	nodeID, _ := a.Identity()
+	errs := p.Errs
+	obj := reconcile.ObjectStatus{Conditions: []state.Condition{hostReadyCondition(p.Status)}}
+	if len(errs) > 0 {
+		obj.LastError = errors.Join(errs...).Error()
+	}
+	details, err := json.Marshal(p.Status)
+	if err != nil {
+		return reconcile.Outcome{Err: fmt.Errorf("node %s: encode status: %w", nodeID, err)}
+	}
+	obj.Details = details
+	if _, err := a.status.Write(ctx, state.SectionNodes, nodeID, obj); err != nil {
+		errs = append(errs, err)
+	}
+	// With the Engine away the report keeps its last observation: a flip to
+	// "not ready" would make the leader take the node's readiness labels and
+	// Swarm stop the tasks on it, because Docker was briefly unreachable.
+	if !p.DockerAway {
+		if err := a.publishReport(ctx, p.Report); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return reconcile.Outcome{Err: errors.Join(errs...)}
+	}
+	if p.Requeue {
+		// A config network in use: look again once containers may have
+		// left (their network events often announce it sooner).
+		return reconcile.Outcome{RequeueAfter: hostConfigPoll}
+	}
+	return reconcile.Outcome{}
+}

@@ -1,0 +1,299 @@
+package host
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/docker/docker/api/types/network"
+
+	"swarmvlan/reconcile"
+	"swarmvlan/reconcile/engine"
+	"swarmvlan/spec"
+	"swarmvlan/state"
+)
+
+// Driver option keys Docker's macvlan and ipvlan drivers read.
+const (
+	networkOptParent = "parent"
+	networkOptMTU    = "com.docker.network.driver.mtu"
+	// networkAuxShim names the aux address that keeps the host's shim
+	// address out of Docker's allocation.
+	networkAuxShim = "shim"
+)
+
+// networkModeKey is the driver option that carries the mode.
+func networkModeKey(driver string) string {
+	return spec.DriverOrDefault(driver) + "_mode"
+}
+
+// ConfigNetwork is the per-node --config-only network wanted for one VLAN on
+// this node. Swarm builds the VLAN's swarm-scoped network on each node from
+// the local config network of the same name, which is how each node hands
+// out addresses from its own chunk only.
+type ConfigNetwork struct {
+	VLAN   string
+	Driver string // macvlan (default) | ipvlan
+	Parent string // the VLAN sub-interface (or trunk when untagged)
+	Mode   string // macvlan: bridge (default) | private | vepa | passthru; ipvlan: l2 (default) | l3
+	Subnet netip.Prefix
+	// Gateway is left to Docker when invalid.
+	Gateway netip.Addr
+	// IPRange is this node's chunk; invalid means the whole subnet.
+	IPRange netip.Prefix
+	// ShimAddr is the host's shim address, kept out of Docker's allocation
+	// as the aux address "shim"; invalid means no shim.
+	ShimAddr netip.Addr
+	MTU      int // 0 = the driver's default
+}
+
+// networkConfigWant renders the options and IPAM a config network is created
+// with; the planner compares against the same rendering so the two can
+// never disagree.
+func networkConfigWant(want ConfigNetwork) network.CreateOptions {
+	opts := map[string]string{
+		networkOptParent:            want.Parent,
+		networkModeKey(want.Driver): spec.ModeOrDefault(want.Driver, want.Mode),
+	}
+	if want.MTU > 0 {
+		opts[networkOptMTU] = strconv.Itoa(want.MTU)
+	}
+	ipam := network.IPAMConfig{Subnet: want.Subnet.String()}
+	if want.IPRange.IsValid() {
+		ipam.IPRange = want.IPRange.String()
+	}
+	if want.Gateway.IsValid() {
+		ipam.Gateway = want.Gateway.String()
+	}
+	if want.ShimAddr.IsValid() {
+		ipam.AuxAddress = map[string]string{networkAuxShim: want.ShimAddr.String()}
+	}
+	labels := spec.OwnerLabels(spec.KindVLAN, want.VLAN)
+	labels[spec.LabelDriver] = spec.DriverOrDefault(want.Driver)
+	// No Scope: the engine refuses operator fields on a config-only
+	// network, which is always local.
+	return network.CreateOptions{
+		ConfigOnly: true,
+		Options:    opts,
+		IPAM:       &network.IPAM{Driver: "default", Config: []network.IPAMConfig{ipam}},
+		Labels:     labels,
+	}
+}
+
+// networkConfigDiff lists what differs between the wanted config network and
+// the one Docker has, one "what: have -> want" entry per difference.
+func networkConfigDiff(want ConfigNetwork, have *network.Inspect) []string {
+	w := networkConfigWant(want)
+	var diff []string
+	add := func(what, h, w string) {
+		if h != w {
+			diff = append(diff, fmt.Sprintf("%s %s -> %s", what, networkOrNone(h), networkOrNone(w)))
+		}
+	}
+	if !have.ConfigOnly {
+		diff = append(diff, "not a config-only network")
+	}
+	add("driver", have.Labels[spec.LabelDriver], w.Labels[spec.LabelDriver])
+	add("parent", have.Options[networkOptParent], w.Options[networkOptParent])
+	modeKey := networkModeKey(want.Driver)
+	add("mode", have.Options[modeKey], w.Options[modeKey])
+	add("mtu", have.Options[networkOptMTU], w.Options[networkOptMTU])
+	var h network.IPAMConfig
+	if len(have.IPAM.Config) > 0 {
+		h = have.IPAM.Config[0]
+	}
+	wi := w.IPAM.Config[0]
+	if len(have.IPAM.Config) > 1 {
+		diff = append(diff, fmt.Sprintf("%d address pools -> 1", len(have.IPAM.Config)))
+	}
+	add("subnet", h.Subnet, wi.Subnet)
+	add("ip-range", h.IPRange, wi.IPRange)
+	add("gateway", h.Gateway, wi.Gateway)
+	add("aux shim", h.AuxAddress[networkAuxShim], wi.AuxAddress[networkAuxShim])
+	for k := range h.AuxAddress {
+		if k != networkAuxShim {
+			diff = append(diff, fmt.Sprintf("aux %s %s -> none", k, h.AuxAddress[k]))
+		}
+	}
+	return diff
+}
+
+// networkConfigOwned reports whether a config network is swarmvlan's.
+func networkConfigOwned(n *network.Inspect) bool { return spec.Managed(n.Labels) }
+
+func networkOrNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+// networkPlanConfig decides what to do with a VLAN's config network. have is
+// nil when absent; users counts the running containers on networks made from
+// it (only consulted when something must change).
+func networkPlanConfig(want ConfigNetwork, have *network.Inspect, users int) reconcile.Plan {
+	name := spec.ConfigNetworkName(want.VLAN)
+	switch {
+	case have == nil:
+		return reconcile.Plan{Action: reconcile.ActionCreate, Reason: "absent"}
+	case !spec.Managed(have.Labels):
+		return reconcile.Plan{Action: reconcile.ActionConflict, Reason: (&engine.ConflictError{Kind: "network", Name: name}).Error()}
+	}
+	diff := networkConfigDiff(want, have)
+	switch {
+	case len(diff) == 0:
+		return reconcile.Plan{Action: reconcile.ActionNone}
+	case users > 0:
+		return reconcile.Plan{Action: reconcile.ActionBlocked, Reason: fmt.Sprintf("in use by %d containers; drain first (wanted: %s)", users, strings.Join(diff, ", "))}
+	}
+	return reconcile.Plan{Action: reconcile.ActionRecreate, Reason: strings.Join(diff, ", ")}
+}
+
+// networkConfigUsers counts this engine's running containers attached to a
+// network made from the config network name. Only running containers hold
+// endpoints; Docker itself refuses the removal while any endpoint exists.
+func networkConfigUsers(ctx context.Context, d engine.Docker, name string) (int, error) {
+	nets, err := d.NetworkList(ctx, engine.Filter())
+	if err != nil {
+		return 0, fmt.Errorf("list networks: %w", err)
+	}
+	derived := map[string]bool{}
+	for _, n := range nets {
+		if n.ConfigFrom.Network == name {
+			derived[n.ID] = true
+			derived[n.Name] = true
+		}
+	}
+	if len(derived) == 0 {
+		return 0, nil
+	}
+	ctrs, err := d.ContainerList(ctx, engine.Filter())
+	if err != nil {
+		return 0, fmt.Errorf("list containers: %w", err)
+	}
+	users := 0
+	for _, c := range ctrs {
+		if c.NetworkSettings == nil {
+			continue
+		}
+		for netName, ep := range c.NetworkSettings.Networks {
+			if derived[netName] || (ep != nil && derived[ep.NetworkID]) {
+				users++
+				break
+			}
+		}
+	}
+	return users, nil
+}
+
+// EnsureConfigNetwork creates this node's config-only network for a VLAN, or
+// recreates it when its parent, mode, driver, MTU, subnet, chunk, gateway or
+// shim address changed and no container uses it. While containers use it,
+// the old one stays and the status says "in use by N containers; drain
+// first" with no error: draining is the operator's decision.
+func EnsureConfigNetwork(ctx context.Context, d engine.Docker, want ConfigNetwork) (state.NetworkStatus, error) {
+	name := spec.ConfigNetworkName(want.VLAN)
+	st := state.NetworkStatus{Name: name}
+	if !want.Subnet.IsValid() || want.Parent == "" {
+		st.State = state.NetworkError
+		st.Message = "subnet and parent are required"
+		return st, fmt.Errorf("vlan %q: config network: %s", want.VLAN, st.Message)
+	}
+	have, err := engine.FindNetwork(ctx, d, name, networkConfigOwned)
+	if err != nil {
+		return networkErrStatus(st, err), fmt.Errorf("vlan %q: find config network: %w", want.VLAN, err)
+	}
+	users := 0
+	if have != nil && spec.Managed(have.Labels) && len(networkConfigDiff(want, have)) > 0 {
+		if users, err = networkConfigUsers(ctx, d, name); err != nil {
+			return networkErrStatus(st, err), fmt.Errorf("vlan %q: config network users: %w", want.VLAN, err)
+		}
+	}
+	plan := networkPlanConfig(want, have, users)
+	if have != nil {
+		st.ID = have.ID
+	}
+	switch plan.Action {
+	case reconcile.ActionNone:
+		st.State = state.NetworkReady
+		return st, nil
+	case reconcile.ActionConflict:
+		st.State, st.Message = state.NetworkError, plan.Reason
+		return st, fmt.Errorf("vlan %q: %w", want.VLAN, &engine.ConflictError{Kind: "network", Name: name})
+	case reconcile.ActionBlocked:
+		st.State, st.Message, st.Requeue = state.NetworkInUse, plan.Reason, true
+		return st, nil
+	case reconcile.ActionRecreate:
+		if err := d.NetworkRemove(ctx, have.ID); err != nil {
+			if engine.IsInUse(err) {
+				st.State, st.Message, st.Requeue = state.NetworkInUse, "in use; drain first: "+err.Error(), true
+				return st, nil
+			}
+			return networkErrStatus(st, err), fmt.Errorf("vlan %q: remove config network %s to recreate it: %w", want.VLAN, name, err)
+		}
+	}
+	id, err := d.NetworkCreate(ctx, name, networkConfigWant(want))
+	if err != nil {
+		return networkErrStatus(state.NetworkStatus{Name: name}, err), fmt.Errorf("vlan %q: create config network %s: %w", want.VLAN, name, err)
+	}
+	st.ID, st.State = id, state.NetworkReady
+	st.Message = plan.MadeMessage()
+	return st, nil
+}
+
+// RemoveConfigNetwork removes this node's config network for a VLAN when it
+// is swarmvlan's and no container uses it; otherwise it stays and the status
+// says why.
+func RemoveConfigNetwork(ctx context.Context, d engine.Docker, vlan string) (state.NetworkStatus, error) {
+	name := spec.ConfigNetworkName(vlan)
+	st := state.NetworkStatus{Name: name}
+	have, err := engine.FindNetwork(ctx, d, name, networkConfigOwned)
+	if err != nil {
+		return networkErrStatus(st, err), fmt.Errorf("vlan %q: find config network: %w", vlan, err)
+	}
+	if have == nil {
+		st.State = state.NetworkAbsent
+		return st, nil
+	}
+	st.ID = have.ID
+	if !spec.Managed(have.Labels) {
+		cerr := &engine.ConflictError{Kind: "network", Name: name}
+		st.State, st.Message = state.NetworkError, cerr.Error()
+		return st, fmt.Errorf("vlan %q: %w", vlan, cerr)
+	}
+	users, err := networkConfigUsers(ctx, d, name)
+	if err != nil {
+		return networkErrStatus(st, err), fmt.Errorf("vlan %q: config network users: %w", vlan, err)
+	}
+	if users > 0 {
+		st.State, st.Message, st.Requeue = state.NetworkInUse, fmt.Sprintf("in use by %d containers; drain first", users), true
+		return st, nil
+	}
+	return networkRemove(ctx, d, st, have.ID, vlan)
+}
+
+// networkRemove removes a network and reports the outcome; Docker's own
+// in-use refusal (endpoints left, a swarm network still built from the
+// config, tasks not yet gone) is a state to wait out, not an error.
+func networkRemove(ctx context.Context, d engine.Docker, st state.NetworkStatus, id, vlan string) (state.NetworkStatus, error) {
+	if err := d.NetworkRemove(ctx, id); err != nil {
+		switch {
+		case engine.IsNotFound(err):
+			st.State, st.ID = state.NetworkAbsent, ""
+			return st, nil
+		case engine.IsInUse(err):
+			st.State, st.Message, st.Requeue = state.NetworkInUse, err.Error(), true
+			return st, nil
+		}
+		return networkErrStatus(st, err), fmt.Errorf("vlan %q: remove network %s: %w", vlan, st.Name, err)
+	}
+	st.State, st.ID = state.NetworkAbsent, ""
+	return st, nil
+}
+
+func networkErrStatus(st state.NetworkStatus, err error) state.NetworkStatus {
+	st.State, st.Message = state.NetworkError, err.Error()
+	return st
+}

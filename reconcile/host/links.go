@@ -1,0 +1,741 @@
+package host
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+	"swarmvlan/reconcile/kernel"
+)
+
+// VLAN is the kernel state wanted on this host for one VLAN.
+type VLAN struct {
+	// Name is the VLAN document name, e.g. "vlan40".
+	Name string
+	// Trunk is the parent interface on this host, already resolved from the
+	// Host and VLAN documents.
+	Trunk string
+	// ID is the 802.1Q tag; 0 uses the trunk itself, untagged.
+	ID int
+	// MTU of the sub-interface and the shim; 0 leaves it as the kernel made it.
+	// The trunk's MTU is never changed: the trunk is not ours.
+	MTU int
+	// Promiscuous switches promiscuous mode on for the parent in use (and for
+	// a tagged VLAN also on the trunk, where its frames arrive).
+	Promiscuous bool
+	// HostAccess asks for the shim and the route to the chunk through it, so
+	// the host reaches its own containers.
+	HostAccess bool
+	// Mode is the containers' macvlan mode. It does not change the kernel
+	// state made here: the shim is always a bridge-mode macvlan, because only
+	// bridge-mode siblings on one parent talk to each other without leaving
+	// the host.
+	Mode string
+	// Chunk is this node's chunk of the VLAN's subnet. The zero Prefix means
+	// no chunk yet: the links are made but the shim gets no address or route.
+	Chunk netip.Prefix
+	// ShimAddr is the shim's address, the last address of the chunk
+	// (computed by the caller, who also keeps it out of Docker's allocation).
+	ShimAddr netip.Addr
+}
+
+// NetStatus is the observed per-VLAN result for status/nodes/<node>.
+type NetStatus struct {
+	// Parent is the interface containers ride on: the trunk, or <trunk>.<id>.
+	Parent string `json:"parent"`
+	// Link is "ok" or what is wrong with the parent.
+	Link string `json:"link"`
+	// Shim is "ok" or what is wrong with the shim; empty without host access.
+	Shim string `json:"shim,omitempty"`
+	// Route is "ok" or what is wrong with the route to the chunk; empty
+	// without host access.
+	Route string `json:"route,omitempty"`
+	// Ready is true when everything wanted for the VLAN is in the kernel.
+	Ready bool `json:"ready"`
+	// Reason is the first problem found, when not Ready.
+	Reason string `json:"reason,omitempty"`
+}
+
+const (
+	// hostAliasPrefix marks the links this reconciler made; a link whose
+	// alias lacks it is never changed or removed. The rest of the alias is
+	// the name of the VLAN the link serves.
+	hostAliasPrefix = "swarmvlan:"
+	// hostShimPrefix starts every shim's name.
+	hostShimPrefix = "sv-"
+	// hostIfNameMax is IFNAMSIZ less the terminating NUL.
+	hostIfNameMax = 15
+	// hostReasonNo8021Q is the status reason when the kernel cannot make
+	// 802.1Q links; it is part of the status contract, so spelled once.
+	hostReasonNo8021Q = kernel.ReasonNo8021Q
+	// hostReasonNoChunk is the shim's status until the node holds a chunk.
+	hostReasonNoChunk = "no chunk allocated yet"
+)
+
+// ShimName is the shim's link name for a VLAN: "sv-" and the VLAN name
+// when that fits in 15 bytes and uses only [A-Za-z0-9_.-]; otherwise "sv-",
+// up to 5 of the name's usable bytes, "-" and the first hex digits of the
+// SHA-256 of the name, filling the 15 bytes. The name is stable, so a
+// restarted reconciler finds the shim it made.
+func ShimName(vlan string) string {
+	if vlan != "" && len(hostShimPrefix)+len(vlan) <= hostIfNameMax && hostIfNameSafe(vlan) {
+		return hostShimPrefix + vlan
+	}
+	var keep strings.Builder
+	for i := 0; i < len(vlan) && keep.Len() < 5; i++ {
+		if hostIfNameByte(vlan[i]) {
+			keep.WriteByte(vlan[i])
+		}
+	}
+	sum := sha256.Sum256([]byte(vlan))
+	name := hostShimPrefix + keep.String() + "-"
+	return name + hex.EncodeToString(sum[:])[:hostIfNameMax-len(name)]
+}
+
+func hostIfNameSafe(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !hostIfNameByte(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func hostIfNameByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '.' || c == '-'
+}
+
+// hostSubName is the tagged sub-interface's name, <trunk>.<id>, as in the
+// manual recipe and in SPEC.md.
+func hostSubName(trunk string, id int) string {
+	return fmt.Sprintf("%s.%d", trunk, id)
+}
+
+// hostParentName is the interface containers of the VLAN ride on.
+func hostParentName(v VLAN) string {
+	if v.ID > 0 {
+		return hostSubName(v.Trunk, v.ID)
+	}
+	return v.Trunk
+}
+
+func hostAlias(vlan string) string { return hostAliasPrefix + vlan }
+
+// linkOp is what one planned step does to the kernel.
+type linkOp int
+
+const (
+	// linkBlock writes nothing: it records a problem that only the operator,
+	// or a later change of the host, can resolve.
+	linkBlock linkOp = iota
+	linkDelete
+	linkCreateVLAN
+	linkCreateShim
+	linkSetAlias
+	linkSetUp
+	linkSetMTU
+	linkSetPromisc
+	linkAddAddr
+	linkDelAddr
+	linkAddRoute
+	linkDelRoute
+)
+
+// linkPart is the part of a VLAN's host state an action serves, which is the
+// status field its problem is reported in.
+type linkPart int
+
+const (
+	linkPartLink linkPart = iota
+	linkPartShim
+	linkPartRoute
+)
+
+// linkAction is one step of a plan. Links that exist are named by Index;
+// links made earlier in the same plan have Index 0 and are found by Link.
+type linkAction struct {
+	Op     linkOp
+	VLAN   string // the VLAN served; for removals the VLAN named by the alias
+	Part   linkPart
+	Link   string // the link acted on
+	Index  int
+	Parent string // create: the parent's name
+	VlanID int    // create 802.1Q
+	MTU    int    // create, set MTU
+	Alias  string // create, set alias
+	On     bool   // set promiscuous
+	// Foreign is set when the link is not ours (a trunk): the executor
+	// remembers switching promiscuous mode on, so only that may be undone.
+	Foreign bool
+	Addr    netip.Prefix // address, or a route's destination
+	Scope   int          // delete route: as observed
+	Proto   int          // delete route: as observed
+	Metric  int          // delete route: as observed
+	Why     string       // the drift or problem this step answers
+}
+
+func (a linkAction) writes() bool { return a.Op != linkBlock }
+
+// verb says what the action does, for errors and status reasons.
+func (a linkAction) verb() string {
+	switch a.Op {
+	case linkBlock:
+		return a.Why
+	case linkDelete:
+		return "delete " + a.Link
+	case linkCreateVLAN:
+		return fmt.Sprintf("create 802.1Q link %s id %d on %s", a.Link, a.VlanID, a.Parent)
+	case linkCreateShim:
+		return fmt.Sprintf("create shim %s on %s", a.Link, a.Parent)
+	case linkSetAlias:
+		return fmt.Sprintf("set alias %q on %s", a.Alias, a.Link)
+	case linkSetUp:
+		return "set " + a.Link + " up"
+	case linkSetMTU:
+		return fmt.Sprintf("set mtu %d on %s", a.MTU, a.Link)
+	case linkSetPromisc:
+		if a.On {
+			return "set promiscuous mode on " + a.Link
+		}
+		return "set promiscuous mode off " + a.Link
+	case linkAddAddr:
+		return fmt.Sprintf("add address %s to %s", a.Addr, a.Link)
+	case linkDelAddr:
+		return fmt.Sprintf("delete address %s from %s", a.Addr, a.Link)
+	case linkAddRoute:
+		return fmt.Sprintf("add route %s dev %s", a.Addr, a.Link)
+	case linkDelRoute:
+		return fmt.Sprintf("delete route %s dev %s", a.Addr, a.Link)
+	}
+	return fmt.Sprintf("op %d on %s", a.Op, a.Link)
+}
+
+func linkHasWrites(plan []linkAction) bool {
+	for _, a := range plan {
+		if a.writes() {
+			return true
+		}
+	}
+	return false
+}
+
+// hostSorted returns want sorted by name without later duplicates, so plans
+// and claims do not depend on the caller's order.
+func hostSorted(want []VLAN) []VLAN {
+	out := make([]VLAN, 0, len(want))
+	seen := make(map[string]bool, len(want))
+	for _, v := range want {
+		if seen[v.Name] {
+			continue
+		}
+		seen[v.Name] = true
+		out = append(out, v)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// hostPlanner holds the indexes one planning pass needs.
+type hostPlanner struct {
+	have    kernel.Observed
+	byName  map[string]*kernel.Link
+	byIndex map[int]*kernel.Link
+	// claims maps every link name a wanted VLAN uses (trunks included) to
+	// that VLAN; owned links not claimed are removed.
+	claims map[string]string
+	// linkProblem and shimProblem block a VLAN's parent or shim.
+	linkProblem map[string]string
+	shimProblem map[string]string
+	// promiscNeeded names the trunks some wanted VLAN wants promiscuous.
+	promiscNeeded map[string]bool
+	trunkDone     map[string]bool
+	deleted       map[int]bool
+	out           []linkAction
+}
+
+// hostPlan computes the steps that take the kernel from have to want, for
+// the links this reconciler owns, the trunks' up and promiscuous flags, and
+// the shims' addresses and routes. It never plans a change to a link whose
+// alias lacks hostAliasPrefix other than bringing a trunk up and switching
+// its promiscuous mode; a wanted name held by such a link is reported as a
+// linkBlock step instead.
+func hostPlan(want []VLAN, have kernel.Observed) []linkAction {
+	p := &hostPlanner{
+		have:          have,
+		byName:        make(map[string]*kernel.Link, len(have.Links)),
+		byIndex:       make(map[int]*kernel.Link, len(have.Links)),
+		claims:        map[string]string{},
+		linkProblem:   map[string]string{},
+		shimProblem:   map[string]string{},
+		promiscNeeded: map[string]bool{},
+		trunkDone:     map[string]bool{},
+		deleted:       map[int]bool{},
+	}
+	for i := range have.Links {
+		l := &have.Links[i]
+		p.byName[l.Name] = l
+		p.byIndex[l.Index] = l
+	}
+	vlans := hostSorted(want)
+	for _, v := range vlans {
+		p.claim(v)
+	}
+	p.removeUnclaimed()
+	for _, v := range vlans {
+		p.vlan(v)
+	}
+	p.releasePromisc()
+	return p.out
+}
+
+// claim validates v and records the link names it uses.
+func (p *hostPlanner) claim(v VLAN) {
+	switch {
+	case v.Trunk == "":
+		p.linkProblem[v.Name] = "no trunk interface given"
+	case len(v.Trunk) > hostIfNameMax:
+		p.linkProblem[v.Name] = fmt.Sprintf("trunk name %q is longer than %d bytes", v.Trunk, hostIfNameMax)
+	case v.ID < 0 || v.ID > 4094:
+		p.linkProblem[v.Name] = fmt.Sprintf("802.1Q id %d is outside 0-4094", v.ID)
+	case v.ID > 0 && len(hostSubName(v.Trunk, v.ID)) > hostIfNameMax:
+		p.linkProblem[v.Name] = fmt.Sprintf("sub-interface name %q is longer than %d bytes", hostSubName(v.Trunk, v.ID), hostIfNameMax)
+	case v.MTU < 0:
+		p.linkProblem[v.Name] = fmt.Sprintf("mtu %d is negative", v.MTU)
+	}
+	if v.Trunk != "" {
+		if _, ok := p.claims[v.Trunk]; !ok {
+			p.claims[v.Trunk] = v.Name
+		}
+	}
+	if p.linkProblem[v.Name] == "" && v.Promiscuous {
+		p.promiscNeeded[v.Trunk] = true
+	}
+	if v.ID > 0 && p.linkProblem[v.Name] == "" {
+		sub := hostSubName(v.Trunk, v.ID)
+		if other, ok := p.claims[sub]; ok {
+			// Two VLANs with one tag on one trunk are one broadcast domain;
+			// the first by name keeps the sub-interface.
+			p.linkProblem[v.Name] = fmt.Sprintf("%s is already used by vlan %q", sub, other)
+		} else {
+			p.claims[sub] = v.Name
+		}
+	}
+	if !v.HostAccess {
+		return
+	}
+	shim := ShimName(v.Name)
+	if other, ok := p.claims[shim]; ok {
+		p.shimProblem[v.Name] = fmt.Sprintf("shim name %s is already used by %q", shim, other)
+	} else {
+		p.claims[shim] = v.Name
+	}
+	if v.Chunk.IsValid() && p.shimProblem[v.Name] == "" {
+		switch {
+		case !v.ShimAddr.IsValid():
+			p.shimProblem[v.Name] = fmt.Sprintf("no shim address for chunk %s", v.Chunk)
+		case !v.Chunk.Contains(v.ShimAddr):
+			p.shimProblem[v.Name] = fmt.Sprintf("shim address %s is not in chunk %s", v.ShimAddr, v.Chunk)
+		}
+	}
+}
+
+// removeUnclaimed deletes owned links no wanted VLAN uses: shims first, as
+// deleting a sub-interface takes its macvlan children with it.
+func (p *hostPlanner) removeUnclaimed() {
+	var gone []*kernel.Link
+	for i := range p.have.Links {
+		l := &p.have.Links[i]
+		if _, claimed := p.claims[l.Name]; linkOwned(l) && !claimed {
+			gone = append(gone, l)
+		}
+	}
+	sort.SliceStable(gone, func(i, j int) bool {
+		return gone[i].Kind == "macvlan" && gone[j].Kind != "macvlan"
+	})
+	for _, l := range gone {
+		vlan := strings.TrimPrefix(l.Alias, hostAliasPrefix)
+		if child := p.foreignChild(l.Index); child != "" {
+			// The kernel would delete the child with its parent, and the
+			// child is not ours: keep the parent until the child is gone.
+			p.out = append(p.out, linkAction{Op: linkBlock, VLAN: vlan, Link: l.Name, Index: l.Index,
+				Why: fmt.Sprintf("keep %s: %s, which swarmvlan does not manage, rides on it", l.Name, child)})
+			continue
+		}
+		p.markDeleted(l.Index)
+		p.out = append(p.out, linkAction{Op: linkDelete, VLAN: vlan, Link: l.Name, Index: l.Index,
+			Why: fmt.Sprintf("%s is no longer wanted", l.Name)})
+	}
+}
+
+// markDeleted records that index goes, and with it, as the kernel does it,
+// every link stacked on it.
+func (p *hostPlanner) markDeleted(index int) {
+	if p.deleted[index] {
+		return
+	}
+	p.deleted[index] = true
+	for i := range p.have.Links {
+		if l := &p.have.Links[i]; l.ParentIndex == index && l.Index != index {
+			p.markDeleted(l.Index)
+		}
+	}
+}
+
+func (p *hostPlanner) foreignChild(index int) string {
+	for i := range p.have.Links {
+		l := &p.have.Links[i]
+		if l.ParentIndex == index && l.Index != index && !linkOwned(l) {
+			return l.Name
+		}
+	}
+	return ""
+}
+
+func (p *hostPlanner) add(v VLAN, part linkPart, a linkAction) {
+	a.VLAN, a.Part = v.Name, part
+	p.out = append(p.out, a)
+}
+
+func (p *hostPlanner) block(v VLAN, part linkPart, why string) {
+	p.add(v, part, linkAction{Op: linkBlock, Why: why})
+}
+
+// waitShim reports the shim and route of v as waiting on its parent.
+func (p *hostPlanner) waitShim(v VLAN, why string) {
+	if v.HostAccess {
+		p.block(v, linkPartShim, why)
+		p.block(v, linkPartRoute, why)
+	}
+}
+
+func hostCollision(name, vlan string) string {
+	return fmt.Sprintf("link %s exists and is not managed by swarmvlan (delete it, or set its alias to %q to hand it over)", name, hostAlias(vlan))
+}
+
+func (p *hostPlanner) vlan(v VLAN) {
+	if why := p.linkProblem[v.Name]; why != "" {
+		p.block(v, linkPartLink, why)
+		p.waitShim(v, "waiting for parent "+hostParentName(v))
+		return
+	}
+	trunk := p.byName[v.Trunk]
+	if trunk == nil {
+		p.block(v, linkPartLink, fmt.Sprintf("trunk %s not found", v.Trunk))
+		p.waitShim(v, "waiting for parent "+hostParentName(v))
+		return
+	}
+	if v.MTU > trunk.MTU {
+		// The kernel refuses an 802.1Q or macvlan MTU above the lower
+		// device's, and the trunk is not ours to change.
+		p.block(v, linkPartLink, fmt.Sprintf("mtu %d exceeds trunk %s mtu %d", v.MTU, trunk.Name, trunk.MTU))
+		p.waitShim(v, "waiting for parent "+hostParentName(v))
+		return
+	}
+	p.trunk(v, trunk)
+
+	parent, parentIndex, parentNew := trunk.Name, trunk.Index, false
+	if v.ID > 0 {
+		name := hostSubName(v.Trunk, v.ID)
+		sub := p.byName[name]
+		if sub != nil && !linkOwned(sub) {
+			p.block(v, linkPartLink, hostCollision(name, v.Name))
+			p.waitShim(v, "waiting for parent "+name)
+			return
+		}
+		if sub != nil && (sub.Kind != "vlan" || sub.ParentIndex != trunk.Index || sub.VlanID != v.ID) {
+			p.add(v, linkPartLink, linkAction{Op: linkDelete, Link: name, Index: sub.Index,
+				Why: fmt.Sprintf("%s is not an 802.1Q link on %s with id %d", name, trunk.Name, v.ID)})
+			p.markDeleted(sub.Index)
+			sub = nil
+		}
+		if sub == nil {
+			p.add(v, linkPartLink, linkAction{Op: linkCreateVLAN, Link: name, Parent: trunk.Name,
+				VlanID: v.ID, MTU: v.MTU, Alias: hostAlias(v.Name), Why: name + " missing"})
+			if v.Promiscuous {
+				p.add(v, linkPartLink, linkAction{Op: linkSetPromisc, Link: name, On: true,
+					Why: "promiscuous mode off on " + name})
+			}
+			parentNew = true
+		} else {
+			p.repair(v, linkPartLink, sub)
+			if sub.Promisc != v.Promiscuous {
+				p.add(v, linkPartLink, linkAction{Op: linkSetPromisc, Link: name, Index: sub.Index, On: v.Promiscuous,
+					Why: fmt.Sprintf("promiscuous mode on %s is %s", name, hostOnOff(sub.Promisc))})
+			}
+			parentIndex = sub.Index
+		}
+		parent = name
+	}
+	p.shim(v, parent, parentIndex, parentNew)
+}
+
+// trunk brings the trunk up and, when wanted, promiscuous; once per trunk.
+func (p *hostPlanner) trunk(v VLAN, t *kernel.Link) {
+	if p.trunkDone[t.Name] {
+		return
+	}
+	p.trunkDone[t.Name] = true
+	if !t.Up {
+		p.add(v, linkPartLink, linkAction{Op: linkSetUp, Link: t.Name, Index: t.Index, Foreign: !linkOwned(t),
+			Why: "trunk " + t.Name + " is down"})
+	}
+	if p.promiscNeeded[t.Name] && !t.Promisc {
+		p.add(v, linkPartLink, linkAction{Op: linkSetPromisc, Link: t.Name, Index: t.Index, On: true, Foreign: !linkOwned(t),
+			Why: "promiscuous mode off on trunk " + t.Name})
+	}
+}
+
+// repair sets alias, MTU and up on an owned link that otherwise is right.
+func (p *hostPlanner) repair(v VLAN, part linkPart, l *kernel.Link) {
+	if l.Alias != hostAlias(v.Name) {
+		p.add(v, part, linkAction{Op: linkSetAlias, Link: l.Name, Index: l.Index, Alias: hostAlias(v.Name),
+			Why: fmt.Sprintf("%s has alias %q", l.Name, l.Alias)})
+	}
+	if v.MTU > 0 && l.MTU != v.MTU {
+		p.add(v, part, linkAction{Op: linkSetMTU, Link: l.Name, Index: l.Index, MTU: v.MTU,
+			Why: fmt.Sprintf("%s has mtu %d, not %d", l.Name, l.MTU, v.MTU)})
+	}
+	if !l.Up {
+		p.add(v, part, linkAction{Op: linkSetUp, Link: l.Name, Index: l.Index, Why: l.Name + " is down"})
+	}
+}
+
+func (p *hostPlanner) shim(v VLAN, parent string, parentIndex int, parentNew bool) {
+	if !v.HostAccess {
+		// An owned shim is not claimed, so removeUnclaimed deleted it.
+		return
+	}
+	if why := p.shimProblem[v.Name]; why != "" {
+		p.block(v, linkPartShim, why)
+		p.block(v, linkPartRoute, why)
+		return
+	}
+	name := ShimName(v.Name)
+	s := p.byName[name]
+	if s != nil && p.deleted[s.Index] {
+		s = nil // goes with its parent
+	}
+	if s != nil && !linkOwned(s) {
+		p.block(v, linkPartShim, hostCollision(name, v.Name))
+		p.block(v, linkPartRoute, "waiting for shim "+name)
+		return
+	}
+	if s != nil && (s.Kind != "macvlan" || s.MacvlanMode != "bridge" || parentNew || s.ParentIndex != parentIndex) {
+		p.add(v, linkPartShim, linkAction{Op: linkDelete, Link: name, Index: s.Index,
+			Why: fmt.Sprintf("%s is not a bridge-mode macvlan on %s", name, parent)})
+		p.markDeleted(s.Index)
+		s = nil
+	}
+	if s == nil {
+		p.add(v, linkPartShim, linkAction{Op: linkCreateShim, Link: name, Parent: parent, MTU: v.MTU,
+			Alias: hostAlias(v.Name), Why: "shim " + name + " missing"})
+	} else {
+		p.repair(v, linkPartShim, s)
+	}
+
+	var addrs []netip.Prefix
+	var routes []kernel.Route
+	if s != nil {
+		addrs = s.Addrs
+		for _, r := range p.have.Routes {
+			if r.LinkIndex == s.Index {
+				routes = append(routes, r)
+			}
+		}
+	}
+	wantAddr, chunk := netip.Prefix{}, netip.Prefix{}
+	if v.Chunk.IsValid() {
+		wantAddr = netip.PrefixFrom(v.ShimAddr, v.ShimAddr.BitLen())
+		chunk = v.Chunk.Masked()
+	}
+	hasAddr := false
+	for _, a := range addrs {
+		switch {
+		case a == wantAddr:
+			hasAddr = true
+		case a.Addr().IsLinkLocalUnicast():
+			// The kernel's own IPv6 link-local address; not ours to judge.
+		default:
+			p.add(v, linkPartShim, linkAction{Op: linkDelAddr, Link: name, Index: s.Index, Addr: a,
+				Why: fmt.Sprintf("stray address %s on %s", a, name)})
+		}
+	}
+	hasRoute := false
+	for _, r := range routes {
+		switch {
+		case r.Protocol == kernel.ProtoKernel || r.Dst.Addr().IsLinkLocalUnicast():
+			// Routes the kernel derives from addresses come and go with them.
+		case r.Dst == chunk && r.Scope == kernel.ScopeLink && !hasRoute:
+			hasRoute = true
+		default:
+			p.add(v, linkPartRoute, linkAction{Op: linkDelRoute, Link: name, Index: s.Index, Addr: r.Dst,
+				Scope: r.Scope, Proto: r.Protocol, Metric: r.Priority,
+				Why: fmt.Sprintf("stray route %s on %s", r.Dst, name)})
+		}
+	}
+	if !v.Chunk.IsValid() {
+		p.block(v, linkPartShim, hostReasonNoChunk)
+		p.block(v, linkPartRoute, hostReasonNoChunk)
+		return
+	}
+	index := 0
+	if s != nil {
+		index = s.Index
+	}
+	if !hasAddr {
+		p.add(v, linkPartShim, linkAction{Op: linkAddAddr, Link: name, Index: index, Addr: wantAddr,
+			Why: fmt.Sprintf("address %s missing on %s", wantAddr, name)})
+	}
+	if hasRoute {
+		return
+	}
+	for _, r := range p.have.Routes {
+		if r.Dst != chunk || (s != nil && r.LinkIndex == s.Index) || p.deleted[r.LinkIndex] {
+			continue
+		}
+		via := fmt.Sprintf("link %d", r.LinkIndex)
+		if l := p.byIndex[r.LinkIndex]; l != nil {
+			via = l.Name
+		}
+		p.block(v, linkPartRoute, fmt.Sprintf("route to %s already exists via %s", chunk, via))
+		return
+	}
+	p.add(v, linkPartRoute, linkAction{Op: linkAddRoute, Link: name, Index: index, Addr: chunk,
+		Why: fmt.Sprintf("route to %s via %s missing", chunk, name)})
+}
+
+// releasePromisc switches promiscuous mode off on trunks this reconciler
+// switched on and no wanted VLAN needs any more.
+func (p *hostPlanner) releasePromisc() {
+	names := make([]string, 0, len(p.have.PromiscSet))
+	for n := range p.have.PromiscSet {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		l := p.byName[n]
+		if l == nil || !l.Promisc || p.promiscNeeded[n] || p.deleted[l.Index] {
+			continue
+		}
+		p.out = append(p.out, linkAction{Op: linkSetPromisc, Link: n, Index: l.Index, On: false, Foreign: !linkOwned(l),
+			Why: "no VLAN needs promiscuous mode on " + n})
+	}
+}
+
+func hostOnOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+// hostFailure is an action that failed for a VLAN in this pass.
+type hostFailure struct {
+	Part   linkPart
+	Reason string
+}
+
+// hostStatuses derives each wanted VLAN's status from the plan that still
+// remains after executing (residual) and the failures met on the way.
+func hostStatuses(want []VLAN, residual []linkAction, failed map[string]hostFailure) map[string]NetStatus {
+	out := make(map[string]NetStatus, len(want))
+	for _, v := range hostSorted(want) {
+		var parts [3]string
+		for _, a := range residual {
+			if a.VLAN == v.Name && parts[a.Part] == "" {
+				parts[a.Part] = a.Why
+			}
+		}
+		f, hasFailure := failed[v.Name]
+		if hasFailure {
+			parts[f.Part] = f.Reason
+		}
+		st := NetStatus{Parent: hostParentName(v), Link: "ok"}
+		if parts[linkPartLink] != "" {
+			st.Link = parts[linkPartLink]
+		}
+		switch {
+		case !v.HostAccess:
+		case parts[linkPartLink] != "":
+			// Whatever the shim lacks follows from its parent's problem.
+			st.Shim, st.Route = "waiting for parent "+st.Parent, "waiting for parent "+st.Parent
+		default:
+			st.Shim, st.Route = "ok", "ok"
+			if parts[linkPartShim] != "" {
+				st.Shim = parts[linkPartShim]
+			}
+			if parts[linkPartRoute] != "" {
+				st.Route = parts[linkPartRoute]
+			}
+		}
+		switch {
+		case hasFailure:
+			st.Reason = f.Reason
+		case st.Link != "ok":
+			st.Reason = st.Link
+		case st.Shim != "ok" && st.Shim != "":
+			st.Reason = st.Shim
+		case st.Route != "ok" && st.Route != "":
+			st.Reason = st.Route
+		}
+		st.Ready = st.Reason == ""
+		out[v.Name] = st
+	}
+	return out
+}
+
+// hostInterest is what a netlink notification must touch to concern the
+// state Ensure last converged.
+type hostInterest struct {
+	names   map[string]bool
+	indexes map[int]bool
+	chunks  map[netip.Prefix]bool
+}
+
+// hostInterestOf collects the names and indexes of trunks, parents, shims and
+// owned links, and the chunks routed through shims.
+func hostInterestOf(want []VLAN, have kernel.Observed) *hostInterest {
+	in := &hostInterest{names: map[string]bool{}, indexes: map[int]bool{}, chunks: map[netip.Prefix]bool{}}
+	for _, v := range want {
+		in.names[v.Trunk] = true
+		in.names[hostParentName(v)] = true
+		if v.HostAccess {
+			in.names[ShimName(v.Name)] = true
+			if v.Chunk.IsValid() {
+				in.chunks[v.Chunk.Masked()] = true
+			}
+		}
+	}
+	for n := range have.PromiscSet {
+		in.names[n] = true
+	}
+	for _, l := range have.Links {
+		if in.names[l.Name] || linkOwned(&l) {
+			in.names[l.Name] = true
+			in.indexes[l.Index] = true
+		}
+	}
+	return in
+}
+
+// concerns says whether e may change state Ensure converges. Before the
+// first Ensure (in == nil) everything does.
+func (in *hostInterest) concerns(e kernel.Event) bool {
+	if in == nil {
+		return true
+	}
+	switch e.Kind {
+	case kernel.EventLink:
+		return in.names[e.LinkName] || in.indexes[e.LinkIndex] || strings.HasPrefix(e.Alias, hostAliasPrefix)
+	case kernel.EventAddr:
+		return in.indexes[e.LinkIndex]
+	case kernel.EventRoute:
+		return e.Table == kernel.TableMain && (in.indexes[e.LinkIndex] || in.chunks[e.Dst])
+	}
+	return true
+}
+
+// linkOwned says whether this reconciler made l (its alias is marked).
+func linkOwned(l *kernel.Link) bool { return strings.HasPrefix(l.Alias, hostAliasPrefix) }
