@@ -147,16 +147,17 @@ var schemaCannotExpress = map[string]string{
 	"vlan-pinned-outside-pool.yaml":       "containment is arithmetic",
 	"host-vlan-chunk-host-bits.yaml":      "host bits of a prefix are arithmetic",
 
-	"svc-scaling-min-above-max.yaml":          "relates two fields",
-	"svc-replicas-below-min.yaml":             "relates replicas to scaling bounds",
-	"svc-replicas-above-max.yaml":             "relates replicas to scaling bounds",
-	"svc-memory-below-docker-minimum.yaml":    "compares a parsed quantity",
-	"svc-memory-reservation-above-limit.yaml": "compares two parsed quantities",
-	"svc-cpus-reservation-above-limit.yaml":   "compares two parsed numbers",
-	"svc-mount-target-twice.yaml":             "uniqueness of one field across list items",
-	"svc-healthcheck-interval-zero.yaml":      "a zero duration is syntactically valid",
-	"svc-consul-check-timeout-zero.yaml":      "a zero duration is syntactically valid",
-	"svc-consul-deregister-short.yaml":        "compares a parsed duration",
+	"svc-scaling-min-above-max.yaml":            "relates two fields",
+	"svc-replicas-below-min.yaml":               "relates replicas to scaling bounds",
+	"svc-replicas-above-max.yaml":               "relates replicas to scaling bounds",
+	"svc-memory-below-docker-minimum.yaml":      "compares a parsed quantity",
+	"svc-memory-reservation-above-limit.yaml":   "compares two parsed quantities",
+	"svc-memory-reservation-below-minimum.yaml": "compares a parsed quantity",
+	"svc-cpus-reservation-above-limit.yaml":     "compares two parsed numbers",
+	"svc-mount-target-twice.yaml":               "uniqueness of one field across list items",
+	"svc-healthcheck-interval-zero.yaml":        "a zero duration is syntactically valid",
+	"svc-consul-check-timeout-zero.yaml":        "a zero duration is syntactically valid",
+	"svc-consul-deregister-short.yaml":          "compares a parsed duration",
 }
 
 func TestInvalidTestdataFailsSchemas(t *testing.T) {
@@ -344,8 +345,11 @@ func TestSchemaAgreesWithSpec(t *testing.T) {
 		{svc, "spec.image", []any{"web", "registry.example.com:5000/team/web:1.4", "web@sha256:" + strings.Repeat("ab", 32), "Web", "web:", "web:-1", "a//b", "web app"}},
 		{svc, "spec.scaling.cooldown", durations},
 		{svc, "spec.update.delay", durations},
-		{svc, "spec.resources.limits.cpus", []any{"0.5", "2", "0.000000001", "0", "0.0", "00.10", ".5", "1.", "1e3", "1000000000", "999999999.999999999", "0.0000000001", "0.5000000000", "1.0000000001", "0001", "12345678912345678"}},
-		{svc, "spec.resources.reservations.memory", []any{"1", "256Mi", "256M", "256m", "1GB", "1gb", "1.5Gi", "0", "0Mi", "0.0G", "256MiB", "1mi", "1P", "-1", "Mi", ".5G", "512b", "512B", "512mb", "1 M", "1e9"}},
+		{svc, "spec.resources.limits.cpus", []any{"0.5", "2", "0.000000001", "0", "0.0", "00.10", ".5", "1.", "1e3", "1000000000", "999999999.999999999", "0.0000000001", "0.5000000000", "1.0000000001", "0001", "12345678912345678", "0.01", "0.010000000", "0.009", "0.001", "0.0100000001"}},
+		{svc, "spec.resources.reservations.cpus", []any{"0.5", "2", "0.001", "0.0010", "0.000999999", "0.0009", "0.000000001", "0.123456789", "0"}},
+		// Memory samples sit above Swarm's 4Mi minimum, which the schema
+		// cannot state: they test the grammar.
+		{svc, "spec.resources.reservations.memory", []any{"4194304", "256Mi", "256M", "256m", "1GB", "1gb", "1.5Gi", "0", "0Mi", "0.0G", "256MiB", "1mi", "1P", "-1", "Mi", ".5G", "8388608b", "8388608B", "512mb", "1 M", "1e9"}},
 		{svc, "spec.networks", []any{[]any{"a"}, []any{"a", "b"}, []any{}, []any{"a", "a"}, []any{"A"}, []any{""}, []any{"a-"}}},
 		{svc, "spec.secrets", []any{[]any{"db_password"}, []any{"db.password-1"}, []any{"db password"}, []any{"_x"}, []any{"x_"}, []any{strings.Repeat("s", 65)}, []any{"a", "a"}}},
 		{svc, "spec.placement.constraints", []any{[]any{"node.role==manager"}, []any{"node.role != manager"}, []any{"node.labels.a!b==c"}, []any{"node.role"}, []any{"==x"}, []any{"x=="}, []any{"a==b==c"}, []any{"a = b"}}},

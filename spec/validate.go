@@ -389,8 +389,17 @@ var (
 	healthcheckFirst = []string{"NONE", "CMD", "CMD-SHELL"}
 )
 
-// Docker refuses a memory limit below 6 MiB.
-const minMemoryLimit = 6 << 20
+// Docker's lower bounds on resources. The engine refuses a memory limit
+// below 6 MiB when it creates the container; Swarm refuses any CPU value
+// below 0.001 and any memory value below 4 MiB in a service spec; and a CPU
+// limit below 0.01 becomes a CFS quota below the kernel's 1ms minimum (of
+// Docker's 100ms period), so the task fails to start.
+const (
+	minMemoryLimit       = 6 << 20
+	minMemoryReservation = 4 << 20
+	minCPULimit          = 1e7 // nano-CPUs: 0.01
+	minCPUReservation    = 1e6 // nano-CPUs: 0.001
+)
 
 // Consul's catalog reaper runs once a minute and ignores
 // DeregisterCriticalServiceAfter values below that.
@@ -589,6 +598,15 @@ func validateResources(errs *ErrorList, r *Resources) {
 	res := check("spec.resources.reservations", r.Reservations)
 	if lim.mem > 0 && lim.mem < minMemoryLimit {
 		errs.add("spec.resources.limits.memory", "must be at least 6Mi (Docker's minimum)")
+	}
+	if res.mem > 0 && res.mem < minMemoryReservation {
+		errs.add("spec.resources.reservations.memory", "must be at least 4Mi (Swarm's minimum)")
+	}
+	if lim.cpus > 0 && lim.cpus < minCPULimit {
+		errs.add("spec.resources.limits.cpus", "must be at least 0.01 (the kernel refuses a smaller CPU quota)")
+	}
+	if res.cpus > 0 && res.cpus < minCPUReservation {
+		errs.add("spec.resources.reservations.cpus", "must be at least 0.001 (Swarm's minimum)")
 	}
 	if lim.cpus > 0 && res.cpus > lim.cpus {
 		errs.add("spec.resources.reservations.cpus", fmt.Sprintf("%s is more than the limit %s", r.Reservations.CPUs, r.Limits.CPUs))
