@@ -229,6 +229,15 @@ func TestValidImageReference(t *testing.T) {
 		{"web-", false},
 		{"registry.example.com:port/web", false},
 		{strings.Repeat("a", 256), false},
+		{strings.Repeat("a", 247), true},  // library/ + 247 = 255
+		{strings.Repeat("a", 248), false}, // library/ + 248 = 256
+		{"docker.io/" + strings.Repeat("a", 248), false},
+		{"team/" + strings.Repeat("a", 250), true},
+		{"registry.example.com/" + strings.Repeat("a", 255), true},
+		{"registry.example.com/" + strings.Repeat("a", 256), false},
+		{strings.Repeat("0123456789abcdef", 4), false}, // an image ID
+		{strings.Repeat("0123456789abcdef", 4) + ":1", true},
+		{"web/" + strings.Repeat("0123456789abcdef", 4), true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.ref, func(t *testing.T) {
@@ -491,5 +500,33 @@ func TestErrorList(t *testing.T) {
 	}
 	if got := long.truncated(); len(got) != maxErrors+1 || got[maxErrors].Error() != "and 50 more problems" {
 		t.Errorf("truncated list has %d entries ending in %v", len(got), got[len(got)-1])
+	}
+}
+
+func TestSwarmTemplate(t *testing.T) {
+	labels := map[string]string{"team": "payments"}
+	for _, tt := range []struct {
+		s  string
+		ok bool
+	}{
+		{"plain", true},
+		{"{ not a template }", true},
+		{"{{.Task.Slot}}", true},
+		{"web-{{.Task.Slot}}-{{.Node.Hostname}}", true},
+		{"{{.Node.Platform.OS}}/{{.Service.Name}}", true},
+		{"{{.Service.Labels.team}}", true},
+		{`{{index .Service.Labels "absent"}}`, true},
+		{`{{join "-" .Service.Name .Task.Slot}}`, true},
+		{"{{", false},
+		{"{{.Task.Slot", false},
+		{"{{.Task.Number}}", false},
+		{"{{.Service.Labels.absent}}", false},
+		{"{{env \"HOME\"}}", false},
+	} {
+		t.Run(tt.s, func(t *testing.T) {
+			if got := swarmTemplate(tt.s, labels) == ""; got != tt.ok {
+				t.Errorf("swarmTemplate(%q) ok = %v, want %v (%s)", tt.s, got, tt.ok, swarmTemplate(tt.s, labels))
+			}
+		})
 	}
 }
