@@ -6,11 +6,118 @@ const (
 	DriverIPvlan  = "ipvlan"
 )
 
+// Default VLAN modes, one per driver.
+const (
+	DefaultMacvlanMode = "bridge"
+	DefaultIPvlanMode  = "l2"
+)
+
 // Service modes.
 const (
 	ModeReplicated = "replicated"
 	ModeGlobal     = "global"
 )
+
+// Mount types.
+const (
+	MountBind   = "bind"
+	MountVolume = "volume"
+	MountTmpfs  = "tmpfs"
+)
+
+// Defaults of the update and restart policies. They are the values the
+// engine stores when a spec leaves the field empty, so a mapping that writes
+// them keeps the stored spec equal to the wanted one.
+const (
+	DefaultUpdateParallelism   = 1
+	DefaultUpdateFailureAction = "pause"
+	DefaultUpdateOrder         = "stop-first"
+	DefaultRestartCondition    = "any"
+)
+
+// VLANDriver returns driver, or macvlan when it is empty.
+func VLANDriver(driver string) string {
+	if driver == "" {
+		return DriverMacvlan
+	}
+	return driver
+}
+
+// VLANMode returns mode, or the driver's default when it is empty: bridge
+// for macvlan, l2 for ipvlan.
+func VLANMode(driver, mode string) string {
+	if mode != "" {
+		return mode
+	}
+	if VLANDriver(driver) == DriverIPvlan {
+		return DefaultIPvlanMode
+	}
+	return DefaultMacvlanMode
+}
+
+// DriverOrDefault is the VLAN's driver, defaulted (see VLANDriver).
+func (v *VLAN) DriverOrDefault() string { return VLANDriver(v.Spec.Driver) }
+
+// ModeOrDefault is the VLAN's mode, defaulted for its driver (see VLANMode).
+func (v *VLAN) ModeOrDefault() string { return VLANMode(v.Spec.Driver, v.Spec.Mode) }
+
+// ModeOrDefault is the service mode: replicated unless the spec says global.
+func (s *ServiceSpec) ModeOrDefault() string {
+	if s.Mode == "" {
+		return ModeReplicated
+	}
+	return s.Mode
+}
+
+// IsGlobal reports whether the service runs one task per node.
+func (s *ServiceSpec) IsGlobal() bool { return s.ModeOrDefault() == ModeGlobal }
+
+// ParallelismOrDefault is how many tasks an update changes at once: the
+// document's count, or 1. Docker reads 0 as "all at once", which a document
+// has to say explicitly. A nil policy has the defaults.
+func (u *UpdatePolicy) ParallelismOrDefault() uint64 {
+	if u == nil || u.Parallelism == nil {
+		return DefaultUpdateParallelism
+	}
+	return uint64(max(*u.Parallelism, 0))
+}
+
+// FailureActionOrDefault is the update's failure action: the document's, or
+// pause. A nil policy has the defaults.
+func (u *UpdatePolicy) FailureActionOrDefault() string {
+	if u == nil || u.FailureAction == "" {
+		return DefaultUpdateFailureAction
+	}
+	return u.FailureAction
+}
+
+// OrderOrDefault is the update's order: the document's, or stop-first. A
+// nil policy has the defaults.
+func (u *UpdatePolicy) OrderOrDefault() string {
+	if u == nil || u.Order == "" {
+		return DefaultUpdateOrder
+	}
+	return u.Order
+}
+
+// ConditionOrDefault is the restart condition: the document's, or any. A nil
+// policy has the defaults.
+func (r *RestartPolicy) ConditionOrDefault() string {
+	if r == nil || r.Condition == "" {
+		return DefaultRestartCondition
+	}
+	return r.Condition
+}
+
+// MaxAttemptsPtr is the restart policy's attempt limit for Docker's optional
+// field: nil when unset (no limit), else the count.
+func (r *RestartPolicy) MaxAttemptsPtr() *uint64 {
+	if r == nil || r.MaxAttempts == nil {
+		return nil
+	}
+	n := uint64(max(*r.MaxAttempts, 0))
+	return &n
+}
 
 // DefaultQuarantine is how long a chunk released by a node that left the
 // swarm stays out of use when rangePlan.quarantine is omitted.
@@ -52,13 +159,10 @@ func setVLANDefaults(v *VLAN) {
 	if s.Driver == "" {
 		s.Driver = DriverMacvlan
 	}
-	if s.Mode == "" {
-		switch s.Driver {
-		case DriverMacvlan:
-			s.Mode = "bridge"
-		case DriverIPvlan:
-			s.Mode = "l2"
-		}
+	// An unknown driver keeps its empty mode: Validate reports the driver,
+	// not a mode the user never wrote.
+	if s.Mode == "" && (s.Driver == DriverMacvlan || s.Driver == DriverIPvlan) {
+		s.Mode = VLANMode(s.Driver, "")
 	}
 	if s.Promiscuous == nil {
 		s.Promiscuous = ptr(true)

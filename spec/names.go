@@ -1,74 +1,79 @@
 package spec
 
-// Labels every Docker object swarmvlan creates carries. Objects without
-// LabelManaged=true are never changed or removed.
-const (
-	LabelManaged = "io.swarmvlan.managed"
-	// LabelOwner names the installation (its ID in Consul KV) that made a
-	// service; the leader removes only services of its own installation, so
-	// a reconciler pointed at another or an empty Consul never sweeps away a
-	// swarm's services.
-	LabelOwner    = "io.swarmvlan.owner"
-	LabelKind     = "io.swarmvlan.kind"
-	LabelName     = "io.swarmvlan.name"
-	LabelSpecHash = "io.swarmvlan.spec-hash"
-	// LabelDriver records the driver a config-only network was made for:
-	// Docker stores config-only networks with the "null" driver, so the
-	// driver cannot be read back from the network itself.
-	LabelDriver = "io.swarmvlan.driver"
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strconv"
+	"strings"
 )
 
-// NodeLabelPrefix starts the node label the leader sets to NodeLabelReady on
-// nodes where a VLAN is ready (io.swarmvlan.vlan.<vlan>=ready); every
-// service on a VLAN carries a placement constraint on it, so Swarm never
-// schedules a task on a node that lacks the VLAN's config network (moby
-// #33437).
-const NodeLabelPrefix = "io.swarmvlan.vlan."
+// The names swarmvlan gives what it makes for a VLAN, in Docker and on the
+// hosts. They are part of the contract (SPEC.md): a reconciler that restarts,
+// or a newer one, finds what an earlier one made by these names.
 
-// NodeLabelReady is the value of a readiness label.
-const NodeLabelReady = "ready"
+// NetworkName is the name of a VLAN's swarm-scoped Docker network: the
+// VLAN's own name.
+func NetworkName(vlan string) string { return vlan }
 
-// NodeReadyConstraint is the placement constraint that keeps a service's
-// tasks on nodes where vlan is ready.
-func NodeReadyConstraint(vlan string) string {
-	return "node.labels." + NodeLabelPrefix + vlan + "==" + NodeLabelReady
-}
-
-// OwnerLabels are the ownership labels of the Docker objects made for a
-// document.
-func OwnerLabels(kind, name string) map[string]string {
-	return map[string]string{
-		LabelManaged: "true",
-		LabelKind:    kind,
-		LabelName:    name,
-	}
-}
-
-// Managed reports whether labels mark a Docker object as swarmvlan's.
-func Managed(labels map[string]string) bool {
-	return labels[LabelManaged] == "true"
-}
-
-// ConfigNetworkName is the name of a VLAN's per-node config-only network;
-// the VLAN's swarm-scoped network is named after the VLAN itself.
+// ConfigNetworkName is the name of a VLAN's per-node --config-only Docker
+// network: "<vlan>-config".
 func ConfigNetworkName(vlan string) string { return vlan + "-config" }
 
-// DriverOrDefault is a VLAN's network driver, macvlan when unset.
-func DriverOrDefault(driver string) string {
-	if driver == "" {
-		return DriverMacvlan
+// SubInterfaceName is the name of a VLAN's interface on a host whose trunk
+// is trunk: "<trunk>.<id>", or the trunk itself for an untagged VLAN (id 0).
+func SubInterfaceName(trunk string, id int) string {
+	if id == 0 {
+		return trunk
 	}
-	return driver
+	return trunk + "." + strconv.Itoa(id)
 }
 
-// ModeOrDefault is a VLAN's driver mode, defaulted for its driver: bridge
-// for macvlan, l2 for ipvlan.
-func ModeOrDefault(driver, mode string) string {
-	if mode != "" {
-		return mode
+// shimPrefix starts every shim interface's name.
+const shimPrefix = "sv-"
+
+// maxIfaceName is IFNAMSIZ less the terminating NUL.
+const maxIfaceName = 15
+
+// ShimName is the name of the host's shim interface for a VLAN: "sv-" and
+// the VLAN name when that fits Linux's 15 bytes and uses only
+// [A-Za-z0-9_.-]; otherwise "sv-", up to 5 of the name's usable bytes, "-"
+// and the first hex digits of the SHA-256 of the name, filling the 15 bytes.
+// The name is stable, so a restarted host agent finds the shim it made.
+func ShimName(vlan string) string {
+	if vlan != "" && len(shimPrefix)+len(vlan) <= maxIfaceName && ifaceSafe(vlan) {
+		return shimPrefix + vlan
 	}
-	if DriverOrDefault(driver) == DriverIPvlan {
-		return "l2"
+	var keep strings.Builder
+	for i := 0; i < len(vlan) && keep.Len() < 5; i++ {
+		if ifaceSafeByte(vlan[i]) {
+			keep.WriteByte(vlan[i])
+		}
 	}
-	return "bridge"
+	sum := sha256.Sum256([]byte(vlan))
+	name := shimPrefix + keep.String() + "-"
+	return name + hex.EncodeToString(sum[:])[:maxIfaceName-len(name)]
 }
+
+func ifaceSafe(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !ifaceSafeByte(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func ifaceSafeByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '.' || c == '-'
+}
+
+// SubInterface is the name of the VLAN's interface on a host whose trunk is
+// trunk (see SubInterfaceName).
+func (v *VLAN) SubInterface(trunk string) string { return SubInterfaceName(trunk, v.Spec.ID) }
+
+// ConfigNetworkName is the name of the VLAN's per-node --config-only Docker
+// network (see the function ConfigNetworkName).
+func (v *VLAN) ConfigNetworkName() string { return ConfigNetworkName(v.Metadata.Name) }
+
+// NetworkName is the name of the VLAN's swarm-scoped Docker network.
+func (v *VLAN) NetworkName() string { return NetworkName(v.Metadata.Name) }

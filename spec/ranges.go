@@ -3,7 +3,6 @@ package spec
 import (
 	"net/netip"
 	"slices"
-	"strconv"
 )
 
 // Plan is a VLAN's address plan: the chunks hosts may be given, in address
@@ -104,21 +103,6 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	a, _ := netip.AddrFromSlice(b)
 	return a
 }
-
-// SubInterface is the name of the VLAN's interface on a host whose trunk is
-// trunk: "<trunk>.<id>", or the trunk itself for an untagged VLAN.
-func (v *VLAN) SubInterface(trunk string) string {
-	if v.Spec.ID == 0 {
-		return trunk
-	}
-	return trunk + "." + strconv.Itoa(v.Spec.ID)
-}
-
-// ConfigNetworkName is the name of the per-node --config-only Docker network.
-func (v *VLAN) ConfigNetworkName() string { return v.Metadata.Name + "-config" }
-
-// NetworkName is the name of the swarm-scoped Docker network.
-func (v *VLAN) NetworkName() string { return v.Metadata.Name }
 
 // TrunkFor returns the trunk interface to use for vlan on this host: the
 // host's per-VLAN override, else the host's trunk, else the VLAN's trunk. A

@@ -177,7 +177,10 @@ type Resources struct {
 }
 
 // ResourceList is CPUs as a decimal string ("0.5") and memory as a quantity
-// ("256Mi", "1G", "512M", or bytes).
+// ("256Mi", "1G", "512M", "512m", or bytes). Memory suffixes are powers of
+// 1024 as Docker reads them, so "1G" is 1073741824 bytes and "512M" is the
+// same as "512Mi"; see QuantityBytes and CPUsNano, and Values for what
+// Docker is given.
 type ResourceList struct {
 	CPUs   string `json:"cpus,omitempty"`
 	Memory string `json:"memory,omitempty"`

@@ -34,7 +34,7 @@ func Validate(o Object) error {
 		}
 		validateHeader(&errs, o.APIVersion, o.Kind, KindService)
 		validateMeta(&errs, o.Metadata, dnsLabel)
-		validateServiceSpec(&errs, &o.Spec)
+		validateServiceSpec(&errs, &o.Spec, o.Metadata.Labels)
 	case *Host:
 		if o == nil {
 			errs.add("", "no document")
@@ -64,7 +64,7 @@ var (
 	hostnameLabelRe = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
 	labelKeyRe      = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?$`)
 	secretNameRe    = regexp.MustCompile(`^[a-zA-Z0-9]+(?:[a-zA-Z0-9_.-]*[a-zA-Z0-9])?$`)
-	volumeNameRe    = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
+	volumeNameRe    = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`) // Docker's RestrictedNamePattern
 	consulMetaKeyRe = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,128}$`)
 )
 
@@ -389,14 +389,27 @@ var (
 	healthcheckFirst = []string{"NONE", "CMD", "CMD-SHELL"}
 )
 
-// Docker refuses a memory limit below 6 MiB.
-const minMemoryLimit = 6 << 20
+// Docker's lower bounds on resources. The engine refuses a memory limit
+// below 6 MiB when it creates the container; Swarm refuses any CPU value
+// below 0.001 and any memory value below 4 MiB in a service spec; and a CPU
+// limit below 0.01 becomes a CFS quota below the kernel's 1ms minimum (of
+// Docker's 100ms period), so the task fails to start.
+const (
+	minMemoryLimit       = 6 << 20
+	minMemoryReservation = 4 << 20
+	minCPULimit          = 1e7 // nano-CPUs: 0.01
+	minCPUReservation    = 1e6 // nano-CPUs: 0.001
+)
+
+// Swarm refuses a healthcheck interval, timeout or start period that is set
+// but below 1ms.
+const minHealthcheckDuration = time.Millisecond
 
 // Consul's catalog reaper runs once a minute and ignores
 // DeregisterCriticalServiceAfter values below that.
 const minDeregisterAfter = time.Minute
 
-func validateServiceSpec(errs *ErrorList, s *ServiceSpec) {
+func validateServiceSpec(errs *ErrorList, s *ServiceSpec, labels map[string]string) {
 	switch {
 	case s.Image == "":
 		errs.add("spec.image", "required")
@@ -413,6 +426,8 @@ func validateServiceSpec(errs *ErrorList, s *ServiceSpec) {
 		}
 		if strings.ContainsRune(s.Env[k], 0) {
 			errs.add(kp, "value must not contain NUL")
+		} else if msg := swarmTemplate(s.Env[k], labels); msg != "" {
+			errs.add(kp, "value "+msg)
 		}
 	}
 	validateLabels(errs, "spec.labels", s.Labels, true)
@@ -459,11 +474,16 @@ func validateServiceSpec(errs *ErrorList, s *ServiceSpec) {
 	if p := s.Placement; p != nil {
 		for i, c := range p.Constraints {
 			if !validConstraint(c) {
-				errs.add(IndexPath("spec.placement.constraints", i), fmt.Sprintf("%q must be <key>==<value> or <key>!=<value>", c))
+				errs.add(IndexPath("spec.placement.constraints", i), fmt.Sprintf("%q must be <key>==<value> or <key>!=<value>: the key letters, digits, '.', '_' and '-', the value letters, digits, spaces and :-_.*()?+[]\\^$|/", c))
 			}
 		}
-		if p.MaxPerNode < 0 {
+		switch {
+		case p.MaxPerNode < 0:
 			errs.add("spec.placement.maxPerNode", "must not be negative")
+		case p.MaxPerNode > 0 && global:
+			// A global service runs one task per node already; Docker
+			// takes a per-node maximum only for replicated services.
+			errs.add("spec.placement.maxPerNode", "not allowed with mode global")
 		}
 		for i, pref := range p.Preferences {
 			if strings.TrimSpace(pref.Spread) == "" {
@@ -499,7 +519,7 @@ func validateServiceSpec(errs *ErrorList, s *ServiceSpec) {
 	}
 	targets := map[string]bool{}
 	for i, m := range s.Mounts {
-		validateMount(errs, IndexPath("spec.mounts", i), m, targets)
+		validateMount(errs, IndexPath("spec.mounts", i), m, targets, labels)
 	}
 	secrets := map[string]bool{}
 	for i, sec := range s.Secrets {
@@ -547,15 +567,23 @@ func validateScaling(errs *ErrorList, sc *Scaling, replicas *int, global bool) {
 	}
 }
 
-// validConstraint accepts Swarm's "<key>==<value>" and "<key>!=<value>".
+// Swarm's grammar of a placement constraint's key and value
+// (swarmkit manager/constraint): a value holds no operator characters.
+var (
+	constraintKeyRe   = regexp.MustCompile(`^(?i)[a-z_][a-z0-9\-_.]+$`)
+	constraintValueRe = regexp.MustCompile(`^(?i)[a-z0-9:\-_\s\.\*\(\)\?\+\[\]\\\^\$\|\/]+$`)
+)
+
+// validConstraint accepts what Swarm accepts: "<key>==<value>" or
+// "<key>!=<value>", split at the first "==" when there is one (as Swarm
+// splits it), key and value trimmed and each in Swarm's grammar.
 func validConstraint(c string) bool {
 	for _, op := range []string{"==", "!="} {
 		k, v, ok := strings.Cut(c, op)
 		if !ok {
 			continue
 		}
-		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
-		return k != "" && v != "" && !strings.Contains(v, "==") && !strings.Contains(v, "!=")
+		return constraintKeyRe.MatchString(strings.TrimSpace(k)) && constraintValueRe.MatchString(strings.TrimSpace(v))
 	}
 	return false
 }
@@ -590,6 +618,15 @@ func validateResources(errs *ErrorList, r *Resources) {
 	if lim.mem > 0 && lim.mem < minMemoryLimit {
 		errs.add("spec.resources.limits.memory", "must be at least 6Mi (Docker's minimum)")
 	}
+	if res.mem > 0 && res.mem < minMemoryReservation {
+		errs.add("spec.resources.reservations.memory", "must be at least 4Mi (Swarm's minimum)")
+	}
+	if lim.cpus > 0 && lim.cpus < minCPULimit {
+		errs.add("spec.resources.limits.cpus", "must be at least 0.01 (the kernel refuses a smaller CPU quota)")
+	}
+	if res.cpus > 0 && res.cpus < minCPUReservation {
+		errs.add("spec.resources.reservations.cpus", "must be at least 0.001 (Swarm's minimum)")
+	}
 	if lim.cpus > 0 && res.cpus > lim.cpus {
 		errs.add("spec.resources.reservations.cpus", fmt.Sprintf("%s is more than the limit %s", r.Reservations.CPUs, r.Limits.CPUs))
 	}
@@ -598,12 +635,19 @@ func validateResources(errs *ErrorList, r *Resources) {
 	}
 }
 
-func validateMount(errs *ErrorList, p string, m Mount, targets map[string]bool) {
+func validateMount(errs *ErrorList, p string, m Mount, targets map[string]bool, labels map[string]string) {
+	for _, f := range []struct{ name, v string }{{"source", m.Source}, {"target", m.Target}} {
+		if msg := swarmTemplate(f.v, labels); msg != "" {
+			errs.add(p+"."+f.name, msg)
+		}
+	}
 	switch {
 	case m.Target == "":
 		errs.add(p+".target", "required")
 	case !path.IsAbs(m.Target):
 		errs.add(p+".target", fmt.Sprintf("%q must be an absolute path", m.Target))
+	case path.Clean(m.Target) == "/":
+		errs.add(p+".target", fmt.Sprintf("%q is the container's root, which Docker refuses to mount over", m.Target))
 	case targets[path.Clean(m.Target)]:
 		errs.add(p+".target", fmt.Sprintf("%s is mounted twice", m.Target))
 	default:
@@ -620,7 +664,7 @@ func validateMount(errs *ErrorList, p string, m Mount, targets map[string]bool) 
 	case "volume":
 		// An empty source is an anonymous volume.
 		if m.Source != "" && !volumeNameRe.MatchString(m.Source) {
-			errs.add(p+".source", fmt.Sprintf("%q is not a volume name: letters, digits, '_', '.' or '-', starting with a letter or digit", m.Source))
+			errs.add(p+".source", fmt.Sprintf("%q is not a volume name: at least two letters, digits, '_', '.' or '-', starting with a letter or digit", m.Source))
 		}
 	case "tmpfs":
 		if m.Source != "" {
@@ -647,9 +691,18 @@ func validateHealthcheck(errs *ErrorList, h *Healthcheck) {
 	case h.Test[0] == "CMD-SHELL" && len(h.Test) != 2:
 		errs.add(p+".test", "CMD-SHELL takes exactly one shell command")
 	}
-	addDuration(errs, p+".interval", h.Interval, false)
-	addDuration(errs, p+".timeout", h.Timeout, false)
-	addDuration(errs, p+".startPeriod", h.StartPeriod, true)
+	for _, f := range []struct {
+		name   string
+		d      Duration
+		zeroOK bool
+	}{{"interval", h.Interval, false}, {"timeout", h.Timeout, false}, {"startPeriod", h.StartPeriod, true}} {
+		switch msg := duration(f.d, f.zeroOK); {
+		case msg != "":
+			errs.add(p+"."+f.name, msg)
+		case f.d.Duration() > 0 && f.d.Duration() < minHealthcheckDuration:
+			errs.add(p+"."+f.name, "must be at least 1ms (Swarm's minimum)")
+		}
+	}
 	if h.Retries < 0 {
 		errs.add(p+".retries", "must not be negative")
 	}

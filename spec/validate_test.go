@@ -229,6 +229,15 @@ func TestValidImageReference(t *testing.T) {
 		{"web-", false},
 		{"registry.example.com:port/web", false},
 		{strings.Repeat("a", 256), false},
+		{strings.Repeat("a", 247), true},  // library/ + 247 = 255
+		{strings.Repeat("a", 248), false}, // library/ + 248 = 256
+		{"docker.io/" + strings.Repeat("a", 248), false},
+		{"team/" + strings.Repeat("a", 250), true},
+		{"registry.example.com/" + strings.Repeat("a", 255), true},
+		{"registry.example.com/" + strings.Repeat("a", 256), false},
+		{strings.Repeat("0123456789abcdef", 4), false}, // an image ID
+		{strings.Repeat("0123456789abcdef", 4) + ":1", true},
+		{"web/" + strings.Repeat("0123456789abcdef", 4), true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.ref, func(t *testing.T) {
@@ -239,6 +248,9 @@ func TestValidImageReference(t *testing.T) {
 	}
 }
 
+// TestQuantityBytes pins QuantityBytes to what the docker CLI sets for the
+// same text (--limit-memory, --memory: go-units' RAMInBytes), so a quantity
+// means one thing all the way to Docker.
 func TestQuantityBytes(t *testing.T) {
 	tests := []struct {
 		in   string
@@ -246,34 +258,53 @@ func TestQuantityBytes(t *testing.T) {
 	}{
 		{"1", 1},
 		{"268435456", 268435456},
+		{"512m", 536870912},
+		{"512M", 536870912},
+		{"512Mi", 536870912},
+		{"512MB", 536870912},
+		{"512mb", 536870912},
+		{"512mB", 536870912},
 		{"256Mi", 256 << 20},
-		{"256M", 256 << 20},
-		{"256m", 256 << 20},
-		{"256MB", 256 << 20},
+		{"1g", 1 << 30},
 		{"1G", 1 << 30},
 		{"1gb", 1 << 30},
 		{"1Gi", 1 << 30},
+		{"1.5Gi", 1610612736},
+		{"1.5g", 1610612736},
 		{"64k", 64 << 10},
 		{"64K", 64 << 10},
+		{"64kb", 64 << 10},
 		{"64Ki", 64 << 10},
+		{"2t", 2 << 40},
 		{"2T", 2 << 40},
 		{"2Ti", 2 << 40},
-		{"1.5Gi", 3 << 29},
-		{"1.1K", 1126},
-		{"8388608Ti", 0},
+		{"512b", 512},
+		{"512B", 512},
+		{"1.1K", 1126}, // rounded down, as Docker does
+		{"0.5", 0},     // less than a byte
 		{"8388607Ti", 8388607 << 40},
+		{"8388608Ti", 0}, // 2^63: too large
+		{"9223372036854775807", 0},
+		{"1" + strings.Repeat("0", 400), 0},
 		{"0", 0},
 		{"0Mi", 0},
 		{"0.0001", 0},
 		{"", 0},
 		{"Mi", 0},
+		{"b", 0},
 		{"-1", 0},
+		{"+1", 0},
 		{"1 Mi", 0},
+		{" 1", 0},
 		{"1MiB", 0},
 		{"1mi", 0},
+		{"1Bi", 0},
 		{"1P", 0},
+		{"1p", 0},
 		{".5G", 0},
+		{"1.G", 0},
 		{"1e9", 0},
+		{"0x10", 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -291,27 +322,47 @@ func TestQuantityBytes(t *testing.T) {
 	}
 }
 
+func TestQuantityBytesMessages(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"8388608Ti", `"8388608Ti" is too large`},
+		{"0", `"0" is less than one byte`},
+		{"512 MB", `"512 MB" is not a quantity such as 256Mi, 512m, 1G or 268435456`},
+	} {
+		if _, err := QuantityBytes(tt.in); err == nil || err.Error() != tt.want {
+			t.Errorf("QuantityBytes(%q) error = %v, want %q", tt.in, err, tt.want)
+		}
+	}
+}
+
+// TestCPUsNano pins CPUsNano to the docker CLI's opts.NanoCPUs: the exact
+// decimal times 10^9, refused when that is not a whole number.
 func TestCPUsNano(t *testing.T) {
 	tests := []struct {
 		in   string
 		want int64 // 0: error
 	}{
-		{"0.5", 5e8},
+		{"0.5", 500000000},
 		{"2", 2e9},
 		{"0.1", 1e8},
 		{"1.25", 125e7},
+		{"00.10", 1e8},
 		{"0.000000001", 1},
+		{"0.5000000000", 5e8}, // more decimals, but still whole nano-CPUs
 		{"999999999.999999999", 999999999999999999},
 		{"0", 0},
 		{"0.0", 0},
-		{"0.0000000001", 0},
-		{"1000000000", 0},
+		{"0.0000000001", 0}, // too precise
+		{"1.0000000001", 0}, // too precise
+		{"1000000000", 0},   // too large
 		{"", 0},
 		{".5", 0},
 		{"1.", 0},
 		{"-1", 0},
+		{"+1", 0},
+		{"1/2", 0},
 		{"half", 0},
 		{"1e3", 0},
+		{" 1", 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -326,6 +377,31 @@ func TestCPUsNano(t *testing.T) {
 				t.Errorf("CPUsNano(%q) = %d, %v, want %d", tt.in, got, err, tt.want)
 			}
 		})
+	}
+	if _, err := CPUsNano("0.0000000001"); err == nil || !strings.Contains(err.Error(), "value is too precise") {
+		t.Errorf("CPUsNano(0.0000000001) error = %v, want Docker's \"value is too precise\"", err)
+	}
+	if _, err := CPUsNano("1000000000"); err == nil || !strings.Contains(err.Error(), "too large") {
+		t.Errorf("CPUsNano(1000000000) error = %v, want too large", err)
+	}
+}
+
+func TestResourceListValues(t *testing.T) {
+	for _, tt := range []struct {
+		l         *ResourceList
+		cpus, mem int64
+	}{
+		{nil, 0, 0},
+		{&ResourceList{}, 0, 0},
+		{&ResourceList{CPUs: "0.5"}, 5e8, 0},
+		{&ResourceList{Memory: "512m"}, 0, 536870912},
+		{&ResourceList{CPUs: "2", Memory: "1.5Gi"}, 2e9, 1610612736},
+		{&ResourceList{CPUs: "x", Memory: "y"}, 0, 0},
+	} {
+		cpus, mem := tt.l.Values()
+		if cpus != tt.cpus || mem != tt.mem {
+			t.Errorf("%+v.Values() = %d, %d, want %d, %d", tt.l, cpus, mem, tt.cpus, tt.mem)
+		}
 	}
 }
 
@@ -344,6 +420,13 @@ func TestDurationDuration(t *testing.T) {
 		t.Run(string(tt.d), func(t *testing.T) {
 			if got := tt.d.Duration(); got != tt.want {
 				t.Errorf("Duration(%q) = %v, want %v", tt.d, got, tt.want)
+			}
+			p := tt.d.Ptr()
+			switch {
+			case tt.d == "" && p != nil:
+				t.Errorf("Ptr(%q) = %v, want nil", tt.d, *p)
+			case tt.d != "" && (p == nil || *p != tt.want):
+				t.Errorf("Ptr(%q) = %v, want &%v", tt.d, p, tt.want)
 			}
 		})
 	}
@@ -417,5 +500,33 @@ func TestErrorList(t *testing.T) {
 	}
 	if got := long.truncated(); len(got) != maxErrors+1 || got[maxErrors].Error() != "and 50 more problems" {
 		t.Errorf("truncated list has %d entries ending in %v", len(got), got[len(got)-1])
+	}
+}
+
+func TestSwarmTemplate(t *testing.T) {
+	labels := map[string]string{"team": "payments"}
+	for _, tt := range []struct {
+		s  string
+		ok bool
+	}{
+		{"plain", true},
+		{"{ not a template }", true},
+		{"{{.Task.Slot}}", true},
+		{"web-{{.Task.Slot}}-{{.Node.Hostname}}", true},
+		{"{{.Node.Platform.OS}}/{{.Service.Name}}", true},
+		{"{{.Service.Labels.team}}", true},
+		{`{{index .Service.Labels "absent"}}`, true},
+		{`{{join "-" .Service.Name .Task.Slot}}`, true},
+		{"{{", false},
+		{"{{.Task.Slot", false},
+		{"{{.Task.Number}}", false},
+		{"{{.Service.Labels.absent}}", false},
+		{"{{env \"HOME\"}}", false},
+	} {
+		t.Run(tt.s, func(t *testing.T) {
+			if got := swarmTemplate(tt.s, labels) == ""; got != tt.ok {
+				t.Errorf("swarmTemplate(%q) ok = %v, want %v (%s)", tt.s, got, tt.ok, swarmTemplate(tt.s, labels))
+			}
+		})
 	}
 }
