@@ -205,7 +205,7 @@ func (s scaleResult) reply() any {
 	switch {
 	case s.err != "":
 		return errorReply{Error: s.err}
-	case s.refusal != nil && s.refusal.Code == http.StatusBadRequest:
+	case s.refusal != nil && s.refusal.Kind == cluster.RefusedInvalid:
 		return errorReply{Error: s.refusal.Reason}
 	case s.refusal != nil:
 		rep := refusalReply{scaleOutcome: s.out, Error: s.refusal.Reason}
@@ -257,13 +257,13 @@ func (a *scaleAPI) decide(ctx context.Context, remote, name string, req cluster.
 	}
 	if refusal != nil {
 		result := scaleResultRefused
-		switch refusal.Code {
-		case http.StatusTooManyRequests:
+		switch refusal.Kind {
+		case cluster.RefusedWait:
 			result = scaleResultCooldown
-		case http.StatusBadRequest:
+		case cluster.RefusedInvalid:
 			result = scaleResultInvalid
 		}
-		return scaleResult{code: refusal.Code, result: result, out: out, refusal: refusal}
+		return scaleResult{code: refusalStatus(refusal), result: result, out: out, refusal: refusal}
 	}
 	result := scaleResultScaled
 	if !out.changed() {
@@ -393,7 +393,7 @@ func (a *scaleAPI) handleAlert(r *http.Request, i int, al alertmanagerAlert) ale
 		res.Message = dec.err
 	case dec.refusal != nil:
 		res.Message = dec.refusal.Reason
-		if dec.refusal.Code == http.StatusBadRequest {
+		if dec.refusal.Kind == cluster.RefusedInvalid {
 			res.Message = fmt.Sprintf("alerts[%d].labels.%s: %s", i, a.directionLabel, strings.TrimPrefix(dec.refusal.Reason, "direction: "))
 		}
 	default:
@@ -465,4 +465,17 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
+}
+
+// refusalStatus is the HTTP status a refused scale request is answered
+// with: 400 for a malformed request, 409 when the service cannot be scaled
+// that way, 429 inside a cooldown or the stabilization window.
+func refusalStatus(r *cluster.ScaleRefusal) int {
+	switch r.Kind {
+	case cluster.RefusedInvalid:
+		return http.StatusBadRequest
+	case cluster.RefusedWait:
+		return http.StatusTooManyRequests
+	}
+	return http.StatusConflict
 }

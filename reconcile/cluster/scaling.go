@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"fmt"
-	"net/http"
 	"time"
 
 	"swarmvlan/spec"
@@ -37,18 +36,31 @@ type ScaleRequest struct {
 	Note string
 }
 
-// ScaleRefusal says why a scale request changed nothing. Code is the HTTP
-// status the API answers with: 400 for a malformed request, 409 when the
-// service cannot be scaled that way (no bounds, global, at a bound), 429
-// inside a cooldown or the scale-down stabilization window.
+// RefusalKind says what kind of no a scale request got.
+type RefusalKind int
+
+// The kinds of ScaleRefusal.
+const (
+	// RefusedInvalid: the request itself is malformed.
+	RefusedInvalid RefusalKind = iota + 1
+	// RefusedConflict: the service cannot be scaled that way (no bounds,
+	// global, at or beyond a bound).
+	RefusedConflict
+	// RefusedWait: inside a cooldown or the scale-down stabilization
+	// window; RetryAfter says how long.
+	RefusedWait
+)
+
+// ScaleRefusal says why a scale request changed nothing.
 type ScaleRefusal struct {
-	Code   int
+	Kind   RefusalKind
 	Reason string
-	// Limit is "min" or "max" when the request hit that bound (Code 409),
-	// and Bound is its value.
+	// Limit is "min" or "max" when the request hit that bound
+	// (RefusedConflict), and Bound is its value.
 	Limit string
 	Bound int
-	// RetryAfter is when a request in the same direction may succeed (429).
+	// RetryAfter is when a request in the same direction may succeed
+	// (RefusedWait).
 	RetryAfter time.Duration
 }
 
@@ -82,10 +94,10 @@ func DecideScale(svc *spec.Service, cur state.ScaleIntent, found bool, req Scale
 	name := svc.Metadata.Name
 	sc := svc.Spec.Scaling
 	if svc.Spec.Mode == spec.ModeGlobal {
-		return cur, &ScaleRefusal{Code: http.StatusConflict, Reason: fmt.Sprintf("service %s runs in global mode: it has no replica count to scale", name)}
+		return cur, &ScaleRefusal{Kind: RefusedConflict, Reason: fmt.Sprintf("service %s runs in global mode: it has no replica count to scale", name)}
 	}
 	if sc == nil {
-		return cur, &ScaleRefusal{Code: http.StatusConflict, Reason: fmt.Sprintf("service %s has no scaling bounds", name)}
+		return cur, &ScaleRefusal{Kind: RefusedConflict, Reason: fmt.Sprintf("service %s has no scaling bounds", name)}
 	}
 	if r := scaleCheckRequest(req); r != nil {
 		return cur, r
@@ -102,22 +114,22 @@ func DecideScale(svc *spec.Service, cur state.ScaleIntent, found bool, req Scale
 	case req.Replicas != nil:
 		target = *req.Replicas
 		if target > sc.Max {
-			return cur, &ScaleRefusal{Code: http.StatusConflict, Limit: "max", Bound: sc.Max,
+			return cur, &ScaleRefusal{Kind: RefusedConflict, Limit: "max", Bound: sc.Max,
 				Reason: fmt.Sprintf("service %s: %d replicas is above the maximum %d", name, target, sc.Max)}
 		}
 		if target < sc.Min {
-			return cur, &ScaleRefusal{Code: http.StatusConflict, Limit: "min", Bound: sc.Min,
+			return cur, &ScaleRefusal{Kind: RefusedConflict, Limit: "min", Bound: sc.Min,
 				Reason: fmt.Sprintf("service %s: %d replicas is below the minimum %d", name, target, sc.Min)}
 		}
 	case req.Direction == ScaleUp:
 		if base >= sc.Max {
-			return cur, &ScaleRefusal{Code: http.StatusConflict, Limit: "max", Bound: sc.Max,
+			return cur, &ScaleRefusal{Kind: RefusedConflict, Limit: "max", Bound: sc.Max,
 				Reason: fmt.Sprintf("service %s is at maximum %d", name, sc.Max)}
 		}
 		target = min(base+step, sc.Max)
 	default: // ScaleDown
 		if base <= sc.Min {
-			return cur, &ScaleRefusal{Code: http.StatusConflict, Limit: "min", Bound: sc.Min,
+			return cur, &ScaleRefusal{Kind: RefusedConflict, Limit: "min", Bound: sc.Min,
 				Reason: fmt.Sprintf("service %s is at minimum %d", name, sc.Min)}
 		}
 		target = max(base-step, sc.Min)
@@ -127,35 +139,27 @@ func DecideScale(svc *spec.Service, cur state.ScaleIntent, found bool, req Scale
 		return cur, nil
 	}
 
-	cooldown, err := scaleDuration(name, "cooldown", sc.Cooldown)
-	if err != nil {
-		return cur, err
-	}
+	cooldown := sc.Cooldown.Duration()
 	up := target > base
 	if up {
 		if wait := scaleWait(cur.LastUp, cooldown, now); wait > 0 {
-			return cur, &ScaleRefusal{Code: http.StatusTooManyRequests, RetryAfter: wait,
+			return cur, &ScaleRefusal{Kind: RefusedWait, RetryAfter: wait,
 				Reason: fmt.Sprintf("service %s: scale-up cooldown (%v) since the last scale-up at %s; retry in %v",
 					name, cooldown, cur.LastUp.UTC().Format(time.RFC3339), scaleRound(wait))}
 		}
 	} else {
 		downCooldown := cooldown
 		if sc.DownCooldown != "" {
-			if downCooldown, err = scaleDuration(name, "downCooldown", sc.DownCooldown); err != nil {
-				return cur, err
-			}
+			downCooldown = sc.DownCooldown.Duration()
 		}
 		if wait := scaleWait(cur.LastDown, downCooldown, now); wait > 0 {
-			return cur, &ScaleRefusal{Code: http.StatusTooManyRequests, RetryAfter: wait,
+			return cur, &ScaleRefusal{Kind: RefusedWait, RetryAfter: wait,
 				Reason: fmt.Sprintf("service %s: scale-down cooldown (%v) since the last scale-down at %s; retry in %v",
 					name, downCooldown, cur.LastDown.UTC().Format(time.RFC3339), scaleRound(wait))}
 		}
-		stab, err := scaleDuration(name, "downStabilization", sc.DownStabilization)
-		if err != nil {
-			return cur, err
-		}
+		stab := sc.DownStabilization.Duration()
 		if wait := scaleWait(cur.LastUp, stab, now); wait > 0 {
-			return cur, &ScaleRefusal{Code: http.StatusTooManyRequests, RetryAfter: wait,
+			return cur, &ScaleRefusal{Kind: RefusedWait, RetryAfter: wait,
 				Reason: fmt.Sprintf("service %s: scale-down stabilization (%v) since the last scale-up at %s; retry in %v",
 					name, stab, cur.LastUp.UTC().Format(time.RFC3339), scaleRound(wait))}
 		}
@@ -176,7 +180,7 @@ func DecideScale(svc *spec.Service, cur state.ScaleIntent, found bool, req Scale
 // scaleCheckRequest refuses a request that names neither or both of a
 // direction and a count, an unknown direction or a negative count.
 func scaleCheckRequest(req ScaleRequest) *ScaleRefusal {
-	bad := func(msg string) *ScaleRefusal { return &ScaleRefusal{Code: http.StatusBadRequest, Reason: msg} }
+	bad := func(msg string) *ScaleRefusal { return &ScaleRefusal{Kind: RefusedInvalid, Reason: msg} }
 	switch {
 	case req.Replicas != nil && req.Direction != "":
 		return bad("direction, replicas: give one of them, not both")
@@ -200,17 +204,6 @@ func scaleWait(last time.Time, period time.Duration, now time.Time) time.Duratio
 		return 0
 	}
 	return last.Add(period).Sub(now)
-}
-
-// scaleDuration parses one of the scaling durations. The document in force
-// has been validated, so an error here means a document that bypassed
-// validation; it is refused rather than treated as no cooldown.
-func scaleDuration(name, field string, d spec.Duration) (time.Duration, *ScaleRefusal) {
-	v, err := svcDuration("spec.scaling."+field, d)
-	if err != nil {
-		return 0, &ScaleRefusal{Code: http.StatusConflict, Reason: fmt.Sprintf("service %s: %v", name, err)}
-	}
-	return v, nil
 }
 
 // scaleRound rounds a wait up to the second for messages.

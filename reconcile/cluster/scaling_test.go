@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"net/http"
 	"testing"
 	"time"
 
@@ -51,13 +50,13 @@ func TestDecideScale(t *testing.T) {
 			name:    "no scaling section",
 			svc:     scaleSvc(3, nil),
 			req:     up,
-			refusal: &ScaleRefusal{Code: http.StatusConflict, Reason: "service web has no scaling bounds"},
+			refusal: &ScaleRefusal{Kind: RefusedConflict, Reason: "service web has no scaling bounds"},
 		},
 		{
 			name:    "global mode",
 			svc:     global,
 			req:     up,
-			refusal: &ScaleRefusal{Code: http.StatusConflict, Reason: "service web runs in global mode: it has no replica count to scale"},
+			refusal: &ScaleRefusal{Kind: RefusedConflict, Reason: "service web runs in global mode: it has no replica count to scale"},
 		},
 		{
 			name: "up from spec.replicas when never scaled",
@@ -85,13 +84,13 @@ func TestDecideScale(t *testing.T) {
 			cur:     state.ScaleIntent{Replicas: 10},
 			found:   true,
 			req:     up,
-			refusal: &ScaleRefusal{Code: http.StatusConflict, Limit: "max", Bound: 10, Reason: "service web is at maximum 10"},
+			refusal: &ScaleRefusal{Kind: RefusedConflict, Limit: "max", Bound: 10, Reason: "service web is at maximum 10"},
 		},
 		{
 			name:    "down at the minimum",
 			svc:     scaleSvc(2, bounds(2, 10, 1)),
 			req:     down,
-			refusal: &ScaleRefusal{Code: http.StatusConflict, Limit: "min", Bound: 2, Reason: "service web is at minimum 2"},
+			refusal: &ScaleRefusal{Kind: RefusedConflict, Limit: "min", Bound: 2, Reason: "service web is at minimum 2"},
 		},
 		{
 			name:  "a step that would overshoot the maximum stops at it",
@@ -115,7 +114,7 @@ func TestDecideScale(t *testing.T) {
 			cur:     state.ScaleIntent{Replicas: 15},
 			found:   true,
 			req:     up,
-			refusal: &ScaleRefusal{Code: http.StatusConflict, Limit: "max", Bound: 10, Reason: "service web is at maximum 10"},
+			refusal: &ScaleRefusal{Kind: RefusedConflict, Limit: "max", Bound: 10, Reason: "service web is at maximum 10"},
 		},
 		{
 			name:  "a recorded count above a lowered maximum is clamped first: down steps from the maximum",
@@ -151,13 +150,13 @@ func TestDecideScale(t *testing.T) {
 			name:    "an explicit count above the maximum",
 			svc:     scaleSvc(3, bounds(2, 10, 1)),
 			req:     set(11),
-			refusal: &ScaleRefusal{Code: http.StatusConflict, Limit: "max", Bound: 10, Reason: "service web: 11 replicas is above the maximum 10"},
+			refusal: &ScaleRefusal{Kind: RefusedConflict, Limit: "max", Bound: 10, Reason: "service web: 11 replicas is above the maximum 10"},
 		},
 		{
 			name:    "an explicit count below the minimum",
 			svc:     scaleSvc(3, bounds(2, 10, 1)),
 			req:     set(1),
-			refusal: &ScaleRefusal{Code: http.StatusConflict, Limit: "min", Bound: 2, Reason: "service web: 1 replicas is below the minimum 2"},
+			refusal: &ScaleRefusal{Kind: RefusedConflict, Limit: "min", Bound: 2, Reason: "service web: 1 replicas is below the minimum 2"},
 		},
 		{
 			name:  "an explicit count equal to the current one changes nothing",
@@ -179,7 +178,7 @@ func TestDecideScale(t *testing.T) {
 			cur:   state.ScaleIntent{Replicas: 4, LastUp: ago(20 * time.Second)},
 			found: true,
 			req:   up,
-			refusal: &ScaleRefusal{Code: http.StatusTooManyRequests, RetryAfter: 40 * time.Second,
+			refusal: &ScaleRefusal{Kind: RefusedWait, RetryAfter: 40 * time.Second,
 				Reason: "service web: scale-up cooldown (1m0s) since the last scale-up at 2025-03-01T11:59:40Z; retry in 40s"},
 		},
 		{
@@ -212,7 +211,7 @@ func TestDecideScale(t *testing.T) {
 			cur:   state.ScaleIntent{Replicas: 4, LastDown: ago(10 * time.Second)},
 			found: true,
 			req:   down,
-			refusal: &ScaleRefusal{Code: http.StatusTooManyRequests, RetryAfter: 50 * time.Second,
+			refusal: &ScaleRefusal{Kind: RefusedWait, RetryAfter: 50 * time.Second,
 				Reason: "service web: scale-down cooldown (1m0s) since the last scale-down at 2025-03-01T11:59:50Z; retry in 50s"},
 		},
 		{
@@ -221,7 +220,7 @@ func TestDecideScale(t *testing.T) {
 			cur:   state.ScaleIntent{Replicas: 4, LastDown: ago(2 * time.Minute)},
 			found: true,
 			req:   down,
-			refusal: &ScaleRefusal{Code: http.StatusTooManyRequests, RetryAfter: 3 * time.Minute,
+			refusal: &ScaleRefusal{Kind: RefusedWait, RetryAfter: 3 * time.Minute,
 				Reason: "service web: scale-down cooldown (5m0s) since the last scale-down at 2025-03-01T11:58:00Z; retry in 3m0s"},
 		},
 		{
@@ -238,7 +237,7 @@ func TestDecideScale(t *testing.T) {
 			cur:   state.ScaleIntent{Replicas: 4, LastUp: ago(time.Minute)},
 			found: true,
 			req:   down,
-			refusal: &ScaleRefusal{Code: http.StatusTooManyRequests, RetryAfter: 4 * time.Minute,
+			refusal: &ScaleRefusal{Kind: RefusedWait, RetryAfter: 4 * time.Minute,
 				Reason: "service web: scale-down stabilization (5m0s) since the last scale-up at 2025-03-01T11:59:00Z; retry in 4m0s"},
 		},
 		{
@@ -247,7 +246,7 @@ func TestDecideScale(t *testing.T) {
 			cur:   state.ScaleIntent{Replicas: 4, LastUp: ago(time.Minute)},
 			found: true,
 			req:   set(2),
-			refusal: &ScaleRefusal{Code: http.StatusTooManyRequests, RetryAfter: 4 * time.Minute,
+			refusal: &ScaleRefusal{Kind: RefusedWait, RetryAfter: 4 * time.Minute,
 				Reason: "service web: scale-down stabilization (5m0s) since the last scale-up at 2025-03-01T11:59:00Z; retry in 4m0s"},
 		},
 		{
@@ -272,7 +271,7 @@ func TestDecideScale(t *testing.T) {
 			cur:   state.ScaleIntent{Replicas: 4, LastUp: ago(30 * time.Second)},
 			found: true,
 			req:   set(9),
-			refusal: &ScaleRefusal{Code: http.StatusTooManyRequests, RetryAfter: 30 * time.Second,
+			refusal: &ScaleRefusal{Kind: RefusedWait, RetryAfter: 30 * time.Second,
 				Reason: "service web: scale-up cooldown (1m0s) since the last scale-up at 2025-03-01T11:59:30Z; retry in 30s"},
 		},
 		{
@@ -281,37 +280,31 @@ func TestDecideScale(t *testing.T) {
 			cur:     state.ScaleIntent{Replicas: 10, LastUp: ago(time.Second)},
 			found:   true,
 			req:     up,
-			refusal: &ScaleRefusal{Code: http.StatusConflict, Limit: "max", Bound: 10, Reason: "service web is at maximum 10"},
+			refusal: &ScaleRefusal{Kind: RefusedConflict, Limit: "max", Bound: 10, Reason: "service web is at maximum 10"},
 		},
 		{
 			name:    "direction and replicas together",
 			svc:     scaleSvc(3, bounds(2, 10, 1)),
 			req:     ScaleRequest{Direction: ScaleUp, Replicas: n(4)},
-			refusal: &ScaleRefusal{Code: http.StatusBadRequest, Reason: "direction, replicas: give one of them, not both"},
+			refusal: &ScaleRefusal{Kind: RefusedInvalid, Reason: "direction, replicas: give one of them, not both"},
 		},
 		{
 			name:    "neither direction nor replicas",
 			svc:     scaleSvc(3, bounds(2, 10, 1)),
 			req:     ScaleRequest{Source: ScaleSourceAPI},
-			refusal: &ScaleRefusal{Code: http.StatusBadRequest, Reason: `direction: required ("up" or "down"), or give replicas`},
+			refusal: &ScaleRefusal{Kind: RefusedInvalid, Reason: `direction: required ("up" or "down"), or give replicas`},
 		},
 		{
 			name:    "an unknown direction",
 			svc:     scaleSvc(3, bounds(2, 10, 1)),
 			req:     ScaleRequest{Direction: "sideways"},
-			refusal: &ScaleRefusal{Code: http.StatusBadRequest, Reason: `direction: must be "up" or "down", not "sideways"`},
+			refusal: &ScaleRefusal{Kind: RefusedInvalid, Reason: `direction: must be "up" or "down", not "sideways"`},
 		},
 		{
 			name:    "a negative count",
 			svc:     scaleSvc(3, bounds(2, 10, 1)),
 			req:     set(-1),
-			refusal: &ScaleRefusal{Code: http.StatusBadRequest, Reason: "replicas: must not be negative, got -1"},
-		},
-		{
-			name:    "a cooldown that does not parse is refused, not ignored",
-			svc:     scaleSvc(3, withTimes(bounds(2, 10, 1), "soon", "", "")),
-			req:     up,
-			refusal: &ScaleRefusal{Code: http.StatusConflict, Reason: `service web: spec.scaling.cooldown: time: invalid duration "soon"`},
+			refusal: &ScaleRefusal{Kind: RefusedInvalid, Reason: "replicas: must not be negative, got -1"},
 		},
 	}
 	for _, tt := range tests {
@@ -351,31 +344,31 @@ func TestDecideScaleSequence(t *testing.T) {
 	steps := []struct {
 		at       time.Duration
 		dir      string
-		replicas int // count in force afterwards
-		code     int // 0: accepted
+		replicas int         // count in force afterwards
+		kind     RefusalKind // 0: accepted
 	}{
 		{0, ScaleUp, 4, 0},
-		{time.Second, ScaleUp, 4, http.StatusConflict},              // at max
-		{2 * time.Second, ScaleDown, 4, http.StatusTooManyRequests}, // stabilization
+		{time.Second, ScaleUp, 4, RefusedConflict},   // at max
+		{2 * time.Second, ScaleDown, 4, RefusedWait}, // stabilization
 		{30 * time.Second, ScaleDown, 2, 0},
-		{31 * time.Second, ScaleDown, 2, http.StatusTooManyRequests}, // down cooldown
-		{40 * time.Second, ScaleDown, 1, 0},                          // clamped to min
-		{41 * time.Second, ScaleUp, 3, 0},                            // up cooldown long over
-		{45 * time.Second, ScaleUp, 3, http.StatusTooManyRequests},
+		{31 * time.Second, ScaleDown, 2, RefusedWait}, // down cooldown
+		{40 * time.Second, ScaleDown, 1, 0},           // clamped to min
+		{41 * time.Second, ScaleUp, 3, 0},             // up cooldown long over
+		{45 * time.Second, ScaleUp, 3, RefusedWait},
 	}
 	var cur state.ScaleIntent
 	found := false
 	for i, s := range steps {
 		next, refusal := DecideScale(svc, cur, found, ScaleRequest{Direction: s.dir, Source: ScaleSourceAPI}, start.Add(s.at))
-		code := 0
+		var kind RefusalKind
 		if refusal != nil {
-			code = refusal.Code
+			kind = refusal.Kind
 		} else if next != cur {
 			cur, found = next, true
 		}
 		in := EffectiveReplicas(svc, &cur.Replicas)
-		if code != s.code || in != s.replicas {
-			t.Fatalf("step %d (%s at %v): code %d, replicas %d; want code %d, replicas %d", i, s.dir, s.at, code, in, s.code, s.replicas)
+		if kind != s.kind || in != s.replicas {
+			t.Fatalf("step %d (%s at %v): refusal %d, replicas %d; want refusal %d, replicas %d", i, s.dir, s.at, kind, in, s.kind, s.replicas)
 		}
 	}
 }

@@ -7,13 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
-	"math/big"
 	"reflect"
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/mount"
@@ -85,79 +82,6 @@ func EffectiveReplicas(s *spec.Service, scaled *int) int {
 	return max(n, 0)
 }
 
-// svcDuration parses an optional document duration.
-func svcDuration(field string, d spec.Duration) (time.Duration, error) {
-	if d == "" {
-		return 0, nil
-	}
-	v, err := time.ParseDuration(string(d))
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", field, err)
-	}
-	return v, nil
-}
-
-// svcDurationPtr is svcDuration for Docker's optional duration fields.
-func svcDurationPtr(field string, d spec.Duration) (*time.Duration, error) {
-	if d == "" {
-		return nil, nil
-	}
-	v, err := svcDuration(field, d)
-	return &v, err
-}
-
-// svcNanoCPUs parses a decimal CPU count ("0.5") exactly into nano-CPUs.
-func svcNanoCPUs(field, s string) (int64, error) {
-	if s == "" {
-		return 0, nil
-	}
-	r, ok := new(big.Rat).SetString(s)
-	if !ok || r.Sign() < 0 {
-		return 0, fmt.Errorf("%s: %q is not a CPU count", field, s)
-	}
-	r.Mul(r, big.NewRat(1e9, 1))
-	if !r.IsInt() {
-		return 0, fmt.Errorf("%s: %q has more than 9 decimals", field, s)
-	}
-	if !r.Num().IsInt64() {
-		return 0, fmt.Errorf("%s: %q is too large", field, s)
-	}
-	return r.Num().Int64(), nil
-}
-
-// svcMemoryUnits are the quantity suffixes, Kubernetes-style like the rest
-// of the documents: K, M, G, T are powers of 1000, Ki, Mi, Gi, Ti powers of
-// 1024.
-var svcMemoryUnits = []struct {
-	suffix string
-	mult   int64
-}{
-	{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}, {"Ti", 1 << 40},
-	{"K", 1e3}, {"k", 1e3}, {"M", 1e6}, {"G", 1e9}, {"T", 1e12},
-}
-
-// svcMemoryBytes parses a memory quantity ("256Mi", "1G", "512M", bytes).
-func svcMemoryBytes(field, s string) (int64, error) {
-	if s == "" {
-		return 0, nil
-	}
-	num, mult := s, int64(1)
-	for _, u := range svcMemoryUnits {
-		if n, ok := strings.CutSuffix(s, u.suffix); ok {
-			num, mult = n, u.mult
-			break
-		}
-	}
-	v, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || v < 0 {
-		return 0, fmt.Errorf("%s: %q is not a memory quantity", field, s)
-	}
-	if v > math.MaxInt64/mult {
-		return 0, fmt.Errorf("%s: %q is too large", field, s)
-	}
-	return v * mult, nil
-}
-
 // svcNetworks returns the VLAN networks a service joins.
 func svcNetworks(in ServiceInput) []string {
 	if in.VLANs != nil {
@@ -205,25 +129,15 @@ func BuildServiceSpec(in ServiceInput) (swarm.ServiceSpec, error) {
 	// spec from changing when nothing did.
 	sort.Strings(cs.Env)
 	if hc := ss.Healthcheck; hc != nil {
-		h := &container.HealthConfig{Test: append([]string(nil), hc.Test...), Retries: hc.Retries}
-		var err error
-		if h.Interval, err = svcDuration("spec.healthcheck.interval", hc.Interval); err != nil {
-			return fail(err)
+		cs.Healthcheck = &container.HealthConfig{
+			Test:        append([]string(nil), hc.Test...),
+			Retries:     hc.Retries,
+			Interval:    hc.Interval.Duration(),
+			Timeout:     hc.Timeout.Duration(),
+			StartPeriod: hc.StartPeriod.Duration(),
 		}
-		if h.Timeout, err = svcDuration("spec.healthcheck.timeout", hc.Timeout); err != nil {
-			return fail(err)
-		}
-		if h.StartPeriod, err = svcDuration("spec.healthcheck.startPeriod", hc.StartPeriod); err != nil {
-			return fail(err)
-		}
-		cs.Healthcheck = h
 	}
-	for i, m := range ss.Mounts {
-		switch m.Type {
-		case "bind", "volume", "tmpfs":
-		default:
-			return fail(fmt.Errorf("spec.mounts[%d].type: %q is not bind, volume or tmpfs", i, m.Type))
-		}
+	for _, m := range ss.Mounts {
 		cs.Mounts = append(cs.Mounts, mount.Mount{Type: mount.Type(m.Type), Source: m.Source, Target: m.Target, ReadOnly: m.ReadOnly})
 	}
 	for _, s := range ss.Secrets {
@@ -249,14 +163,11 @@ func BuildServiceSpec(in ServiceInput) (swarm.ServiceSpec, error) {
 		out.Annotations.Labels[spec.LabelOwner] = in.Owner
 	}
 
-	switch ss.Mode {
-	case "", "replicated":
+	if ss.IsGlobal() {
+		out.Mode.Global = &swarm.GlobalService{}
+	} else {
 		r := uint64(max(in.Replicas, 0))
 		out.Mode.Replicated = &swarm.ReplicatedService{Replicas: &r}
-	case "global":
-		out.Mode.Global = &swarm.GlobalService{}
-	default:
-		return fail(fmt.Errorf("spec.mode: %q is not replicated or global", ss.Mode))
 	}
 
 	nets := svcNetworks(in)
@@ -268,9 +179,6 @@ func BuildServiceSpec(in ServiceInput) (swarm.ServiceSpec, error) {
 	if p := ss.Placement; p != nil {
 		pl.Constraints = append(pl.Constraints, p.Constraints...)
 		if p.MaxPerNode > 0 {
-			if out.Mode.Global != nil {
-				return fail(errors.New("spec.placement.maxPerNode: only for replicated services"))
-			}
 			pl.MaxReplicas = uint64(p.MaxPerNode)
 		}
 		for _, pref := range p.Preferences {
@@ -289,75 +197,37 @@ func BuildServiceSpec(in ServiceInput) (swarm.ServiceSpec, error) {
 	if r := ss.Resources; r != nil {
 		req := &swarm.ResourceRequirements{}
 		if l := r.Limits; l != nil {
-			cpu, err := svcNanoCPUs("spec.resources.limits.cpus", l.CPUs)
-			if err != nil {
-				return fail(err)
-			}
-			mem, err := svcMemoryBytes("spec.resources.limits.memory", l.Memory)
-			if err != nil {
-				return fail(err)
-			}
+			cpu, mem := l.Values()
 			req.Limits = &swarm.Limit{NanoCPUs: cpu, MemoryBytes: mem}
 		}
 		if l := r.Reservations; l != nil {
-			cpu, err := svcNanoCPUs("spec.resources.reservations.cpus", l.CPUs)
-			if err != nil {
-				return fail(err)
-			}
-			mem, err := svcMemoryBytes("spec.resources.reservations.memory", l.Memory)
-			if err != nil {
-				return fail(err)
-			}
+			cpu, mem := l.Values()
 			req.Reservations = &swarm.Resources{NanoCPUs: cpu, MemoryBytes: mem}
 		}
 		out.TaskTemplate.Resources = req
 	}
 
 	if u := ss.Update; u != nil {
-		// Docker reads parallelism 0 as "all tasks at once"; the docker CLI
-		// and Swarm both default to one at a time, and so does a document
-		// that does not say.
-		uc := &swarm.UpdateConfig{Parallelism: 1, FailureAction: u.FailureAction, Order: u.Order}
 		// The engine stores its own value for an empty failure action or
-		// order; writing it here keeps the stored spec equal to the wanted
-		// one, or every resync would see drift.
-		if uc.FailureAction == "" {
-			uc.FailureAction = swarm.UpdateFailureActionPause
+		// order, and Docker reads parallelism 0 as "all at once" while the
+		// CLI and Swarm default to one at a time: the defaults are written
+		// out, or every resync would see drift.
+		out.UpdateConfig = &swarm.UpdateConfig{
+			Parallelism:   u.ParallelismOrDefault(),
+			FailureAction: u.FailureActionOrDefault(),
+			Order:         u.OrderOrDefault(),
+			Delay:         u.Delay.Duration(),
+			Monitor:       u.Monitor.Duration(),
 		}
-		if uc.Order == "" {
-			uc.Order = swarm.UpdateOrderStopFirst
-		}
-		if u.Parallelism != nil {
-			uc.Parallelism = uint64(max(*u.Parallelism, 0))
-		}
-		var err error
-		if uc.Delay, err = svcDuration("spec.update.delay", u.Delay); err != nil {
-			return fail(err)
-		}
-		if uc.Monitor, err = svcDuration("spec.update.monitor", u.Monitor); err != nil {
-			return fail(err)
-		}
-		out.UpdateConfig = uc
 	}
 
 	if r := ss.Restart; r != nil {
-		rp := &swarm.RestartPolicy{Condition: swarm.RestartPolicyCondition(r.Condition)}
-		if rp.Condition == "" {
-			// What the engine stores for an empty condition (see above).
-			rp.Condition = swarm.RestartPolicyConditionAny
+		out.TaskTemplate.RestartPolicy = &swarm.RestartPolicy{
+			Condition:   swarm.RestartPolicyCondition(r.ConditionOrDefault()),
+			Delay:       r.Delay.Ptr(),
+			Window:      r.Window.Ptr(),
+			MaxAttempts: r.MaxAttemptsPtr(),
 		}
-		var err error
-		if rp.Delay, err = svcDurationPtr("spec.restart.delay", r.Delay); err != nil {
-			return fail(err)
-		}
-		if rp.Window, err = svcDurationPtr("spec.restart.window", r.Window); err != nil {
-			return fail(err)
-		}
-		if r.MaxAttempts != nil {
-			n := uint64(max(*r.MaxAttempts, 0))
-			rp.MaxAttempts = &n
-		}
-		out.TaskTemplate.RestartPolicy = rp
 	}
 
 	h, err := svcSpecHash(out)

@@ -296,9 +296,11 @@ func TestServiceBuildSpecVariants(t *testing.T) {
 	}
 }
 
-// TestServiceBuildSpecErrors checks bad values are refused with their
-// field path.
-func TestServiceBuildSpecErrors(t *testing.T) {
+// TestServiceInvalidRefusedByValidation checks that what the mapping cannot
+// express is refused by validation, naming the field, so the mapping never
+// meets it: a document that validates maps, and one that does not is never
+// applied.
+func TestServiceInvalidRefusedByValidation(t *testing.T) {
 	tests := []struct {
 		name    string
 		edit    func(*spec.Service)
@@ -318,47 +320,14 @@ func TestServiceBuildSpecErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := serviceWeb(t)
+			s.APIVersion, s.Kind = spec.APIVersion, spec.KindService
+			if err := spec.Validate(s); err != nil {
+				t.Fatalf("the example itself is invalid: %v", err)
+			}
 			tt.edit(s)
-			_, err := BuildServiceSpec(ServiceInput{Service: s, Replicas: 1})
-			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.HasPrefix(err.Error(), `service "web": `) {
-				t.Errorf("error %v, want one naming %s", err, tt.wantErr)
-			}
-		})
-	}
-}
-
-// TestServiceQuantities checks CPU and memory parsing.
-func TestServiceQuantities(t *testing.T) {
-	mem := []struct {
-		in   string
-		want int64
-		ok   bool
-	}{
-		{"", 0, true}, {"1024", 1024, true}, {"256Mi", 256 << 20, true}, {"1Gi", 1 << 30, true},
-		{"1G", 1_000_000_000, true}, {"512M", 512_000_000, true}, {"4Ki", 4096, true}, {"2k", 2000, true},
-		{"1.5Gi", 0, false}, {"-1", 0, false}, {"Mi", 0, false}, {"99999999999Ti", 0, false},
-	}
-	for _, tt := range mem {
-		t.Run("memory "+tt.in, func(t *testing.T) {
-			got, err := svcMemoryBytes("m", tt.in)
-			if (err == nil) != tt.ok || got != tt.want {
-				t.Errorf("svcMemoryBytes(%q) = %d, %v; want %d, ok %v", tt.in, got, err, tt.want, tt.ok)
-			}
-		})
-	}
-	cpu := []struct {
-		in   string
-		want int64
-		ok   bool
-	}{
-		{"", 0, true}, {"0.5", 500_000_000, true}, {"2", 2_000_000_000, true}, {"0.1", 100_000_000, true},
-		{"1.000000001", 1_000_000_001, true}, {"-1", 0, false}, {"1e-10", 0, false}, {"x", 0, false},
-	}
-	for _, tt := range cpu {
-		t.Run("cpus "+tt.in, func(t *testing.T) {
-			got, err := svcNanoCPUs("c", tt.in)
-			if (err == nil) != tt.ok || got != tt.want {
-				t.Errorf("svcNanoCPUs(%q) = %d, %v; want %d, ok %v", tt.in, got, err, tt.want, tt.ok)
+			err := spec.Validate(s)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("validation error %v, want one naming %s", err, tt.wantErr)
 			}
 		})
 	}

@@ -52,7 +52,7 @@ func networkSwarmWrong(want SwarmNetwork, have *network.Inspect) []string {
 	// The engine reports a swarm network's driver from the allocator's
 	// DriverState, which is filled in asynchronously after the create: an
 	// empty driver means "not allocated yet", not a wrong one.
-	if d := spec.DriverOrDefault(want.Driver); have.Driver != "" && have.Driver != d {
+	if d := spec.VLANDriver(want.Driver); have.Driver != "" && have.Driver != d {
 		wrong = append(wrong, fmt.Sprintf("driver %s, want %s", networkOrNone(have.Driver), d))
 	}
 	if have.Scope != "swarm" {
@@ -239,7 +239,7 @@ func EnsureSwarmNetwork(ctx context.Context, d engine.Docker, want SwarmNetwork)
 	// No labels or options: the engine refuses both next to ConfigFrom
 	// (see networkSwarmOwned).
 	id, err := d.NetworkCreate(ctx, want.VLAN, network.CreateOptions{
-		Driver:     spec.DriverOrDefault(want.Driver),
+		Driver:     spec.VLANDriver(want.Driver),
 		Scope:      "swarm",
 		ConfigFrom: &network.ConfigReference{Network: cfgName},
 	})

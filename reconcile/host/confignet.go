@@ -26,7 +26,7 @@ const (
 
 // networkModeKey is the driver option that carries the mode.
 func networkModeKey(driver string) string {
-	return spec.DriverOrDefault(driver) + "_mode"
+	return spec.VLANDriver(driver) + "_mode"
 }
 
 // ConfigNetwork is the per-node --config-only network wanted for one VLAN on
@@ -55,7 +55,7 @@ type ConfigNetwork struct {
 func networkConfigWant(want ConfigNetwork) network.CreateOptions {
 	opts := map[string]string{
 		networkOptParent:            want.Parent,
-		networkModeKey(want.Driver): spec.ModeOrDefault(want.Driver, want.Mode),
+		networkModeKey(want.Driver): spec.VLANMode(want.Driver, want.Mode),
 	}
 	if want.MTU > 0 {
 		opts[networkOptMTU] = strconv.Itoa(want.MTU)
@@ -71,7 +71,7 @@ func networkConfigWant(want ConfigNetwork) network.CreateOptions {
 		ipam.AuxAddress = map[string]string{networkAuxShim: want.ShimAddr.String()}
 	}
 	labels := spec.OwnerLabels(spec.KindVLAN, want.VLAN)
-	labels[spec.LabelDriver] = spec.DriverOrDefault(want.Driver)
+	labels[spec.LabelDriver] = spec.VLANDriver(want.Driver)
 	// No Scope: the engine refuses operator fields on a config-only
 	// network, which is always local.
 	return network.CreateOptions{
