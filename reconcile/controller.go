@@ -31,23 +31,6 @@ func (f ReconcilerFunc) Reconcile(ctx context.Context, k Key, doc *Doc) Outcome 
 	return f(ctx, k, doc)
 }
 
-// Outcome is the single exit of a reconcile: Err means retry with backoff,
-// Terminal means a recorded problem that a retry cannot fix, RequeueAfter
-// means look again later. Details and Conditions become the object's status.
-type Outcome struct {
-	Details      any
-	Conditions   []state.Condition
-	Err          error
-	Terminal     bool
-	RequeueAfter time.Duration
-	// Poll makes RequeueAfter grow (doubling, up to two minutes) while the
-	// object keeps waiting, so a wait on something that events announce
-	// anyway costs next to nothing when it lasts.
-	Poll bool
-	// Gone says the object is fully removed, so its status is deleted.
-	Gone bool
-}
-
 // Controller runs the reconcilers of one role against the view: it feeds
 // changed keys to a queue, runs workers, and writes each object's status.
 type Controller struct {
@@ -73,6 +56,12 @@ type Controller struct {
 	// host agent's) sets it: it must not reconcile spec keys, whose status
 	// is the leader's to write.
 	Keys func() []Key
+	// StatusOf, when set, names where the status of a synthetic key is
+	// written (status/<section>/<name>); the reconcile's Details,
+	// Conditions and error go there as for a document, without the Valid
+	// condition, and an outcome without Details writes nothing. Keys it
+	// does not name have no status.
+	StatusOf func(k Key) (section, name string, ok bool)
 	// OnQueueDepth, when set, is told the work queue's depth whenever it
 	// changes, and 0 when Run returns (metrics).
 	OnQueueDepth func(depth int)
@@ -210,31 +199,35 @@ func (c *Controller) process(ctx context.Context, q *Queue, k Key) {
 	r := c.reconcilers[k.Kind]
 	c.mu.Unlock()
 
-	var out Outcome
+	out := Done()
 	if r != nil && (doc != nil || !invalid) {
 		out = r.Reconcile(ctx, k, doc)
 	} else if doc == nil && !invalid {
-		out.Gone = true
+		out = Gone()
 	}
 	if c.OnReconcile != nil {
-		c.OnReconcile(k.Kind, time.Since(start), out.Err)
+		c.OnReconcile(k.Kind, time.Since(start), out.err)
 	}
 	if ctx.Err() != nil {
 		return // leadership lost or shutting down: write nothing more
 	}
-	if spec.Plural(k.Kind) == "" {
-		// A synthetic key (a pass over many objects) has no status of its
-		// own.
-	} else if err := c.writeStatus(ctx, k, doc, bad, out); err != nil {
+	if err := c.writeStatus(ctx, k, doc, bad, out); err != nil {
 		c.Log.Warn("write status", "object", k.String(), "err", err)
 		q.Retry(k)
 		return
 	}
-	switch {
-	case out.Err != nil && !out.Terminal:
+	switch out.exit {
+	case exitRetry:
 		d := q.Retry(k)
-		c.Log.Warn("reconcile", "object", k.String(), "err", out.Err, "retry_in", d.Round(time.Millisecond))
-	case out.RequeueAfter > 0:
+		c.Log.Warn("reconcile", "object", k.String(), "err", out.err, "retry_in", d.Round(time.Millisecond))
+	case exitTerminal:
+		// Not retried with backoff: the document must change (its watch
+		// queues it), or what it refers to appear (an event or the resync
+		// queues it).
+		q.Forget(k)
+		c.requeueDelay(k, out)
+		c.Log.Warn("reconcile refused", "object", k.String(), "err", out.err)
+	case exitRequeue, exitPoll:
 		q.Forget(k)
 		q.AddAfter(k, c.requeueDelay(k, out))
 	default:
@@ -248,16 +241,16 @@ func (c *Controller) process(ctx context.Context, q *Queue, k Key) {
 func (c *Controller) requeueDelay(k Key, out Outcome) time.Duration {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !out.Poll {
+	if out.exit != exitPoll {
 		delete(c.polls, k)
-		return out.RequeueAfter
+		return out.after
 	}
 	if c.polls == nil {
 		c.polls = map[Key]int{}
 	}
 	n := c.polls[k]
 	c.polls[k] = n + 1
-	d := out.RequeueAfter
+	d := out.after
 	for i := 0; i < n && d < 2*time.Minute; i++ {
 		d *= 2
 	}
@@ -275,11 +268,11 @@ type ObjectStatus struct {
 func (c *Controller) writeStatus(ctx context.Context, k Key, doc *Doc, bad *DocError, out Outcome) error {
 	section := spec.Plural(k.Kind)
 	if section == "" {
-		// A synthetic key (HostNetwork, Registrations) has no status/<kind>
-		// section; its reconciler records what it observed itself.
-		return nil
+		// A synthetic key: a pass over many objects has no status of its
+		// own; the host agent's keys have one where StatusOf says.
+		return c.writeSyntheticStatus(ctx, k, out)
 	}
-	if out.Gone && bad == nil {
+	if out.exit == exitGone && bad == nil {
 		return c.status.Delete(ctx, section, k.Name)
 	}
 	st := ObjectStatus{Conditions: append([]state.Condition(nil), out.Conditions...)}
@@ -296,8 +289,8 @@ func (c *Controller) writeStatus(ctx context.Context, k Key, doc *Doc, bad *DocE
 		st.ObservedIndex = doc.ModifyIndex
 	}
 	st.Conditions = append([]state.Condition{valid}, st.Conditions...)
-	if out.Err != nil {
-		lastErrs = append(lastErrs, out.Err)
+	if out.err != nil {
+		lastErrs = append(lastErrs, out.err)
 	}
 	if len(lastErrs) > 0 {
 		st.LastError = errors.Join(lastErrs...).Error()
@@ -310,6 +303,27 @@ func (c *Controller) writeStatus(ctx context.Context, k Key, doc *Doc, bad *DocE
 		st.Details = b
 	}
 	_, err := c.status.Write(ctx, section, k.Name, st)
+	return err
+}
+
+func (c *Controller) writeSyntheticStatus(ctx context.Context, k Key, out Outcome) error {
+	if c.StatusOf == nil || out.Details == nil {
+		return nil
+	}
+	section, name, ok := c.StatusOf(k)
+	if !ok {
+		return nil
+	}
+	st := ObjectStatus{Conditions: append([]state.Condition(nil), out.Conditions...)}
+	if out.err != nil {
+		st.LastError = out.err.Error()
+	}
+	b, err := json.Marshal(out.Details)
+	if err != nil {
+		return fmt.Errorf("%s: encode status: %w", k, err)
+	}
+	st.Details = b
+	_, err = c.status.Write(ctx, section, name, st)
 	return err
 }
 

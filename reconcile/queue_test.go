@@ -150,7 +150,7 @@ func TestRequeueDelayGrowsWhilePolling(t *testing.T) {
 	k := Key{"VLAN", "v"}
 	var got []time.Duration
 	for i := 0; i < 9; i++ {
-		got = append(got, c.requeueDelay(k, Outcome{RequeueAfter: 5 * time.Second, Poll: true}))
+		got = append(got, c.requeueDelay(k, Poll(5*time.Second)))
 	}
 	want := []time.Duration{5, 10, 20, 40, 80, 120, 120, 120, 120}
 	for i := range want {
@@ -158,10 +158,10 @@ func TestRequeueDelayGrowsWhilePolling(t *testing.T) {
 			t.Fatalf("delays = %v, want %v seconds", got, want)
 		}
 	}
-	if d := c.requeueDelay(k, Outcome{RequeueAfter: 3 * time.Second}); d != 3*time.Second {
+	if d := c.requeueDelay(k, RequeueAfter(3*time.Second)); d != 3*time.Second {
 		t.Fatalf("non-poll delay = %v", d)
 	}
-	if d := c.requeueDelay(k, Outcome{RequeueAfter: 5 * time.Second, Poll: true}); d != 5*time.Second {
+	if d := c.requeueDelay(k, Poll(5*time.Second)); d != 5*time.Second {
 		t.Fatalf("poll delay after a settled outcome = %v, want reset to 5s", d)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -171,7 +172,7 @@ func ignoreCanceled(err error) error {
 // repaired at once; a reconnect of the event stream means events may have
 // been missed, so everything is looked at again.
 func (c *Cluster) watchDocker(ctx context.Context) {
-	for ev := range engine.Events(ctx, c.cfg.Docker, "service", "network", "node") {
+	for ev := range engine.Events(ctx, c.cfg.Docker, "service", "network", "node", "secret") {
 		switch {
 		case ev.Type == engine.EventResync:
 			c.ctrl.EnqueueKind(spec.KindVLAN)
@@ -187,6 +188,13 @@ func (c *Cluster) watchDocker(ctx context.Context) {
 			name := strings.TrimSuffix(ev.Name, "-config")
 			if _, known := c.cfg.View.VLAN(name); known {
 				c.ctrl.Enqueue(reconcile.Key{Kind: spec.KindVLAN, Name: name})
+			}
+		case ev.Type == "secret":
+			// A service refused for a missing secret waits for it.
+			for _, d := range c.cfg.View.List(spec.KindService) {
+				if slices.Contains(d.Object.(*spec.Service).Spec.Secrets, ev.Name) {
+					c.ctrl.Enqueue(d.Key)
+				}
 			}
 		case ev.Type == "node":
 			c.ctrl.EnqueueKind(spec.KindVLAN)
@@ -324,7 +332,7 @@ func (c *Cluster) leadership() (*state.Leadership, error) {
 func (c *Cluster) reconcileVLAN(ctx context.Context, k reconcile.Key, doc *reconcile.Doc) reconcile.Outcome {
 	lead, err := c.leadership()
 	if err != nil {
-		return reconcile.Outcome{Err: err}
+		return reconcile.Retry(err)
 	}
 	if doc == nil {
 		return c.removeVLAN(ctx, lead, k.Name)
@@ -332,11 +340,11 @@ func (c *Cluster) reconcileVLAN(ctx context.Context, k reconcile.Key, doc *recon
 	vlan := doc.Object.(*spec.VLAN)
 	plan, err := vlan.Plan()
 	if err != nil {
-		return reconcile.Outcome{Err: fmt.Errorf("vlan %q: plan: %w", k.Name, err), Terminal: true}
+		return reconcile.Terminal(fmt.Errorf("vlan %q: plan: %w", k.Name, err))
 	}
 	swarmNodes, err := c.cfg.Docker.NodeList(ctx, engine.Filter())
 	if err != nil {
-		return reconcile.Outcome{Err: fmt.Errorf("vlan %q: list nodes: %w", k.Name, err)}
+		return reconcile.Retry(fmt.Errorf("vlan %q: list nodes: %w", k.Name, err))
 	}
 	nodes := make([]SwarmNode, 0, len(swarmNodes))
 	hostnames := map[string]string{}
@@ -351,7 +359,7 @@ func (c *Cluster) reconcileVLAN(ctx context.Context, k reconcile.Key, doc *recon
 	pinned, problems := pinnedChunks(plan, k.Name, hosts)
 	have, indexes, err := c.cfg.Store.Allocations(ctx, k.Name)
 	if err != nil {
-		return reconcile.Outcome{Err: fmt.Errorf("vlan %q: read allocations: %w", k.Name, err)}
+		return reconcile.Retry(fmt.Errorf("vlan %q: read allocations: %w", k.Name, err))
 	}
 	now := c.cfg.Now()
 	quarantine := vlan.Spec.RangePlan.Quarantine.Duration()
@@ -363,20 +371,20 @@ func (c *Cluster) reconcileVLAN(ctx context.Context, k reconcile.Key, doc *recon
 		a := res.Put[id]
 		b, err := json.Marshal(a)
 		if err != nil {
-			return reconcile.Outcome{Err: err}
+			return reconcile.Retry(err)
 		}
 		ok, err := lead.CAS(ctx, c.cfg.Store.AllocationKey(k.Name, id), b, indexes[id])
 		if err != nil {
-			return reconcile.Outcome{Err: fmt.Errorf("vlan %q: allocate %s to %s: %w", k.Name, a.Chunk, id, err)}
+			return reconcile.Retry(fmt.Errorf("vlan %q: allocate %s to %s: %w", k.Name, a.Chunk, id, err))
 		}
 		if !ok {
-			return reconcile.Outcome{Err: fmt.Errorf("vlan %q: allocation of %s changed meanwhile; planning again", k.Name, id)}
+			return reconcile.Retry(fmt.Errorf("vlan %q: allocation of %s changed meanwhile; planning again", k.Name, id))
 		}
 		have[id] = a
 	}
 	for _, id := range res.Delete {
 		if _, err := lead.Delete(ctx, c.cfg.Store.AllocationKey(k.Name, id), indexes[id]); err != nil {
-			return reconcile.Outcome{Err: fmt.Errorf("vlan %q: release chunk of departed node %s: %w", k.Name, id, err)}
+			return reconcile.Retry(fmt.Errorf("vlan %q: release chunk of departed node %s: %w", k.Name, id, err))
 		}
 		delete(have, id)
 	}
@@ -399,7 +407,6 @@ func (c *Cluster) reconcileVLAN(ctx context.Context, k reconcile.Key, doc *recon
 	netSt, netErr := EnsureSwarmNetwork(ctx, c.cfg.Docker, SwarmNetwork{VLAN: k.Name, Driver: vlan.Spec.Driver})
 	det.Network = netSt
 
-	out := reconcile.Outcome{Details: &det}
 	ready := netSt.State == state.NetworkReady && len(det.Unallocated) == 0 && len(det.Problems) == 0
 	var why []string
 	if netSt.State != state.NetworkReady {
@@ -410,20 +417,23 @@ func (c *Cluster) reconcileVLAN(ctx context.Context, k reconcile.Key, doc *recon
 	}
 	why = append(why, det.Problems...)
 	det.Summary = fmt.Sprintf("%d chunk(s) allocated, network %s", len(det.Allocations), netSt.State)
-	out.Conditions = []state.Condition{readyCondition(ready, strings.Join(why, "; "))}
+	var out reconcile.Outcome
+	var conflict *engine.ConflictError
 	switch {
+	case errors.As(netErr, &conflict):
+		out = reconcile.Terminal(netErr)
 	case netErr != nil:
-		out.Err = netErr
-		var conflict *engine.ConflictError
-		out.Terminal = errors.As(netErr, &conflict)
+		out = reconcile.Retry(netErr)
 	case netSt.Requeue:
 		// Waiting for a config network: host reports and Docker network
 		// events wake this sooner; the poll is a fallback.
-		out.RequeueAfter, out.Poll = 5*time.Second, true
+		out = reconcile.Poll(5 * time.Second)
 	case !res.NextRelease.IsZero():
-		out.RequeueAfter = res.NextRelease.Sub(now) + time.Second
+		out = reconcile.RequeueAfter(res.NextRelease.Sub(now) + time.Second)
+	default:
+		out = reconcile.Done()
 	}
-	return out
+	return out.With(&det, readyCondition(ready, strings.Join(why, "; ")))
 }
 
 // removeVLAN removes the swarm network once no service uses it, then the
@@ -432,28 +442,24 @@ func (c *Cluster) reconcileVLAN(ctx context.Context, k reconcile.Key, doc *recon
 func (c *Cluster) removeVLAN(ctx context.Context, lead *state.Leadership, name string) reconcile.Outcome {
 	st, err := RemoveSwarmNetwork(ctx, c.cfg.Docker, name)
 	if err != nil {
-		return reconcile.Outcome{Err: err, Details: &VLANDetails{Network: st}}
+		return reconcile.Retry(err).With(&VLANDetails{Network: st})
 	}
 	if st.State == state.NetworkInUse || st.Requeue {
 		det := &VLANDetails{Network: st, Summary: "document deleted; network kept: " + st.Message}
-		return reconcile.Outcome{
-			Details:      det,
-			Conditions:   []state.Condition{readyCondition(false, "document deleted; removal blocked: "+st.Message+" (remove or move those services first)")},
-			RequeueAfter: 10 * time.Second,
-			Poll:         true,
-		}
+		return reconcile.Poll(10*time.Second).With(det,
+			readyCondition(false, "document deleted; removal blocked: "+st.Message+" (remove or move those services first)"))
 	}
 	_, indexes, err := c.cfg.Store.Allocations(ctx, name)
 	if err != nil {
-		return reconcile.Outcome{Err: fmt.Errorf("vlan %q: read allocations: %w", name, err)}
+		return reconcile.Retry(fmt.Errorf("vlan %q: read allocations: %w", name, err))
 	}
 	for id, idx := range indexes {
 		if _, err := lead.Delete(ctx, c.cfg.Store.AllocationKey(name, id), idx); err != nil {
-			return reconcile.Outcome{Err: fmt.Errorf("vlan %q: release allocation of %s: %w", name, id, err)}
+			return reconcile.Retry(fmt.Errorf("vlan %q: release allocation of %s: %w", name, id, err))
 		}
 	}
 	c.ctrl.Enqueue(reconcile.Key{Kind: kindNodeLabels, Name: "all"})
-	return reconcile.Outcome{Gone: true}
+	return reconcile.Gone()
 }
 
 // ServiceDetails is the leader's part of status/services/<name>.
@@ -466,23 +472,23 @@ type ServiceDetails struct {
 
 func (c *Cluster) reconcileService(ctx context.Context, k reconcile.Key, doc *reconcile.Doc) reconcile.Outcome {
 	if _, err := c.leadership(); err != nil {
-		return reconcile.Outcome{Err: err}
+		return reconcile.Retry(err)
 	}
 	if doc == nil {
 		have, err := c.cfg.Docker.ServiceInspect(ctx, k.Name)
 		switch {
 		case engine.IsNotFound(err):
-			return reconcile.Outcome{Gone: true}
+			return reconcile.Gone()
 		case err != nil:
-			return reconcile.Outcome{Err: fmt.Errorf("service %q: inspect: %w", k.Name, err)}
+			return reconcile.Retry(fmt.Errorf("service %q: inspect: %w", k.Name, err))
 		case have.Spec.Labels[spec.LabelOwner] != c.ownerID():
 			// Made by another installation (or by hand): not ours to remove.
-			return reconcile.Outcome{Gone: true}
+			return reconcile.Gone()
 		}
 		if err := RemoveService(ctx, c.cfg.Docker, k.Name); err != nil {
-			return reconcile.Outcome{Err: err}
+			return reconcile.Retry(err)
 		}
-		return reconcile.Outcome{Gone: true}
+		return reconcile.Gone()
 	}
 	svc := doc.Object.(*spec.Service)
 	var missing []string
@@ -492,12 +498,13 @@ func (c *Cluster) reconcileService(ctx context.Context, k reconcile.Key, doc *re
 		}
 	}
 	if len(missing) > 0 {
+		// Queued again when the VLAN document appears (see Enqueue).
 		err := fmt.Errorf("service %q: spec.networks: no VLAN document named %s", k.Name, strings.Join(missing, ", "))
-		return reconcile.Outcome{Err: err, Conditions: []state.Condition{readyCondition(false, err.Error())}}
+		return reconcile.Terminal(err).With(nil, readyCondition(false, err.Error()))
 	}
 	intent, _, found, err := c.cfg.Store.ScaleIntent(ctx, k.Name)
 	if err != nil {
-		return reconcile.Outcome{Err: fmt.Errorf("service %q: read scale intent: %w", k.Name, err)}
+		return reconcile.Retry(fmt.Errorf("service %q: read scale intent: %w", k.Name, err))
 	}
 	var scaled *int
 	if found {
@@ -508,17 +515,19 @@ func (c *Cluster) reconcileService(ctx context.Context, k reconcile.Key, doc *re
 	det := &ServiceDetails{Replicas: replicas, Scaled: scaled, Service: st}
 	det.Summary = fmt.Sprintf("%d/%d tasks running", st.Running, st.Desired)
 	if err != nil {
-		var conflict *engine.ConflictError
-		return reconcile.Outcome{Err: err, Terminal: errors.As(err, &conflict), Details: det,
-			Conditions: []state.Condition{readyCondition(false, err.Error())}}
+		out := reconcile.Retry(err)
+		if serviceErrTerminal(err) {
+			out = reconcile.Terminal(err)
+		}
+		return out.With(det, readyCondition(false, err.Error()))
 	}
 	ready := st.Running == st.Desired
-	out := reconcile.Outcome{Details: det, Conditions: []state.Condition{readyCondition(ready, st.Message)}}
+	out := reconcile.Done()
 	if !ready {
 		// Look again until the tasks run, so the status follows them.
-		out.RequeueAfter, out.Poll = 2*time.Second, true
+		out = reconcile.Poll(2 * time.Second)
 	}
-	return out
+	return out.With(det, readyCondition(ready, st.Message))
 }
 
 // reconcileServiceResync converges every service in one pass (one Docker
@@ -527,11 +536,11 @@ func (c *Cluster) reconcileService(ctx context.Context, k reconcile.Key, doc *re
 // own reconcile, which records their status.
 func (c *Cluster) reconcileServiceResync(ctx context.Context, _ reconcile.Key, _ *reconcile.Doc) reconcile.Outcome {
 	if _, err := c.leadership(); err != nil {
-		return reconcile.Outcome{Err: err}
+		return reconcile.Retry(err)
 	}
 	intents, err := c.cfg.Store.ScaleIntents(ctx)
 	if err != nil {
-		return reconcile.Outcome{Err: err}
+		return reconcile.Retry(err)
 	}
 	var ins []ServiceInput
 	for _, d := range c.cfg.View.List(spec.KindService) {
@@ -560,7 +569,7 @@ func (c *Cluster) reconcileServiceResync(ctx context.Context, _ reconcile.Key, _
 	}
 	// Orphans (managed services without a document) are left to the sweep,
 	// which removes only this installation's.
-	return reconcile.Outcome{Err: err}
+	return reconcile.Retry(err)
 }
 
 // reconcileNodeLabels sets the readiness label of every managed VLAN on the
@@ -572,7 +581,7 @@ func (c *Cluster) reconcileServiceResync(ctx context.Context, _ reconcile.Key, _
 // as a managed service's constraints still name it (drain first).
 func (c *Cluster) reconcileNodeLabels(ctx context.Context, _ reconcile.Key, _ *reconcile.Doc) reconcile.Outcome {
 	if _, err := c.leadership(); err != nil {
-		return reconcile.Outcome{Err: err}
+		return reconcile.Retry(err)
 	}
 	inView := map[string]bool{}
 	var vlans []string
@@ -582,7 +591,7 @@ func (c *Cluster) reconcileNodeLabels(ctx context.Context, _ reconcile.Key, _ *r
 	}
 	svcs, err := ListManagedServices(ctx, c.cfg.Docker)
 	if err != nil {
-		return reconcile.Outcome{Err: fmt.Errorf("node labels: list services: %w", err)}
+		return reconcile.Retry(fmt.Errorf("node labels: list services: %w", err))
 	}
 	draining := map[string]bool{}
 	for _, s := range svcs {
@@ -595,7 +604,7 @@ func (c *Cluster) reconcileNodeLabels(ctx context.Context, _ reconcile.Key, _ *r
 	}
 	nodes, err := c.cfg.Docker.NodeList(ctx, engine.Filter())
 	if err != nil {
-		return reconcile.Outcome{Err: fmt.Errorf("node labels: list nodes: %w", err)}
+		return reconcile.Retry(fmt.Errorf("node labels: list nodes: %w", err))
 	}
 	c.mu.Lock()
 	reports := c.reports
@@ -614,9 +623,9 @@ func (c *Cluster) reconcileNodeLabels(ctx context.Context, _ reconcile.Key, _ *r
 		ready[n.ID] = m
 	}
 	if err := EnsureNodeLabels(ctx, c.cfg.Docker, ready, vlans); err != nil {
-		return reconcile.Outcome{Err: err}
+		return reconcile.Retry(err)
 	}
-	return reconcile.Outcome{}
+	return reconcile.Done()
 }
 
 // svcReadinessVLANs returns the VLANs whose readiness label a service's

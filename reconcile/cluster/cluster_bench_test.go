@@ -161,8 +161,8 @@ func BenchmarkLeaderNoopResync1000(b *testing.B) {
 		t0 := time.Now()
 		out := cluster.ResyncServicesForTest(ctx, bed.cluster)
 		took := time.Since(t0)
-		if out.Err != nil {
-			b.Fatal(out.Err)
+		if out.Err() != nil {
+			b.Fatal(out.Err())
 		}
 		after := bed.docker.Calls()
 		b.ReportMetric(ms(took), "pass-ms")

@@ -106,23 +106,23 @@ func catalogEntriesOfNodes(ctx context.Context, cat *api.Catalog, nodes map[stri
 // registers its running tasks again under the same IDs, so nothing doubles.
 func (c *Cluster) reconcileDiscoveryGC(ctx context.Context, _ reconcile.Key, _ *reconcile.Doc) reconcile.Outcome {
 	if _, err := c.leadership(); err != nil {
-		return reconcile.Outcome{Err: err}
+		return reconcile.Retry(err)
 	}
 	nodes, err := c.cfg.Docker.NodeList(ctx, engine.Filter())
 	if err != nil {
-		return reconcile.Outcome{Err: fmt.Errorf("discovery gc: list nodes: %w", err)}
+		return reconcile.Retry(fmt.Errorf("discovery gc: list nodes: %w", err))
 	}
 	cat := c.cfg.Store.Client().Catalog()
 	_, named, err := catalogEntriesOfNodes(ctx, cat, nil)
 	if err != nil {
-		return reconcile.Outcome{Err: fmt.Errorf("discovery gc: %w", err)}
+		return reconcile.Retry(fmt.Errorf("discovery gc: %w", err))
 	}
 	c.mu.Lock()
 	expired, next := c.down.observe(nodes, named, c.cfg.Now(), c.cfg.NodeDownGrace)
 	c.mu.Unlock()
-	out := reconcile.Outcome{}
+	out := reconcile.Done()
 	if !next.IsZero() {
-		out.RequeueAfter = next.Sub(c.cfg.Now()) + time.Second
+		out = reconcile.RequeueAfter(next.Sub(c.cfg.Now()) + time.Second)
 	}
 	if len(expired) == 0 {
 		return out
@@ -133,12 +133,12 @@ func (c *Cluster) reconcileDiscoveryGC(ctx context.Context, _ reconcile.Key, _ *
 	}
 	entries, _, err := catalogEntriesOfNodes(ctx, cat, set)
 	if err != nil {
-		return reconcile.Outcome{Err: fmt.Errorf("discovery gc: %w", err)}
+		return reconcile.Retry(fmt.Errorf("discovery gc: %w", err))
 	}
 	for _, e := range entries {
 		_, err := cat.Deregister(&api.CatalogDeregistration{Node: e.Node, ServiceID: e.ServiceID}, (&api.WriteOptions{}).WithContext(ctx))
 		if err != nil {
-			return reconcile.Outcome{Err: fmt.Errorf("discovery gc: deregister %s of lost node %s: %w", e.ServiceID, e.ServiceMeta[state.MetaNode], err)}
+			return reconcile.Retry(fmt.Errorf("discovery gc: deregister %s of lost node %s: %w", e.ServiceID, e.ServiceMeta[state.MetaNode], err))
 		}
 		c.cfg.Log.Info("deregistered task of a lost node", "service", e.ServiceName, "id", e.ServiceID,
 			"node", e.ServiceMeta[state.MetaNode], "address", e.ServiceAddress+":"+strconv.Itoa(e.ServicePort))

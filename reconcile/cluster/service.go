@@ -544,7 +544,7 @@ func svcResolve(want swarm.ServiceSpec, refs svcRefs) (swarm.ServiceSpec, error)
 		for i, s := range cs.Secrets {
 			id, ok := refs.secrets[s.SecretName]
 			if !ok {
-				return want, fmt.Errorf("secret %q not found", s.SecretName)
+				return want, &MissingError{Kind: "secret", Name: s.SecretName, Field: fmt.Sprintf("spec.secrets[%d]", i)}
 			}
 			r := *s
 			r.SecretID = id
@@ -650,7 +650,7 @@ func svcApply(ctx context.Context, d engine.Docker, want swarm.ServiceSpec, have
 	case serviceCreate:
 		id, err := d.ServiceCreate(ctx, want)
 		if err != nil {
-			return "", "", fmt.Errorf("create: %w", err)
+			return "", "", fmt.Errorf("create: %w", refused(err))
 		}
 		return id, "created", nil
 	case serviceUpdate:
@@ -659,7 +659,7 @@ func svcApply(ctx context.Context, d engine.Docker, want swarm.ServiceSpec, have
 		// task change and restart every task.
 		upd.TaskTemplate.ForceUpdate = have.Spec.TaskTemplate.ForceUpdate
 		if err := d.ServiceUpdate(ctx, have.ID, have.Version, upd); err != nil {
-			return have.ID, "", fmt.Errorf("update (%s): %w", act.Reason, err)
+			return have.ID, "", fmt.Errorf("update (%s): %w", act.Reason, refused(err))
 		}
 		return have.ID, "updated: " + act.Reason, nil
 	case serviceConflict:

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/api/types/network"
@@ -612,12 +613,33 @@ func TestServiceEnsureFake(t *testing.T) {
 		}
 	})
 
-	t.Run("missing secret is named", func(t *testing.T) {
+	t.Run("docker refusing the spec is terminal and names the field", func(t *testing.T) {
+		f := serviceFakeWorld(t)
+		f.FailNext("ServiceCreate", cerrdefs.ErrInvalidArgument.WithMessage("Error response from daemon: invalid mount config for type \"bind\": bind source path does not exist: /shared_storage/web"))
+		_, err := EnsureService(ctx, f, ServiceInput{Service: web, Replicas: 3})
+		var refusedErr *RefusedError
+		if !errors.As(err, &refusedErr) || refusedErr.Field != "spec.mounts" || !strings.Contains(err.Error(), "bind source path does not exist") {
+			t.Fatalf("error %v, want a RefusedError naming spec.mounts with Docker's words", err)
+		}
+		if !serviceErrTerminal(err) {
+			t.Error("a refused spec is retried with backoff; want it terminal")
+		}
+		f.FailNext("ServiceCreate", errors.New("connection refused"))
+		if _, err := EnsureService(ctx, f, ServiceInput{Service: web, Replicas: 3}); err == nil || serviceErrTerminal(err) {
+			t.Errorf("a failed connection: %v, terminal %v; want a retry", err, serviceErrTerminal(err))
+		}
+	})
+
+	t.Run("missing secret is named and terminal", func(t *testing.T) {
 		f := serviceFakeWorld(t)
 		f.Secrets = nil
 		_, err := EnsureService(ctx, f, ServiceInput{Service: web, Replicas: 3})
-		if err == nil || !strings.Contains(err.Error(), `secret "db_password" not found`) {
-			t.Errorf("error %v, want it to name the secret", err)
+		var missing *MissingError
+		if !errors.As(err, &missing) || missing.Field != "spec.secrets[0]" || !strings.Contains(err.Error(), `secret "db_password" does not exist`) {
+			t.Errorf("error %v, want a MissingError naming spec.secrets[0] and the secret", err)
+		}
+		if !serviceErrTerminal(err) {
+			t.Error("a missing secret is retried with backoff; want it terminal")
 		}
 		if f.Calls()["ServiceCreate"] != 0 {
 			t.Error("service created without its secret")

@@ -285,3 +285,9 @@ func FindNetwork(ctx context.Context, d Docker, name string, owned func(*network
 	}
 	return found, nil
 }
+
+// IsInvalidArgument reports whether Docker refused a request as invalid (an
+// HTTP 400): the same request will be refused again.
+func IsInvalidArgument(err error) bool {
+	return err != nil && cerrdefs.IsInvalidArgument(err)
+}

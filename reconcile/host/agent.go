@@ -11,7 +11,6 @@ import (
 	"maps"
 	"net/netip"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -138,9 +137,8 @@ type VLANStatus struct {
 // kernel state and config-only networks for every VLAN from the spec and
 // this node's chunks, through one reconcile of all VLANs at a time.
 type Agent struct {
-	cfg    Config
-	log    *slog.Logger
-	status *state.StatusWriter
+	cfg Config
+	log *slog.Logger
 
 	mu       sync.Mutex
 	nodeID   string
@@ -192,9 +190,6 @@ func NewAgent(cfg Config) *Agent {
 		reportReady: make(chan struct{}),
 		lastWant:    map[string]VLAN{},
 		known:       map[string]bool{},
-	}
-	if cfg.Store != nil {
-		a.status = cfg.Store.NewStatusWriter()
 	}
 	return a
 }
@@ -272,6 +267,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		Resync:  a.cfg.Resync,
 		Keys: func() []reconcile.Key {
 			return []reconcile.Key{a.networkKey(), hostKeyRegistrations}
+		},
+		StatusOf: func(k reconcile.Key) (string, string, bool) {
+			return state.SectionNodes, k.Name, k.Kind == hostKindNetwork && k.Name != ""
 		},
 	}
 	ctrl.Register(hostKindNetwork, reconcile.ReconcilerFunc(func(ctx context.Context, _ reconcile.Key, _ *reconcile.Doc) reconcile.Outcome {
@@ -504,7 +502,7 @@ func (a *Agent) publishReport(ctx context.Context, r Report) error {
 // reconcileRegistrations passes the services in force to SyncRegistrations.
 func (a *Agent) reconcileRegistrations(ctx context.Context) reconcile.Outcome {
 	if a.cfg.SyncRegistrations == nil {
-		return reconcile.Outcome{}
+		return reconcile.Done()
 	}
 	docs := a.cfg.View.List(spec.KindService)
 	svcs := make([]*spec.Service, 0, len(docs))
@@ -513,9 +511,9 @@ func (a *Agent) reconcileRegistrations(ctx context.Context) reconcile.Outcome {
 	}
 	if err := a.cfg.SyncRegistrations(ctx, svcs); err != nil {
 		nodeID, _ := a.Identity()
-		return reconcile.Outcome{Err: fmt.Errorf("node %s: sync registrations: %w", nodeID, err)}
+		return reconcile.Retry(fmt.Errorf("node %s: sync registrations: %w", nodeID, err))
 	}
-	return reconcile.Outcome{}
+	return reconcile.Done()
 }
 
 // hostWant is what one VLAN needs on this host, from its document, the
@@ -579,21 +577,6 @@ func hostDesired(vlans []*spec.VLAN, host *spec.Host, chunks map[string]string) 
 		out = append(out, w)
 	}
 	return out
-}
-
-// configNetwork is the config-only network the VLAN needs on this node.
-func (w hostWant) configNetwork() ConfigNetwork {
-	return ConfigNetwork{
-		VLAN:     w.Net.Name,
-		Driver:   w.Driver,
-		Parent:   hostParentName(w.Net),
-		Mode:     w.Net.Mode,
-		Subnet:   w.Subnet,
-		Gateway:  w.Gateway,
-		IPRange:  w.Net.Chunk,
-		ShimAddr: w.Net.ShimAddr,
-		MTU:      w.Net.MTU,
-	}
 }
 
 // hostObservedVLAN is what one pass saw and did for one VLAN.
@@ -664,84 +647,6 @@ func hostErrText(err error) string {
 		return "not observed"
 	}
 	return err.Error()
-}
-
-// hostConfigCurrent reports whether nets (one list of the Engine's
-// networks) already hold want exactly as wanted, so the pass makes no
-// further Docker call for it.
-func hostConfigCurrent(nets []network.Summary, want ConfigNetwork) (network.Summary, bool) {
-	name := spec.ConfigNetworkName(want.VLAN)
-	var found []network.Summary
-	for _, n := range nets {
-		if n.Name == name {
-			found = append(found, n)
-		}
-	}
-	if len(found) != 1 || !spec.Managed(found[0].Labels) || len(networkConfigDiff(want, &found[0])) > 0 {
-		return network.Summary{}, false
-	}
-	return found[0], true
-}
-
-// hostStaleConfigNetworks names the VLANs whose swarmvlan config network
-// is on this Engine although the VLAN is no longer in the view; only VLANs
-// in known qualify. Sorted.
-func hostStaleConfigNetworks(nets []network.Summary, inView, known map[string]bool) []string {
-	seen := map[string]bool{}
-	var out []string
-	for _, n := range nets {
-		vlan := n.Labels[spec.LabelName]
-		if !n.ConfigOnly || !spec.Managed(n.Labels) || n.Labels[spec.LabelKind] != spec.KindVLAN ||
-			n.Name != spec.ConfigNetworkName(vlan) || inView[vlan] || !known[vlan] || seen[vlan] {
-			continue
-		}
-		seen[vlan] = true
-		out = append(out, vlan)
-	}
-	sort.Strings(out)
-	return out
-}
-
-// hostConfigNetworkOf finds the swarmvlan config network of vlan in nets.
-func hostConfigNetworkOf(nets []network.Summary, vlan string) (network.Summary, bool) {
-	for _, n := range nets {
-		if n.Name == spec.ConfigNetworkName(vlan) && n.ConfigOnly && spec.Managed(n.Labels) {
-			return n, true
-		}
-	}
-	return network.Summary{}, false
-}
-
-// hostVLANFromConfig rebuilds, from a VLAN's config network, the kernel
-// state its containers ride on, so that the links of a VLAN removed from
-// the spec stay while its config network does, even when this process never
-// saw the VLAN's document. A parent "<trunk>.<id>" is read as a tagged VLAN.
-// Promiscuous mode is not recorded; it is left on, the default.
-func hostVLANFromConfig(vlan string, n network.Summary) (VLAN, bool) {
-	parent := n.Options[networkOptParent]
-	if parent == "" {
-		return VLAN{}, false
-	}
-	hv := VLAN{Name: vlan, Trunk: parent, Promiscuous: true,
-		Mode: n.Options[networkModeKey(n.Labels[spec.LabelDriver])]}
-	if i := strings.LastIndexByte(parent, '.'); i > 0 {
-		if id, err := strconv.Atoi(parent[i+1:]); err == nil && id >= 1 && id <= 4094 {
-			hv.Trunk, hv.ID = parent[:i], id
-		}
-	}
-	if mtu, err := strconv.Atoi(n.Options[networkOptMTU]); err == nil {
-		hv.MTU = mtu
-	}
-	if len(n.IPAM.Config) == 1 {
-		c := n.IPAM.Config[0]
-		if chunk, err := netip.ParsePrefix(c.IPRange); err == nil {
-			hv.Chunk = chunk.Masked()
-			if shim, err := netip.ParseAddr(c.AuxAddress[networkAuxShim]); err == nil {
-				hv.HostAccess, hv.ShimAddr = true, shim
-			}
-		}
-	}
-	return hv, true
 }
 
 // hostPass is the outcome of one network reconcile.
@@ -948,24 +853,11 @@ func (a *Agent) reconcileNetwork(ctx context.Context) reconcile.Outcome {
 	p, ok := a.converge(ctx)
 	if !ok {
 		// The allocation watch asks again after its first read.
-		return reconcile.Outcome{}
+		return reconcile.Done()
 	}
 	a.lastPass = p.Times
 	a.log.Debug("host pass", "vlans", len(p.Status.VLANs), "net", p.Times.Net, "docker", p.Times.Docker, "total", p.Times.Total)
-	nodeID, _ := a.Identity()
 	errs := p.Errs
-	obj := reconcile.ObjectStatus{Conditions: []state.Condition{hostReadyCondition(p.Status)}}
-	if len(errs) > 0 {
-		obj.LastError = errors.Join(errs...).Error()
-	}
-	details, err := json.Marshal(p.Status)
-	if err != nil {
-		return reconcile.Outcome{Err: fmt.Errorf("node %s: encode status: %w", nodeID, err)}
-	}
-	obj.Details = details
-	if _, err := a.status.Write(ctx, state.SectionNodes, nodeID, obj); err != nil {
-		errs = append(errs, err)
-	}
 	// With the Engine away the report keeps its last observation: a flip to
 	// "not ready" would make the leader take the node's readiness labels and
 	// Swarm stop the tasks on it, because Docker was briefly unreachable.
@@ -974,13 +866,12 @@ func (a *Agent) reconcileNetwork(ctx context.Context) reconcile.Outcome {
 			errs = append(errs, err)
 		}
 	}
-	if len(errs) > 0 {
-		return reconcile.Outcome{Err: errors.Join(errs...)}
-	}
-	if p.Requeue {
+	out := reconcile.Retry(errors.Join(errs...))
+	if len(errs) == 0 && p.Requeue {
 		// A config network in use: look again once containers may have
 		// left (their network events often announce it sooner).
-		return reconcile.Outcome{RequeueAfter: hostConfigPoll}
+		out = reconcile.RequeueAfter(hostConfigPoll)
 	}
-	return reconcile.Outcome{}
+	// The controller writes it to status/nodes/<nodeID> (see StatusOf).
+	return out.With(p.Status, hostReadyCondition(p.Status))
 }

@@ -649,8 +649,8 @@ func BenchmarkHostPassNoop50(b *testing.B) {
 	a.setIdentity(info.Swarm.NodeID, info.Name)
 	a.setChunks(chunks)
 
-	if out := a.reconcileNetwork(ctx); out.Err != nil {
-		b.Fatal(out.Err)
+	if out := a.reconcileNetwork(ctx); out.Err() != nil {
+		b.Fatal(out.Err())
 	}
 	a.mu.Lock()
 	report := a.report
@@ -663,7 +663,7 @@ func BenchmarkHostPassNoop50(b *testing.B) {
 	writes, calls, requests := hn.writes(), d.Calls(), store.Requests()
 	var net, docker time.Duration
 	for b.Loop() {
-		if out := a.reconcileNetwork(ctx); out.Err != nil || out.RequeueAfter != 0 {
+		if out := a.reconcileNetwork(ctx); out.Err() != nil || out.After() != 0 {
 			b.Fatalf("no-op pass: %+v", out)
 		}
 		net += a.lastPass.Net

@@ -546,7 +546,7 @@ func TestHostControllerSyntheticKeys(t *testing.T) {
 		mu.Lock()
 		seen = append(seen, k)
 		mu.Unlock()
-		return reconcile.Outcome{Err: errors.New("a failure is retried, still without status")}
+		return reconcile.Retry(errors.New("a failure is retried, still without status"))
 	})
 	c := &reconcile.Controller{Store: store, View: view.View, Log: slog.New(slog.DiscardHandler), Resync: 10 * time.Millisecond,
 		Keys: func() []reconcile.Key { return []reconcile.Key{synthetic} }}

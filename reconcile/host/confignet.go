@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -296,4 +297,97 @@ func networkRemove(ctx context.Context, d engine.Docker, st state.NetworkStatus,
 func networkErrStatus(st state.NetworkStatus, err error) state.NetworkStatus {
 	st.State, st.Message = state.NetworkError, err.Error()
 	return st
+}
+
+// configNetwork is the config-only network the VLAN needs on this node.
+func (w hostWant) configNetwork() ConfigNetwork {
+	return ConfigNetwork{
+		VLAN:     w.Net.Name,
+		Driver:   w.Driver,
+		Parent:   hostParentName(w.Net),
+		Mode:     w.Net.Mode,
+		Subnet:   w.Subnet,
+		Gateway:  w.Gateway,
+		IPRange:  w.Net.Chunk,
+		ShimAddr: w.Net.ShimAddr,
+		MTU:      w.Net.MTU,
+	}
+}
+
+// hostConfigCurrent reports whether nets (one list of the Engine's
+// networks) already hold want exactly as wanted, so the pass makes no
+// further Docker call for it.
+func hostConfigCurrent(nets []network.Summary, want ConfigNetwork) (network.Summary, bool) {
+	name := spec.ConfigNetworkName(want.VLAN)
+	var found []network.Summary
+	for _, n := range nets {
+		if n.Name == name {
+			found = append(found, n)
+		}
+	}
+	if len(found) != 1 || !spec.Managed(found[0].Labels) || len(networkConfigDiff(want, &found[0])) > 0 {
+		return network.Summary{}, false
+	}
+	return found[0], true
+}
+
+// hostStaleConfigNetworks names the VLANs whose swarmvlan config network
+// is on this Engine although the VLAN is no longer in the view; only VLANs
+// in known qualify. Sorted.
+func hostStaleConfigNetworks(nets []network.Summary, inView, known map[string]bool) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, n := range nets {
+		vlan := n.Labels[spec.LabelName]
+		if !n.ConfigOnly || !spec.Managed(n.Labels) || n.Labels[spec.LabelKind] != spec.KindVLAN ||
+			n.Name != spec.ConfigNetworkName(vlan) || inView[vlan] || !known[vlan] || seen[vlan] {
+			continue
+		}
+		seen[vlan] = true
+		out = append(out, vlan)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// hostConfigNetworkOf finds the swarmvlan config network of vlan in nets.
+func hostConfigNetworkOf(nets []network.Summary, vlan string) (network.Summary, bool) {
+	for _, n := range nets {
+		if n.Name == spec.ConfigNetworkName(vlan) && n.ConfigOnly && spec.Managed(n.Labels) {
+			return n, true
+		}
+	}
+	return network.Summary{}, false
+}
+
+// hostVLANFromConfig rebuilds, from a VLAN's config network, the kernel
+// state its containers ride on, so that the links of a VLAN removed from
+// the spec stay while its config network does, even when this process never
+// saw the VLAN's document. A parent "<trunk>.<id>" is read as a tagged VLAN.
+// Promiscuous mode is not recorded; it is left on, the default.
+func hostVLANFromConfig(vlan string, n network.Summary) (VLAN, bool) {
+	parent := n.Options[networkOptParent]
+	if parent == "" {
+		return VLAN{}, false
+	}
+	hv := VLAN{Name: vlan, Trunk: parent, Promiscuous: true,
+		Mode: n.Options[networkModeKey(n.Labels[spec.LabelDriver])]}
+	if i := strings.LastIndexByte(parent, '.'); i > 0 {
+		if id, err := strconv.Atoi(parent[i+1:]); err == nil && id >= 1 && id <= 4094 {
+			hv.Trunk, hv.ID = parent[:i], id
+		}
+	}
+	if mtu, err := strconv.Atoi(n.Options[networkOptMTU]); err == nil {
+		hv.MTU = mtu
+	}
+	if len(n.IPAM.Config) == 1 {
+		c := n.IPAM.Config[0]
+		if chunk, err := netip.ParsePrefix(c.IPRange); err == nil {
+			hv.Chunk = chunk.Masked()
+			if shim, err := netip.ParseAddr(c.AuxAddress[networkAuxShim]); err == nil {
+				hv.HostAccess, hv.ShimAddr = true, shim
+			}
+		}
+	}
+	return hv, true
 }
