@@ -7,7 +7,7 @@ package reconcile
 
 import (
 	"context"
-	"math/rand/v2"
+	"swarmvlan/state/backoff"
 	"sync"
 	"time"
 )
@@ -125,7 +125,7 @@ func (q *Queue) Retry(k Key) time.Duration {
 	n := q.failures[k]
 	q.failures[k] = n + 1
 	q.mu.Unlock()
-	d := Backoff(q.baseDelay, q.maxDelay, n)
+	d := backoff.Delay(q.baseDelay, q.maxDelay, n)
 	q.AddAfter(k, d)
 	return d
 }
@@ -192,22 +192,4 @@ func (q *Queue) ShutDown() {
 		delete(q.timers, k)
 	}
 	q.signalLocked()
-}
-
-// Backoff is the capped, jittered exponential delay before attempt n+1:
-// base·2ⁿ capped at max, then a random value in [d/2, d) so that many failing
-// objects do not retry in lockstep.
-func Backoff(base, max time.Duration, n int) time.Duration {
-	d := base
-	for i := 0; i < n && d < max; i++ {
-		d *= 2
-	}
-	if d > max {
-		d = max
-	}
-	if d <= 1 {
-		return d
-	}
-	half := d / 2
-	return half + rand.N(half)
 }

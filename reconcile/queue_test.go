@@ -113,31 +113,6 @@ func TestQueueRetryBacksOff(t *testing.T) {
 	}
 }
 
-func TestBackoffCappedAndJittered(t *testing.T) {
-	for _, tc := range []struct {
-		n        int
-		min, max time.Duration
-	}{
-		{0, 50 * time.Millisecond, 100 * time.Millisecond},
-		{1, 100 * time.Millisecond, 200 * time.Millisecond},
-		{5, 1600 * time.Millisecond, 3200 * time.Millisecond},
-		{30, 5 * time.Second, 10 * time.Second},
-		{1000, 5 * time.Second, 10 * time.Second},
-	} {
-		seen := map[time.Duration]bool{}
-		for i := 0; i < 50; i++ {
-			d := Backoff(100*time.Millisecond, 10*time.Second, tc.n)
-			if d < tc.min || d >= tc.max {
-				t.Fatalf("Backoff(n=%d) = %v, want in [%v,%v)", tc.n, d, tc.min, tc.max)
-			}
-			seen[d] = true
-		}
-		if len(seen) < 2 {
-			t.Fatalf("Backoff(n=%d) has no jitter", tc.n)
-		}
-	}
-}
-
 func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)

@@ -19,6 +19,7 @@ import (
 	"swarmvlan/reconcile/cluster"
 	"swarmvlan/reconcile/engine"
 	"swarmvlan/state"
+	"swarmvlan/state/backoff"
 )
 
 // daemon is the state of one `reconciler run` process.
@@ -149,21 +150,19 @@ func (d *daemon) enqueue(ks []reconcile.Key) {
 // campaign contends for the leader lock forever; while it holds the lock it
 // runs the leader's controller under the leadership context.
 func (d *daemon) campaign(ctx context.Context) error {
-	for attempt := 0; ctx.Err() == nil; attempt++ {
+	bo := backoff.New(time.Second, 30*time.Second)
+	for ctx.Err() == nil {
 		lead, err := d.store.Campaign(ctx, d.leaderOpts)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			wait := reconcile.Backoff(time.Second, 30*time.Second, attempt)
+			wait := bo.Next()
 			d.log.Warn("campaign", "err", err, "retry_in", wait.Round(time.Millisecond))
-			select {
-			case <-time.After(wait):
-			case <-ctx.Done():
-			}
+			backoff.Sleep(ctx, wait)
 			continue
 		}
-		attempt = 0
+		bo.Reset()
 		d.log.Info("leading", "session", lead.Session())
 		d.logFirstReconcile()
 		d.leading.Store(true)

@@ -21,6 +21,7 @@ import (
 	"swarmvlan/reconcile/engine"
 	"swarmvlan/spec"
 	"swarmvlan/state"
+	"swarmvlan/state/backoff"
 )
 
 // Synthetic key kinds of the leader's passes over many objects.
@@ -140,10 +141,8 @@ func (c *Cluster) Run(lead *state.Leadership) error {
 			break
 		}
 		c.cfg.Log.Warn("read installation id", "err", err)
-		select {
-		case <-ctx.Done():
+		if !backoff.Sleep(ctx, backoff.Delay(time.Second, 30*time.Second, attempt)) {
 			return nil
-		case <-time.After(reconcile.Backoff(time.Second, 30*time.Second, attempt)):
 		}
 	}
 	c.lead.Store(lead)

@@ -233,7 +233,7 @@ func TestLeaderConvergesVLANAndService(t *testing.T) {
 		t.Errorf("swarm network: scope %v, config-from %v", netw["Scope"], netw["ConfigFrom"])
 	}
 	cfg := enginetest.NetworkInspect(t, vlan+"-config")
-	ipam := cfg["IPAM"].(map[string]any)["cluster.Config"].([]any)[0].(map[string]any)
+	ipam := cfg["IPAM"].(map[string]any)["Config"].([]any)[0].(map[string]any)
 	if ipam["IPRange"] != chunk.String() || ipam["AuxiliaryAddresses"].(map[string]any)["shim"] != shim.String() {
 		t.Errorf("config network IPAM = %v", ipam)
 	}

@@ -176,8 +176,8 @@ func TestServiceBuildSpecHash(t *testing.T) {
 		}, false},
 		{"env value", 3, func(s *spec.Service) { s.Spec.Env["LOG_LEVEL"] = "debug" }, false},
 		{"image", 3, func(s *spec.Service) { s.Spec.Image = "registry.example.com/web:1.5" }, false},
-		{"consul registration is not engine.Docker's business", 3, func(s *spec.Service) { s.Spec.Consul.Port = 9090 }, true},
-		{"scaling bounds are not engine.Docker's business", 3, func(s *spec.Service) { s.Spec.Scaling.Max = 20 }, true},
+		{"consul registration is not Docker's business", 3, func(s *spec.Service) { s.Spec.Consul.Port = 9090 }, true},
+		{"scaling bounds are not Docker's business", 3, func(s *spec.Service) { s.Spec.Scaling.Max = 20 }, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -347,7 +347,7 @@ func TestServiceEffectiveReplicas(t *testing.T) {
 		want   int
 	}{
 		{"spec replicas", mk("", servicePtr(3), nil), nil, 3},
-		{"unset replicas is engine.Docker's 1", mk("", nil, nil), nil, 1},
+		{"unset replicas is Docker's 1", mk("", nil, nil), nil, 1},
 		{"scaled wins", mk("replicated", servicePtr(3), bounds), servicePtr(7), 7},
 		{"scaled below min", mk("replicated", servicePtr(3), bounds), servicePtr(1), 2},
 		{"scaled above max", mk("replicated", servicePtr(3), bounds), servicePtr(50), 10},

@@ -140,10 +140,10 @@ func TestSwarmIntegration(t *testing.T) {
 	step("config network", func(t *testing.T) {
 		st, err := host.EnsureConfigNetwork(ctx, d, want)
 		if err != nil || st.State != state.NetworkReady || st.Message != "created" {
-			t.Fatalf("host.EnsureConfigNetwork: %+v, %v", st, err)
+			t.Fatalf("EnsureConfigNetwork: %+v, %v", st, err)
 		}
 		n := enginetest.NetworkInspect(t, spec.ConfigNetworkName(vlan))
-		ipam := n["IPAM"].(map[string]any)["cluster.Config"].([]any)[0].(map[string]any)
+		ipam := n["IPAM"].(map[string]any)["Config"].([]any)[0].(map[string]any)
 		aux, _ := ipam["AuxiliaryAddresses"].(map[string]any)
 		opts, _ := n["Options"].(map[string]any)
 		checks := []struct{ what, got, want string }{
@@ -163,14 +163,14 @@ func TestSwarmIntegration(t *testing.T) {
 			}
 		}
 		if st, err := host.EnsureConfigNetwork(ctx, d, want); err != nil || st.State != state.NetworkReady || st.Message != "" || st.ID == "" {
-			t.Errorf("second host.EnsureConfigNetwork: %+v, %v", st, err)
+			t.Errorf("second EnsureConfigNetwork: %+v, %v", st, err)
 		}
 	})
 
 	step("swarm network", func(t *testing.T) {
 		st, err := cluster.EnsureSwarmNetwork(ctx, d, cluster.SwarmNetwork{VLAN: vlan})
 		if err != nil || st.State != state.NetworkReady {
-			t.Fatalf("cluster.EnsureSwarmNetwork: %+v, %v", st, err)
+			t.Fatalf("EnsureSwarmNetwork: %+v, %v", st, err)
 		}
 		n := enginetest.NetworkInspect(t, vlan)
 		if n["Scope"] != "swarm" || n["Driver"] != "macvlan" || n["ConfigFrom"].(map[string]any)["Network"] != spec.ConfigNetworkName(vlan) {
@@ -178,10 +178,10 @@ func TestSwarmIntegration(t *testing.T) {
 		}
 		before := d.Calls()["NetworkCreate"]
 		if st, err := cluster.EnsureSwarmNetwork(ctx, d, cluster.SwarmNetwork{VLAN: vlan}); err != nil || st.State != state.NetworkReady || st.Message != "" {
-			t.Errorf("second cluster.EnsureSwarmNetwork: %+v, %v", st, err)
+			t.Errorf("second EnsureSwarmNetwork: %+v, %v", st, err)
 		}
 		if d.Calls()["NetworkCreate"] != before {
-			t.Error("second cluster.EnsureSwarmNetwork created a network")
+			t.Error("second EnsureSwarmNetwork created a network")
 		}
 	})
 
@@ -205,7 +205,7 @@ func TestSwarmIntegration(t *testing.T) {
 	step("service runs three tasks on the chunk", func(t *testing.T) {
 		st, err := cluster.EnsureService(ctx, d, in)
 		if err != nil || st.Message != "created" {
-			t.Fatalf("cluster.EnsureService: %+v, %v", st, err)
+			t.Fatalf("EnsureService: %+v, %v", st, err)
 		}
 		var obs cluster.ServiceStatus
 		enginetest.Poll(t, 2*time.Minute, "three running tasks with addresses", func() (bool, string) {
@@ -291,7 +291,7 @@ func TestSwarmIntegration(t *testing.T) {
 		before := d.Calls()["ServiceUpdate"]
 		st, err := cluster.EnsureService(ctx, d, cluster.ServiceInput{Service: changed, Replicas: 3})
 		if err != nil || st.Message != "updated: spec changed" {
-			t.Fatalf("cluster.EnsureService: %+v, %v", st, err)
+			t.Fatalf("EnsureService: %+v, %v", st, err)
 		}
 		if _, err := cluster.EnsureService(ctx, d, cluster.ServiceInput{Service: changed, Replicas: 3}); err != nil {
 			t.Fatal(err)
@@ -309,7 +309,7 @@ func TestSwarmIntegration(t *testing.T) {
 		enginetest.CLI(t, "service", "update", "--detach", "--no-resolve-image", "--env-add", "HAND=1", svcName)
 		st, err := cluster.EnsureService(ctx, d, in)
 		if err != nil || !strings.HasPrefix(st.Message, "updated: drift in ") || !strings.Contains(st.Message, "TaskTemplate.ContainerSpec.Env") {
-			t.Fatalf("cluster.EnsureService after a hand edit: %+v, %v", st, err)
+			t.Fatalf("EnsureService after a hand edit: %+v, %v", st, err)
 		}
 		svc, _, err := cli.ServiceInspectWithRaw(ctx, svcName, swarm.ServiceInspectOptions{})
 		if err != nil {
@@ -342,10 +342,10 @@ func TestSwarmIntegration(t *testing.T) {
 		st, err := cluster.EnsureService(ctx, d, cluster.ServiceInput{Service: other, Replicas: 1})
 		var cerr *engine.ConflictError
 		if !errors.As(err, &cerr) || st.Message != "service "+otherName+" exists and is not managed by swarmvlan" {
-			t.Errorf("cluster.EnsureService over an unmanaged service: %+v, %v", st, err)
+			t.Errorf("EnsureService over an unmanaged service: %+v, %v", st, err)
 		}
 		if err := cluster.RemoveService(ctx, d, otherName); !errors.As(err, &cerr) {
-			t.Errorf("cluster.RemoveService of an unmanaged service: %v", err)
+			t.Errorf("RemoveService of an unmanaged service: %v", err)
 		}
 		after, _, err := cli.ServiceInspectWithRaw(ctx, resp.ID, swarm.ServiceInspectOptions{})
 		if err != nil {
@@ -359,13 +359,13 @@ func TestSwarmIntegration(t *testing.T) {
 	step("swarm network in use stays", func(t *testing.T) {
 		st, err := cluster.RemoveSwarmNetwork(ctx, d, vlan)
 		if err != nil || st.State != state.NetworkInUse || st.Message != "in use by services "+svcName || !st.Requeue {
-			t.Errorf("cluster.RemoveSwarmNetwork: %+v, %v", st, err)
+			t.Errorf("RemoveSwarmNetwork: %+v, %v", st, err)
 		}
 		if _, err := cli.NetworkInspect(ctx, vlan, networkInspectOpts()); err != nil {
 			t.Errorf("network gone: %v", err)
 		}
 		if st, err := host.RemoveConfigNetwork(ctx, d, vlan); err != nil || st.State != state.NetworkInUse {
-			t.Errorf("host.RemoveConfigNetwork while tasks run: %+v, %v", st, err)
+			t.Errorf("RemoveConfigNetwork while tasks run: %+v, %v", st, err)
 		}
 	})
 

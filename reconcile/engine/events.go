@@ -2,7 +2,7 @@ package engine
 
 import (
 	"context"
-	"math/rand/v2"
+	"swarmvlan/state/backoff"
 	"time"
 
 	"github.com/docker/docker/api/types/events"
@@ -57,7 +57,7 @@ func eventsLoop(ctx context.Context, d Docker, types []string, out chan<- Event)
 			return false
 		}
 	}
-	backoff := eventsBackoffMin
+	bo := backoff.New(eventsBackoffMin, eventsBackoffMax)
 	resync := false
 	for ctx.Err() == nil {
 		start := time.Now()
@@ -77,23 +77,17 @@ func eventsLoop(ctx context.Context, d Docker, types []string, out chan<- Event)
 				return
 			}
 		}
-		if opened && !eventsPump(ctx, msgs, errc, send, &backoff) {
+		if opened && !eventsPump(ctx, msgs, errc, send, bo) {
 			cancel()
 			return
 		}
 		cancel()
 		if time.Since(start) >= eventsStable {
-			backoff = eventsBackoffMin
+			bo.Reset()
 		}
 		resync = true
-		wait := backoff/2 + rand.N(backoff/2+1)
-		backoff = min(backoff*2, eventsBackoffMax)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(ctx, bo.Next()) {
 			return
-		case <-t.C:
 		}
 	}
 }
@@ -101,7 +95,7 @@ func eventsLoop(ctx context.Context, d Docker, types []string, out chan<- Event)
 // eventsPump forwards one stream until it breaks (true) or ctx is
 // done (false). A delivered event proves the stream healthy and resets the
 // backoff.
-func eventsPump(ctx context.Context, msgs <-chan events.Message, errc <-chan error, send func(Event) bool, backoff *time.Duration) bool {
+func eventsPump(ctx context.Context, msgs <-chan events.Message, errc <-chan error, send func(Event) bool, bo *backoff.Backoff) bool {
 	for {
 		select {
 		case <-ctx.Done():
@@ -112,7 +106,7 @@ func eventsPump(ctx context.Context, msgs <-chan events.Message, errc <-chan err
 			if !ok {
 				return true
 			}
-			*backoff = eventsBackoffMin
+			bo.Reset()
 			if !send(eventFrom(m)) {
 				return false
 			}

@@ -229,7 +229,7 @@ func TestDockerEventsRealEngine(t *testing.T) {
 	}
 	awaitCreate("after reconnect")
 	if n := d.Calls()["Events"]; n < 2 {
-		t.Errorf("%d engine.Events calls, want a reconnect", n)
+		t.Errorf("%d DockerEvents calls, want a reconnect", n)
 	}
 
 	cancel()

@@ -24,6 +24,7 @@ import (
 	"swarmvlan/reconcile/engine"
 	"swarmvlan/spec"
 	"swarmvlan/state"
+	"swarmvlan/state/backoff"
 )
 
 // Kinds of the host agent's synthetic keys. They are not spec kinds, so the
@@ -338,18 +339,14 @@ func (a *Agent) waitIdentity(ctx context.Context) (nodeID, hostname string, ok b
 		case ctx.Err() != nil:
 			return "", "", false
 		}
-		wait := reconcile.Backoff(hostIdentityBackoffMin, hostIdentityBackoffMax, attempt)
+		wait := backoff.Delay(hostIdentityBackoffMin, hostIdentityBackoffMax, attempt)
 		if err != nil {
 			a.log.Warn("docker engine unreachable; waiting", "err", err, "retry_in", wait.Round(time.Millisecond))
 		} else {
 			a.log.Warn("engine is not an active swarm node; waiting", "state", info.Swarm.LocalNodeState, "retry_in", wait.Round(time.Millisecond))
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(ctx, wait) {
 			return "", "", false
-		case <-t.C:
 		}
 	}
 }
@@ -714,7 +711,7 @@ func (a *Agent) converge(ctx context.Context) (p *hostPass, ok bool) {
 	if listErr != nil {
 		for vlan := range a.lastWant {
 			if !inView[vlan] {
-				keep[vlan] = "kept: engine.Docker cannot be asked whether its config network is in use"
+				keep[vlan] = "kept: Docker cannot be asked whether its config network is in use"
 			}
 		}
 	} else {

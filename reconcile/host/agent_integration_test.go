@@ -272,7 +272,7 @@ func TestHostAgentConsul(t *testing.T) {
 		})
 	})
 
-	t.Run("Consul away: engine.Docker drift repaired, nothing removed", func(t *testing.T) {
+	t.Run("Consul away: Docker drift repaired, nothing removed", func(t *testing.T) {
 		failedBefore := proxy.Failed()
 		proxy.SetDown(true)
 		fe.Mu.Lock()
@@ -344,13 +344,13 @@ func TestHostAgentConsul(t *testing.T) {
 		}
 	})
 
-	t.Run("engine.Docker away: the node report keeps its readiness", func(t *testing.T) {
+	t.Run("Docker away: the node report keeps its readiness", func(t *testing.T) {
 		nodeID, _ := h.agent.Identity()
 		before, _, err := kv.Get(store.NodeKey(nodeID), nil)
 		if err != nil || before == nil {
 			t.Fatal(err)
 		}
-		down := errors.New("Cannot connect to the engine.Docker daemon")
+		down := errors.New("Cannot connect to the Docker daemon")
 		calls := fe.Calls()["NetworkList"]
 		fe.FailNext("NetworkList", down, down, down)
 		fe.events <- events.Message{Type: events.NetworkEventType, Action: events.ActionCreate, Actor: events.Actor{ID: "z"}}
@@ -361,13 +361,13 @@ func TestHostAgentConsul(t *testing.T) {
 			return nil
 		})
 		if err := h.vlanReadyReport(t, "v40", "10.40.3.0/24"); err != nil {
-			t.Fatalf("readiness flipped while engine.Docker was away: %v", err)
+			t.Fatalf("readiness flipped while Docker was away: %v", err)
 		}
 		after, _, err := kv.Get(store.NodeKey(nodeID), nil)
 		if err != nil || after == nil || after.ModifyIndex != before.ModifyIndex {
-			t.Fatalf("node key rewritten while engine.Docker was away: %v", err)
+			t.Fatalf("node key rewritten while Docker was away: %v", err)
 		}
-		hostTestEventually(t, 20*time.Second, "ready once engine.Docker answers", func() error { return h.vlanReady(t, "v40", "10.40.3.0/24") })
+		hostTestEventually(t, 20*time.Second, "ready once Docker answers", func() error { return h.vlanReady(t, "v40", "10.40.3.0/24") })
 	})
 }
 
@@ -418,7 +418,7 @@ func hostTestFreeSubnet(t *testing.T, ctx context.Context, d engine.Docker) neti
 // attached in this test.
 func TestHostAgentIntegration(t *testing.T) {
 	if testing.Short() {
-		t.Skip("integration test against the real engine.Docker Engine; skipped in -short mode")
+		t.Skip("integration test against the real Docker Engine; skipped in -short mode")
 	}
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates a network namespace, links, addresses and routes")
@@ -674,7 +674,7 @@ func BenchmarkHostPassNoop50(b *testing.B) {
 	}
 	for m, c := range d.Calls() {
 		if m != "NetworkList" && c != calls[m] {
-			b.Errorf("no-op passes made %d engine.Docker %s calls", c-calls[m], m)
+			b.Errorf("no-op passes made %d Docker %s calls", c-calls[m], m)
 		}
 	}
 	if r := store.Requests() - requests; r != 0 {

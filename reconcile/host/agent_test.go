@@ -510,7 +510,7 @@ func TestHostConvergeConfigNetworks(t *testing.T) {
 		}
 	})
 
-	t.Run("engine.Docker away: nothing removed, links of removed VLANs kept", func(t *testing.T) {
+	t.Run("Docker away: nothing removed, links of removed VLANs kept", func(t *testing.T) {
 		a.lastWant["gone"] = VLAN{Name: "gone", Trunk: "eth1"}
 		fake.FailNext("NetworkList", errors.New("connection refused"))
 		p := hostTestConverge(t, a)
@@ -518,10 +518,10 @@ func TestHostConvergeConfigNetworks(t *testing.T) {
 			t.Error("no error reported")
 		}
 		if _, ok := p.Status.Removing["gone"]; !ok {
-			t.Errorf("links of a removed VLAN not kept while engine.Docker is away: %+v", p.Status.Removing)
+			t.Errorf("links of a removed VLAN not kept while Docker is away: %+v", p.Status.Removing)
 		}
 		if st := p.Status.VLANs["v40"]; st.Ready || !strings.Contains(st.Reason, "connection refused") {
-			t.Errorf("v40 while engine.Docker is away: %+v", st)
+			t.Errorf("v40 while Docker is away: %+v", st)
 		}
 		if hostTestConfigNet(fake, "v40-config") == nil {
 			t.Error("v40-config gone")

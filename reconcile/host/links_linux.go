@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/netip"
 	"swarmvlan/reconcile/kernel"
+	"swarmvlan/state/backoff"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -285,7 +285,7 @@ func (h *Net) watch(ctx context.Context, out chan struct{}) {
 		default:
 		}
 	}
-	backoff := hostWatchBackoffMin
+	bo := backoff.New(hostWatchBackoffMin, hostWatchBackoffMax)
 	for {
 		done := make(chan struct{})
 		lost := make(chan struct{}, 1)
@@ -313,20 +313,14 @@ func (h *Net) watch(ctx context.Context, out chan struct{}) {
 			}
 			h.resubscribes.Add(1)
 			if time.Since(started) >= hostWatchHealthy {
-				backoff = hostWatchBackoffMin
+				bo.Reset()
 			}
 		}
 		close(done)
 		// Notifications may have been missed; a resync costs one Ensure.
 		notify()
-		wait := backoff/2 + rand.N(backoff/2+1)
-		backoff = min(2*backoff, hostWatchBackoffMax)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(ctx, bo.Next()) {
 			return
-		case <-t.C:
 		}
 	}
 }

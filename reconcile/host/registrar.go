@@ -132,7 +132,7 @@ func (r *Registrar) Sync(ctx context.Context, targets map[string]RegistrationTar
 		return st, errors.New("registration: no view of the services; refusing to deregister")
 	}
 	if r.Agent == nil || r.Docker == nil {
-		return st, errors.New("registration: registrar needs a Consul agent and a engine.Docker engine")
+		return st, errors.New("registration: registrar needs a Consul agent and a Docker engine")
 	}
 	node, err := r.nodeID(ctx)
 	if err != nil {

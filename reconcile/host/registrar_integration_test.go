@@ -57,7 +57,7 @@ type discoveryBed struct {
 func discoveryTestBed(tb testing.TB, replicas int, interval spec.Duration) *discoveryBed {
 	tb.Helper()
 	if testing.Short() {
-		tb.Skip("integration test against the real engine.Docker Engine, netlink and a Consul agent; skipped in -short mode")
+		tb.Skip("integration test against the real Docker Engine, netlink and a Consul agent; skipped in -short mode")
 	}
 	if os.Geteuid() != 0 {
 		tb.Skip("needs root: creates a veth trunk, a shim link and a route in the root namespace")
@@ -105,7 +105,7 @@ func discoveryTestBed(tb testing.TB, replicas int, interval spec.Duration) *disc
 		Chunk: b.chunk, ShimAddr: b.shim,
 	}})
 	if err != nil || !sts[b.vlan].Ready {
-		tb.Fatalf("host.Net.Ensure: %+v, %v", sts[b.vlan], err)
+		tb.Fatalf("Net.Ensure: %+v, %v", sts[b.vlan], err)
 	}
 
 	// Cleanups run last-registered first: registrations, service, node
@@ -115,15 +115,15 @@ func discoveryTestBed(tb testing.TB, replicas int, interval spec.Duration) *disc
 		VLAN: b.vlan, Parent: parent, Subnet: b.subnet,
 		Gateway: b.subnet.Addr().Next(), IPRange: b.chunk, ShimAddr: b.shim,
 	}); err != nil || st.State != state.NetworkReady {
-		tb.Fatalf("host.EnsureConfigNetwork: %+v, %v", st, err)
+		tb.Fatalf("EnsureConfigNetwork: %+v, %v", st, err)
 	}
 	// An error is the reconcile contract's "retry": the engine has been
 	// seen to answer the first inspection of a fresh swarm network without
 	// its driver, and EnsureSwarmNetwork then removes what it made.
-	enginetest.Poll(tb, time.Minute, "cluster.EnsureSwarmNetwork", func() (bool, string) {
+	enginetest.Poll(tb, time.Minute, "EnsureSwarmNetwork", func() (bool, string) {
 		st, err := cluster.EnsureSwarmNetwork(ctx, d, cluster.SwarmNetwork{VLAN: b.vlan})
 		if err != nil {
-			tb.Logf("cluster.EnsureSwarmNetwork (retried): %+v, %v", st, err)
+			tb.Logf("EnsureSwarmNetwork (retried): %+v, %v", st, err)
 		}
 		return err == nil && st.State == state.NetworkReady, fmt.Sprintf("%+v, %v", st, err)
 	})
@@ -138,7 +138,7 @@ func discoveryTestBed(tb testing.TB, replicas int, interval spec.Duration) *disc
 	})
 	view, vlans := enginetest.ReadyView(tb, ctx, d, b.self, b.vlan, true)
 	if err := cluster.EnsureNodeLabels(ctx, d, view, vlans); err != nil {
-		tb.Fatalf("cluster.EnsureNodeLabels: %v", err)
+		tb.Fatalf("EnsureNodeLabels: %v", err)
 	}
 
 	b.doc = &spec.Service{
@@ -171,7 +171,7 @@ func discoveryTestBed(tb testing.TB, replicas int, interval spec.Duration) *disc
 		}
 	})
 	if _, err := cluster.EnsureService(ctx, d, cluster.ServiceInput{Service: b.doc, Replicas: replicas}); err != nil {
-		tb.Fatalf("cluster.EnsureService: %v", err)
+		tb.Fatalf("EnsureService: %v", err)
 	}
 
 	b.reg = &host.Registrar{Agent: b.consul.Agent(), Docker: d, NodeID: b.self, Hostname: info.Name}
@@ -198,7 +198,7 @@ func discoveryTestNoForeignShims(tb testing.TB, h *netlink.Handle) {
 	}
 	for _, l := range links {
 		if strings.HasPrefix(l.Attrs().Alias, host.AliasPrefixForTest) {
-			tb.Skipf("link %s (alias %q) belongs to another swarmvlan host reconciler in the root namespace; host.Net.Ensure here would remove it",
+			tb.Skipf("link %s (alias %q) belongs to another swarmvlan host reconciler in the root namespace; Net.Ensure here would remove it",
 				l.Attrs().Name, l.Attrs().Alias)
 		}
 	}
