@@ -686,6 +686,17 @@ func (a *Agent) converge(ctx context.Context) (p *hostPass, ok bool) {
 		inView[v.Metadata.Name] = true
 		a.known[v.Metadata.Name] = true
 	}
+	// A VLAN whose stored document is invalid and never had a valid
+	// version here (a stricter validation after an upgrade, a bad put
+	// before this process started) is held as it is, not removed: its config
+	// network and links stay until the document is fixed or deleted.
+	held := map[string]string{}
+	for _, k := range a.cfg.View.Keys() {
+		if _, bad := a.cfg.View.Invalid(k); bad && k.Kind == spec.KindVLAN && !inView[k.Name] {
+			inView[k.Name] = true
+			held[k.Name] = "kept: the VLAN document is invalid; nothing is changed until it is fixed or deleted"
+		}
+	}
 	host, _ := a.cfg.View.Host(hostname)
 	want := hostDesired(vlans, host, chunks)
 
@@ -707,7 +718,7 @@ func (a *Agent) converge(ctx context.Context) (p *hostPass, ok bool) {
 		// A chunk under this prefix shows the VLAN was this installation's.
 		known[vlan] = true
 	}
-	keep := map[string]string{}
+	keep := maps.Clone(held)
 	if listErr != nil {
 		for vlan := range a.lastWant {
 			if !inView[vlan] {

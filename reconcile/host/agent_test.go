@@ -639,3 +639,38 @@ func TestHostConvergeKeepsLinksOfUnseenVLAN(t *testing.T) {
 		t.Errorf("links kept for old\n got %+v\nwant %+v", got, want)
 	}
 }
+
+// TestHostConvergeHoldsVLANWithInvalidDocument checks that a VLAN whose
+// stored document is invalid, with no valid version ever seen (a stricter
+// validation after an upgrade), keeps its config network and links, even
+// unused: it is held as it is, not treated as deleted.
+func TestHostConvergeHoldsVLANWithInvalidDocument(t *testing.T) {
+	view := newHostTestView(t, hostTestVLAN("v40", 40, "bond0", "10.40.0.0/16", ""))
+	// chunkPrefix 8 is outside what validation allows for a /16.
+	view.Sync(api.KVPairs{
+		{Key: "swarmvlan/spec/vlans/v40", Value: []byte(hostTestVLAN("v40", 40, "bond0", "10.40.0.0/16", "")), ModifyIndex: 1},
+		{Key: "swarmvlan/spec/vlans/old", Value: []byte(strings.Replace(hostTestVLAN("old", 7, "eth1", "10.7.0.0/16", ""), "chunkPrefix: 24", "chunkPrefix: 8", 1)), ModifyIndex: 2},
+	})
+	if _, bad := view.Invalid(reconcile.Key{Kind: spec.KindVLAN, Name: "old"}); !bad {
+		t.Fatal("the test's invalid document validates")
+	}
+	a, fake := hostTestAgent(t, view.View)
+	ctx := context.Background()
+	old := ConfigNetwork{VLAN: "old", Driver: "macvlan", Parent: "eth1.7", Mode: "bridge", Subnet: netip.MustParsePrefix("10.7.0.0/16"),
+		IPRange: netip.MustParsePrefix("10.7.3.0/24"), ShimAddr: netip.MustParseAddr("10.7.3.255")}
+	if _, err := fake.NetworkCreate(ctx, spec.ConfigNetworkName("old"), networkConfigWant(old)); err != nil {
+		t.Fatal(err)
+	}
+	a.setChunks(map[string]string{"v40": "10.40.1.0/24", "old": "10.7.3.0/24"})
+
+	p := hostTestConverge(t, a)
+	if hostTestConfigNet(fake, "old-config") == nil || fake.Calls()["NetworkRemove"] != 0 {
+		t.Fatalf("old-config removed although its document is only invalid: %+v", p.Status.Removing)
+	}
+	if why := p.Status.Removing["old"]; !strings.Contains(why, "invalid") {
+		t.Errorf("status says %q for old, want it to say the document is invalid", why)
+	}
+	if got := a.lastWant["old"]; got.Trunk != "eth1" || got.ID != 7 || got.Chunk != old.IPRange {
+		t.Errorf("links of old not kept: %+v", got)
+	}
+}
