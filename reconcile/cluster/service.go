@@ -111,6 +111,50 @@ func BuildServiceSpec(in ServiceInput) (swarm.ServiceSpec, error) {
 		return fail(errors.New("spec.image: empty"))
 	}
 
+	cs := svcContainerSpec(name, ss)
+
+	out := swarm.ServiceSpec{
+		Annotations:  swarm.Annotations{Name: name, Labels: map[string]string{}},
+		TaskTemplate: swarm.TaskSpec{ContainerSpec: cs},
+	}
+	for k, v := range in.Service.Metadata.Labels {
+		out.Annotations.Labels[k] = v
+	}
+	for k, v := range spec.OwnerLabels(spec.KindService, name) {
+		out.Annotations.Labels[k] = v
+	}
+	if in.Owner != "" {
+		out.Annotations.Labels[spec.LabelOwner] = in.Owner
+	}
+
+	if ss.IsGlobal() {
+		out.Mode.Global = &swarm.GlobalService{}
+	} else {
+		r := uint64(max(in.Replicas, 0))
+		out.Mode.Replicated = &swarm.ReplicatedService{Replicas: &r}
+	}
+
+	nets := svcNetworks(in)
+	for _, n := range nets {
+		out.TaskTemplate.Networks = append(out.TaskTemplate.Networks, swarm.NetworkAttachmentConfig{Target: n})
+	}
+
+	out.TaskTemplate.Placement = svcPlacement(ss.Placement, nets)
+	out.TaskTemplate.Resources = svcResources(ss.Resources)
+	out.UpdateConfig = svcUpdateConfig(ss.Update)
+	out.TaskTemplate.RestartPolicy = svcRestartPolicy(ss.Restart)
+
+	h, err := svcSpecHash(out)
+	if err != nil {
+		return fail(err)
+	}
+	out.Annotations.Labels[spec.LabelSpecHash] = h
+	return out, nil
+}
+
+// svcContainerSpec maps the container part of a document. Labels of the
+// document never override the ownership labels.
+func svcContainerSpec(name string, ss spec.ServiceSpec) *swarm.ContainerSpec {
 	cs := &swarm.ContainerSpec{
 		Image:   ss.Image,
 		Command: append([]string(nil), ss.Command...),
@@ -148,35 +192,14 @@ func BuildServiceSpec(in ServiceInput) (swarm.ServiceSpec, error) {
 			File:       &swarm.SecretReferenceFileTarget{Name: s, UID: "0", GID: "0", Mode: 0o444},
 		})
 	}
+	return cs
+}
 
-	out := swarm.ServiceSpec{
-		Annotations:  swarm.Annotations{Name: name, Labels: map[string]string{}},
-		TaskTemplate: swarm.TaskSpec{ContainerSpec: cs},
-	}
-	for k, v := range in.Service.Metadata.Labels {
-		out.Annotations.Labels[k] = v
-	}
-	for k, v := range spec.OwnerLabels(spec.KindService, name) {
-		out.Annotations.Labels[k] = v
-	}
-	if in.Owner != "" {
-		out.Annotations.Labels[spec.LabelOwner] = in.Owner
-	}
-
-	if ss.IsGlobal() {
-		out.Mode.Global = &swarm.GlobalService{}
-	} else {
-		r := uint64(max(in.Replicas, 0))
-		out.Mode.Replicated = &swarm.ReplicatedService{Replicas: &r}
-	}
-
-	nets := svcNetworks(in)
-	for _, n := range nets {
-		out.TaskTemplate.Networks = append(out.TaskTemplate.Networks, swarm.NetworkAttachmentConfig{Target: n})
-	}
-
+// svcPlacement maps placement and adds the readiness constraint of every
+// VLAN the service joins; nil when there is nothing to place by.
+func svcPlacement(p *spec.Placement, nets []string) *swarm.Placement {
 	var pl swarm.Placement
-	if p := ss.Placement; p != nil {
+	if p != nil {
 		pl.Constraints = append(pl.Constraints, p.Constraints...)
 		if p.MaxPerNode > 0 {
 			pl.MaxReplicas = uint64(p.MaxPerNode)
@@ -190,52 +213,59 @@ func BuildServiceSpec(in ServiceInput) (swarm.ServiceSpec, error) {
 			pl.Constraints = append(pl.Constraints, c)
 		}
 	}
-	if !reflect.ValueOf(pl).IsZero() {
-		out.TaskTemplate.Placement = &pl
+	if reflect.ValueOf(pl).IsZero() {
+		return nil
 	}
+	return &pl
+}
 
-	if r := ss.Resources; r != nil {
-		req := &swarm.ResourceRequirements{}
-		if l := r.Limits; l != nil {
-			cpu, mem := l.Values()
-			req.Limits = &swarm.Limit{NanoCPUs: cpu, MemoryBytes: mem}
-		}
-		if l := r.Reservations; l != nil {
-			cpu, mem := l.Values()
-			req.Reservations = &swarm.Resources{NanoCPUs: cpu, MemoryBytes: mem}
-		}
-		out.TaskTemplate.Resources = req
+// svcResources maps limits and reservations with spec's meaning of CPUs
+// and memory (what Docker's CLI gives the same text).
+func svcResources(r *spec.Resources) *swarm.ResourceRequirements {
+	if r == nil {
+		return nil
 	}
+	req := &swarm.ResourceRequirements{}
+	if l := r.Limits; l != nil {
+		cpu, mem := l.Values()
+		req.Limits = &swarm.Limit{NanoCPUs: cpu, MemoryBytes: mem}
+	}
+	if l := r.Reservations; l != nil {
+		cpu, mem := l.Values()
+		req.Reservations = &swarm.Resources{NanoCPUs: cpu, MemoryBytes: mem}
+	}
+	return req
+}
 
-	if u := ss.Update; u != nil {
-		// The engine stores its own value for an empty failure action or
-		// order, and Docker reads parallelism 0 as "all at once" while the
-		// CLI and Swarm default to one at a time: the defaults are written
-		// out, or every resync would see drift.
-		out.UpdateConfig = &swarm.UpdateConfig{
-			Parallelism:   u.ParallelismOrDefault(),
-			FailureAction: u.FailureActionOrDefault(),
-			Order:         u.OrderOrDefault(),
-			Delay:         u.Delay.Duration(),
-			Monitor:       u.Monitor.Duration(),
-		}
+// svcUpdateConfig maps the rolling update policy. The engine stores its own
+// value for an empty failure action or order, and Docker reads parallelism
+// 0 as "all at once" while the CLI and Swarm default to one at a time: the
+// defaults are written out, or every resync would see drift.
+func svcUpdateConfig(u *spec.UpdatePolicy) *swarm.UpdateConfig {
+	if u == nil {
+		return nil
 	}
+	return &swarm.UpdateConfig{
+		Parallelism:   u.ParallelismOrDefault(),
+		FailureAction: u.FailureActionOrDefault(),
+		Order:         u.OrderOrDefault(),
+		Delay:         u.Delay.Duration(),
+		Monitor:       u.Monitor.Duration(),
+	}
+}
 
-	if r := ss.Restart; r != nil {
-		out.TaskTemplate.RestartPolicy = &swarm.RestartPolicy{
-			Condition:   swarm.RestartPolicyCondition(r.ConditionOrDefault()),
-			Delay:       r.Delay.Ptr(),
-			Window:      r.Window.Ptr(),
-			MaxAttempts: r.MaxAttemptsPtr(),
-		}
+// svcRestartPolicy maps the restart policy, its condition defaulted as the
+// engine would store it.
+func svcRestartPolicy(r *spec.RestartPolicy) *swarm.RestartPolicy {
+	if r == nil {
+		return nil
 	}
-
-	h, err := svcSpecHash(out)
-	if err != nil {
-		return fail(err)
+	return &swarm.RestartPolicy{
+		Condition:   swarm.RestartPolicyCondition(r.ConditionOrDefault()),
+		Delay:       r.Delay.Ptr(),
+		Window:      r.Window.Ptr(),
+		MaxAttempts: r.MaxAttemptsPtr(),
 	}
-	out.Annotations.Labels[spec.LabelSpecHash] = h
-	return out, nil
 }
 
 func svcContains(list []string, s string) bool {
