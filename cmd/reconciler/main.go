@@ -28,6 +28,7 @@ Usage:
   reconciler delete   KIND NAME                                   delete a document
   reconciler status                                               every object and its status
   reconciler scale    SERVICE up|down|N [--reason TEXT]           scale within spec.scaling, as the scale API does
+  reconciler plan     [VLAN] [-f PATH]... [-o table|json]         range plan now and as it would be; writes nothing
 
 PATH is a file, a directory (every .yaml, .yml and .json in it) or - for stdin.
 KIND is vlan, service or host (or their plurals).
@@ -68,6 +69,7 @@ func runMain(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		"delete":   cmdDelete,
 		"status":   cmdStatus,
 		"scale":    cmdScale,
+		"plan":     cmdPlan,
 	}
 	fn, ok := cmds[args[0]]
 	if !ok {
