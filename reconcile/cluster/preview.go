@@ -245,9 +245,8 @@ func problemsOf(problems []string, id string) []string {
 }
 
 // overlapProblems reports new allocations that would share addresses with a
-// chunk already held. The planner compares chunks as exact prefixes, so after
-// a change of chunkPrefix or pool a new chunk can lie inside a held one of
-// another size; the preview says so rather than show it as fine.
+// chunk already held: a cross-check of the planner, which never hands out a
+// chunk inside a held one of another size (after a change of chunkPrefix).
 func overlapProblems(have, put map[string]state.Allocation) []string {
 	var out []string
 	for _, id := range sortedKeys(put) {
@@ -266,6 +265,16 @@ func overlapProblems(have, put map[string]state.Allocation) []string {
 		}
 	}
 	return out
+}
+
+// coveredByHeld reports whether c overlaps a held chunk other than itself.
+func coveredByHeld(c netip.Prefix, holder map[netip.Prefix]string) bool {
+	for h := range holder {
+		if h != c && h.Overlaps(c) {
+			return true
+		}
+	}
+	return false
 }
 
 // previewChunks builds the chunk map after the plan: every chunk of the pool
@@ -316,8 +325,12 @@ func previewChunks(vlan *spec.VLAN, plan *spec.Plan, pinned map[string]netip.Pre
 	var out []ChunkRange
 	free := 0
 	for _, c := range order {
-		r := ChunkRange{First: c.String(), Count: 1, PinnedTo: pinOf[c]}
 		id, held := holder[c]
+		if !held && coveredByHeld(c, holder) {
+			// Inside a held chunk of another size: shown by that chunk.
+			continue
+		}
+		r := ChunkRange{First: c.String(), Count: 1, PinnedTo: pinOf[c]}
 		_, pinnedChunk := pinOf[c]
 		switch {
 		case held:

@@ -45,6 +45,22 @@ func planAllocations(plan *spec.Plan, pinned map[string]netip.Prefix, nodes []Sw
 		inSwarm[n.ID] = n
 	}
 	used := map[netip.Prefix]string{} // chunk -> node holding it
+	// odd are held chunks of another size than the plan's (the plan's
+	// chunkPrefix changed while they were held): a new chunk must not
+	// overlap one of them either, or two nodes would hand out the same
+	// addresses.
+	var odd []netip.Prefix
+	holder := func(c netip.Prefix) string {
+		if id := used[c]; id != "" {
+			return id
+		}
+		for _, o := range odd {
+			if o.Overlaps(c) {
+				return used[o]
+			}
+		}
+		return ""
+	}
 	valid := map[netip.Prefix]bool{}
 	for _, c := range plan.Chunks {
 		valid[c] = true
@@ -66,6 +82,9 @@ func planAllocations(plan *spec.Plan, pinned map[string]netip.Prefix, nodes []Sw
 			continue
 		}
 		used[chunk] = id
+		if chunk.Bits() != plan.ChunkBits {
+			odd = append(odd, chunk)
+		}
 		if _, ok := inSwarm[id]; ok {
 			if a.Left != nil {
 				a.Left = nil // back before the quarantine ended: keeps its chunk
@@ -115,8 +134,8 @@ func planAllocations(plan *spec.Plan, pinned map[string]netip.Prefix, nodes []Sw
 			rest = append(rest, n)
 			continue
 		}
-		if holder, taken := used[p]; taken {
-			res.Problems = append(res.Problems, fmt.Sprintf("node %s (%s) is pinned to %s, which node %s still holds", n.Hostname, n.ID, p, holder))
+		if h := holder(p); h != "" {
+			res.Problems = append(res.Problems, fmt.Sprintf("node %s (%s) is pinned to %s, which node %s still holds", n.Hostname, n.ID, p, h))
 			res.Unallocated = append(res.Unallocated, n.Hostname)
 			continue
 		}
@@ -125,7 +144,7 @@ func planAllocations(plan *spec.Plan, pinned map[string]netip.Prefix, nodes []Sw
 	}
 	next := 0
 	for _, n := range rest {
-		for next < len(plan.Chunks) && (used[plan.Chunks[next]] != "" || reservedPins[plan.Chunks[next]]) {
+		for next < len(plan.Chunks) && (holder(plan.Chunks[next]) != "" || reservedPins[plan.Chunks[next]]) {
 			next++
 		}
 		if next == len(plan.Chunks) {

@@ -44,6 +44,14 @@ func TestPlanAllocations(t *testing.T) {
 			wantPut: map[string]string{"n1": "172.80.1.0/24", "n2": "172.80.2.0/24"},
 		},
 		{
+			name:        "a chunk of an older, larger chunk size keeps its addresses to itself",
+			plan:        testPlan("172.80.0.0/24", "172.80.1.0/24", "172.80.2.0/24"),
+			nodes:       []SwarmNode{n1, n2},
+			have:        map[string]state.Allocation{"n1": alloc("n1", "h1", "172.80.0.0/23", nil)},
+			wantPut:     map[string]string{"n2": "172.80.2.0/24"},
+			wantProblem: true,
+		},
+		{
 			name:    "existing allocations never move; a new node takes the gap",
 			plan:    testPlan("172.80.1.0/24", "172.80.2.0/24", "172.80.3.0/24"),
 			nodes:   []SwarmNode{n1, n2, n3},
