@@ -6,7 +6,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sync/errgroup"
 
 	"swarmvlan/reconcile/host"
@@ -26,11 +25,11 @@ func (d *daemon) startHost(ctx context.Context, g *errgroup.Group, resync time.D
 	log := d.log.With("role", "host")
 	registrar := &host.Registrar{Agent: d.store.Client().Agent(), Docker: docker}
 	var hn *host.Net
-	nh, err := netlink.NewHandle()
+	k, err := kernel.Open()
 	if err != nil {
 		log.Warn("netlink unavailable: host links, shims and routes are not managed", "err", err)
 	} else {
-		hn = host.NewNet(kernel.New(nh))
+		hn = host.NewNet(k)
 	}
 	agent := host.NewAgent(host.Config{
 		Store:  d.store,
@@ -54,8 +53,8 @@ func (d *daemon) startHost(ctx context.Context, g *errgroup.Group, resync time.D
 	})
 	d.hostEnqueue = agent.Enqueue
 	g.Go(func() error {
-		if nh != nil {
-			defer nh.Close()
+		if hn != nil {
+			defer hn.Close()
 		}
 		return agent.Run(ctx)
 	})

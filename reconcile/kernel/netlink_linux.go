@@ -20,6 +20,16 @@ func New(h *netlink.Handle) *Netlink {
 	return &Netlink{h: h}
 }
 
+// Open returns the kernel adapter with a netlink handle of its own in the
+// process's network namespace; Close releases it.
+func Open() (*Netlink, error) {
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return nil, fmt.Errorf("netlink handle: %w", err)
+	}
+	return &Netlink{h: h, ownHandle: true}, nil
+}
+
 // NewAt returns the kernel adapter for the network namespace ns, with its
 // own netlink handle in it and Subscribe listening there. The caller keeps
 // ns open while the adapter is used, and calls Close.
