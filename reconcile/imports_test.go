@@ -44,8 +44,8 @@ type importException struct {
 // free for the planners to use, so no rule names them.
 var importRules = []importRule{
 	{
-		rule:    "only the engine adapter imports Docker's client",
-		from:    []string{"swarmvlan/..."},
+		rule: "only the engine adapter imports Docker's client",
+		from: []string{"swarmvlan/..."},
 		// The lab is the test bed: it drives the lab's and the tests'
 		// engines (swarm init, the test image), it is no product code.
 		unless:  []string{"swarmvlan/reconcile/engine/...", "swarmvlan/lab/..."},
