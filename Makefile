@@ -3,7 +3,8 @@
 #   make run    start a local Consul agent (bin/consul, built on first use) and
 #               the reconciler with --role all against the local Docker Engine
 #   make test   build Consul if needed, prepare Docker (swarm mode), run every
-#               test, multi-host included, and a short fuzz pass
+#               test, multi-host included, and a short fuzz pass; print each
+#               package's wall time at the end
 #   make demo   bring up three lab hosts with a reconciler each, apply
 #               examples/demo/ and show the result; make demo-down removes it
 
@@ -46,10 +47,15 @@ unit:
 	$(GO) test -short -count=1 ./...
 
 # Packages run one at a time: the integration tests share the local Engine's
-# swarm and the root network namespace.
+# swarm and the root network namespace. scripts/test-times.sh runs the test
+# pass and then the fuzz pass, keeps their output in $(RUN_DIR)/test-times/
+# and prints, at the end, each package's minutes and each pass's wall time,
+# also when a pass fails (make test then fails with it); the README's "Test
+# time budget" says what each may take.
 test: consul docker lint
-	$(GO) test -count=1 -p 1 -timeout 60m $(TESTFLAGS) ./...
-	$(MAKE) fuzz
+	@scripts/test-times.sh $(RUN_DIR)/test-times \
+		'test=$(GO) test -count=1 -p 1 -timeout 60m $(TESTFLAGS) ./...' \
+		'fuzz=$(MAKE) --no-print-directory fuzz'
 
 fuzz:
 	$(GO) test ./spec -run '^$$' -fuzz '^FuzzDecodeAll$$' -fuzztime $(FUZZTIME)

@@ -1,4 +1,4 @@
-package e2e
+package kv
 
 import (
 	"bytes"
@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"swarmvlan/e2e/bed"
 )
 
 // TestSnapshotRestore restores a Consul snapshot taken before a service was
@@ -19,13 +21,13 @@ import (
 // backwards, and Docker must follow the restored documents (the deleted
 // service comes back, the new one goes away) while web keeps running.
 func TestSnapshotRestore(t *testing.T) {
-	b := newBed(t, 3, 3)
-	b.seed()
-	old := want{service: "old", replicas: 1}
-	b.apply(serviceDoc(serviceOpts{name: "old", replicas: 1}))
-	b.waitConverged(old, 3*time.Minute)
+	b := bed.New(t, 3, 3)
+	b.Seed()
+	old := bed.Want{Service: "old", Replicas: 1}
+	b.Apply(bed.ServiceDoc(bed.ServiceOpts{Name: "old", Replicas: 1}))
+	b.WaitConverged(old, 3*time.Minute)
 
-	snap, _, err := b.consul(b.h1).Snapshot().Save((&api.QueryOptions{}).WithContext(b.ctx))
+	snap, _, err := b.Consul(b.H1).Snapshot().Save((&api.QueryOptions{}).WithContext(b.Ctx))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,49 +38,37 @@ func TestSnapshotRestore(t *testing.T) {
 	}
 	t.Logf("snapshot: %d bytes", len(data))
 
-	b.reconcilerCmd("delete", "service", "old")
-	niu := want{service: "new", replicas: 1}
-	b.apply(serviceDoc(serviceOpts{name: "new", replicas: 1}))
-	b.waitFor("old removed, new running", 3*time.Minute, func(ctx context.Context) error {
-		if err := b.serviceAbsent(ctx, "old"); err != nil {
+	b.ReconcilerCmd("delete", "service", "old")
+	niu := bed.Want{Service: "new", Replicas: 1}
+	b.Apply(bed.ServiceDoc(bed.ServiceOpts{Name: "new", Replicas: 1}))
+	b.WaitFor("old removed, new running", 3*time.Minute, func(ctx context.Context) error {
+		if err := b.ServiceAbsent(ctx, "old"); err != nil {
 			return err
 		}
-		_, err := b.converged(ctx, niu)
+		_, err := b.Converged(ctx, niu)
 		return err
 	})
 
-	if err := b.consul(b.h1).Snapshot().Restore((&api.WriteOptions{}).WithContext(b.ctx), bytes.NewReader(data)); err != nil {
+	if err := b.Consul(b.H1).Snapshot().Restore((&api.WriteOptions{}).WithContext(b.Ctx), bytes.NewReader(data)); err != nil {
 		t.Fatal(err)
 	}
 	begin := time.Now()
-	b.waitFor("Docker follows the restored documents", 3*time.Minute, func(ctx context.Context) error {
-		if err := b.serviceAbsent(ctx, "new"); err != nil {
+	b.WaitFor("Docker follows the restored documents", 3*time.Minute, func(ctx context.Context) error {
+		if err := b.ServiceAbsent(ctx, "new"); err != nil {
 			return err
 		}
-		if _, err := b.converged(ctx, old); err != nil {
+		if _, err := b.Converged(ctx, old); err != nil {
 			return err
 		}
-		_, err := b.converged(ctx, webWant(6))
+		_, err := b.Converged(ctx, bed.WebWant(6))
 		return err
 	})
 	t.Logf("restored state in force %s after the restore", time.Since(begin).Round(10*time.Millisecond))
-	for _, h := range b.c.Hosts() {
-		if p := b.proc(h); !p.Running() {
+	for _, h := range b.Cluster.Hosts() {
+		if p := b.Proc(h); !p.Running() {
 			t.Errorf("reconciler on %s exited: %v", h.Name, p.Err())
 		}
 	}
-}
-
-// serviceAbsent checks that no Docker service named name exists.
-func (b *bed) serviceAbsent(ctx context.Context, name string) error {
-	svcs, err := b.managedServices(ctx)
-	if err != nil {
-		return err
-	}
-	if len(svcs[name]) > 0 {
-		return fmt.Errorf("service %s still exists", name)
-	}
-	return nil
 }
 
 // invalidDocs are the kinds of broken Service document the burst cycles
@@ -97,7 +87,7 @@ var invalidDocs = []struct{ doc, wantErr string }{
 // error must mention.
 func invalidDoc(name string, i int) (doc, wantErr string) {
 	d := invalidDocs[i%len(invalidDocs)]
-	return fmt.Sprintf(d.doc, name, vlanName), d.wantErr
+	return fmt.Sprintf(d.doc, name, bed.VLANName), d.wantErr
 }
 
 // TestInvalidDocumentBurst puts 200 invalid Service documents straight
@@ -106,19 +96,19 @@ func invalidDoc(name string, i int) (doc, wantErr string) {
 // one gets its error in its status, web's last valid version stays in force
 // with its tasks untouched, and the valid changes converge.
 func TestInvalidDocumentBurst(t *testing.T) {
-	b := newBed(t, 3, 3)
-	tasks := b.seed()
-	side := want{service: "side", replicas: 1}
-	b.apply(serviceDoc(serviceOpts{name: "side", replicas: 1}))
-	b.waitConverged(side, 3*time.Minute)
-	was, err := b.world(b.ctx, "web")
+	b := bed.New(t, 3, 3)
+	tasks := b.Seed()
+	side := bed.Want{Service: "side", Replicas: 1}
+	b.Apply(bed.ServiceDoc(bed.ServiceOpts{Name: "side", Replicas: 1}))
+	b.WaitConverged(side, 3*time.Minute)
+	was, err := b.World(b.Ctx, "web")
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	kv := b.consul(b.h1).KV()
+	kv := b.Consul(b.H1).KV()
 	put := func(name, doc string) error {
-		_, err := kv.Put(&api.KVPair{Key: kvPrefix + "spec/services/" + name, Value: []byte(doc)}, (&api.WriteOptions{}).WithContext(b.ctx))
+		_, err := kv.Put(&api.KVPair{Key: bed.KVPrefix + "spec/services/" + name, Value: []byte(doc)}, (&api.WriteOptions{}).WithContext(b.Ctx))
 		return err
 	}
 	const n = 200
@@ -139,12 +129,12 @@ func TestInvalidDocumentBurst(t *testing.T) {
 				switch i {
 				case n / 4:
 					// web broken: the last valid version stays in force.
-					errs[w] = errors.Join(errs[w], put("web", strings.Replace(webDoc(6), "replicas: 6", "replicas: -6", 1)))
+					errs[w] = errors.Join(errs[w], put("web", strings.Replace(bed.WebDoc(6), "replicas: 6", "replicas: -6", 1)))
 				case n / 2:
 					// Valid changes in the middle of the burst.
 					errs[w] = errors.Join(errs[w],
-						put("side", serviceDoc(serviceOpts{name: "side", replicas: 2})),
-						put("during", serviceDoc(serviceOpts{name: "during", replicas: 1})))
+						put("side", bed.ServiceDoc(bed.ServiceOpts{Name: "side", Replicas: 2})),
+						put("during", bed.ServiceDoc(bed.ServiceOpts{Name: "during", Replicas: 1})))
 				}
 			}
 		}()
@@ -159,15 +149,15 @@ func TestInvalidDocumentBurst(t *testing.T) {
 	}
 	t.Logf("%d invalid documents put in %s", n, time.Since(begin).Round(time.Millisecond))
 
-	b.waitFor("every invalid document has an error status", 3*time.Minute, func(ctx context.Context) error {
+	b.WaitFor("every invalid document has an error status", 3*time.Minute, func(ctx context.Context) error {
 		var missing []string
 		for i := range n {
 			name := fmt.Sprintf("bad-%03d", i)
-			st, ok, err := b.status(ctx, "services", name)
+			st, ok, err := b.Status(ctx, "services", name)
 			if err != nil {
 				return err
 			}
-			valid, _ := condition(st, "Valid")
+			valid, _ := bed.Condition(st, "Valid")
 			_, wantErr := invalidDoc(name, i)
 			if !ok || valid.Status != "False" || !strings.Contains(st.LastError, wantErr) {
 				missing = append(missing, fmt.Sprintf("%s (want an error about %s, status %q)", name, wantErr, st.LastError))
@@ -176,28 +166,28 @@ func TestInvalidDocumentBurst(t *testing.T) {
 		if len(missing) > 0 {
 			return fmt.Errorf("%d without an error status, e.g. %v", len(missing), missing[:min(5, len(missing))])
 		}
-		st, _, err := b.status(ctx, "services", "web")
+		st, _, err := b.Status(ctx, "services", "web")
 		if err != nil {
 			return err
 		}
-		if valid, _ := condition(st, "Valid"); valid.Status != "False" || !strings.Contains(st.LastError, "replicas") {
+		if valid, _ := bed.Condition(st, "Valid"); valid.Status != "False" || !strings.Contains(st.LastError, "replicas") {
 			return fmt.Errorf("web's status does not report its broken version: %+v, %q", valid, st.LastError)
 		}
 		return nil
 	})
 	for i := range invalidDocs {
-		st, _, _ := b.status(b.ctx, "services", fmt.Sprintf("bad-%03d", i))
+		st, _, _ := b.Status(b.Ctx, "services", fmt.Sprintf("bad-%03d", i))
 		t.Logf("bad-%03d: %s", i, st.LastError)
 	}
 
-	b.waitFor("the valid changes converged", 3*time.Minute, func(ctx context.Context) error {
-		if _, err := b.converged(ctx, want{service: "side", replicas: 2}); err != nil {
+	b.WaitFor("the valid changes converged", 3*time.Minute, func(ctx context.Context) error {
+		if _, err := b.Converged(ctx, bed.Want{Service: "side", Replicas: 2}); err != nil {
 			return err
 		}
-		_, err := b.converged(ctx, want{service: "during", replicas: 1})
+		_, err := b.Converged(ctx, bed.Want{Service: "during", Replicas: 1})
 		return err
 	})
-	svcs, err := b.managedServices(b.ctx)
+	svcs, err := b.ManagedServices(b.Ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,14 +196,14 @@ func TestInvalidDocumentBurst(t *testing.T) {
 			t.Errorf("invalid document %s became a service", name)
 		}
 	}
-	now, err := b.world(b.ctx, "web")
+	now, err := b.World(b.Ctx, "web")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := was.same(now); err != nil {
+	if err := was.Same(now); err != nil {
 		t.Errorf("web's tasks or the networks changed: %v", err)
 	}
-	if _, err := b.converged(b.ctx, webWant(6)); err != nil {
+	if _, err := b.Converged(b.Ctx, bed.WebWant(6)); err != nil {
 		t.Errorf("web after the burst: %v (before: %v)", err, tasks)
 	}
 }
@@ -222,37 +212,37 @@ func TestInvalidDocumentBurst(t *testing.T) {
 // tasks keep running, the networks and links stay, and the VLAN's status
 // says what blocks its removal.
 func TestVLANDeletedInUse(t *testing.T) {
-	b := newBed(t, 3, 3)
-	b.seed()
-	was, err := b.world(b.ctx, "web")
+	b := bed.New(t, 3, 3)
+	b.Seed()
+	was, err := b.World(b.Ctx, "web")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.reconcilerCmd("delete", "vlan", vlanName)
+	b.ReconcilerCmd("delete", "vlan", bed.VLANName)
 	var msg string
-	b.waitFor("the VLAN's status says what blocks removal", 2*time.Minute, func(ctx context.Context) error {
-		st, ok, err := b.status(ctx, "vlans", vlanName)
+	b.WaitFor("the VLAN's status says what blocks removal", 2*time.Minute, func(ctx context.Context) error {
+		st, ok, err := b.Status(ctx, "vlans", bed.VLANName)
 		if err != nil || !ok {
-			return fmt.Errorf("status/vlans/%s: %v (present %v)", vlanName, err, ok)
+			return fmt.Errorf("status/vlans/%s: %v (present %v)", bed.VLANName, err, ok)
 		}
-		ready, _ := condition(st, "Ready")
+		ready, _ := bed.Condition(st, "Ready")
 		msg = ready.Message
 		if ready.Status != "False" || !strings.Contains(msg, "in use") {
 			return fmt.Errorf("Ready %+v", ready)
 		}
 		return nil
 	})
-	t.Logf("status/vlans/%s: %s", vlanName, msg)
+	t.Logf("status/vlans/%s: %s", bed.VLANName, msg)
 	// Long enough for several retries of the removal (every 10 s) and for
 	// Swarm to act on any change of the nodes' labels.
-	b.holds("tasks, networks and links stay", 40*time.Second, 4*time.Second, func(ctx context.Context) error {
-		now, err := b.world(ctx, "web")
+	b.Holds("tasks, networks and links stay", 40*time.Second, 4*time.Second, func(ctx context.Context) error {
+		now, err := b.World(ctx, "web")
 		if err != nil {
 			return err
 		}
-		return was.same(now)
+		return was.Same(now)
 	})
-	if _, err := b.converged(b.ctx, webWant(6)); err != nil {
+	if _, err := b.Converged(b.Ctx, bed.WebWant(6)); err != nil {
 		t.Errorf("web after the VLAN's deletion: %v", err)
 	}
 }

@@ -1,8 +1,9 @@
-package e2e
+package bed
 
 import (
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,14 +13,18 @@ import (
 	"swarmvlan/lab"
 )
 
-// reconcilerBin is the reconciler binary TestMain builds once; each test
-// copies it into its cluster.
+// reconcilerBin is the reconciler binary Main builds once per test binary;
+// each test copies it into its cluster.
 var reconcilerBin string
 
-func TestMain(m *testing.M) {
+// Main is the TestMain of every e2e package: it skips the package in -short
+// mode (every test takes a cluster and a minute or more), builds the
+// reconciler once, runs the tests and exits with their result. Skipping
+// without root, the test image and the sweep of crashed earlier runs are
+// lab.StartCluster's, so they apply to every test of every package.
+func Main(m *testing.M) {
 	flag.Parse()
 	if testing.Short() {
-		// Every test here takes a cluster and a minute or more.
 		fmt.Println("e2e: skipped in -short mode")
 		os.Exit(0)
 	}
@@ -62,4 +67,21 @@ func buildReconciler(dir string) (string, error) {
 		return "", fmt.Errorf("build reconciler: %w\n%s", err, b)
 	}
 	return out, nil
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }

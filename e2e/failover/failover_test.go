@@ -1,0 +1,191 @@
+package failover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"swarmvlan/e2e/bed"
+	"swarmvlan/lab"
+	"swarmvlan/reconcile"
+)
+
+// TestLeaderKilledMidReconcile applies 20 services and at once SIGKILLs the
+// leading reconciler, in the middle of creating them. Another manager must
+// take over, and every service must exist exactly once and run.
+func TestLeaderKilledMidReconcile(t *testing.T) {
+	b := bed.New(t, 3, 3)
+	b.Apply(bed.VLANDoc())
+	b.NodesReady(3 * time.Minute)
+	var old *lab.Host
+	b.WaitFor("one leader", time.Minute, func(ctx context.Context) (err error) {
+		old, err = b.Leader(ctx)
+		return err
+	})
+
+	var docs []string
+	var names []string
+	for i := 1; i <= 20; i++ {
+		name := fmt.Sprintf("svc-%02d", i)
+		names = append(names, name)
+		docs = append(docs, bed.ServiceDoc(bed.ServiceOpts{Name: name, Replicas: 1}))
+	}
+	b.Apply(docs...)
+	// Kill it as soon as it has created the first service, with the rest
+	// in its queue or in flight.
+	var before int
+	b.WaitFor("the leader creates the first service", time.Minute, func(ctx context.Context) error {
+		svcs, err := b.ManagedServices(ctx)
+		if before = len(svcs); err == nil && before == 0 {
+			err = errors.New("no service yet")
+		}
+		return err
+	})
+	killed := time.Now()
+	b.Proc(old).Kill()
+	after := -1
+	if svcs, err := b.ManagedServices(b.Ctx); err == nil {
+		after = len(svcs)
+	}
+	t.Logf("killed the leader on %s while it created %d services: %d existed just before the kill, %d just after",
+		old.Name, len(docs), before, after)
+
+	// The first reconcile of a manager that leads after the kill.
+	var next *lab.Host
+	var first time.Time
+	b.WaitFor("another manager leads and reconciles", 2*time.Minute, func(ctx context.Context) error {
+		for _, h := range b.Cluster.Managers() {
+			if h == old {
+				continue
+			}
+			for _, l := range bed.LogLines(b.Proc(h).Logs(), "first reconcile as leader") {
+				if at, ok := bed.LogTime(l); ok && at.After(killed) {
+					next, first = h, at
+					return nil
+				}
+			}
+		}
+		return errors.New("no first reconcile as leader logged since the kill")
+	})
+	var won time.Time
+	for _, l := range bed.LogLines(b.Proc(next).Logs(), "leading") {
+		if at, ok := bed.LogTime(l); ok && at.After(killed) {
+			won = at
+			break
+		}
+	}
+	t.Logf("%s leads after %s: lock taken %s after the kill, first reconcile %s after that",
+		next.Name, old.Name, won.Sub(killed).Round(10*time.Millisecond), first.Sub(won).Round(time.Millisecond))
+	bed.Figure(t, "leader failover, SIGKILL to the new leader's first reconcile", first.Sub(killed))
+	if got, err := b.Leader(b.Ctx); err != nil || got != next {
+		t.Errorf("leader after failover: %v, %v; want %s", got, err, next.Name)
+	}
+
+	took := b.WaitFor("all 20 services converged", 5*time.Minute, func(ctx context.Context) error {
+		for _, n := range names {
+			if _, err := b.Converged(ctx, bed.Want{Service: n, Replicas: 1}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	t.Logf("all services converged %s after the new leader took over", took.Round(10*time.Millisecond))
+
+	// Exactly one Docker service per document, nothing else managed, and
+	// each with one task ever desired running (converged checked it).
+	svcs, err := b.ManagedServices(b.Ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		if len(svcs[n]) != 1 {
+			t.Errorf("service %s exists %d times", n, len(svcs[n]))
+		}
+		if got := svcs[n][0].Spec.Labels[reconcile.DockerLabelName]; len(svcs[n]) == 1 && got != n {
+			t.Errorf("service %s labelled %s=%q", n, reconcile.DockerLabelName, got)
+		}
+	}
+	for n := range svcs {
+		if !slices.Contains(names, n) {
+			t.Errorf("unexpected managed service %s", n)
+		}
+	}
+	b.WaitFor("every service's status ready", time.Minute, func(ctx context.Context) error {
+		for _, n := range names {
+			st, ok, err := b.Status(ctx, "services", n)
+			if err != nil || !ok {
+				return fmt.Errorf("status of %s: %v (present %v)", n, err, ok)
+			}
+			if c, _ := bed.Condition(st, "Ready"); c.Status != "True" {
+				return fmt.Errorf("status of %s: %+v", n, c)
+			}
+		}
+		return nil
+	})
+}
+
+// TestWorkerLost crashes the worker of a 4-host cluster (3 managers, 1
+// worker): Swarm must run its tasks elsewhere, their new addresses must
+// pass in Consul, the lost ones must stop passing and then leave the
+// catalog (the leader's discovery GC after --node-down-grace).
+func TestWorkerLost(t *testing.T) {
+	b := bed.New(t, 4, 3)
+	b.SetHeartbeat(2 * time.Second)
+	tasks := b.Seed()
+	h4 := b.Cluster.Host(4)
+	var lost []netip.Addr
+	for _, tk := range tasks {
+		if tk.Host == h4.Name {
+			lost = append(lost, tk.Addr)
+		}
+	}
+	if len(lost) == 0 {
+		t.Fatalf("no web task on %s to lose: %v", h4.Name, tasks)
+	}
+
+	killed := time.Now()
+	b.Crash(h4)
+	t.Logf("crashed %s, which ran %v", h4.Name, lost)
+	after, _ := b.WaitConverged(bed.WebWant(6), 4*time.Minute)
+	bed.Figure(t, "worker lost, crash to every desired task running and passing again", time.Since(killed))
+	for _, tk := range after {
+		if tk.Host == h4.Name {
+			t.Errorf("task %s still counted on crashed %s", tk.TaskID, h4.Name)
+		}
+	}
+	// converged compared the passing set with the running tasks; the lost
+	// addresses may only come back if Swarm handed them out again here.
+	pass, err := b.Passing(b.Ctx, b.H1, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range lost {
+		if pass[a] && !slices.ContainsFunc(after, func(tk bed.Task) bool { return tk.Addr == a }) {
+			t.Errorf("lost task's %s still passing", a)
+		}
+	}
+
+	b.WaitFor("the lost node's entries gone from the catalog", 3*time.Minute, func(ctx context.Context) error {
+		entries, _, err := b.Consul(b.H1).Catalog().Service("web", "", (&api.QueryOptions{}).WithContext(ctx))
+		if err != nil {
+			return err
+		}
+		var left []string
+		for _, e := range entries {
+			if e.ServiceMeta[reconcile.RegistrationMetaNode] == h4.ID || e.Node == h4.Name {
+				left = append(left, e.ServiceID)
+			}
+		}
+		if len(left) > 0 {
+			return fmt.Errorf("still in the catalog: %v", left)
+		}
+		return nil
+	})
+	bed.Figure(t, "worker lost, crash to its catalog entries removed", time.Since(killed))
+}
