@@ -31,7 +31,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"swarmvlan/lab"
-	"swarmvlan/reconcile"
+	"swarmvlan/spec"
 )
 
 // Settings of the reconcilers the tests run.
@@ -130,7 +130,7 @@ func (b *Bed) swarmReport() string {
 	for _, n := range nodes {
 		names[n.ID] = n.Description.Hostname
 		fmt.Fprintf(&out, "node %s %s ready-label=%q\n", n.Description.Hostname, n.Status.State,
-			n.Spec.Labels[reconcile.NodeLabelPrefix+VLANName])
+			n.Spec.Labels[spec.NodeLabelPrefix+VLANName])
 	}
 	svcs, err := b.ManagedServices(ctx)
 	if err != nil {
@@ -322,7 +322,7 @@ func (b *Bed) NodesReady(timeout time.Duration) {
 		}
 		var missing []string
 		for _, n := range nodes {
-			if want[n.Description.Hostname] && n.Spec.Labels[reconcile.NodeLabelPrefix+VLANName] != "ready" {
+			if want[n.Description.Hostname] && n.Spec.Labels[spec.NodeLabelPrefix+VLANName] != "ready" {
 				missing = append(missing, n.Description.Hostname)
 			}
 		}

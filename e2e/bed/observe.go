@@ -234,7 +234,7 @@ func Condition(st reconcile.ObjectStatus, typ string) (state.Condition, bool) {
 // as the manager h1 sees them.
 func (b *Bed) ManagedServices(ctx context.Context) (map[string][]swarm.Service, error) {
 	svcs, err := b.Mgr.ServiceList(ctx, swarm.ServiceListOptions{Filters: filters.NewArgs(
-		filters.Arg("label", reconcile.DockerLabelManaged+"=true"))})
+		filters.Arg("label", spec.LabelManaged+"=true"))})
 	if err != nil {
 		return nil, err
 	}

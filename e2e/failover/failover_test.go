@@ -13,7 +13,8 @@ import (
 
 	"swarmvlan/e2e/bed"
 	"swarmvlan/lab"
-	"swarmvlan/reconcile"
+	"swarmvlan/spec"
+	"swarmvlan/state"
 )
 
 // TestLeaderKilledMidReconcile applies 20 services and at once SIGKILLs the
@@ -107,8 +108,8 @@ func TestLeaderKilledMidReconcile(t *testing.T) {
 		if len(svcs[n]) != 1 {
 			t.Errorf("service %s exists %d times", n, len(svcs[n]))
 		}
-		if got := svcs[n][0].Spec.Labels[reconcile.DockerLabelName]; len(svcs[n]) == 1 && got != n {
-			t.Errorf("service %s labelled %s=%q", n, reconcile.DockerLabelName, got)
+		if got := svcs[n][0].Spec.Labels[spec.LabelName]; len(svcs[n]) == 1 && got != n {
+			t.Errorf("service %s labelled %s=%q", n, spec.LabelName, got)
 		}
 	}
 	for n := range svcs {
@@ -178,7 +179,7 @@ func TestWorkerLost(t *testing.T) {
 		}
 		var left []string
 		for _, e := range entries {
-			if e.ServiceMeta[reconcile.RegistrationMetaNode] == h4.ID || e.Node == h4.Name {
+			if e.ServiceMeta[state.MetaNode] == h4.ID || e.Node == h4.Name {
 				left = append(left, e.ServiceID)
 			}
 		}
