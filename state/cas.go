@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -72,8 +71,8 @@ func (s *Store) Allocations(ctx context.Context, vlan string) (map[string]Alloca
 	allocs := make(map[string]Allocation, len(pairs))
 	indexes := make(map[string]uint64, len(pairs))
 	for _, p := range pairs {
-		node := strings.TrimPrefix(p.Key, prefix)
-		if node == "" || strings.Contains(node, "/") {
+		node, ok := leafOf(p.Key, prefix)
+		if !ok {
 			continue
 		}
 		var a Allocation
@@ -155,24 +154,25 @@ func (s *Store) UpdateScaleIntent(ctx context.Context, service string, fn func(c
 
 // ScaleIntents returns every scale intent by service name, in one read.
 func (s *Store) ScaleIntents(ctx context.Context) (map[string]ScaleIntent, error) {
-	prefix := s.ScaleKey("")
+	prefix := s.ScalePrefix()
 	pairs, _, err := s.client.KV().List(prefix, (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("scale intents: list %s: %w", prefix, err)
 	}
 	out := make(map[string]ScaleIntent, len(pairs))
 	for _, p := range pairs {
+		service, ok := s.ParseScaleKey(p.Key)
+		if !ok {
+			continue
+		}
 		var si ScaleIntent
 		if err := json.Unmarshal(p.Value, &si); err != nil {
 			return nil, fmt.Errorf("scale intent %s: %w", p.Key, err)
 		}
-		out[strings.TrimPrefix(p.Key, prefix)] = si
+		out[service] = si
 	}
 	return out, nil
 }
-
-// InstallationKey holds the installation's ID.
-func (s *Store) InstallationKey() string { return s.prefix + "state/installation" }
 
 // InstallationID returns the ID of the installation this prefix holds,
 // creating it on first use (check-and-set, so concurrent managers agree).

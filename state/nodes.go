@@ -169,8 +169,8 @@ func (s *Store) LiveNodes(ctx context.Context) (map[string][]byte, error) {
 	}
 	out := make(map[string][]byte, len(pairs))
 	for _, p := range pairs {
-		node := strings.TrimPrefix(p.Key, prefix)
-		if p.Session == "" || node == "" || strings.Contains(node, "/") {
+		node, ok := s.ParseNodeKey(p.Key)
+		if p.Session == "" || !ok {
 			continue
 		}
 		out[node] = p.Value

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"sync"
 
 	"github.com/hashicorp/consul/api"
@@ -143,8 +142,8 @@ func (s *Store) ListStatus(ctx context.Context) (map[string]map[string]json.RawM
 	}
 	out := make(map[string]map[string]json.RawMessage)
 	for _, p := range pairs {
-		section, name, ok := strings.Cut(strings.TrimPrefix(p.Key, prefix), "/")
-		if !ok || section == "" || name == "" {
+		section, name, ok := s.ParseStatusKey(p.Key)
+		if !ok {
 			continue
 		}
 		if out[section] == nil {
