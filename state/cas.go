@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -83,6 +85,33 @@ func (s *Store) Allocations(ctx context.Context, vlan string) (map[string]Alloca
 		indexes[node] = p.ModifyIndex
 	}
 	return allocs, indexes, nil
+}
+
+// AllocationVLANs lists the VLANs that hold allocations, by name: the
+// folders under state/allocations/, read without their values. A VLAN whose
+// document is gone still shows here until its chunks are released, which is
+// how a leader finds allocations left behind.
+func (s *Store) AllocationVLANs(ctx context.Context) ([]string, error) {
+	prefix := s.allocationsPrefix()
+	keys, _, err := s.client.KV().Keys(prefix, "/", (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("allocations: list %s: %w", prefix, err)
+	}
+	var vlans []string
+	for _, k := range keys {
+		// With a separator Consul returns folders with their trailing "/"
+		// and keys directly under the prefix without; only folders hold
+		// allocations.
+		folder, ok := strings.CutSuffix(k, "/")
+		if !ok {
+			continue
+		}
+		if vlan, ok := leafOf(folder, prefix); ok {
+			vlans = append(vlans, vlan)
+		}
+	}
+	slices.Sort(vlans)
+	return vlans, nil
 }
 
 // ScaleIntent is the scale API's decision for one service, kept in state/
