@@ -473,6 +473,9 @@ func TestEndedLeadershipIsFencedWhenTheStoreLeadsAgain(t *testing.T) {
 	if _, err := l1.CAS(ctx, key, []byte("old"), 0); !errors.Is(err, ErrNotLeader) {
 		t.Fatalf("ended leadership CAS: err = %v, want ErrNotLeader", err)
 	}
+	if err := l1.NewStatusWriter().Delete(ctx, "vlans", "vlan40"); !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("ended leadership status delete: err = %v, want ErrNotLeader", err)
+	}
 	if ok, err := l2.CAS(ctx, key, []byte("new"), 0); !ok || err != nil {
 		t.Fatalf("current leadership CAS = %v, %v", ok, err)
 	}
