@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -72,8 +73,8 @@ func (s *Store) Allocations(ctx context.Context, vlan string) (map[string]Alloca
 	allocs := make(map[string]Allocation, len(pairs))
 	indexes := make(map[string]uint64, len(pairs))
 	for _, p := range pairs {
-		node := strings.TrimPrefix(p.Key, prefix)
-		if node == "" || strings.Contains(node, "/") {
+		node, ok := leafOf(p.Key, prefix)
+		if !ok {
 			continue
 		}
 		var a Allocation
@@ -84,6 +85,33 @@ func (s *Store) Allocations(ctx context.Context, vlan string) (map[string]Alloca
 		indexes[node] = p.ModifyIndex
 	}
 	return allocs, indexes, nil
+}
+
+// AllocationVLANs lists the VLANs that hold allocations, by name: the
+// folders under state/allocations/, read without their values. A VLAN whose
+// document is gone still shows here until its chunks are released, which is
+// how a leader finds allocations left behind.
+func (s *Store) AllocationVLANs(ctx context.Context) ([]string, error) {
+	prefix := s.allocationsPrefix()
+	keys, _, err := s.client.KV().Keys(prefix, "/", (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("allocations: list %s: %w", prefix, err)
+	}
+	var vlans []string
+	for _, k := range keys {
+		// With a separator Consul returns folders with their trailing "/"
+		// and keys directly under the prefix without; only folders hold
+		// allocations.
+		folder, ok := strings.CutSuffix(k, "/")
+		if !ok {
+			continue
+		}
+		if vlan, ok := leafOf(folder, prefix); ok {
+			vlans = append(vlans, vlan)
+		}
+	}
+	slices.Sort(vlans)
+	return vlans, nil
 }
 
 // ScaleIntent is the scale API's decision for one service, kept in state/
@@ -155,24 +183,25 @@ func (s *Store) UpdateScaleIntent(ctx context.Context, service string, fn func(c
 
 // ScaleIntents returns every scale intent by service name, in one read.
 func (s *Store) ScaleIntents(ctx context.Context) (map[string]ScaleIntent, error) {
-	prefix := s.ScaleKey("")
+	prefix := s.ScalePrefix()
 	pairs, _, err := s.client.KV().List(prefix, (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("scale intents: list %s: %w", prefix, err)
 	}
 	out := make(map[string]ScaleIntent, len(pairs))
 	for _, p := range pairs {
+		service, ok := s.ParseScaleKey(p.Key)
+		if !ok {
+			continue
+		}
 		var si ScaleIntent
 		if err := json.Unmarshal(p.Value, &si); err != nil {
 			return nil, fmt.Errorf("scale intent %s: %w", p.Key, err)
 		}
-		out[strings.TrimPrefix(p.Key, prefix)] = si
+		out[service] = si
 	}
 	return out, nil
 }
-
-// InstallationKey holds the installation's ID.
-func (s *Store) InstallationKey() string { return s.prefix + "state/installation" }
 
 // InstallationID returns the ID of the installation this prefix holds,
 // creating it on first use (check-and-set, so concurrent managers agree).

@@ -3,6 +3,7 @@ package state
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -81,6 +82,13 @@ func TestAllocations(t *testing.T) {
 	allocs, _, _ = s.Allocations(ctx, "vlan40")
 	if allocs["n1"].Left == nil || !allocs["n1"].Left.Equal(left) {
 		t.Fatalf("Left = %v, want %v", allocs["n1"].Left, left)
+	}
+
+	// A key straight under state/allocations/ is no VLAN's folder.
+	put(t, c, s.allocationsPrefix()+"stray", "x")
+	vlans, err := s.AllocationVLANs(ctx)
+	if want := []string{"vlan4", "vlan40"}; err != nil || !slices.Equal(vlans, want) {
+		t.Fatalf("AllocationVLANs = %q, %v; want %q", vlans, err, want)
 	}
 
 	if _, err := c.KV().Put(&api.KVPair{Key: s.AllocationKey("vlan40", "n3"), Value: []byte("not json")}, nil); err != nil {

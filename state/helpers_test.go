@@ -52,6 +52,13 @@ func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	}
 }
 
+// lossNotYetSeen is l as it is between losing the lock and noticing it:
+// same session, context still live. Its writes reach Consul, so they test
+// Consul's fence rather than the local check of the context.
+func lossNotYetSeen(l *Leadership) *Leadership {
+	return &Leadership{store: l.store, sess: l.sess, id: l.id, key: l.key, ctx: context.Background()}
+}
+
 // delivery is one call of a watch callback.
 type delivery struct {
 	pairs api.KVPairs

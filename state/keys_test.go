@@ -43,7 +43,11 @@ func TestKeyLayout(t *testing.T) {
 		{"node status", s.StatusKey(SectionNodes, "n1"), "sv/status/nodes/n1"},
 		{"allocation prefix", s.AllocationPrefix("vlan40"), "sv/state/allocations/vlan40/"},
 		{"allocation", s.AllocationKey("vlan40", "abc123"), "sv/state/allocations/vlan40/abc123"},
+		{"spec kind prefix", s.SpecKindPrefix("VLAN"), "sv/spec/vlans/"},
+		{"allocations prefix", s.allocationsPrefix(), "sv/state/allocations/"},
+		{"scale prefix", s.ScalePrefix(), "sv/state/scale/"},
 		{"scale", s.ScaleKey("web"), "sv/state/scale/web"},
+		{"installation", s.InstallationKey(), "sv/state/installation"},
 		{"node prefix", s.NodePrefix(), "sv/state/nodes/"},
 		{"node", s.NodeKey("abc123"), "sv/state/nodes/abc123"},
 		{"leader", s.LeaderKey(), "sv/leader"},
@@ -89,4 +93,55 @@ func TestParseSpecKey(t *testing.T) {
 			}
 		}
 	})
+}
+
+func TestParseStatusKey(t *testing.T) {
+	s := mustStore(t, Config{Address: "127.0.0.1:1"})
+	for _, tc := range []struct {
+		key, section, name string
+		ok                 bool
+	}{
+		{"swarmvlan/status/vlans/vlan40", "vlans", "vlan40", true},
+		{s.StatusKey(SectionNodes, "n1"), SectionNodes, "n1", true},
+		{"swarmvlan/status/vlans/", "", "", false},
+		{"swarmvlan/status/vlans", "", "", false},
+		{"swarmvlan/status//x", "", "", false},
+		{"swarmvlan/spec/vlans/vlan40", "", "", false},
+	} {
+		t.Run(tc.key, func(t *testing.T) {
+			section, name, ok := s.ParseStatusKey(tc.key)
+			if section != tc.section || name != tc.name || ok != tc.ok {
+				t.Errorf("ParseStatusKey(%q) = %q, %q, %v; want %q, %q, %v", tc.key, section, name, ok, tc.section, tc.name, tc.ok)
+			}
+		})
+	}
+}
+
+func TestParseLeafKeys(t *testing.T) {
+	s := mustStore(t, Config{Address: "127.0.0.1:1"})
+	for _, tc := range []struct {
+		name  string
+		parse func(string) (string, bool)
+		key   string
+		want  string
+		ok    bool
+	}{
+		{"scale", s.ParseScaleKey, "swarmvlan/state/scale/web", "web", true},
+		{"scale round trip", s.ParseScaleKey, s.ScaleKey("api"), "api", true},
+		{"scale without name", s.ParseScaleKey, "swarmvlan/state/scale/", "", false},
+		{"scale nested", s.ParseScaleKey, "swarmvlan/state/scale/a/b", "", false},
+		{"scale of another tree", s.ParseScaleKey, "swarmvlan/state/nodes/web", "", false},
+		{"node", s.ParseNodeKey, "swarmvlan/state/nodes/abc123", "abc123", true},
+		{"node round trip", s.ParseNodeKey, s.NodeKey("n1"), "n1", true},
+		{"node without name", s.ParseNodeKey, "swarmvlan/state/nodes/", "", false},
+		{"node nested", s.ParseNodeKey, "swarmvlan/state/nodes/a/b", "", false},
+		{"node of another prefix", s.ParseNodeKey, "other/state/nodes/n1", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := tc.parse(tc.key)
+			if got != tc.want || ok != tc.ok {
+				t.Errorf("parse(%q) = %q, %v; want %q, %v", tc.key, got, ok, tc.want, tc.ok)
+			}
+		})
+	}
 }

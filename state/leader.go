@@ -186,6 +186,13 @@ func (l *Leadership) Txn(ctx context.Context, ops api.TxnOps) error {
 	if len(ops)+1 > MaxTxnOps {
 		return fmt.Errorf("leader txn: %d ops, at most %d fit beside the fence", len(ops), MaxTxnOps-1)
 	}
+	// An ended leadership writes nothing even if its session holds the lock
+	// again: a store's holders share one session, so the store may have
+	// campaigned again and won under the same session id, and the fence in
+	// Consul cannot tell the two leaderships apart.
+	if l.ctx.Err() != nil {
+		return fmt.Errorf("leader txn: %w", ErrNotLeader)
+	}
 	fenced := make(api.TxnOps, 0, len(ops)+1)
 	fenced = append(fenced, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVCheckSession, Key: l.key, Session: l.id}})
 	fenced = append(fenced, ops...)

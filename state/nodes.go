@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -169,11 +170,60 @@ func (s *Store) LiveNodes(ctx context.Context) (map[string][]byte, error) {
 	}
 	out := make(map[string][]byte, len(pairs))
 	for _, p := range pairs {
-		node := strings.TrimPrefix(p.Key, prefix)
-		if p.Session == "" || node == "" || strings.Contains(node, "/") {
+		node, ok := s.ParseNodeKey(p.Key)
+		if p.Session == "" || !ok {
 			continue
 		}
 		out[node] = p.Value
 	}
 	return out, nil
+}
+
+// NodeReport is the value of state/nodes/<node>: what a host role reports
+// about its node, written through its NodeRegistration and read back by the
+// leader to label ready nodes. The JSON is the wire format; stored values
+// written before this type existed decode into it unchanged.
+type NodeReport struct {
+	// Hostname is the node's host name.
+	Hostname string `json:"hostname"`
+	// VLANs is the node's readiness per VLAN, by VLAN name.
+	VLANs map[string]NodeVLANReport `json:"vlans"`
+	// Updated is when the value was written.
+	Updated time.Time `json:"updated"`
+}
+
+// NodeVLANReport is one VLAN's readiness on a node.
+type NodeVLANReport struct {
+	// Ready is set once the node's links and config-only network for the
+	// VLAN are in place.
+	Ready bool `json:"ready"`
+	// Reason says why the VLAN is not ready.
+	Reason string `json:"reason,omitempty"`
+	// Chunk is the node's chunk of the VLAN, empty before it has one.
+	Chunk string `json:"chunk,omitempty"`
+}
+
+// NodeReports decodes the live node reports among pairs (as a watch of
+// NodePrefix delivers them), by node ID. Keys no session holds are not live
+// and are left out, as are keys that are not a node's; values that do not
+// decode are returned in bad, by node ID, so one broken report does not
+// hide the others.
+func (s *Store) NodeReports(pairs api.KVPairs) (reports map[string]NodeReport, bad map[string]error) {
+	reports = make(map[string]NodeReport, len(pairs))
+	for _, p := range pairs {
+		node, ok := s.ParseNodeKey(p.Key)
+		if p.Session == "" || !ok {
+			continue
+		}
+		var r NodeReport
+		if err := json.Unmarshal(p.Value, &r); err != nil {
+			if bad == nil {
+				bad = make(map[string]error)
+			}
+			bad[node] = fmt.Errorf("node %q: report: decode: %w", node, err)
+			continue
+		}
+		reports[node] = r
+	}
+	return reports, bad
 }

@@ -2,6 +2,8 @@ package state
 
 import (
 	"context"
+	"encoding/json"
+	"maps"
 	"testing"
 	"time"
 )
@@ -155,5 +157,50 @@ func TestLeaderAndNodeShareOneSession(t *testing.T) {
 	r.Close()
 	if info, _, _ := c.Session().Info(id, nil); info != nil {
 		t.Fatal("session left behind after its last holder")
+	}
+}
+
+func TestNodeReports(t *testing.T) {
+	a := newAgent(t)
+	ctx := testCtx(t)
+	c := a.Client(t)
+	s := storeFor(t, a.Addr)
+	// The host role's value as it is stored today (reconcile.HostReport).
+	stored := `{"hostname":"worker1","vlans":{"v40":{"ready":true,"chunk":"10.40.1.0/24"},"v41":{"ready":false,"reason":"waiting for a chunk"}},"updated":"2025-05-01T10:00:00Z"}`
+	for node, value := range map[string]string{"n1": stored, "n2": "not json"} {
+		r, err := s.RegisterNode(ctx, node, []byte(value), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+	}
+	// Not live (no session), and not a node's key.
+	put(t, c, s.NodeKey("n3"), stored)
+	put(t, c, s.NodeKey("n1")+"/x", stored)
+
+	pairs, _, err := c.KV().List(s.NodePrefix(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reports, bad := s.NodeReports(pairs)
+	want := NodeReport{
+		Hostname: "worker1",
+		VLANs: map[string]NodeVLANReport{
+			"v40": {Ready: true, Chunk: "10.40.1.0/24"},
+			"v41": {Reason: "waiting for a chunk"},
+		},
+		Updated: time.Date(2025, 5, 1, 10, 0, 0, 0, time.UTC),
+	}
+	got, ok := reports["n1"]
+	if len(reports) != 1 || !ok || got.Hostname != want.Hostname || !maps.Equal(got.VLANs, want.VLANs) || !got.Updated.Equal(want.Updated) {
+		t.Fatalf("NodeReports = %+v; want only n1: %+v", reports, want)
+	}
+	if len(bad) != 1 || bad["n2"] == nil {
+		t.Fatalf("bad = %v; want n2's decode error", bad)
+	}
+	// Encoding gives the stored wire format back.
+	b, err := json.Marshal(got)
+	if err != nil || string(b) != stored {
+		t.Fatalf("re-encoded = %s, %v; want %s", b, err, stored)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"sync"
 
 	"github.com/hashicorp/consul/api"
@@ -42,13 +41,27 @@ type Status struct {
 // status watcher). It assumes it is the only writer of the keys it writes.
 type StatusWriter struct {
 	store *Store
-	mu    sync.Mutex
-	last  map[string][]byte
+	// lead, when set, fences every write and delete (Leadership.Txn).
+	lead *Leadership
+	mu   sync.Mutex
+	last map[string][]byte
 }
 
-// NewStatusWriter returns a writer with an empty memory.
+// NewStatusWriter returns a writer with an empty memory. Its writes are not
+// fenced: it is for the host role, whose status keys are its node's own.
 func (s *Store) NewStatusWriter() *StatusWriter {
 	return &StatusWriter{store: s, last: make(map[string][]byte)}
+}
+
+// NewStatusWriter returns a writer whose writes and deletes are fenced like
+// Txn: once this leadership is lost they fail with ErrNotLeader and change
+// nothing, so a deposed leader cannot overwrite what its successor
+// records. Make one per leadership: its memory of what it wrote is only
+// good while nobody else writes, which ends when the lock is lost.
+func (l *Leadership) NewStatusWriter() *StatusWriter {
+	w := l.store.NewStatusWriter()
+	w.lead = l
+	return w
 }
 
 // Write stores st (JSON-encoded) at StatusKey(section, name) unless that key
@@ -75,7 +88,7 @@ func (w *StatusWriter) Write(ctx context.Context, section, name string, st any) 
 		w.remember(key, value)
 		return false, nil
 	}
-	if _, err := w.store.client.KV().Put(&api.KVPair{Key: key, Value: value}, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+	if err := w.put(ctx, key, value); err != nil {
 		// Forget the key: whether the write landed is unknown, so the next
 		// Write must look at KV again.
 		w.forget(key)
@@ -89,10 +102,26 @@ func (w *StatusWriter) Write(ctx context.Context, section, name string, st any) 
 func (w *StatusWriter) Delete(ctx context.Context, section, name string) error {
 	key := w.store.StatusKey(section, name)
 	w.forget(key)
-	if _, err := w.store.client.KV().Delete(key, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+	if err := w.delete(ctx, key); err != nil {
 		return fmt.Errorf("status %s: delete: %w", key, err)
 	}
 	return nil
+}
+
+func (w *StatusWriter) put(ctx context.Context, key string, value []byte) error {
+	if w.lead != nil {
+		return w.lead.Txn(ctx, api.TxnOps{{KV: &api.KVTxnOp{Verb: api.KVSet, Key: key, Value: value}}})
+	}
+	_, err := w.store.client.KV().Put(&api.KVPair{Key: key, Value: value}, (&api.WriteOptions{}).WithContext(ctx))
+	return err
+}
+
+func (w *StatusWriter) delete(ctx context.Context, key string) error {
+	if w.lead != nil {
+		return w.lead.Txn(ctx, api.TxnOps{{KV: &api.KVTxnOp{Verb: api.KVDelete, Key: key}}})
+	}
+	_, err := w.store.client.KV().Delete(key, (&api.WriteOptions{}).WithContext(ctx))
+	return err
 }
 
 func (w *StatusWriter) remember(key string, value []byte) {
@@ -143,8 +172,8 @@ func (s *Store) ListStatus(ctx context.Context) (map[string]map[string]json.RawM
 	}
 	out := make(map[string]map[string]json.RawMessage)
 	for _, p := range pairs {
-		section, name, ok := strings.Cut(strings.TrimPrefix(p.Key, prefix), "/")
-		if !ok || section == "" || name == "" {
+		section, name, ok := s.ParseStatusKey(p.Key)
+		if !ok {
 			continue
 		}
 		if out[section] == nil {

@@ -2,7 +2,9 @@ package state
 
 import (
 	"encoding/json"
+	"errors"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 )
@@ -113,4 +115,94 @@ func TestStatusWriterWritesOnlyChanges(t *testing.T) {
 			t.Fatalf("Write after Delete = %v, %v; want a write", changed, err)
 		}
 	})
+}
+
+func TestFencedStatusWriter(t *testing.T) {
+	a := newAgent(t)
+	ctx := testCtx(t)
+	c := a.Client(t)
+	s1, s2 := storeFor(t, a.Addr), storeFor(t, a.Addr)
+	l1 := mustLead(t, campaignAsync(ctx, s1, LeaderOptions{Value: []byte("m1")}), 10*time.Second, "m1")
+	w1 := l1.NewStatusWriter()
+	ready := Status{ObservedIndex: 7, Conditions: []Condition{{Type: "Ready", Status: "True"}}}
+	failing := Status{ObservedIndex: 8, LastError: "boom"}
+	get := func(section, name string) *api.KVPair {
+		t.Helper()
+		p, _, err := c.KV().Get(s1.StatusKey(section, name), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+
+	t.Run("the leader writes and deletes", func(t *testing.T) {
+		if changed, err := w1.Write(ctx, "vlans", "vlan40", ready); !changed || err != nil {
+			t.Fatalf("Write = %v, %v; want written", changed, err)
+		}
+		if changed, err := w1.Write(ctx, "vlans", "vlan40", ready); changed || err != nil {
+			t.Fatalf("Write of the same status = %v, %v; want nothing written", changed, err)
+		}
+		if changed, err := w1.Write(ctx, "services", "web", ready); !changed || err != nil {
+			t.Fatalf("Write web = %v, %v; want written", changed, err)
+		}
+		if err := w1.Delete(ctx, "services", "web"); err != nil {
+			t.Fatal(err)
+		}
+		if p := get("services", "web"); p != nil {
+			t.Fatalf("status/services/web after Delete = %s; want gone", p.Value)
+		}
+		var st Status
+		if found, err := s1.ReadStatus(ctx, "vlans", "vlan40", &st); !found || err != nil || st.ObservedIndex != 7 {
+			t.Fatalf("ReadStatus = %+v, %v, %v", st, found, err)
+		}
+	})
+
+	// Depose m1 behind its back, as a session expiry would, and let m2 take
+	// over and record its own view.
+	if _, err := c.Session().Destroy(l1.Session(), nil); err != nil {
+		t.Fatalf("destroy session: %v", err)
+	}
+	eventually(t, 5*time.Second, "the deposed leader's context to be cancelled", func() bool { return l1.Context().Err() != nil })
+	l2 := mustLead(t, campaignAsync(ctx, s2, LeaderOptions{Value: []byte("m2")}), 10*time.Second, "m2")
+	w2 := l2.NewStatusWriter()
+	if changed, err := w2.Write(ctx, "vlans", "vlan41", ready); !changed || err != nil {
+		t.Fatalf("new leader Write = %v, %v; want written", changed, err)
+	}
+	before := get("vlans", "vlan40")
+
+	for _, tc := range []struct {
+		name  string
+		write func() error
+	}{
+		{"write of a changed status", func() error { _, err := w1.Write(ctx, "vlans", "vlan40", failing); return err }},
+		{"write of a new key", func() error { _, err := w1.Write(ctx, "services", "api", failing); return err }},
+		{"write over the new leader's key", func() error { _, err := w1.Write(ctx, "vlans", "vlan41", failing); return err }},
+		{"delete", func() error { return w1.Delete(ctx, "vlans", "vlan41") }},
+		{"delete of its own key", func() error { return w1.Delete(ctx, "vlans", "vlan40") }},
+		// Consul's fence, not the local check of the context, rejects these.
+		{"write, not yet aware of the loss", func() error {
+			_, err := lossNotYetSeen(l1).NewStatusWriter().Write(ctx, "vlans", "vlan40", failing)
+			return err
+		}},
+		{"delete, not yet aware of the loss", func() error { return lossNotYetSeen(l1).NewStatusWriter().Delete(ctx, "vlans", "vlan41") }},
+	} {
+		t.Run("deposed "+tc.name+" is rejected", func(t *testing.T) {
+			if err := tc.write(); !errors.Is(err, ErrNotLeader) {
+				t.Fatalf("err = %v, want ErrNotLeader", err)
+			}
+		})
+	}
+	if p := get("vlans", "vlan40"); p == nil || p.ModifyIndex != before.ModifyIndex {
+		t.Fatalf("status/vlans/vlan40 = %+v; want untouched at index %d", p, before.ModifyIndex)
+	}
+	if p := get("services", "api"); p != nil {
+		t.Fatalf("status/services/api = %s; want never written", p.Value)
+	}
+	var st Status
+	if found, err := s2.ReadStatus(ctx, "vlans", "vlan41", &st); !found || err != nil || st.ObservedIndex != 7 || st.LastError != "" {
+		t.Fatalf("the new leader's status = %+v, %v, %v; want its own", st, found, err)
+	}
+	if changed, err := w2.Write(ctx, "vlans", "vlan40", failing); !changed || err != nil {
+		t.Fatalf("new leader Write over the old leader's key = %v, %v; want written", changed, err)
+	}
 }

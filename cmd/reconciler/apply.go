@@ -116,13 +116,13 @@ func printDiff(ctx context.Context, w io.Writer, store *state.Store, docs []stat
 	for _, d := range docs {
 		src[d.Key] = d.Value
 	}
-	kv, _, err := store.Client().KV().List(store.SpecPrefix(), nil)
+	stored, err := store.SpecDocs(ctx)
 	if err != nil {
-		return fmt.Errorf("read %s: %w", store.SpecPrefix(), err)
+		return err
 	}
 	have := map[string][]byte{}
-	for _, p := range kv {
-		have[p.Key] = p.Value
+	for _, d := range stored {
+		have[d.Key] = d.Value
 	}
 	short := func(k string) string { return strings.TrimPrefix(k, store.SpecPrefix()) }
 	for _, k := range sorted(res.Created) {

@@ -30,27 +30,26 @@ func cmdGet(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	kv := store.Client().KV()
 	if len(pos) == 2 {
-		p, _, err := kv.Get(store.SpecKey(kind, pos[1]), nil)
+		value, found, err := store.GetSpec(ctx, kind, pos[1])
 		if err != nil {
 			return fmt.Errorf("read %s %q: %w", kind, pos[1], err)
 		}
-		if p == nil {
+		if !found {
 			return fmt.Errorf("%s %q not found", kind, pos[1])
 		}
-		fmt.Fprint(c.stdout, ensureNewline(string(p.Value)))
+		fmt.Fprint(c.stdout, ensureNewline(string(value)))
 		return nil
 	}
-	pairs, _, err := kv.List(store.SpecPrefix()+spec.Plural(kind)+"/", nil)
+	docs, err := store.SpecDocsOfKind(ctx, kind)
 	if err != nil {
 		return fmt.Errorf("list %s: %w", spec.Plural(kind), err)
 	}
-	for i, p := range pairs {
+	for i, d := range docs {
 		if i > 0 {
 			fmt.Fprintln(c.stdout, "---")
 		}
-		fmt.Fprint(c.stdout, ensureNewline(string(p.Value)))
+		fmt.Fprint(c.stdout, ensureNewline(string(d.Value)))
 	}
 	return nil
 }
@@ -79,16 +78,12 @@ func cmdDelete(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	key := store.SpecKey(kind, pos[1])
-	p, _, err := store.Client().KV().Get(key, nil)
+	found, err := store.DeleteSpec(ctx, kind, pos[1])
 	if err != nil {
-		return fmt.Errorf("read %s %q: %w", kind, pos[1], err)
-	}
-	if p == nil {
-		return fmt.Errorf("%s %q not found", kind, pos[1])
-	}
-	if _, err := store.Client().KV().Delete(key, nil); err != nil {
 		return fmt.Errorf("delete %s %q: %w", kind, pos[1], err)
+	}
+	if !found {
+		return fmt.Errorf("%s %q not found", kind, pos[1])
 	}
 	fmt.Fprintf(c.stdout, "deleted %s/%s\n", spec.Plural(kind), pos[1])
 	return nil
@@ -108,9 +103,9 @@ func cmdStatus(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	specs, _, err := store.Client().KV().Keys(store.SpecPrefix(), "", nil)
+	specs, err := store.SpecKeys(ctx)
 	if err != nil {
-		return fmt.Errorf("list %s: %w", store.SpecPrefix(), err)
+		return err
 	}
 	if *asJSON {
 		b, err := json.MarshalIndent(all, "", "  ")

@@ -7,8 +7,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/hashicorp/consul/api"
-
 	"swarmvlan/reconcile"
 	"swarmvlan/reconcile/cluster"
 	"swarmvlan/spec"
@@ -83,14 +81,14 @@ var errServiceNotFound = errors.New("not found")
 
 // readService reads, validates and defaults a Service document from KV.
 func readService(ctx context.Context, store *state.Store, name string) (*spec.Service, error) {
-	pair, _, err := store.Client().KV().Get(store.SpecKey(spec.KindService, name), (&api.QueryOptions{}).WithContext(ctx))
+	value, found, err := store.GetSpec(ctx, spec.KindService, name)
 	if err != nil {
-		return nil, fmt.Errorf("service %q: read: %w", name, err)
+		return nil, fmt.Errorf("service %q: %w", name, err)
 	}
-	if pair == nil {
+	if !found {
 		return nil, fmt.Errorf("service %q: %w", name, errServiceNotFound)
 	}
-	docs, err := reconcile.ParseDocuments(pair.Value)
+	docs, err := reconcile.ParseDocuments(value)
 	if err != nil {
 		return nil, fmt.Errorf("service %q: the document in KV is invalid:\n%w", name, err)
 	}
