@@ -62,6 +62,10 @@ type Controller struct {
 	// condition, and an outcome without Details writes nothing. Keys it
 	// does not name have no status.
 	StatusOf func(k Key) (section, name string, ok bool)
+	// StatusWriter, when set, makes the status writer of each Run; the
+	// leader's is fenced by its leadership, so a deposed leader writes no
+	// status. Default: the store's unfenced writer.
+	StatusWriter func() *state.StatusWriter
 	// OnQueueDepth, when set, is told the work queue's depth whenever it
 	// changes, and 0 when Run returns (metrics).
 	OnQueueDepth func(depth int)
@@ -119,7 +123,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	c.mu.Lock()
 	c.queue = q
-	if c.status == nil {
+	if c.StatusWriter != nil {
+		c.status = c.StatusWriter()
+	} else if c.status == nil {
 		c.status = c.Store.NewStatusWriter()
 	}
 	c.mu.Unlock()
@@ -257,14 +263,6 @@ func (c *Controller) requeueDelay(k Key, out Outcome) time.Duration {
 	return min(d, 2*time.Minute)
 }
 
-// ObjectStatus is what status/<kind plural>/<name> holds.
-type ObjectStatus struct {
-	ObservedIndex uint64            `json:"observedIndex"`
-	Conditions    []state.Condition `json:"conditions,omitempty"`
-	LastError     string            `json:"lastError,omitempty"`
-	Details       json.RawMessage   `json:"details,omitempty"`
-}
-
 func (c *Controller) writeStatus(ctx context.Context, k Key, doc *Doc, bad *DocError, out Outcome) error {
 	section := spec.Plural(k.Kind)
 	if section == "" {
@@ -275,7 +273,7 @@ func (c *Controller) writeStatus(ctx context.Context, k Key, doc *Doc, bad *DocE
 	if out.exit == exitGone && bad == nil {
 		return c.status.Delete(ctx, section, k.Name)
 	}
-	st := ObjectStatus{Conditions: append([]state.Condition(nil), out.Conditions...)}
+	st := state.ObjectStatus{Conditions: append([]state.Condition(nil), out.Conditions...)}
 	var lastErrs []error
 	valid := state.Condition{Type: "Valid", Status: "True"}
 	if bad != nil {
@@ -314,7 +312,7 @@ func (c *Controller) writeSyntheticStatus(ctx context.Context, k Key, out Outcom
 	if !ok {
 		return nil
 	}
-	st := ObjectStatus{Conditions: append([]state.Condition(nil), out.Conditions...)}
+	st := state.ObjectStatus{Conditions: append([]state.Condition(nil), out.Conditions...)}
 	if out.err != nil {
 		st.LastError = out.err.Error()
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"go/ast"
 	"go/parser"
 	"go/token"
 	"io"
@@ -46,9 +47,9 @@ var importRules = []importRule{
 	{
 		rule: "only the engine adapter imports Docker's client",
 		from: []string{"swarmvlan/..."},
-		// The lab is the test bed: it drives the lab's and the tests'
-		// engines (swarm init, the test image), it is no product code.
-		unless:  []string{"swarmvlan/reconcile/engine/...", "swarmvlan/lab/..."},
+		// The lab and e2e are the test bed: they drive the lab's and the
+		// tests' engines (swarm init, the test image), no product code.
+		unless:  []string{"swarmvlan/reconcile/engine/...", "swarmvlan/lab/...", "swarmvlan/e2e/..."},
 		imports: []string{"github.com/docker/docker/client/..."},
 	},
 	{
@@ -98,18 +99,12 @@ var importRules = []importRule{
 		imports: []string{"swarmvlan/cmd/...", "swarmvlan/e2e/..."},
 	},
 	{
-		rule:    "only state (and tools, lab) imports Consul's api",
+		// Consul's plain types (api.KVPairs, api.AgentService, …) are
+		// free; what reaches Consul stays in state (see consulClientUses).
+		rule:    "only state, the test bed and the role packages import Consul's api",
 		from:    []string{"swarmvlan/..."},
-		unless:  []string{"swarmvlan/state/...", "swarmvlan/tools/...", "swarmvlan/lab/..."},
+		unless:  []string{"swarmvlan/state/...", "swarmvlan/tools/...", "swarmvlan/lab/...", "swarmvlan/e2e/...", "swarmvlan/reconcile/...", "swarmvlan/cmd/reconciler"},
 		imports: []string{"github.com/hashicorp/consul/api/..."},
-		// Issue 9 item 5 (close the state layer) is under way: these still
-		// take api types or the raw client from state.
-		exceptions: []importException{
-			{"swarmvlan/reconcile", "view.go (View.Sync takes api.KVPairs) and controller.go (WatchPrefix's callback gets api.KVPairs)"},
-			{"swarmvlan/reconcile/cluster", "cluster.go (watch callbacks take api.KVPairs; allocation keys listed through Store.Client().KV()) and discoverygc.go (the discovery GC reads and deregisters catalog entries through *api.Catalog)"},
-			{"swarmvlan/reconcile/host", "agent.go (watch callback takes api.KVPairs) and registrar.go (registers task addresses through *api.Agent)"},
-			{"swarmvlan/cmd/reconciler", "scale.go reads a spec key through store.Client().KV() with api.QueryOptions"},
-		},
 	},
 }
 
@@ -195,7 +190,7 @@ func moduleImports(t *testing.T) []importFile {
 				continue
 			}
 			path := filepath.Join(p.Dir, name)
-			af, err := parser.ParseFile(fset, path, nil, parser.ImportsOnly)
+			af, err := parser.ParseFile(fset, path, nil, parser.SkipObjectResolution)
 			if err != nil {
 				t.Fatalf("parse %s: %v", path, err)
 			}
@@ -207,6 +202,9 @@ func moduleImports(t *testing.T) []importFile {
 					t.Fatalf("%s: import %s: %v", path, s.Path.Value, err)
 				}
 				f.imports = append(f.imports, imp)
+				if imp == "github.com/hashicorp/consul/api" {
+					moduleConsul = append(moduleConsul, consulUse{f.pkg, f.file, consulSelectors(af, s)})
+				}
 			}
 			files = append(files, f)
 		}
@@ -282,8 +280,7 @@ func TestImportsFollowTheFlowCatchesEachBreak(t *testing.T) {
 		{importFile{"swarmvlan/reconcile/kernel", "reconcile/kernel/x.go", []string{"swarmvlan/lab"}}, "reconcile, spec and state import no binary, lab or e2e"},
 		{importFile{"swarmvlan/reconcile/host", "reconcile/host/x.go", []string{"swarmvlan/cmd/reconciler"}}, "reconcile, spec and state import no binary, lab or e2e"},
 		{importFile{"swarmvlan/reconcile/engine/enginetest", "reconcile/engine/enginetest/x.go", []string{"swarmvlan/e2e"}}, "the engine's test helpers import lab and nothing else outside reconcile, spec and state"},
-		{importFile{"swarmvlan/reconcile/cluster", "reconcile/cluster/x.go", []string{"github.com/hashicorp/consul/api"}}, "only state (and tools, lab) imports Consul's api"},
-		{importFile{"swarmvlan/cmd/reconciler", "cmd/reconciler/x.go", []string{"github.com/hashicorp/consul/api"}}, "only state (and tools, lab) imports Consul's api"},
+		{importFile{"swarmvlan/spec", "spec/x.go", []string{"github.com/hashicorp/consul/api"}}, "only state, the test bed and the role packages import Consul's api"},
 	} {
 		t.Run(c.bad.file+"→"+c.bad.imports[0], func(t *testing.T) {
 			v := importViolations(noExceptions, append(slices.Clone(clean), c.bad))
@@ -302,7 +299,7 @@ func TestImportsFollowTheFlowCatchesEachBreak(t *testing.T) {
 	for _, msg := range importViolations(noExceptions, []importFile{
 		{"swarmvlan/reconcile/cluster", "a.go", []string{"github.com/docker/docker/client", "github.com/hashicorp/consul/api", "swarmvlan/reconcile/host"}},
 		{"swarmvlan/reconcile/host", "b.go", []string{"github.com/vishvananda/netlink", "swarmvlan/reconcile/cluster"}},
-		{"swarmvlan/spec", "c.go", []string{"swarmvlan/schemas"}},
+		{"swarmvlan/spec", "c.go", []string{"swarmvlan/schemas", "github.com/hashicorp/consul/api"}},
 		{"swarmvlan/state", "d.go", []string{"swarmvlan/reconcile"}},
 		{"swarmvlan/reconcile", "e.go", []string{"swarmvlan/reconcile/engine", "swarmvlan/lab"}},
 		{"swarmvlan/reconcile/engine/enginetest", "f.go", []string{"swarmvlan/e2e"}},
@@ -336,4 +333,78 @@ func TestImportsFollowTheFlowCatchesEachBreak(t *testing.T) {
 			t.Errorf("reported\n%s\nwant\n%s", strings.Join(v, "\n"), strings.Join(want, "\n"))
 		}
 	})
+}
+
+// consulUse is what one file takes from Consul's api package (api.KVPairs
+// → "KVPairs").
+type consulUse struct {
+	pkg, file string
+	names     []string
+}
+
+// moduleConsul is filled by moduleImports.
+var moduleConsul []consulUse
+
+// consulClientNames are the parts of Consul's api package that reach Consul:
+// only state may hold them, so no raw client escapes the state layer.
+var consulClientNames = []string{"Client", "NewClient", "DefaultConfig", "Config", "KV", "Agent", "Catalog",
+	"Health", "Session", "Txn", "Lock", "Semaphore", "Operator", "ACL", "QueryOptions", "WriteOptions"}
+
+// consulSelectors lists what af takes from the package imported by imp.
+func consulSelectors(af *ast.File, imp *ast.ImportSpec) []string {
+	name := "api"
+	if imp.Name != nil {
+		name = imp.Name.Name
+	}
+	var out []string
+	ast.Inspect(af, func(n ast.Node) bool {
+		if sel, ok := n.(*ast.SelectorExpr); ok {
+			if id, ok := sel.X.(*ast.Ident); ok && id.Name == name {
+				out = append(out, sel.Sel.Name)
+			}
+		}
+		return true
+	})
+	return out
+}
+
+// consulClientUses lists the files outside state and the test bed that
+// take a part of Consul's api package reaching Consul.
+func consulClientUses(files []consulUse) []string {
+	var out []string
+	for _, f := range files {
+		if importMatchAny([]string{"swarmvlan/state/...", "swarmvlan/tools/...", "swarmvlan/lab/...", "swarmvlan/e2e/..."}, f.pkg) {
+			continue
+		}
+		for _, sel := range f.names {
+			if slices.Contains(consulClientNames, sel) {
+				out = append(out, fmt.Sprintf("%s (package %s) uses api.%s: only state talks to Consul", f.file, f.pkg, sel))
+			}
+		}
+	}
+	return out
+}
+
+// TestConsulClientStaysInState fails when code outside state (and the test
+// bed) uses a part of Consul's api package that talks to Consul, rather
+// than one of state's typed operations.
+func TestConsulClientStaysInState(t *testing.T) {
+	moduleConsul = nil
+	moduleImports(t)
+	if len(moduleConsul) == 0 {
+		t.Fatal("no file of the module imports Consul's api: the scan is broken")
+	}
+	if bad := consulClientUses(moduleConsul); len(bad) > 0 {
+		t.Error(strings.Join(bad, "\n"))
+	}
+	broken := []consulUse{
+		{"swarmvlan/reconcile/host", "reconcile/host/x.go", []string{"KVPairs", "Agent"}},
+		{"swarmvlan/state", "state/store.go", []string{"Client"}},
+		{"swarmvlan/cmd/reconciler", "cmd/reconciler/x.go", []string{"AgentService"}},
+	}
+	got := consulClientUses(broken)
+	want := []string{"reconcile/host/x.go (package swarmvlan/reconcile/host) uses api.Agent: only state talks to Consul"}
+	if !slices.Equal(got, want) {
+		t.Errorf("checker on a broken module:\n got %q\nwant %q", got, want)
+	}
 }

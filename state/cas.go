@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"swarmvlan/state/backoff"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -174,7 +175,7 @@ func (s *Store) UpdateScaleIntent(ctx context.Context, service string, fn func(c
 			return *next, nil
 		}
 		// Lost the race: pause a little, longer as the contention persists.
-		if !sleepCtx(ctx, jitter(time.Duration(min(try+1, 20))*time.Millisecond)) {
+		if !backoff.Sleep(ctx, jitter(time.Duration(min(try+1, 20))*time.Millisecond)) {
 			return cur, ctx.Err()
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"swarmvlan/state/backoff"
 	"sync"
 	"time"
 
@@ -158,7 +159,7 @@ func (m *session) reportInvalid(id string) {
 
 func (m *session) run(ctx context.Context) {
 	defer close(m.done)
-	bo := newBackoff(backoffBase, m.params.ttl/2)
+	bo := backoff.New(backoffBase, m.params.ttl/2)
 	var stale string
 	for ctx.Err() == nil {
 		// A session given up because it could not be renewed may still be
@@ -166,7 +167,7 @@ func (m *session) run(ctx context.Context) {
 		// so the keys it holds free up for the new one.
 		if stale != "" {
 			if err := m.destroy(ctx, stale); err != nil {
-				sleepCtx(ctx, bo.next())
+				backoff.Sleep(ctx, bo.Next())
 				continue
 			}
 			stale = ""
@@ -174,10 +175,10 @@ func (m *session) run(ctx context.Context) {
 		sent := time.Now()
 		id, err := m.create(ctx)
 		if err != nil {
-			sleepCtx(ctx, bo.next())
+			backoff.Sleep(ctx, bo.Next())
 			continue
 		}
-		bo.reset()
+		bo.Reset()
 		m.publish(id)
 		gone := m.keepAlive(ctx, id, sent)
 		m.retire()
@@ -241,7 +242,7 @@ func (m *session) retire() {
 func (m *session) keepAlive(ctx context.Context, id string, created time.Time) bool {
 	ttl := m.params.ttl
 	deadline := created.Add(ttl * 3 / 2)
-	bo := newBackoff(backoffBase, ttl/4)
+	bo := backoff.New(backoffBase, ttl/4)
 	timer := time.NewTimer(ttl)
 	defer timer.Stop()
 	for {
@@ -263,7 +264,7 @@ func (m *session) keepAlive(ctx context.Context, id string, created time.Time) b
 		case err == nil && entry == nil:
 			return true
 		case err == nil:
-			bo.reset()
+			bo.Reset()
 			deadline = start.Add(ttl * 3 / 2)
 			timer.Reset(ttl)
 		default:
@@ -271,7 +272,7 @@ func (m *session) keepAlive(ctx context.Context, id string, created time.Time) b
 			if left <= 0 {
 				return false
 			}
-			timer.Reset(min(bo.next(), left))
+			timer.Reset(min(bo.Next(), left))
 		}
 	}
 }
@@ -282,7 +283,7 @@ func (m *session) keepAlive(ctx context.Context, id string, created time.Time) b
 // is lost. Consul being away only makes it wait.
 func (s *Store) acquireKey(ctx context.Context, m *session, key string, value func() []byte) (string, <-chan struct{}, error) {
 	kv := s.client.KV()
-	bo := newBackoff(backoffBase, DefaultMaxBackoff)
+	bo := backoff.New(backoffBase, DefaultMaxBackoff)
 	var step indexStep
 	var lastStart time.Time
 	for {
@@ -290,7 +291,7 @@ func (s *Store) acquireKey(ctx context.Context, m *session, key string, value fu
 		if err != nil {
 			return "", nil, err
 		}
-		if !sleepCtx(ctx, DefaultMinInterval-time.Since(lastStart)) {
+		if !backoff.Sleep(ctx, DefaultMinInterval-time.Since(lastStart)) {
 			return "", nil, ctx.Err()
 		}
 		lastStart = time.Now()
@@ -301,10 +302,10 @@ func (s *Store) acquireKey(ctx context.Context, m *session, key string, value fu
 			if ctx.Err() != nil {
 				return "", nil, ctx.Err()
 			}
-			sleepCtx(ctx, bo.next())
+			backoff.Sleep(ctx, bo.Next())
 			continue
 		}
-		bo.reset()
+		bo.Reset()
 		early := step.wait != 0 && time.Since(lastStart) < DefaultWaitTime
 		step = nextIndex(step.next, meta.LastIndex, early)
 		if step.reset {
@@ -328,12 +329,12 @@ func (s *Store) acquireKey(ctx context.Context, m *session, key string, value fu
 			if isInvalidSession(err) {
 				m.reportInvalid(id)
 			}
-			sleepCtx(ctx, bo.next())
+			backoff.Sleep(ctx, bo.Next())
 		default:
 			// The key was free but Consul refused: the previous holder's
 			// lock delay is running, or another campaigner won the race.
 			// Look again soon.
-			sleepCtx(ctx, jitter(m.params.lockDelay/4))
+			backoff.Sleep(ctx, jitter(m.params.lockDelay/4))
 		}
 	}
 }

@@ -99,15 +99,6 @@ func normalizePrefix(p string) string {
 	return p
 }
 
-// Client returns the underlying Consul API client.
-//
-// Deprecated: the state layer hands out typed operations, not its client.
-// Use SpecDocs, SpecDocsOfKind, GetSpec, DeleteSpec and SpecKeys for spec
-// documents, AllocationVLANs for the allocation folders, CatalogTasks and
-// Leadership.DeregisterCatalogEntry for the catalog, and LocalAgent for the
-// host's registrations. Client goes once reconcile/ no longer calls it.
-func (s *Store) Client() *api.Client { return s.client }
-
 // Prefix returns the normalised KV prefix, ending in "/".
 func (s *Store) Prefix() string { return s.prefix }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"swarmvlan/state/backoff"
 	"sync/atomic"
 	"time"
 
@@ -144,58 +145,12 @@ func nextIndex(prev, got uint64, early bool) indexStep {
 	}
 }
 
-// backoff is capped, jittered exponential backoff. Each pause is drawn from
-// [d/2, d) where d = base·2^attempt capped at max, so watches that fail
-// together spread out (consul-template woke every watch at once) and the
-// pause never collapses to zero.
-type backoff struct {
-	base, max time.Duration
-	attempt   int
-	rand      func() float64
-}
-
-func newBackoff(base, max time.Duration) *backoff {
-	if base > max {
-		base = max
-	}
-	return &backoff{base: base, max: max, rand: rand.Float64}
-}
-
-func (b *backoff) next() time.Duration {
-	d := b.max
-	if b.attempt < 32 {
-		if e := b.base << b.attempt; e > 0 && e < b.max {
-			d = e
-		}
-	}
-	b.attempt++
-	return d/2 + time.Duration(b.rand()*float64(d/2))
-}
-
-func (b *backoff) reset() { b.attempt = 0 }
-
 // jitter returns a duration in [d, 2d).
 func jitter(d time.Duration) time.Duration {
 	if d <= 0 {
 		return 0
 	}
 	return d + rand.N(d)
-}
-
-// sleepCtx waits for d or until ctx is done; it reports whether the full
-// pause elapsed.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // WatchPrefix calls fn with every pair under prefix: once at the start and
@@ -267,11 +222,11 @@ func (s *Store) blockingLoop(ctx context.Context, opts WatchOptions, query func(
 			f(c)
 		}
 	}
-	bo := newBackoff(backoffBase, opts.MaxBackoff)
+	bo := backoff.New(backoffBase, opts.MaxBackoff)
 	var step indexStep
 	var lastStart time.Time
 	for {
-		if !sleepCtx(ctx, opts.MinInterval-time.Since(lastStart)) {
+		if !backoff.Sleep(ctx, opts.MinInterval-time.Since(lastStart)) {
 			return ctx.Err()
 		}
 		lastStart = time.Now()
@@ -287,12 +242,12 @@ func (s *Store) blockingLoop(ctx context.Context, opts WatchOptions, query func(
 				return ctx.Err()
 			}
 			count(func(c *WatchCounters) { c.errors.Add(1) })
-			if !sleepCtx(ctx, bo.next()) {
+			if !backoff.Sleep(ctx, bo.Next()) {
 				return ctx.Err()
 			}
 			continue
 		}
-		bo.reset()
+		bo.Reset()
 		count(func(c *WatchCounters) { c.wakeups.Add(1) })
 		early := step.wait != 0 && time.Since(lastStart) < opts.WaitTime
 		step = nextIndex(step.next, got, early)

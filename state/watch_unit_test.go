@@ -3,7 +3,6 @@ package state
 import (
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/hashicorp/consul/api"
 )
@@ -39,60 +38,6 @@ func TestNextIndex(t *testing.T) {
 		}
 		if got := nextIndex(step.next, 7, false); !got.deliver || got.next != 7 {
 			t.Errorf("answer after reset = %+v, want delivery at 7", got)
-		}
-	})
-}
-
-func TestBackoffIsCappedAndJittered(t *testing.T) {
-	base, limit := 200*time.Millisecond, 3*time.Second
-	// ceiling[i] is the pause's upper bound at attempt i: doubling, capped.
-	ceiling := []time.Duration{200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond,
-		1600 * time.Millisecond, 3 * time.Second, 3 * time.Second, 3 * time.Second}
-	for _, tc := range []struct {
-		name string
-		r    float64
-		want func(d time.Duration) time.Duration
-	}{
-		{"lowest draw is half the ceiling", 0, func(d time.Duration) time.Duration { return d / 2 }},
-		{"highest draw approaches the ceiling", 0.999999, func(d time.Duration) time.Duration { return d/2 + time.Duration(0.999999*float64(d/2)) }},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			b := newBackoff(base, limit)
-			b.rand = func() float64 { return tc.r }
-			for i, d := range ceiling {
-				if got := b.next(); got != tc.want(d) {
-					t.Errorf("attempt %d: pause %v, want %v", i, got, tc.want(d))
-				}
-			}
-			b.reset()
-			if got := b.next(); got != tc.want(ceiling[0]) {
-				t.Errorf("after reset: pause %v, want %v", got, tc.want(ceiling[0]))
-			}
-		})
-	}
-	t.Run("real draws stay in bounds and differ", func(t *testing.T) {
-		seen := map[time.Duration]bool{}
-		for i := 0; i < 200; i++ {
-			b := newBackoff(base, limit)
-			for range 10 {
-				b.next()
-			}
-			d := b.next()
-			if d < limit/2 || d >= limit {
-				t.Fatalf("capped pause %v outside [%v, %v)", d, limit/2, limit)
-			}
-			seen[d] = true
-		}
-		if len(seen) < 100 {
-			t.Errorf("200 capped pauses took only %d distinct values: not jittered", len(seen))
-		}
-	})
-	t.Run("many attempts do not overflow", func(t *testing.T) {
-		b := newBackoff(base, limit)
-		for i := 0; i < 1000; i++ {
-			if d := b.next(); d <= 0 || d > limit {
-				t.Fatalf("attempt %d: pause %v", i, d)
-			}
 		}
 	})
 }

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"swarmvlan/reconcile"
 	"swarmvlan/spec"
 	"swarmvlan/state"
 )
@@ -140,7 +139,7 @@ func printStatusTable(c *cli, store *state.Store, all map[string]map[string]json
 				}
 				rows[id] = r
 			}
-			var st reconcile.ObjectStatus
+			var st state.ObjectStatus
 			if err := json.Unmarshal(raw, &st); err != nil {
 				r.message = "unreadable status: " + err.Error()
 				continue

@@ -23,7 +23,7 @@ import (
 func (d *daemon) startHost(ctx context.Context, g *errgroup.Group, resync time.Duration) error {
 	docker := d.docker
 	log := d.log.With("role", "host")
-	registrar := &host.Registrar{Agent: d.store.Client().Agent(), Docker: docker}
+	registrar := &host.Registrar{Agent: d.store.LocalAgent(), Docker: docker}
 	var hn *host.Net
 	k, err := kernel.Open()
 	if err != nil {

@@ -20,7 +20,6 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"swarmvlan/lab"
-	"swarmvlan/reconcile/host"
 	"swarmvlan/spec"
 	"swarmvlan/state"
 )
@@ -129,7 +128,7 @@ func TestRunHostRole(t *testing.T) {
 		if err != nil || pair == nil || pair.Session == "" {
 			return false
 		}
-		var r host.Report
+		var r state.NodeReport
 		return json.Unmarshal(pair.Value, &r) == nil && r.VLANs[vlan].Ready && r.VLANs[vlan].Chunk == "10.214.7.0/24"
 	})
 	out, err := exec.Command("ip", "-n", ns, "-d", "addr", "show", "sv-"+vlan).CombinedOutput()

@@ -18,7 +18,6 @@ import (
 	"github.com/docker/docker/api/types/swarm"
 
 	"swarmvlan/lab"
-	"swarmvlan/reconcile"
 	"swarmvlan/reconcile/cluster"
 	"swarmvlan/reconcile/engine"
 	"swarmvlan/reconcile/host"
@@ -161,7 +160,7 @@ spec:
 			if err != nil || p == nil {
 				return false
 			}
-			var st reconcile.ObjectStatus
+			var st state.ObjectStatus
 			if json.Unmarshal(p.Value, &st) != nil || len(st.Conditions) < 2 || st.Conditions[1].Status != "True" {
 				return false
 			}

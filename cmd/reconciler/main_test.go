@@ -23,10 +23,10 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"swarmvlan/lab"
-	"swarmvlan/reconcile"
 	"swarmvlan/reconcile/cluster"
 	"swarmvlan/reconcile/engine"
 	"swarmvlan/reconcile/host"
+	"swarmvlan/state"
 )
 
 // binary is the reconciler built once for the process tests.
@@ -358,8 +358,8 @@ func TestInvalidDocumentPutInKVGetsStatusAndLastValidStays(t *testing.T) {
 	run(t, agent.Addr, "", "apply", "-f", dir)
 	startRun(t, agent.Addr, "a")
 
-	status := func() reconcile.ObjectStatus {
-		var st reconcile.ObjectStatus
+	status := func() state.ObjectStatus {
+		var st state.ObjectStatus
 		p, _, err := kv.Get("swarmvlan/status/vlans/vlan40", nil)
 		if err != nil || p == nil {
 			return st
@@ -483,7 +483,7 @@ spec:
 		if err != nil || pair == nil {
 			return false
 		}
-		var st reconcile.ObjectStatus
+		var st state.ObjectStatus
 		json.Unmarshal(pair.Value, &st)
 		for _, c := range st.Conditions {
 			if c.Type == "Ready" && c.Status == "True" {

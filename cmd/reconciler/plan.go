@@ -142,12 +142,15 @@ func cmdPlan(ctx context.Context, c *cli, args []string) error {
 
 // readSpecInForce reads the spec tree once and decodes it as the leader's
 // view does, so a document that is invalid in KV is known as such.
-// state.Store.SpecDocs (on its way from the state-layer work) replaces the
-// raw client here.
 func readSpecInForce(ctx context.Context, store *state.Store) (*reconcile.View, error) {
-	pairs, _, err := store.Client().KV().List(store.SpecPrefix(), (&api.QueryOptions{}).WithContext(ctx))
+	docs, err := store.SpecDocs(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", store.SpecPrefix(), err)
+	}
+	pairs := make(api.KVPairs, 0, len(docs))
+	for i, d := range docs {
+		// The view orders versions by index; these are one read's.
+		pairs = append(pairs, &api.KVPair{Key: d.Key, Value: d.Value, ModifyIndex: uint64(i + 1)})
 	}
 	view := reconcile.NewView(store.SpecPrefix())
 	view.Sync(pairs)

@@ -61,19 +61,9 @@ type Cluster struct {
 	owner atomic.Pointer[string]
 
 	mu      sync.Mutex
-	reports map[string]hostReadiness // node ID -> last report from its host role
-	scales  map[string]uint64        // state/scale key -> ModifyIndex seen
+	reports map[string]state.NodeReport // node ID -> last report from its host role
+	scales  map[string]uint64           // state/scale key -> ModifyIndex seen
 	down    nodeDownTracker
-}
-
-// hostReadiness is the part of a host role's node report the leader reads.
-// JSON field names match case-insensitively, so it reads HostReport as the
-// host role writes it.
-type hostReadiness struct {
-	Hostname string
-	VLANs    map[string]struct {
-		Ready bool
-	}
 }
 
 // New returns the leader's reconcilers.
@@ -87,7 +77,7 @@ func New(cfg Config) *Cluster {
 	if cfg.NodeDownGrace <= 0 {
 		cfg.NodeDownGrace = time.Minute
 	}
-	c := &Cluster{cfg: cfg, reports: map[string]hostReadiness{}, scales: map[string]uint64{}}
+	c := &Cluster{cfg: cfg, reports: map[string]state.NodeReport{}, scales: map[string]uint64{}}
 	c.ctrl = &reconcile.Controller{Store: cfg.Store, View: cfg.View, Log: cfg.Log, Workers: cfg.Workers, Resync: cfg.Resync,
 		Periodic: []reconcile.Key{{Kind: kindNodeLabels, Name: "all"}, {Kind: kindDiscoveryGC, Name: "all"}, {Kind: kindServiceResync, Name: "all"}},
 		Batched:  []string{spec.KindService}}
@@ -147,6 +137,8 @@ func (c *Cluster) Run(lead *state.Leadership) error {
 	}
 	c.lead.Store(lead)
 	defer c.lead.Store(nil)
+	// Status written for this term only, fenced by it.
+	c.ctrl.StatusWriter = lead.NewStatusWriter
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return c.ctrl.Run(ctx) })
 	g.Go(func() error { c.watchDocker(ctx); return nil })
@@ -154,7 +146,7 @@ func (c *Cluster) Run(lead *state.Leadership) error {
 		return ignoreCanceled(c.cfg.Store.WatchPrefix(ctx, c.cfg.Store.NodePrefix(), state.WatchOptions{}, c.onNodeReports))
 	})
 	g.Go(func() error {
-		return ignoreCanceled(c.cfg.Store.WatchPrefix(ctx, c.cfg.Store.Prefix()+"state/scale/", state.WatchOptions{}, c.onScaleIntents))
+		return ignoreCanceled(c.cfg.Store.WatchPrefix(ctx, c.cfg.Store.ScalePrefix(), state.WatchOptions{}, c.onScaleIntents))
 	})
 	g.Go(func() error { c.sweepLoop(ctx); return nil })
 	return g.Wait()
@@ -204,18 +196,9 @@ func (c *Cluster) watchDocker(ctx context.Context) {
 }
 
 func (c *Cluster) onNodeReports(pairs api.KVPairs, _ uint64) {
-	reports := map[string]hostReadiness{}
-	for _, p := range pairs {
-		node := strings.TrimPrefix(p.Key, c.cfg.Store.NodePrefix())
-		if p.Session == "" || node == "" || strings.Contains(node, "/") {
-			continue
-		}
-		var r hostReadiness
-		if err := json.Unmarshal(p.Value, &r); err != nil {
-			c.cfg.Log.Warn("unreadable node report", "node", node, "err", err)
-			continue
-		}
-		reports[node] = r
+	reports, bad := c.cfg.Store.NodeReports(pairs)
+	for node, err := range bad {
+		c.cfg.Log.Warn("unreadable node report", "node", node, "err", err)
 	}
 	c.mu.Lock()
 	c.reports = reports
@@ -227,19 +210,21 @@ func (c *Cluster) onNodeReports(pairs api.KVPairs, _ uint64) {
 }
 
 func (c *Cluster) onScaleIntents(pairs api.KVPairs, _ uint64) {
-	prefix := c.cfg.Store.Prefix() + "state/scale/"
 	c.mu.Lock()
 	seen := map[string]uint64{}
 	var changed []string
 	for _, p := range pairs {
 		seen[p.Key] = p.ModifyIndex
-		if c.scales[p.Key] != p.ModifyIndex {
-			changed = append(changed, strings.TrimPrefix(p.Key, prefix))
+		if name, ok := c.cfg.Store.ParseScaleKey(p.Key); ok && c.scales[p.Key] != p.ModifyIndex {
+			changed = append(changed, name)
 		}
 	}
 	for k := range c.scales {
-		if _, ok := seen[k]; !ok {
-			changed = append(changed, strings.TrimPrefix(k, prefix))
+		if _, still := seen[k]; still {
+			continue
+		}
+		if name, ok := c.cfg.Store.ParseScaleKey(k); ok {
+			changed = append(changed, name)
 		}
 	}
 	c.scales = seen
@@ -287,12 +272,11 @@ func (c *Cluster) sweep(ctx context.Context) error {
 			c.ctrl.Enqueue(k)
 		}
 	}
-	keys, _, err := c.cfg.Store.Client().KV().Keys(c.cfg.Store.Prefix()+"state/allocations/", "/", (&api.QueryOptions{}).WithContext(ctx))
+	vlans, err := c.cfg.Store.AllocationVLANs(ctx)
 	if err != nil {
 		return fmt.Errorf("list allocations: %w", err)
 	}
-	for _, k := range keys {
-		vlan := strings.TrimSuffix(strings.TrimPrefix(k, c.cfg.Store.Prefix()+"state/allocations/"), "/")
+	for _, vlan := range vlans {
 		key := reconcile.Key{Kind: spec.KindVLAN, Name: vlan}
 		_, valid := c.cfg.View.Get(key)
 		_, invalid := c.cfg.View.Invalid(key)

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/swarm"
-	"github.com/hashicorp/consul/api"
 )
 
 // kindDiscoveryGC is the synthetic key kind of the leader's catalog clean-up
@@ -70,52 +69,27 @@ func (t *nodeDownTracker) observe(nodes []swarm.Node, known map[string]bool, now
 	return expired, next
 }
 
-// catalogEntriesOfNodes returns the catalog's swarmvlan task entries whose
-// task ran on one of the given swarm nodes, and every node any entry names.
-func catalogEntriesOfNodes(ctx context.Context, cat *api.Catalog, nodes map[string]bool) ([]*api.CatalogService, map[string]bool, error) {
-	q := (&api.QueryOptions{}).WithContext(ctx)
-	names, _, err := cat.Services(q)
-	if err != nil {
-		return nil, nil, fmt.Errorf("list catalog services: %w", err)
-	}
-	var out []*api.CatalogService
-	seen := map[string]bool{}
-	for name := range names {
-		entries, _, err := cat.Service(name, "", (&api.QueryOptions{Filter: fmt.Sprintf("ServiceMeta[%q] != \"\"", state.MetaNode)}).WithContext(ctx))
-		if err != nil {
-			return nil, nil, fmt.Errorf("list catalog service %s: %w", name, err)
-		}
-		for _, e := range entries {
-			node := e.ServiceMeta[state.MetaNode]
-			if e.ServiceMeta[state.MetaTask] == "" || node == "" {
-				continue
-			}
-			seen[node] = true
-			if nodes[node] {
-				out = append(out, e)
-			}
-		}
-	}
-	return out, seen, nil
-}
-
 // reconcileDiscoveryGC removes from the catalog the task entries of nodes
 // that Swarm has marked down for longer than the grace period. Their own
 // agent would do it, but a dead agent cannot, and a critical entry that
 // nobody reaps stays in the catalog. When the node comes back, its host role
 // registers its running tasks again under the same IDs, so nothing doubles.
 func (c *Cluster) reconcileDiscoveryGC(ctx context.Context, _ reconcile.Key, _ *reconcile.Doc) reconcile.Outcome {
-	if _, err := c.leadership(); err != nil {
+	lead, err := c.leadership()
+	if err != nil {
 		return reconcile.Retry(err)
 	}
 	nodes, err := c.cfg.Docker.NodeList(ctx, engine.Filter())
 	if err != nil {
 		return reconcile.Retry(fmt.Errorf("discovery gc: list nodes: %w", err))
 	}
-	cat := c.cfg.Store.Client().Catalog()
-	_, named, err := catalogEntriesOfNodes(ctx, cat, nil)
+	entries, err := c.cfg.Store.CatalogTasks(ctx)
 	if err != nil {
 		return reconcile.Retry(fmt.Errorf("discovery gc: %w", err))
+	}
+	named := map[string]bool{}
+	for _, e := range entries {
+		named[e.ServiceMeta[state.MetaNode]] = true
 	}
 	c.mu.Lock()
 	expired, next := c.down.observe(nodes, named, c.cfg.Now(), c.cfg.NodeDownGrace)
@@ -124,20 +98,15 @@ func (c *Cluster) reconcileDiscoveryGC(ctx context.Context, _ reconcile.Key, _ *
 	if !next.IsZero() {
 		out = reconcile.RequeueAfter(next.Sub(c.cfg.Now()) + time.Second)
 	}
-	if len(expired) == 0 {
-		return out
-	}
-	set := map[string]bool{}
+	gone := map[string]bool{}
 	for _, id := range expired {
-		set[id] = true
-	}
-	entries, _, err := catalogEntriesOfNodes(ctx, cat, set)
-	if err != nil {
-		return reconcile.Retry(fmt.Errorf("discovery gc: %w", err))
+		gone[id] = true
 	}
 	for _, e := range entries {
-		_, err := cat.Deregister(&api.CatalogDeregistration{Node: e.Node, ServiceID: e.ServiceID}, (&api.WriteOptions{}).WithContext(ctx))
-		if err != nil {
+		if !gone[e.ServiceMeta[state.MetaNode]] {
+			continue
+		}
+		if err := lead.DeregisterCatalogEntry(ctx, e); err != nil {
 			return reconcile.Retry(fmt.Errorf("discovery gc: deregister %s of lost node %s: %w", e.ServiceID, e.ServiceMeta[state.MetaNode], err))
 		}
 		c.cfg.Log.Info("deregistered task of a lost node", "service", e.ServiceName, "id", e.ServiceID,

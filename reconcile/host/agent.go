@@ -78,26 +78,8 @@ type Config struct {
 	SyncRegistrations func(ctx context.Context, services []*spec.Service) error
 }
 
-// Report is the value of state/nodes/<nodeID>: the node's liveness key,
-// read by the leader to label ready nodes. It is rewritten only when
-// readiness changes, not on every pass.
-type Report struct {
-	Hostname string                `json:"hostname"`
-	VLANs    map[string]VLANReport `json:"vlans"`
-	// Updated is when the value was written; it is not compared.
-	Updated time.Time `json:"updated"`
-}
-
-// VLANReport is one VLAN's readiness on a node.
-type VLANReport struct {
-	Ready  bool   `json:"ready"`
-	Reason string `json:"reason,omitempty"`
-	// Chunk is the node's chunk of the VLAN, empty before it has one.
-	Chunk string `json:"chunk,omitempty"`
-}
-
 // hostReportSame compares what the leader acts on, leaving Updated out.
-func hostReportSame(a, b *Report) bool {
+func hostReportSame(a, b *state.NodeReport) bool {
 	if a == nil || b == nil {
 		return a == b
 	}
@@ -151,8 +133,8 @@ type Agent struct {
 	// reg holds state/nodes/<nodeID> once registered; report is the latest
 	// report and written the one last put in the key.
 	reg         *state.NodeRegistration
-	report      *Report
-	written     *Report
+	report      *state.NodeReport
+	written     *state.NodeReport
 	reportReady chan struct{} // closed when the first report exists
 
 	// lastWant and known are only used by the network reconcile, which the
@@ -455,14 +437,14 @@ func (a *Agent) register(ctx context.Context) {
 	}
 }
 
-func hostReportValue(r Report) ([]byte, error) {
+func hostReportValue(r state.NodeReport) ([]byte, error) {
 	r.Updated = time.Now().UTC()
 	return json.Marshal(r)
 }
 
 // publishReport keeps the node key's value in step with r, writing only
 // when readiness changed.
-func (a *Agent) publishReport(ctx context.Context, r Report) error {
+func (a *Agent) publishReport(ctx context.Context, r state.NodeReport) error {
 	a.mu.Lock()
 	first := a.report == nil
 	a.report = &r
@@ -649,7 +631,7 @@ func hostErrText(err error) string {
 // hostPass is the outcome of one network reconcile.
 type hostPass struct {
 	Status Status
-	Report Report
+	Report state.NodeReport
 	// DockerAway is set when the Engine could not be asked: the pass's
 	// readiness is then a guess, not an observation.
 	DockerAway bool
@@ -701,7 +683,7 @@ func (a *Agent) converge(ctx context.Context) (p *hostPass, ok bool) {
 	want := hostDesired(vlans, host, chunks)
 
 	p = &hostPass{Status: Status{Hostname: hostname, VLANs: map[string]VLANStatus{}},
-		Report: Report{Hostname: hostname, VLANs: map[string]VLANReport{}}}
+		Report: state.NodeReport{Hostname: hostname, VLANs: map[string]state.NodeVLANReport{}}}
 
 	// Docker first: a VLAN gone from the spec keeps its links while its
 	// config network stays, so removal decides what the kernel keeps.
@@ -783,7 +765,7 @@ func (a *Agent) converge(ctx context.Context) (p *hostPass, ok bool) {
 		}
 		st := hostVLANStatusOf(w, o)
 		p.Status.VLANs[w.Net.Name] = st
-		p.Report.VLANs[w.Net.Name] = VLANReport{Ready: st.Ready, Reason: st.Reason, Chunk: w.Chunk}
+		p.Report.VLANs[w.Net.Name] = state.NodeVLANReport{Ready: st.Ready, Reason: st.Reason, Chunk: w.Chunk}
 	}
 	p.Times.Docker = dockerTime + time.Since(dockerStart)
 

@@ -128,7 +128,7 @@ func (h *hostTestHarness) putAllocation(t *testing.T, vlan, chunk string) {
 }
 
 // nodeReport reads state/nodes/<nodeID>; held says a session holds it.
-func (h *hostTestHarness) nodeReport(t *testing.T) (r Report, held bool, err error) {
+func (h *hostTestHarness) nodeReport(t *testing.T) (r state.NodeReport, held bool, err error) {
 	t.Helper()
 	nodeID, _ := h.agent.Identity()
 	p, _, err := h.kv.Get(h.store.NodeKey(nodeID), nil)
@@ -142,10 +142,10 @@ func (h *hostTestHarness) nodeReport(t *testing.T) (r Report, held bool, err err
 }
 
 // nodeStatus reads status/nodes/<nodeID>.
-func (h *hostTestHarness) nodeStatus(t *testing.T) (reconcile.ObjectStatus, Status, error) {
+func (h *hostTestHarness) nodeStatus(t *testing.T) (state.ObjectStatus, Status, error) {
 	t.Helper()
 	nodeID, _ := h.agent.Identity()
-	var obj reconcile.ObjectStatus
+	var obj state.ObjectStatus
 	var st Status
 	p, _, err := h.kv.Get(h.store.StatusKey(state.SectionNodes, nodeID), nil)
 	if err != nil || p == nil {
@@ -169,7 +169,7 @@ func (h *hostTestHarness) vlanReadyReport(t *testing.T, vlan, chunk string) erro
 		return err
 	case !held:
 		return errors.New("node key not held by a session")
-	case r.VLANs[vlan] != VLANReport{Ready: true, Chunk: chunk}:
+	case r.VLANs[vlan] != state.NodeVLANReport{Ready: true, Chunk: chunk}:
 		return fmt.Errorf("node report says %+v", r.VLANs[vlan])
 	}
 	return nil
@@ -240,7 +240,7 @@ func TestHostAgentConsul(t *testing.T) {
 				return err
 			case !held:
 				return errors.New("not held by a session")
-			case r.Hostname != "worker1" || r.VLANs["v40"] != (VLANReport{Reason: "waiting for a chunk"}):
+			case r.Hostname != "worker1" || r.VLANs["v40"] != (state.NodeVLANReport{Reason: "waiting for a chunk"}):
 				return fmt.Errorf("report %+v", r)
 			}
 			return nil

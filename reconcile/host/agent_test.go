@@ -299,18 +299,20 @@ func TestHostChunksOf(t *testing.T) {
 }
 
 func TestHostReportSame(t *testing.T) {
-	base := Report{Hostname: "h", VLANs: map[string]VLANReport{"v40": {Ready: true, Chunk: "10.40.1.0/24"}}, Updated: time.Now()}
+	base := state.NodeReport{Hostname: "h", VLANs: map[string]state.NodeVLANReport{"v40": {Ready: true, Chunk: "10.40.1.0/24"}}, Updated: time.Now()}
 	tests := []struct {
 		name string
-		edit func(r *Report)
+		edit func(r *state.NodeReport)
 		same bool
 	}{
-		{"only the time differs", func(r *Report) { r.Updated = r.Updated.Add(time.Hour) }, true},
-		{"readiness differs", func(r *Report) { r.VLANs = map[string]VLANReport{"v40": {Reason: "waiting for a chunk"}} }, false},
-		{"a VLAN more", func(r *Report) {
-			r.VLANs = map[string]VLANReport{"v40": base.VLANs["v40"], "v41": {}}
+		{"only the time differs", func(r *state.NodeReport) { r.Updated = r.Updated.Add(time.Hour) }, true},
+		{"readiness differs", func(r *state.NodeReport) {
+			r.VLANs = map[string]state.NodeVLANReport{"v40": {Reason: "waiting for a chunk"}}
 		}, false},
-		{"hostname differs", func(r *Report) { r.Hostname = "other" }, false},
+		{"a VLAN more", func(r *state.NodeReport) {
+			r.VLANs = map[string]state.NodeVLANReport{"v40": base.VLANs["v40"], "v41": {}}
+		}, false},
+		{"hostname differs", func(r *state.NodeReport) { r.Hostname = "other" }, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -416,7 +418,7 @@ func TestHostConvergeConfigNetworks(t *testing.T) {
 		if hostTestConfigNet(fake, "v41-config") != nil {
 			t.Error("v41-config created without a chunk")
 		}
-		want := map[string]VLANReport{
+		want := map[string]state.NodeVLANReport{
 			"v40": {Ready: true, Chunk: "10.40.1.0/24"},
 			"v41": {Reason: hostReasonWaitChunk},
 		}

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"maps"
 	"net"
-	"net/http"
 	"net/netip"
 	"slices"
 	"sort"
@@ -51,7 +50,7 @@ const (
 // removes them after the check's deregisterAfter (registrator #505).
 type Registrar struct {
 	// Agent is the LOCAL agent: each host registers its own tasks.
-	Agent *api.Agent
+	Agent *state.Agent
 	// Docker is this host's engine.
 	Docker engine.Docker
 	// NodeID is this host's swarm node ID; empty asks Docker once.
@@ -149,7 +148,7 @@ func (r *Registrar) Sync(ctx context.Context, targets map[string]RegistrationTar
 	want, problems := registrationWant(node, r.Hostname, targets, ctrs)
 	st.Problems = problems
 
-	all, err := r.Agent.ServicesWithFilterOpts("", (&api.QueryOptions{}).WithContext(ctx))
+	all, err := r.Agent.Services(ctx)
 	if err != nil {
 		return st, fmt.Errorf("registration: list agent services: %w", err)
 	}
@@ -164,8 +163,7 @@ func (r *Registrar) Sync(ctx context.Context, targets map[string]RegistrationTar
 	var errs []error
 	failed := map[string]bool{}
 	for _, reg := range register {
-		opts := api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(ctx)
-		if err := r.Agent.ServiceRegisterOpts(reg, opts); err != nil {
+		if err := r.Agent.Register(ctx, reg); err != nil {
 			failed[reg.ID] = true
 			errs = append(errs, fmt.Errorf("registration %q: register task %s at %s: %w",
 				reg.ID, reg.Meta[state.MetaTask], reg.Address, err))
@@ -174,8 +172,7 @@ func (r *Registrar) Sync(ctx context.Context, targets map[string]RegistrationTar
 		st.Registered = append(st.Registered, reg.ID)
 	}
 	for _, id := range deregister {
-		err := r.Agent.ServiceDeregisterOpts(id, (&api.QueryOptions{}).WithContext(ctx))
-		if err != nil && !registrationGone(err) {
+		if err := r.Agent.Deregister(ctx, id); err != nil {
 			errs = append(errs, fmt.Errorf("registration %q: deregister: %w", id, err))
 			continue
 		}
@@ -217,13 +214,6 @@ func (r *Registrar) nodeID(ctx context.Context) (string, error) {
 	}
 	r.node = info.Swarm.NodeID
 	return r.node, nil
-}
-
-// registrationGone reports whether a deregistration failed only because the
-// agent no longer knows the service (its reaper or an operator was first).
-func registrationGone(err error) bool {
-	var se api.StatusError
-	return errors.As(err, &se) && se.Code == http.StatusNotFound
 }
 
 // registrationOwned reports whether a registration is swarmvlan's.

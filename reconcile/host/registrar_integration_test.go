@@ -4,10 +4,12 @@ package host_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"slices"
@@ -174,7 +176,11 @@ func discoveryTestBed(tb testing.TB, replicas int, interval spec.Duration) *disc
 		tb.Fatalf("EnsureService: %v", err)
 	}
 
-	b.reg = &host.Registrar{Agent: b.consul.Agent(), Docker: d, NodeID: b.self, Hostname: info.Name}
+	store, err := state.New(state.Config{Address: b.agent.Addr})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	b.reg = &host.Registrar{Agent: store.LocalAgent(), Docker: d, NodeID: b.self, Hostname: info.Name}
 	tb.Cleanup(func() {
 		// The agent dies with the test; removing the registrations first
 		// still leaves nothing behind should it be reused.
@@ -361,7 +367,7 @@ func TestRegistrarIntegration(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		for _, id := range []string{foreign.ID, otherNode.ID} {
-			if err := agent.ServiceDeregister(id); err != nil && !host.RegistrationGoneForTest(err) {
+			if err := agent.ServiceDeregister(id); err != nil && !consulNotFound(err) {
 				t.Errorf("cleanup: deregister %s: %v", id, err)
 			}
 		}
@@ -631,3 +637,10 @@ func BenchmarkTaskToPassing(b *testing.B) {
 }
 
 func msOf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// consulNotFound reports whether the agent answered 404: the registration
+// is gone already.
+func consulNotFound(err error) bool {
+	var se api.StatusError
+	return errors.As(err, &se) && se.Code == http.StatusNotFound
+}

@@ -296,7 +296,7 @@ func TestRegistrationHave(t *testing.T) {
 // the documents) changes nothing and does not even read Docker.
 func TestRegistrarSyncRefusesNoView(t *testing.T) {
 	fake := enginetest.NewFake()
-	r := &Registrar{Docker: fake, Agent: &api.Agent{}, NodeID: "node1"}
+	r := &Registrar{Docker: fake, Agent: &state.Agent{}, NodeID: "node1"}
 	if _, err := r.Sync(context.Background(), nil); err == nil {
 		t.Fatal("Sync with a nil target map succeeded")
 	}

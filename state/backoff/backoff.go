@@ -67,6 +67,9 @@ func (b *Backoff) Attempts() int { return b.attempt }
 // Sleep waits d or until ctx is done, and reports whether the whole wait
 // passed.
 func Sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
