@@ -30,8 +30,8 @@ type NetworkStatus struct {
 // index of the version observed, its conditions (Valid first), the last
 // error and the reconciler's details.
 type ObjectStatus struct {
-	ObservedIndex uint64            `json:"observedIndex"`
-	Conditions    []Condition `json:"conditions,omitempty"`
-	LastError     string            `json:"lastError,omitempty"`
-	Details       json.RawMessage   `json:"details,omitempty"`
+	ObservedIndex uint64          `json:"observedIndex"`
+	Conditions    []Condition     `json:"conditions,omitempty"`
+	LastError     string          `json:"lastError,omitempty"`
+	Details       json.RawMessage `json:"details,omitempty"`
 }
