@@ -5,76 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"time"
 
 	"swarmvlan/reconcile"
 	"swarmvlan/reconcile/cluster"
 	"swarmvlan/spec"
 	"swarmvlan/state"
 )
-
-// scaleOutcome is what one accepted scale request did; it is also the scale
-// API's answer.
-type scaleOutcome struct {
-	Service string `json:"service"`
-	// Replicas is the count in force afterwards, Previous the one before.
-	Replicas int `json:"replicas"`
-	Previous int `json:"previous"`
-	Min      int `json:"min"`
-	Max      int `json:"max"`
-}
-
-// changed says whether the request moved the count.
-func (o scaleOutcome) changed() bool { return o.Replicas != o.Previous }
-
-// applyScale decides req against the service's recorded intent and writes
-// the result with check-and-set, retrying on conflict, so concurrent
-// requests through any manager (or the CLI) never lose one. A refusal
-// changes nothing and is returned as such; err is for Consul trouble.
-func applyScale(ctx context.Context, store *state.Store, svc *spec.Service, req cluster.ScaleRequest) (scaleOutcome, *cluster.ScaleRefusal, error) {
-	name := svc.Metadata.Name
-	out := scaleOutcome{Service: name}
-	if sc := svc.Spec.Scaling; sc != nil {
-		out.Min, out.Max = sc.Min, sc.Max
-	}
-	var refusal *cluster.ScaleRefusal
-	recorded := false
-	intent, err := store.UpdateScaleIntent(ctx, name, func(cur *state.ScaleIntent, found bool) (*state.ScaleIntent, error) {
-		// fn runs again after a lost race: nothing from a previous round
-		// may leak into this one.
-		refusal, recorded = nil, found
-		out.Previous = cluster.EffectiveReplicas(svc, intentCount(*cur, found))
-		next, r := cluster.DecideScale(svc, *cur, found, req, time.Now())
-		if r != nil {
-			refusal = r
-			return nil, nil
-		}
-		if next == *cur {
-			return nil, nil
-		}
-		recorded = true
-		return &next, nil
-	})
-	if err != nil {
-		return out, nil, err
-	}
-	if refusal != nil {
-		out.Replicas = out.Previous
-		return out, refusal, nil
-	}
-	out.Replicas = cluster.EffectiveReplicas(svc, intentCount(intent, recorded))
-	return out, nil, nil
-}
-
-// intentCount is the recorded count for EffectiveReplicas: nil when the
-// service was never scaled, so spec.replicas is in force.
-func intentCount(si state.ScaleIntent, found bool) *int {
-	if !found {
-		return nil
-	}
-	n := si.Replicas
-	return &n
-}
 
 // errServiceNotFound is returned by readService for a missing document.
 var errServiceNotFound = errors.New("not found")
@@ -135,7 +71,7 @@ func cmdScale(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	out, refusal, err := applyScale(ctx, store, svc, req)
+	out, refusal, err := cluster.ApplyScale(ctx, store, svc, req)
 	if err != nil {
 		return err
 	}
@@ -143,7 +79,7 @@ func cmdScale(ctx context.Context, c *cli, args []string) error {
 		fmt.Fprintf(c.stderr, "reconciler scale: refused: %s\n", refusal.Reason)
 		return exitError{code: 1}
 	}
-	if !out.changed() {
+	if !out.Changed() {
 		fmt.Fprintf(c.stdout, "%s: unchanged at %d replicas (min %d, max %d)\n", name, out.Replicas, out.Min, out.Max)
 		return nil
 	}

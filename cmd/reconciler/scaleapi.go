@@ -194,7 +194,7 @@ func (a *scaleAPI) respond(w http.ResponseWriter, r *http.Request, name string, 
 type scaleResult struct {
 	code    int
 	result  string // the metrics result label
-	out     scaleOutcome
+	out     cluster.ScaleOutcome
 	refusal *cluster.ScaleRefusal
 	err     string // 404 and 5xx: the message
 }
@@ -208,7 +208,7 @@ func (s scaleResult) reply() any {
 	case s.refusal != nil && s.refusal.Kind == cluster.RefusedInvalid:
 		return errorReply{Error: s.refusal.Reason}
 	case s.refusal != nil:
-		rep := refusalReply{scaleOutcome: s.out, Error: s.refusal.Reason}
+		rep := refusalReply{ScaleOutcome: s.out, Error: s.refusal.Reason}
 		if s.refusal.Limit != "" {
 			b := s.refusal.Bound
 			rep.Limit, rep.Bound = s.refusal.Limit, &b
@@ -251,7 +251,7 @@ func (a *scaleAPI) decide(ctx context.Context, remote, name string, req cluster.
 		return scaleResult{code: http.StatusNotFound, result: scaleResultNotFound, err: fmt.Sprintf("service %q not found", name)}
 	}
 	svc := doc.Object.(*spec.Service)
-	out, refusal, err := applyScale(ctx, a.store, svc, req)
+	out, refusal, err := cluster.ApplyScale(ctx, a.store, svc, req)
 	if err != nil {
 		return scaleResult{code: http.StatusServiceUnavailable, result: scaleResultError, err: err.Error()}
 	}
@@ -266,7 +266,7 @@ func (a *scaleAPI) decide(ctx context.Context, remote, name string, req cluster.
 		return scaleResult{code: refusalStatus(refusal), result: result, out: out, refusal: refusal}
 	}
 	result := scaleResultScaled
-	if !out.changed() {
+	if !out.Changed() {
 		result = scaleResultUnchanged
 	}
 	return scaleResult{code: http.StatusOK, result: result, out: out}
@@ -279,7 +279,7 @@ type errorReply struct {
 
 // refusalReply answers a refused request: the count stays where it was.
 type refusalReply struct {
-	scaleOutcome
+	cluster.ScaleOutcome
 	Error string `json:"error"`
 	// Limit ("min" or "max") and Bound name the bound that was hit.
 	Limit             string `json:"limit,omitempty"`

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -222,4 +223,67 @@ func scaleReason(req ScaleRequest, from, to int) string {
 		s += " (" + req.Note + ")"
 	}
 	return s
+}
+
+// ScaleOutcome is what one accepted scale request did; it is also the scale
+// API's answer.
+type ScaleOutcome struct {
+	Service string `json:"service"`
+	// Replicas is the count in force afterwards, Previous the one before.
+	Replicas int `json:"replicas"`
+	Previous int `json:"previous"`
+	Min      int `json:"min"`
+	Max      int `json:"max"`
+}
+
+// Changed says whether the request moved the count.
+func (o ScaleOutcome) Changed() bool { return o.Replicas != o.Previous }
+
+// ApplyScale decides req against the service's recorded intent and writes
+// the result with check-and-set, retrying on conflict, so concurrent
+// requests through any manager (or the CLI) never lose one. A refusal
+// changes nothing and is returned as such; err is for Consul trouble.
+func ApplyScale(ctx context.Context, store *state.Store, svc *spec.Service, req ScaleRequest) (ScaleOutcome, *ScaleRefusal, error) {
+	name := svc.Metadata.Name
+	out := ScaleOutcome{Service: name}
+	if sc := svc.Spec.Scaling; sc != nil {
+		out.Min, out.Max = sc.Min, sc.Max
+	}
+	var refusal *ScaleRefusal
+	recorded := false
+	intent, err := store.UpdateScaleIntent(ctx, name, func(cur *state.ScaleIntent, found bool) (*state.ScaleIntent, error) {
+		// fn runs again after a lost race: nothing from a previous round
+		// may leak into this one.
+		refusal, recorded = nil, found
+		out.Previous = EffectiveReplicas(svc, intentCount(*cur, found))
+		next, r := DecideScale(svc, *cur, found, req, time.Now())
+		if r != nil {
+			refusal = r
+			return nil, nil
+		}
+		if next == *cur {
+			return nil, nil
+		}
+		recorded = true
+		return &next, nil
+	})
+	if err != nil {
+		return out, nil, err
+	}
+	if refusal != nil {
+		out.Replicas = out.Previous
+		return out, refusal, nil
+	}
+	out.Replicas = EffectiveReplicas(svc, intentCount(intent, recorded))
+	return out, nil, nil
+}
+
+// intentCount is the recorded count for EffectiveReplicas: nil when the
+// service was never scaled, so spec.replicas is in force.
+func intentCount(si state.ScaleIntent, found bool) *int {
+	if !found {
+		return nil
+	}
+	n := si.Replicas
+	return &n
 }
