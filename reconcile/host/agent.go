@@ -659,26 +659,7 @@ func (a *Agent) converge(ctx context.Context) (p *hostPass, ok bool) {
 	if chunks == nil {
 		return nil, false
 	}
-	docs := a.cfg.View.List(spec.KindVLAN)
-	vlans := make([]*spec.VLAN, 0, len(docs))
-	inView := make(map[string]bool, len(docs))
-	for _, d := range docs {
-		v := d.Object.(*spec.VLAN)
-		vlans = append(vlans, v)
-		inView[v.Metadata.Name] = true
-		a.known[v.Metadata.Name] = true
-	}
-	// A VLAN whose stored document is invalid and never had a valid
-	// version here (a stricter validation after an upgrade, a bad put
-	// before this process started) is held as it is, not removed: its config
-	// network and links stay until the document is fixed or deleted.
-	held := map[string]string{}
-	for _, k := range a.cfg.View.Keys() {
-		if _, bad := a.cfg.View.Invalid(k); bad && k.Kind == spec.KindVLAN && !inView[k.Name] {
-			inView[k.Name] = true
-			held[k.Name] = "kept: the VLAN document is invalid; nothing is changed until it is fixed or deleted"
-		}
-	}
+	vlans, inView, held := a.viewVLANs()
 	host, _ := a.cfg.View.Host(hostname)
 	want := hostDesired(vlans, host, chunks)
 
@@ -688,60 +669,16 @@ func (a *Agent) converge(ctx context.Context) (p *hostPass, ok bool) {
 	// Docker first: a VLAN gone from the spec keeps its links while its
 	// config network stays, so removal decides what the kernel keeps.
 	dockerStart := time.Now()
-	d := a.cfg.Docker
-	nets, listErr := d.NetworkList(ctx, engine.Filter())
+	nets, listErr := a.cfg.Docker.NetworkList(ctx, engine.Filter())
 	if listErr != nil {
 		listErr = fmt.Errorf("list networks: %w", listErr)
 		p.Errs = append(p.Errs, listErr)
 		p.DockerAway = true
 	}
-	known := maps.Clone(a.known)
-	for vlan := range chunks {
-		// A chunk under this prefix shows the VLAN was this installation's.
-		known[vlan] = true
-	}
-	keep := maps.Clone(held)
-	if listErr != nil {
-		for vlan := range a.lastWant {
-			if !inView[vlan] {
-				keep[vlan] = "kept: Docker cannot be asked whether its config network is in use"
-			}
-		}
-	} else {
-		for _, vlan := range hostStaleConfigNetworks(nets, inView, known) {
-			st, err := RemoveConfigNetwork(ctx, d, vlan)
-			if err != nil {
-				p.Errs = append(p.Errs, err)
-			}
-			if st.State != state.NetworkAbsent {
-				keep[vlan] = "config network " + st.Name + " " + st.State
-				if st.Message != "" {
-					keep[vlan] += ": " + st.Message
-				}
-			}
-			p.Requeue = p.Requeue || st.Requeue
-		}
-	}
+	keep := a.removeStale(ctx, p, nets, listErr, inView, held, chunks)
 	dockerTime := time.Since(dockerStart)
 
-	hvs := make([]VLAN, 0, len(want)+len(keep))
-	for _, w := range want {
-		hvs = append(hvs, w.Net)
-	}
-	for vlan := range keep {
-		hv, ok := a.lastWant[vlan]
-		if !ok && listErr == nil {
-			// Gone from the spec before this process saw it: what the
-			// config network records is what its containers ride on.
-			if n, found := hostConfigNetworkOf(nets, vlan); found {
-				hv, ok = hostVLANFromConfig(vlan, n)
-			}
-		}
-		if ok {
-			a.lastWant[vlan] = hv
-			hvs = append(hvs, hv)
-		}
-	}
+	hvs := a.kernelWant(want, keep, nets, listErr)
 	var netSt map[string]NetStatus
 	var netErr error
 	netStart := time.Now()
@@ -783,6 +720,91 @@ func (a *Agent) converge(ctx context.Context) (p *hostPass, ok bool) {
 	p.Status.Summary = hostSummary(p.Status)
 	p.Times.Total = time.Since(start)
 	return p, true
+}
+
+// viewVLANs reads the VLANs in force from the view, the names the pass
+// must not treat as gone (inView), and those held as they are because
+// their stored document is invalid with no valid version seen (a stricter
+// validation after an upgrade, a bad put before this process started):
+// their config network and links stay until the document is fixed or
+// deleted.
+func (a *Agent) viewVLANs() (vlans []*spec.VLAN, inView map[string]bool, held map[string]string) {
+	docs := a.cfg.View.List(spec.KindVLAN)
+	vlans = make([]*spec.VLAN, 0, len(docs))
+	inView = make(map[string]bool, len(docs))
+	for _, d := range docs {
+		v := d.Object.(*spec.VLAN)
+		vlans = append(vlans, v)
+		inView[v.Metadata.Name] = true
+		a.known[v.Metadata.Name] = true
+	}
+	held = map[string]string{}
+	for _, k := range a.cfg.View.Keys() {
+		if _, bad := a.cfg.View.Invalid(k); bad && k.Kind == spec.KindVLAN && !inView[k.Name] {
+			inView[k.Name] = true
+			held[k.Name] = "kept: the VLAN document is invalid; nothing is changed until it is fixed or deleted"
+		}
+	}
+	return vlans, inView, held
+}
+
+// removeStale removes the config networks of this installation's VLANs
+// gone from the view, when unused, and returns the VLANs whose config
+// network stays (with why): their links stay with it. With Docker away
+// nothing is removed and every VLAN gone from the view is kept.
+func (a *Agent) removeStale(ctx context.Context, p *hostPass, nets []network.Summary, listErr error, inView map[string]bool, held, chunks map[string]string) map[string]string {
+	known := maps.Clone(a.known)
+	for vlan := range chunks {
+		// A chunk under this prefix shows the VLAN was this installation's.
+		known[vlan] = true
+	}
+	keep := maps.Clone(held)
+	if listErr != nil {
+		for vlan := range a.lastWant {
+			if !inView[vlan] {
+				keep[vlan] = "kept: Docker cannot be asked whether its config network is in use"
+			}
+		}
+		return keep
+	}
+	for _, vlan := range hostStaleConfigNetworks(nets, inView, known) {
+		st, err := RemoveConfigNetwork(ctx, a.cfg.Docker, vlan)
+		if err != nil {
+			p.Errs = append(p.Errs, err)
+		}
+		if st.State != state.NetworkAbsent {
+			keep[vlan] = "config network " + st.Name + " " + st.State
+			if st.Message != "" {
+				keep[vlan] += ": " + st.Message
+			}
+		}
+		p.Requeue = p.Requeue || st.Requeue
+	}
+	return keep
+}
+
+// kernelWant is the kernel state of the pass: every VLAN wanted, and every
+// kept one as it was last wanted or, for a VLAN gone from the spec before
+// this process saw it, as its config network records it (what its
+// containers ride on).
+func (a *Agent) kernelWant(want []hostWant, keep map[string]string, nets []network.Summary, listErr error) []VLAN {
+	hvs := make([]VLAN, 0, len(want)+len(keep))
+	for _, w := range want {
+		hvs = append(hvs, w.Net)
+	}
+	for vlan := range keep {
+		hv, ok := a.lastWant[vlan]
+		if !ok && listErr == nil {
+			if n, found := hostConfigNetworkOf(nets, vlan); found {
+				hv, ok = hostVLANFromConfig(vlan, n)
+			}
+		}
+		if ok {
+			a.lastWant[vlan] = hv
+			hvs = append(hvs, hv)
+		}
+	}
+	return hvs
 }
 
 // ensureConfig converges one VLAN's config network, with no further Docker
