@@ -574,7 +574,7 @@ type hostObservedVLAN struct {
 // a chunk and its config network is as wanted. Problems the operator must
 // fix come before waiting for a chunk. Pure.
 func hostVLANStatusOf(w hostWant, o hostObservedVLAN) VLANStatus {
-	st := VLANStatus{Parent: hostParentName(w.Net), Chunk: w.Chunk}
+	st := VLANStatus{Parent: spec.SubInterfaceName(w.Net.Trunk, w.Net.ID), Chunk: w.Chunk}
 	switch {
 	case !o.Managed:
 		st.Link = "not managed"

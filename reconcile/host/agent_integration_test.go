@@ -523,7 +523,7 @@ func TestHostAgentIntegration(t *testing.T) {
 
 	t.Run("a reboot is repaired with no KV change", func(t *testing.T) {
 		specIndex, allocIndex := modifyIndex(t, vlanKey), modifyIndex(t, store.AllocationKey(vlan, nodeID))
-		shim, err := nh.LinkByName(ShimName(vlan))
+		shim, err := nh.LinkByName(spec.ShimName(vlan))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -304,7 +304,7 @@ func (w hostWant) configNetwork() ConfigNetwork {
 	return ConfigNetwork{
 		VLAN:     w.Net.Name,
 		Driver:   w.Driver,
-		Parent:   hostParentName(w.Net),
+		Parent:   spec.SubInterfaceName(w.Net.Trunk, w.Net.ID),
 		Mode:     w.Net.Mode,
 		Subnet:   w.Subnet,
 		Gateway:  w.Gateway,

@@ -1,13 +1,12 @@
 package host
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"sort"
 	"strings"
 	"swarmvlan/reconcile/kernel"
+	"swarmvlan/spec"
 )
 
 // VLAN is the kernel state wanted on this host for one VLAN.
@@ -63,8 +62,6 @@ const (
 	// alias lacks it is never changed or removed. The rest of the alias is
 	// the name of the VLAN the link serves.
 	hostAliasPrefix = "swarmvlan:"
-	// hostShimPrefix starts every shim's name.
-	hostShimPrefix = "sv-"
 	// hostIfNameMax is IFNAMSIZ less the terminating NUL.
 	hostIfNameMax = 15
 	// hostReasonNo8021Q is the status reason when the kernel cannot make
@@ -73,53 +70,6 @@ const (
 	// hostReasonNoChunk is the shim's status until the node holds a chunk.
 	hostReasonNoChunk = "no chunk allocated yet"
 )
-
-// ShimName is the shim's link name for a VLAN: "sv-" and the VLAN name
-// when that fits in 15 bytes and uses only [A-Za-z0-9_.-]; otherwise "sv-",
-// up to 5 of the name's usable bytes, "-" and the first hex digits of the
-// SHA-256 of the name, filling the 15 bytes. The name is stable, so a
-// restarted reconciler finds the shim it made.
-func ShimName(vlan string) string {
-	if vlan != "" && len(hostShimPrefix)+len(vlan) <= hostIfNameMax && hostIfNameSafe(vlan) {
-		return hostShimPrefix + vlan
-	}
-	var keep strings.Builder
-	for i := 0; i < len(vlan) && keep.Len() < 5; i++ {
-		if hostIfNameByte(vlan[i]) {
-			keep.WriteByte(vlan[i])
-		}
-	}
-	sum := sha256.Sum256([]byte(vlan))
-	name := hostShimPrefix + keep.String() + "-"
-	return name + hex.EncodeToString(sum[:])[:hostIfNameMax-len(name)]
-}
-
-func hostIfNameSafe(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if !hostIfNameByte(s[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-func hostIfNameByte(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '.' || c == '-'
-}
-
-// hostSubName is the tagged sub-interface's name, <trunk>.<id>, as in the
-// manual recipe and in SPEC.md.
-func hostSubName(trunk string, id int) string {
-	return fmt.Sprintf("%s.%d", trunk, id)
-}
-
-// hostParentName is the interface containers of the VLAN ride on.
-func hostParentName(v VLAN) string {
-	if v.ID > 0 {
-		return hostSubName(v.Trunk, v.ID)
-	}
-	return v.Trunk
-}
 
 func hostAlias(vlan string) string { return hostAliasPrefix + vlan }
 
@@ -299,8 +249,8 @@ func (p *hostPlanner) claim(v VLAN) {
 		p.linkProblem[v.Name] = fmt.Sprintf("trunk name %q is longer than %d bytes", v.Trunk, hostIfNameMax)
 	case v.ID < 0 || v.ID > 4094:
 		p.linkProblem[v.Name] = fmt.Sprintf("802.1Q id %d is outside 0-4094", v.ID)
-	case v.ID > 0 && len(hostSubName(v.Trunk, v.ID)) > hostIfNameMax:
-		p.linkProblem[v.Name] = fmt.Sprintf("sub-interface name %q is longer than %d bytes", hostSubName(v.Trunk, v.ID), hostIfNameMax)
+	case v.ID > 0 && len(spec.SubInterfaceName(v.Trunk, v.ID)) > hostIfNameMax:
+		p.linkProblem[v.Name] = fmt.Sprintf("sub-interface name %q is longer than %d bytes", spec.SubInterfaceName(v.Trunk, v.ID), hostIfNameMax)
 	case v.MTU < 0:
 		p.linkProblem[v.Name] = fmt.Sprintf("mtu %d is negative", v.MTU)
 	}
@@ -313,7 +263,7 @@ func (p *hostPlanner) claim(v VLAN) {
 		p.promiscNeeded[v.Trunk] = true
 	}
 	if v.ID > 0 && p.linkProblem[v.Name] == "" {
-		sub := hostSubName(v.Trunk, v.ID)
+		sub := spec.SubInterfaceName(v.Trunk, v.ID)
 		if other, ok := p.claims[sub]; ok {
 			// Two VLANs with one tag on one trunk are one broadcast domain;
 			// the first by name keeps the sub-interface.
@@ -325,7 +275,7 @@ func (p *hostPlanner) claim(v VLAN) {
 	if !v.HostAccess {
 		return
 	}
-	shim := ShimName(v.Name)
+	shim := spec.ShimName(v.Name)
 	if other, ok := p.claims[shim]; ok {
 		p.shimProblem[v.Name] = fmt.Sprintf("shim name %s is already used by %q", shim, other)
 	} else {
@@ -417,27 +367,27 @@ func hostCollision(name, vlan string) string {
 func (p *hostPlanner) vlan(v VLAN) {
 	if why := p.linkProblem[v.Name]; why != "" {
 		p.block(v, linkPartLink, why)
-		p.waitShim(v, "waiting for parent "+hostParentName(v))
+		p.waitShim(v, "waiting for parent "+spec.SubInterfaceName(v.Trunk, v.ID))
 		return
 	}
 	trunk := p.byName[v.Trunk]
 	if trunk == nil {
 		p.block(v, linkPartLink, fmt.Sprintf("trunk %s not found", v.Trunk))
-		p.waitShim(v, "waiting for parent "+hostParentName(v))
+		p.waitShim(v, "waiting for parent "+spec.SubInterfaceName(v.Trunk, v.ID))
 		return
 	}
 	if v.MTU > trunk.MTU {
 		// The kernel refuses an 802.1Q or macvlan MTU above the lower
 		// device's, and the trunk is not ours to change.
 		p.block(v, linkPartLink, fmt.Sprintf("mtu %d exceeds trunk %s mtu %d", v.MTU, trunk.Name, trunk.MTU))
-		p.waitShim(v, "waiting for parent "+hostParentName(v))
+		p.waitShim(v, "waiting for parent "+spec.SubInterfaceName(v.Trunk, v.ID))
 		return
 	}
 	p.trunk(v, trunk)
 
 	parent, parentIndex, parentNew := trunk.Name, trunk.Index, false
 	if v.ID > 0 {
-		name := hostSubName(v.Trunk, v.ID)
+		name := spec.SubInterfaceName(v.Trunk, v.ID)
 		sub := p.byName[name]
 		if sub != nil && !linkOwned(sub) {
 			p.block(v, linkPartLink, hostCollision(name, v.Name))
@@ -512,7 +462,7 @@ func (p *hostPlanner) shim(v VLAN, parent string, parentIndex int, parentNew boo
 		p.block(v, linkPartRoute, why)
 		return
 	}
-	name := ShimName(v.Name)
+	name := spec.ShimName(v.Name)
 	s := p.byName[name]
 	if s != nil && p.deleted[s.Index] {
 		s = nil // goes with its parent
@@ -652,7 +602,7 @@ func hostStatuses(want []VLAN, residual []linkAction, failed map[string]hostFail
 		if hasFailure {
 			parts[f.Part] = f.Reason
 		}
-		st := NetStatus{Parent: hostParentName(v), Link: "ok"}
+		st := NetStatus{Parent: spec.SubInterfaceName(v.Trunk, v.ID), Link: "ok"}
 		if parts[linkPartLink] != "" {
 			st.Link = parts[linkPartLink]
 		}
@@ -700,9 +650,9 @@ func hostInterestOf(want []VLAN, have kernel.Observed) *hostInterest {
 	in := &hostInterest{names: map[string]bool{}, indexes: map[int]bool{}, chunks: map[netip.Prefix]bool{}}
 	for _, v := range want {
 		in.names[v.Trunk] = true
-		in.names[hostParentName(v)] = true
+		in.names[spec.SubInterfaceName(v.Trunk, v.ID)] = true
 		if v.HostAccess {
-			in.names[ShimName(v.Name)] = true
+			in.names[spec.ShimName(v.Name)] = true
 			if v.Chunk.IsValid() {
 				in.chunks[v.Chunk.Masked()] = true
 			}

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"swarmvlan/reconcile/kernel"
+	"swarmvlan/spec"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -178,7 +179,7 @@ func hostTestCheck(h *netlink.Handle, v VLAN) error {
 	}
 	parent := trunk
 	if v.ID > 0 {
-		if parent, err = h.LinkByName(hostParentName(v)); err != nil {
+		if parent, err = h.LinkByName(spec.SubInterfaceName(v.Trunk, v.ID)); err != nil {
 			return fmt.Errorf("sub-interface: %w", err)
 		}
 		sub, ok := parent.(*netlink.Vlan)
@@ -197,7 +198,7 @@ func hostTestCheck(h *netlink.Handle, v VLAN) error {
 			return fmt.Errorf("sub-interface promiscuous %v", hostTestPromisc(sub))
 		}
 	}
-	shimName := ShimName(v.Name)
+	shimName := spec.ShimName(v.Name)
 	shim, err := h.LinkByName(shimName)
 	if !v.HostAccess {
 		if err == nil {
@@ -362,21 +363,21 @@ var hostTestDrifts = []struct {
 	drift func(h *netlink.Handle, v VLAN) error
 }{
 	{"shim deleted", func(h *netlink.Handle, v VLAN) error {
-		l, err := h.LinkByName(ShimName(v.Name))
+		l, err := h.LinkByName(spec.ShimName(v.Name))
 		if err != nil {
 			return err
 		}
 		return h.LinkDel(l)
 	}},
 	{"shim address deleted", func(h *netlink.Handle, v VLAN) error {
-		l, err := h.LinkByName(ShimName(v.Name))
+		l, err := h.LinkByName(spec.ShimName(v.Name))
 		if err != nil {
 			return err
 		}
 		return h.AddrDel(l, &netlink.Addr{IPNet: kernel.IPNet(netip.PrefixFrom(v.ShimAddr, 32))})
 	}},
 	{"route deleted", func(h *netlink.Handle, v VLAN) error {
-		l, err := h.LinkByName(ShimName(v.Name))
+		l, err := h.LinkByName(spec.ShimName(v.Name))
 		if err != nil {
 			return err
 		}
@@ -391,14 +392,14 @@ var hostTestDrifts = []struct {
 	}},
 	{"shim down", func(h *netlink.Handle, v VLAN) error {
 		// Down also flushes the shim's routes.
-		l, err := h.LinkByName(ShimName(v.Name))
+		l, err := h.LinkByName(spec.ShimName(v.Name))
 		if err != nil {
 			return err
 		}
 		return h.LinkSetDown(l)
 	}},
 	{"shim mtu changed", func(h *netlink.Handle, v VLAN) error {
-		l, err := h.LinkByName(ShimName(v.Name))
+		l, err := h.LinkByName(spec.ShimName(v.Name))
 		if err != nil {
 			return err
 		}
@@ -443,7 +444,7 @@ func TestHostNetEnsure(t *testing.T) {
 		if err := hostTestCheck(h, early); err != nil {
 			t.Fatal(err)
 		}
-		shim, err := h.LinkByName(ShimName(v.Name))
+		shim, err := h.LinkByName(spec.ShimName(v.Name))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -557,33 +557,6 @@ func hostSimulate(t *testing.T, have kernel.Observed, plan []linkAction) kernel.
 	return o
 }
 
-func TestHostShimName(t *testing.T) {
-	tests := []struct {
-		vlan, want string
-	}{
-		{"vlan40", "sv-vlan40"},
-		{"abcdefghijkl", "sv-abcdefghijkl"},
-		{"abcdefghijklm", "sv-abcde-" + hostTestHash("abcdefghijklm")[:6]},
-		{"payments-vlan-4000", "sv-payme-" + hostTestHash("payments-vlan-4000")[:6]},
-		{"a:b/c d", "sv-abcd-" + hostTestHash("a:b/c d")[:7]},
-		{"", "sv--" + hostTestHash("")[:11]},
-	}
-	for _, tt := range tests {
-		t.Run(tt.vlan, func(t *testing.T) {
-			got := ShimName(tt.vlan)
-			if got != tt.want {
-				t.Errorf("ShimName(%q) = %q, want %q", tt.vlan, got, tt.want)
-			}
-			if len(got) > hostIfNameMax || !hostIfNameSafe(got) {
-				t.Errorf("ShimName(%q) = %q is not a valid interface name", tt.vlan, got)
-			}
-		})
-	}
-	if ShimName("payments-vlan-4000") == ShimName("payments-vlan-4001") {
-		t.Error("long names sharing a prefix map to one shim")
-	}
-}
-
 // hostTestHash is the rule's hash, spelled out apart from ShimName.
 func hostTestHash(s string) string {
 	return fmt.Sprintf("%x", sha256.Sum256([]byte(s)))
