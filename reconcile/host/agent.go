@@ -30,31 +30,31 @@ import (
 // Kinds of the host agent's synthetic keys. They are not spec kinds, so the
 // Controller writes no status for them; the agent records its own.
 const (
-	// hostKindNetwork names the one reconcile of every VLAN on this host;
+	// kindNetwork names the one reconcile of every VLAN on this host;
 	// the key's Name is the node ID.
-	hostKindNetwork = "HostNetwork"
-	// hostKindRegistrations names the sync of this node's tasks with the
+	kindNetwork = "HostNetwork"
+	// kindRegistrations names the sync of this node's tasks with the
 	// local Consul agent.
-	hostKindRegistrations = "Registrations"
+	kindRegistrations = "Registrations"
 )
 
-// hostKeyRegistrations is the one registrations key of a host.
-var hostKeyRegistrations = reconcile.Key{Kind: hostKindRegistrations, Name: "local"}
+// keyRegistrations is the one registrations key of a host.
+var keyRegistrations = reconcile.Key{Kind: kindRegistrations, Name: "local"}
 
 // Host agent timings; variables so tests can shorten them.
 var (
-	hostIdentityBackoffMin = 500 * time.Millisecond
-	hostIdentityBackoffMax = 30 * time.Second
-	// hostConfigPoll is the period of the network reconcile run for want of
+	identityBackoffMin = 500 * time.Millisecond
+	identityBackoffMax = 30 * time.Second
+	// configPoll is the period of the network reconcile run for want of
 	// an event: Engine 20.10 announces no removal of a config-only network
 	// (checked by hand with `docker events`). A pass that finds nothing to
 	// do costs one network list and one netlink dump, and no Consul request.
-	hostConfigPoll = 5 * time.Second
+	configPoll = 5 * time.Second
 )
 
-// hostReasonWaitChunk is the reason a VLAN is not ready before the leader
+// reasonWaitChunk is the reason a VLAN is not ready before the leader
 // gave this node a chunk of it.
-const hostReasonWaitChunk = "waiting for a chunk"
+const reasonWaitChunk = "waiting for a chunk"
 
 // Config is what the host role needs.
 type Config struct {
@@ -78,8 +78,8 @@ type Config struct {
 	SyncRegistrations func(ctx context.Context, services []*spec.Service) error
 }
 
-// hostReportSame compares what the leader acts on, leaving Updated out.
-func hostReportSame(a, b *state.NodeReport) bool {
+// reportSame compares what the leader acts on, leaving Updated out.
+func reportSame(a, b *state.NodeReport) bool {
 	if a == nil || b == nil {
 		return a == b
 	}
@@ -148,11 +148,11 @@ type Agent struct {
 	// installation's networks on a shared Engine are left alone.
 	known map[string]bool
 	// lastPass is how long the last network reconcile took, by part.
-	lastPass hostPassTimes
+	lastPass passTimes
 }
 
-// hostPassTimes splits one network reconcile's duration.
-type hostPassTimes struct {
+// passTimes splits one network reconcile's duration.
+type passTimes struct {
 	Net, Docker, Total time.Duration
 }
 
@@ -193,7 +193,7 @@ func (a *Agent) setIdentity(nodeID, hostname string) {
 
 func (a *Agent) networkKey() reconcile.Key {
 	nodeID, _ := a.Identity()
-	return reconcile.Key{Kind: hostKindNetwork, Name: nodeID}
+	return reconcile.Key{Kind: kindNetwork, Name: nodeID}
 }
 
 // Enqueue takes the keys the daemon's spec watch saw change (every kind):
@@ -228,7 +228,7 @@ func (a *Agent) enqueue(net, reg bool) {
 		c.Enqueue(a.networkKey())
 	}
 	if reg {
-		c.Enqueue(hostKeyRegistrations)
+		c.Enqueue(keyRegistrations)
 	}
 }
 
@@ -249,16 +249,16 @@ func (a *Agent) Run(ctx context.Context) error {
 		Workers: 2,
 		Resync:  a.cfg.Resync,
 		Keys: func() []reconcile.Key {
-			return []reconcile.Key{a.networkKey(), hostKeyRegistrations}
+			return []reconcile.Key{a.networkKey(), keyRegistrations}
 		},
 		StatusOf: func(k reconcile.Key) (string, string, bool) {
-			return state.SectionNodes, k.Name, k.Kind == hostKindNetwork && k.Name != ""
+			return state.SectionNodes, k.Name, k.Kind == kindNetwork && k.Name != ""
 		},
 	}
-	ctrl.Register(hostKindNetwork, reconcile.ReconcilerFunc(func(ctx context.Context, _ reconcile.Key, _ *reconcile.Doc) reconcile.Outcome {
+	ctrl.Register(kindNetwork, reconcile.ReconcilerFunc(func(ctx context.Context, _ reconcile.Key, _ *reconcile.Doc) reconcile.Outcome {
 		return a.reconcileNetwork(ctx)
 	}))
-	ctrl.Register(hostKindRegistrations, reconcile.ReconcilerFunc(func(ctx context.Context, _ reconcile.Key, _ *reconcile.Doc) reconcile.Outcome {
+	ctrl.Register(kindRegistrations, reconcile.ReconcilerFunc(func(ctx context.Context, _ reconcile.Key, _ *reconcile.Doc) reconcile.Outcome {
 		return a.reconcileRegistrations(ctx)
 	}))
 	a.mu.Lock()
@@ -288,7 +288,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error {
-		t := time.NewTicker(hostConfigPoll)
+		t := time.NewTicker(configPoll)
 		defer t.Stop()
 		for {
 			select {
@@ -321,7 +321,7 @@ func (a *Agent) waitIdentity(ctx context.Context) (nodeID, hostname string, ok b
 		case ctx.Err() != nil:
 			return "", "", false
 		}
-		wait := backoff.Delay(hostIdentityBackoffMin, hostIdentityBackoffMax, attempt)
+		wait := backoff.Delay(identityBackoffMin, identityBackoffMax, attempt)
 		if err != nil {
 			a.log.Warn("docker engine unreachable; waiting", "err", err, "retry_in", wait.Round(time.Millisecond))
 		} else {
@@ -333,22 +333,22 @@ func (a *Agent) waitIdentity(ctx context.Context) (nodeID, hostname string, ok b
 	}
 }
 
-// hostAllocationRoot is <prefix>state/allocations/, the parent of every
+// allocationRoot is <prefix>state/allocations/, the parent of every
 // VLAN's AllocationPrefix.
-func hostAllocationRoot(s *state.Store) string {
+func allocationRoot(s *state.Store) string {
 	return strings.TrimSuffix(s.AllocationPrefix(""), "/")
 }
 
 // watchAllocations keeps a.chunks in step with this node's allocations and
 // asks for a network reconcile when they change.
 func (a *Agent) watchAllocations(ctx context.Context) {
-	root := hostAllocationRoot(a.cfg.Store)
+	root := allocationRoot(a.cfg.Store)
 	nodeID, _ := a.Identity()
 	_ = a.cfg.Store.WatchPrefix(ctx, root, state.WatchOptions{}, func(pairs api.KVPairs, _ uint64) {
 		a.mu.Lock()
 		prev := a.chunks
 		a.mu.Unlock()
-		chunks, bad := hostChunksOf(root, nodeID, pairs, prev)
+		chunks, bad := chunksOf(root, nodeID, pairs, prev)
 		for _, b := range bad {
 			a.log.Warn("allocation unreadable; keeping the chunk in force", "err", b)
 		}
@@ -362,10 +362,10 @@ func (a *Agent) watchAllocations(ctx context.Context) {
 	})
 }
 
-// hostChunksOf picks this node's chunks out of every allocation under root,
+// chunksOf picks this node's chunks out of every allocation under root,
 // by VLAN. A record that does not decode keeps the chunk prev had for its
 // VLAN: a broken write must not take a chunk away from running containers.
-func hostChunksOf(root, nodeID string, pairs api.KVPairs, prev map[string]string) (map[string]string, []error) {
+func chunksOf(root, nodeID string, pairs api.KVPairs, prev map[string]string) (map[string]string, []error) {
 	out := map[string]string{}
 	var bad []error
 	for _, p := range pairs {
@@ -413,7 +413,7 @@ func (a *Agent) register(ctx context.Context) {
 	a.mu.Lock()
 	r := *a.report
 	a.mu.Unlock()
-	value, err := hostReportValue(r)
+	value, err := reportValue(r)
 	if err != nil {
 		a.log.Error("encode node report", "err", err)
 		return
@@ -437,7 +437,7 @@ func (a *Agent) register(ctx context.Context) {
 	}
 }
 
-func hostReportValue(r state.NodeReport) ([]byte, error) {
+func reportValue(r state.NodeReport) ([]byte, error) {
 	r.Updated = time.Now().UTC()
 	return json.Marshal(r)
 }
@@ -453,10 +453,10 @@ func (a *Agent) publishReport(ctx context.Context, r state.NodeReport) error {
 	if first {
 		close(a.reportReady)
 	}
-	if reg == nil || hostReportSame(written, &r) {
+	if reg == nil || reportSame(written, &r) {
 		return nil
 	}
-	value, err := hostReportValue(r)
+	value, err := reportValue(r)
 	if err != nil {
 		return fmt.Errorf("node report: encode: %w", err)
 	}
@@ -495,9 +495,9 @@ func (a *Agent) reconcileRegistrations(ctx context.Context) reconcile.Outcome {
 	return reconcile.Done()
 }
 
-// hostWant is what one VLAN needs on this host, from its document, the
+// vlanWant is what one VLAN needs on this host, from its document, the
 // Host document and this node's chunk.
-type hostWant struct {
+type vlanWant struct {
 	Net     VLAN
 	Driver  string
 	Subnet  netip.Prefix
@@ -509,12 +509,12 @@ type hostWant struct {
 	Problem string
 }
 
-// hostDesired computes what every VLAN needs on a host whose Host document
+// desired computes what every VLAN needs on a host whose Host document
 // is host (nil: none) and whose chunks by VLAN are chunks. Pure.
-func hostDesired(vlans []*spec.VLAN, host *spec.Host, chunks map[string]string) []hostWant {
-	out := make([]hostWant, 0, len(vlans))
+func desired(vlans []*spec.VLAN, host *spec.Host, chunks map[string]string) []vlanWant {
+	out := make([]vlanWant, 0, len(vlans))
 	for _, v := range vlans {
-		w := hostWant{
+		w := vlanWant{
 			Net: VLAN{
 				Name:        v.Metadata.Name,
 				Trunk:       host.TrunkFor(v),
@@ -558,8 +558,8 @@ func hostDesired(vlans []*spec.VLAN, host *spec.Host, chunks map[string]string) 
 	return out
 }
 
-// hostObservedVLAN is what one pass saw and did for one VLAN.
-type hostObservedVLAN struct {
+// observedVLAN is what one pass saw and did for one VLAN.
+type observedVLAN struct {
 	// Managed says the kernel is managed here; Net is then its status, or
 	// nil when the kernel could not be read (NetErr says why).
 	Managed bool
@@ -569,17 +569,17 @@ type hostObservedVLAN struct {
 	Config *state.NetworkStatus
 }
 
-// hostVLANStatusOf derives a VLAN's status and readiness: ready when its
+// vlanStatusOf derives a VLAN's status and readiness: ready when its
 // link is up, its shim and route are in place (with host access), it holds
 // a chunk and its config network is as wanted. Problems the operator must
 // fix come before waiting for a chunk. Pure.
-func hostVLANStatusOf(w hostWant, o hostObservedVLAN) VLANStatus {
+func vlanStatusOf(w vlanWant, o observedVLAN) VLANStatus {
 	st := VLANStatus{Parent: spec.SubInterfaceName(w.Net.Trunk, w.Net.ID), Chunk: w.Chunk}
 	switch {
 	case !o.Managed:
 		st.Link = "not managed"
 	case o.Net == nil:
-		st.Link = "unknown: " + hostErrText(o.NetErr)
+		st.Link = "unknown: " + errText(o.NetErr)
 	default:
 		st.Link, st.Shim, st.Route = o.Net.Link, o.Net.Shim, o.Net.Route
 	}
@@ -594,7 +594,7 @@ func hostVLANStatusOf(w hostWant, o hostObservedVLAN) VLANStatus {
 	case w.Problem != "":
 		st.ConfigNetwork = "not created: " + w.Problem
 	case !hasChunk:
-		st.ConfigNetwork = "not created: " + hostReasonWaitChunk
+		st.ConfigNetwork = "not created: " + reasonWaitChunk
 	case !linkOK:
 		st.ConfigNetwork = "not created: waiting for parent " + st.Parent
 	default:
@@ -604,11 +604,11 @@ func hostVLANStatusOf(w hostWant, o hostObservedVLAN) VLANStatus {
 	case w.Problem != "":
 		st.Reason = w.Problem
 	case o.Managed && o.Net == nil:
-		st.Reason = "host network: " + hostErrText(o.NetErr)
+		st.Reason = "host network: " + errText(o.NetErr)
 	case o.Managed && o.Net.Link != "ok":
 		st.Reason = o.Net.Reason
 	case !hasChunk:
-		st.Reason = hostReasonWaitChunk
+		st.Reason = reasonWaitChunk
 	case o.Managed && !o.Net.Ready:
 		st.Reason = o.Net.Reason
 		if st.Reason == "" {
@@ -621,15 +621,15 @@ func hostVLANStatusOf(w hostWant, o hostObservedVLAN) VLANStatus {
 	return st
 }
 
-func hostErrText(err error) string {
+func errText(err error) string {
 	if err == nil {
 		return "not observed"
 	}
 	return err.Error()
 }
 
-// hostPass is the outcome of one network reconcile.
-type hostPass struct {
+// netPass is the outcome of one network reconcile.
+type netPass struct {
 	Status Status
 	Report state.NodeReport
 	// DockerAway is set when the Engine could not be asked: the pass's
@@ -637,7 +637,7 @@ type hostPass struct {
 	DockerAway bool
 	Errs       []error
 	Requeue    bool
-	Times      hostPassTimes
+	Times      passTimes
 }
 
 // converge runs one pass over every VLAN of this host: it removes the
@@ -646,7 +646,7 @@ type hostPass struct {
 // chunk and link are in place. ok is false, and nothing is done, until
 // both the view and this node's allocations have been read: acting on
 // state never read would tear down what runs.
-func (a *Agent) converge(ctx context.Context) (p *hostPass, ok bool) {
+func (a *Agent) converge(ctx context.Context) (p *netPass, ok bool) {
 	start := time.Now()
 	select {
 	case <-a.cfg.View.Synced():
@@ -661,9 +661,9 @@ func (a *Agent) converge(ctx context.Context) (p *hostPass, ok bool) {
 	}
 	vlans, inView, held := a.viewVLANs()
 	host, _ := a.cfg.View.Host(hostname)
-	want := hostDesired(vlans, host, chunks)
+	want := desired(vlans, host, chunks)
 
-	p = &hostPass{Status: Status{Hostname: hostname, VLANs: map[string]VLANStatus{}},
+	p = &netPass{Status: Status{Hostname: hostname, VLANs: map[string]VLANStatus{}},
 		Report: state.NodeReport{Hostname: hostname, VLANs: map[string]state.NodeVLANReport{}}}
 
 	// Docker first: a VLAN gone from the spec keeps its links while its
@@ -692,7 +692,7 @@ func (a *Agent) converge(ctx context.Context) (p *hostPass, ok bool) {
 
 	dockerStart = time.Now()
 	for _, w := range want {
-		o := hostObservedVLAN{Managed: a.cfg.Net != nil, NetErr: netErr}
+		o := observedVLAN{Managed: a.cfg.Net != nil, NetErr: netErr}
 		if s, ok := netSt[w.Net.Name]; ok {
 			o.Net = &s
 		}
@@ -700,7 +700,7 @@ func (a *Agent) converge(ctx context.Context) (p *hostPass, ok bool) {
 		if w.Problem == "" && w.Net.Chunk.IsValid() && linkOK {
 			o.Config = a.ensureConfig(ctx, nets, listErr, w, p)
 		}
-		st := hostVLANStatusOf(w, o)
+		st := vlanStatusOf(w, o)
 		p.Status.VLANs[w.Net.Name] = st
 		p.Report.VLANs[w.Net.Name] = state.NodeVLANReport{Ready: st.Ready, Reason: st.Reason, Chunk: w.Chunk}
 	}
@@ -717,7 +717,7 @@ func (a *Agent) converge(ctx context.Context) (p *hostPass, ok bool) {
 	if len(keep) > 0 {
 		p.Status.Removing = keep
 	}
-	p.Status.Summary = hostSummary(p.Status)
+	p.Status.Summary = statusSummary(p.Status)
 	p.Times.Total = time.Since(start)
 	return p, true
 }
@@ -752,7 +752,7 @@ func (a *Agent) viewVLANs() (vlans []*spec.VLAN, inView map[string]bool, held ma
 // gone from the view, when unused, and returns the VLANs whose config
 // network stays (with why): their links stay with it. With Docker away
 // nothing is removed and every VLAN gone from the view is kept.
-func (a *Agent) removeStale(ctx context.Context, p *hostPass, nets []network.Summary, listErr error, inView map[string]bool, held, chunks map[string]string) map[string]string {
+func (a *Agent) removeStale(ctx context.Context, p *netPass, nets []network.Summary, listErr error, inView map[string]bool, held, chunks map[string]string) map[string]string {
 	known := maps.Clone(a.known)
 	for vlan := range chunks {
 		// A chunk under this prefix shows the VLAN was this installation's.
@@ -767,7 +767,7 @@ func (a *Agent) removeStale(ctx context.Context, p *hostPass, nets []network.Sum
 		}
 		return keep
 	}
-	for _, vlan := range hostStaleConfigNetworks(nets, inView, known) {
+	for _, vlan := range staleConfigNetworks(nets, inView, known) {
 		st, err := RemoveConfigNetwork(ctx, a.cfg.Docker, vlan)
 		if err != nil {
 			p.Errs = append(p.Errs, err)
@@ -787,7 +787,7 @@ func (a *Agent) removeStale(ctx context.Context, p *hostPass, nets []network.Sum
 // kept one as it was last wanted or, for a VLAN gone from the spec before
 // this process saw it, as its config network records it (what its
 // containers ride on).
-func (a *Agent) kernelWant(want []hostWant, keep map[string]string, nets []network.Summary, listErr error) []VLAN {
+func (a *Agent) kernelWant(want []vlanWant, keep map[string]string, nets []network.Summary, listErr error) []VLAN {
 	hvs := make([]VLAN, 0, len(want)+len(keep))
 	for _, w := range want {
 		hvs = append(hvs, w.Net)
@@ -795,8 +795,8 @@ func (a *Agent) kernelWant(want []hostWant, keep map[string]string, nets []netwo
 	for vlan := range keep {
 		hv, ok := a.lastWant[vlan]
 		if !ok && listErr == nil {
-			if n, found := hostConfigNetworkOf(nets, vlan); found {
-				hv, ok = hostVLANFromConfig(vlan, n)
+			if n, found := configNetworkOf(nets, vlan); found {
+				hv, ok = vlanFromConfig(vlan, n)
 			}
 		}
 		if ok {
@@ -809,12 +809,12 @@ func (a *Agent) kernelWant(want []hostWant, keep map[string]string, nets []netwo
 
 // ensureConfig converges one VLAN's config network, with no further Docker
 // call when the pass's network list shows it as wanted.
-func (a *Agent) ensureConfig(ctx context.Context, nets []network.Summary, listErr error, w hostWant, p *hostPass) *state.NetworkStatus {
+func (a *Agent) ensureConfig(ctx context.Context, nets []network.Summary, listErr error, w vlanWant, p *netPass) *state.NetworkStatus {
 	want := w.configNetwork()
 	if listErr != nil {
 		return &state.NetworkStatus{Name: spec.ConfigNetworkName(w.Net.Name), State: state.NetworkError, Message: listErr.Error()}
 	}
-	if n, ok := hostConfigCurrent(nets, want); ok {
+	if n, ok := configCurrent(nets, want); ok {
 		return &state.NetworkStatus{Name: n.Name, ID: n.ID, State: state.NetworkReady}
 	}
 	st, err := EnsureConfigNetwork(ctx, a.cfg.Docker, want)
@@ -827,8 +827,8 @@ func (a *Agent) ensureConfig(ctx context.Context, nets []network.Summary, listEr
 	return &st
 }
 
-// hostSummary is the one line `reconciler status` shows for the node.
-func hostSummary(st Status) string {
+// statusSummary is the one line `reconciler status` shows for the node.
+func statusSummary(st Status) string {
 	ready := 0
 	for _, v := range st.VLANs {
 		if v.Ready {
@@ -842,9 +842,9 @@ func hostSummary(st Status) string {
 	return s
 }
 
-// hostReadyCondition is the node status's Ready condition: true when every
+// readyCondition is the node status's Ready condition: true when every
 // VLAN is ready, else the first unready VLAN's reason.
-func hostReadyCondition(st Status) state.Condition {
+func readyCondition(st Status) state.Condition {
 	names := make([]string, 0, len(st.VLANs))
 	for n := range st.VLANs {
 		names = append(names, n)
@@ -882,8 +882,8 @@ func (a *Agent) reconcileNetwork(ctx context.Context) reconcile.Outcome {
 	if len(errs) == 0 && p.Requeue {
 		// A config network in use: look again once containers may have
 		// left (their network events often announce it sooner).
-		out = reconcile.RequeueAfter(hostConfigPoll)
+		out = reconcile.RequeueAfter(configPoll)
 	}
 	// The controller writes it to status/nodes/<nodeID> (see StatusOf).
-	return out.With(p.Status, hostReadyCondition(p.Status))
+	return out.With(p.Status, readyCondition(p.Status))
 }

@@ -206,9 +206,9 @@ func TestHostAgentConsul(t *testing.T) {
 	kv := consul.Client(t).KV()
 	fe := newHostFakeEngine("worker1")
 	// The Engine is away at first: the agent waits for it.
-	minB, maxB := hostIdentityBackoffMin, hostIdentityBackoffMax
-	hostIdentityBackoffMin, hostIdentityBackoffMax = 10*time.Millisecond, 50*time.Millisecond
-	t.Cleanup(func() { hostIdentityBackoffMin, hostIdentityBackoffMax = minB, maxB })
+	minB, maxB := identityBackoffMin, identityBackoffMax
+	identityBackoffMin, identityBackoffMax = 10*time.Millisecond, 50*time.Millisecond
+	t.Cleanup(func() { identityBackoffMin, identityBackoffMax = minB, maxB })
 	fe.FailNext("Info", errors.New("connection refused"), errors.New("connection refused"))
 
 	var regMu sync.Mutex
@@ -542,7 +542,7 @@ func TestHostAgentIntegration(t *testing.T) {
 		t.Logf("shim back after %v", time.Since(start).Round(time.Millisecond))
 		// The Engine announces no removal of a config-only network; the
 		// periodic pass (hostConfigPoll) finds it.
-		hostTestEventually(t, hostConfigPoll+10*time.Second, "config network back", func() error { return configOK(chunk1) })
+		hostTestEventually(t, configPoll+10*time.Second, "config network back", func() error { return configOK(chunk1) })
 		t.Logf("config network back after %v", time.Since(start).Round(time.Millisecond))
 		hostTestEventually(t, 10*time.Second, "ready again", func() error { return h.vlanReady(t, vlan, chunk1.String()) })
 		if s, a := modifyIndex(t, vlanKey), modifyIndex(t, store.AllocationKey(vlan, nodeID)); s != specIndex || a != allocIndex {

@@ -97,14 +97,14 @@ func TestHostDesired(t *testing.T) {
 		vlan   string
 		host   string // Host document, "" for none
 		chunks map[string]string
-		want   hostWant
+		want   vlanWant
 		parent string
 	}{
 		{
 			name:   "untagged, no Host document: the VLAN's trunk, shim at the chunk's end",
 			vlan:   hostTestVLAN("v10", 0, "bond0", "172.80.0.0/16", "  gateway: 172.80.0.1\n  mtu: 1400\n  mode: private\n"),
 			chunks: map[string]string{"v10": "172.80.3.0/24"},
-			want: hostWant{
+			want: vlanWant{
 				Net: VLAN{Name: "v10", Trunk: "bond0", MTU: 1400, Promiscuous: true, HostAccess: true, Mode: "private",
 					Chunk: netip.MustParsePrefix("172.80.3.0/24"), ShimAddr: netip.MustParseAddr("172.80.3.255")},
 				Driver: "macvlan", Subnet: netip.MustParsePrefix("172.80.0.0/16"), Gateway: netip.MustParseAddr("172.80.0.1"),
@@ -117,7 +117,7 @@ func TestHostDesired(t *testing.T) {
 			vlan:   hostTestVLAN("v40", 40, "bond0", "10.40.0.0/16", ""),
 			host:   "apiVersion: swarmvlan/v1\nkind: Host\nmetadata: {name: worker1}\nspec: {trunk: eth1}\n",
 			chunks: map[string]string{"v40": "10.40.1.0/24", "other": "10.9.0.0/24"},
-			want: hostWant{
+			want: vlanWant{
 				Net: VLAN{Name: "v40", Trunk: "eth1", ID: 40, Promiscuous: true, HostAccess: true, Mode: "bridge",
 					Chunk: netip.MustParsePrefix("10.40.1.0/24"), ShimAddr: netip.MustParseAddr("10.40.1.255")},
 				Driver: "macvlan", Subnet: netip.MustParsePrefix("10.40.0.0/16"), Chunk: "10.40.1.0/24",
@@ -129,7 +129,7 @@ func TestHostDesired(t *testing.T) {
 			vlan:   hostTestVLAN("v40", 40, "bond0", "10.40.0.0/16", ""),
 			host:   "apiVersion: swarmvlan/v1\nkind: Host\nmetadata: {name: worker1}\nspec:\n  trunk: eth1\n  vlans: {v40: {trunk: bond1}}\n",
 			chunks: map[string]string{},
-			want: hostWant{
+			want: vlanWant{
 				Net:    VLAN{Name: "v40", Trunk: "bond1", ID: 40, Promiscuous: true, HostAccess: true, Mode: "bridge"},
 				Driver: "macvlan", Subnet: netip.MustParsePrefix("10.40.0.0/16"),
 			},
@@ -140,7 +140,7 @@ func TestHostDesired(t *testing.T) {
 			vlan:   hostTestVLAN("v41", 41, "bond0", "10.41.0.0/16", ""),
 			host:   "apiVersion: swarmvlan/v1\nkind: Host\nmetadata: {name: worker1}\nspec:\n  vlans: {v40: {trunk: bond1}}\n",
 			chunks: map[string]string{"v41": "10.41.7.0/24"},
-			want: hostWant{
+			want: vlanWant{
 				Net: VLAN{Name: "v41", Trunk: "bond0", ID: 41, Promiscuous: true, HostAccess: true, Mode: "bridge",
 					Chunk: netip.MustParsePrefix("10.41.7.0/24"), ShimAddr: netip.MustParseAddr("10.41.7.255")},
 				Driver: "macvlan", Subnet: netip.MustParsePrefix("10.41.0.0/16"), Chunk: "10.41.7.0/24",
@@ -151,7 +151,7 @@ func TestHostDesired(t *testing.T) {
 			name:   "hostAccess false: no shim address; promiscuous false",
 			vlan:   hostTestVLAN("v10", 0, "bond0", "172.80.0.0/16", off),
 			chunks: map[string]string{"v10": "172.80.3.0/24"},
-			want: hostWant{
+			want: vlanWant{
 				Net:    VLAN{Name: "v10", Trunk: "bond0", Mode: "bridge", Chunk: netip.MustParsePrefix("172.80.3.0/24")},
 				Driver: "macvlan", Subnet: netip.MustParsePrefix("172.80.0.0/16"), Chunk: "172.80.3.0/24",
 			},
@@ -161,7 +161,7 @@ func TestHostDesired(t *testing.T) {
 			name:   "the subnet's last chunk: the shim steps back from the broadcast address",
 			vlan:   hostTestVLAN("v10", 0, "bond0", "172.80.0.0/16", ""),
 			chunks: map[string]string{"v10": "172.80.255.0/24"},
-			want: hostWant{
+			want: vlanWant{
 				Net: VLAN{Name: "v10", Trunk: "bond0", Promiscuous: true, HostAccess: true, Mode: "bridge",
 					Chunk: netip.MustParsePrefix("172.80.255.0/24"), ShimAddr: netip.MustParseAddr("172.80.255.254")},
 				Driver: "macvlan", Subnet: netip.MustParsePrefix("172.80.0.0/16"), Chunk: "172.80.255.0/24",
@@ -172,7 +172,7 @@ func TestHostDesired(t *testing.T) {
 			name:   "an allocation outside the subnet is a problem, not a chunk",
 			vlan:   hostTestVLAN("v10", 0, "bond0", "172.80.0.0/16", ""),
 			chunks: map[string]string{"v10": "172.81.0.0/24"},
-			want: hostWant{
+			want: vlanWant{
 				Net:    VLAN{Name: "v10", Trunk: "bond0", Promiscuous: true, HostAccess: true, Mode: "bridge"},
 				Driver: "macvlan", Subnet: netip.MustParsePrefix("172.80.0.0/16"), Chunk: "172.81.0.0/24",
 				Problem: "allocated chunk 172.81.0.0/24 is outside subnet 172.80.0.0/16",
@@ -183,7 +183,7 @@ func TestHostDesired(t *testing.T) {
 			name:   "an allocation that does not parse is a problem",
 			vlan:   hostTestVLAN("v10", 0, "bond0", "172.80.0.0/16", ""),
 			chunks: map[string]string{"v10": "172.80.3.0"},
-			want: hostWant{
+			want: vlanWant{
 				Net:    VLAN{Name: "v10", Trunk: "bond0", Promiscuous: true, HostAccess: true, Mode: "bridge"},
 				Driver: "macvlan", Subnet: netip.MustParsePrefix("172.80.0.0/16"), Chunk: "172.80.3.0",
 				Problem: `allocated chunk "172.80.3.0": netip.ParsePrefix("172.80.3.0"): no '/'`,
@@ -198,7 +198,7 @@ func TestHostDesired(t *testing.T) {
 			if tc.host != "" {
 				host = hostTestDocs(t, tc.host)[0].(*spec.Host)
 			}
-			got := hostDesired([]*spec.VLAN{vlan}, host, tc.chunks)
+			got := desired([]*spec.VLAN{vlan}, host, tc.chunks)
 			if len(got) != 1 {
 				t.Fatalf("got %d wants, want 1", len(got))
 			}
@@ -216,7 +216,7 @@ func TestHostDesired(t *testing.T) {
 }
 
 func TestHostVLANStatusOf(t *testing.T) {
-	chunked := hostWant{Net: VLAN{Name: "v40", Trunk: "eth1", ID: 40, HostAccess: true,
+	chunked := vlanWant{Net: VLAN{Name: "v40", Trunk: "eth1", ID: 40, HostAccess: true,
 		Chunk: netip.MustParsePrefix("10.40.1.0/24"), ShimAddr: netip.MustParseAddr("10.40.1.255")}, Chunk: "10.40.1.0/24"}
 	noChunk := chunked
 	noChunk.Net.Chunk, noChunk.Net.ShimAddr, noChunk.Chunk = netip.Prefix{}, netip.Addr{}, ""
@@ -227,46 +227,46 @@ func TestHostVLANStatusOf(t *testing.T) {
 	ready := &state.NetworkStatus{Name: "v40-config", State: state.NetworkReady, Message: "created"}
 	tests := []struct {
 		name string
-		w    hostWant
-		o    hostObservedVLAN
+		w    vlanWant
+		o    observedVLAN
 		want VLANStatus
 	}{
-		{"everything in place", chunked, hostObservedVLAN{Managed: true, Net: okNet, Config: ready},
+		{"everything in place", chunked, observedVLAN{Managed: true, Net: okNet, Config: ready},
 			VLANStatus{Parent: "eth1.40", Link: "ok", Shim: "ok", Route: "ok", ConfigNetwork: "ready", Chunk: "10.40.1.0/24", Ready: true}},
-		{"kernel not managed: the config network decides", chunked, hostObservedVLAN{Config: ready},
+		{"kernel not managed: the config network decides", chunked, observedVLAN{Config: ready},
 			VLANStatus{Parent: "eth1.40", Link: "not managed", ConfigNetwork: "ready", Chunk: "10.40.1.0/24", Ready: true}},
 		{"no chunk yet", noChunk,
-			hostObservedVLAN{Managed: true, Net: &NetStatus{Parent: "eth1.40", Link: "ok", Shim: hostReasonNoChunk, Route: hostReasonNoChunk, Reason: hostReasonNoChunk}},
-			VLANStatus{Parent: "eth1.40", Link: "ok", Shim: hostReasonNoChunk, Route: hostReasonNoChunk,
+			observedVLAN{Managed: true, Net: &NetStatus{Parent: "eth1.40", Link: "ok", Shim: reasonNoChunk, Route: reasonNoChunk, Reason: reasonNoChunk}},
+			VLANStatus{Parent: "eth1.40", Link: "ok", Shim: reasonNoChunk, Route: reasonNoChunk,
 				ConfigNetwork: "not created: waiting for a chunk", Reason: "waiting for a chunk"}},
 		{"no 802.1Q: the kernel's reason comes before waiting for a chunk", noChunk,
-			hostObservedVLAN{Managed: true, Net: &NetStatus{Parent: "eth1.40", Link: hostReasonNo8021Q,
-				Shim: "waiting for parent eth1.40", Route: "waiting for parent eth1.40", Reason: hostReasonNo8021Q}},
-			VLANStatus{Parent: "eth1.40", Link: hostReasonNo8021Q, Shim: "waiting for parent eth1.40", Route: "waiting for parent eth1.40",
-				ConfigNetwork: "not created: waiting for a chunk", Reason: hostReasonNo8021Q}},
+			observedVLAN{Managed: true, Net: &NetStatus{Parent: "eth1.40", Link: reasonNo8021Q,
+				Shim: "waiting for parent eth1.40", Route: "waiting for parent eth1.40", Reason: reasonNo8021Q}},
+			VLANStatus{Parent: "eth1.40", Link: reasonNo8021Q, Shim: "waiting for parent eth1.40", Route: "waiting for parent eth1.40",
+				ConfigNetwork: "not created: waiting for a chunk", Reason: reasonNo8021Q}},
 		{"link down with a chunk: no config network", chunked,
-			hostObservedVLAN{Managed: true, Net: &NetStatus{Parent: "eth1.40", Link: "trunk eth1 not found",
+			observedVLAN{Managed: true, Net: &NetStatus{Parent: "eth1.40", Link: "trunk eth1 not found",
 				Shim: "waiting for parent eth1.40", Route: "waiting for parent eth1.40", Reason: "trunk eth1 not found"}},
 			VLANStatus{Parent: "eth1.40", Link: "trunk eth1 not found", Shim: "waiting for parent eth1.40", Route: "waiting for parent eth1.40",
 				ConfigNetwork: "not created: waiting for parent eth1.40", Chunk: "10.40.1.0/24", Reason: "trunk eth1 not found"}},
 		{"shim missing with host access", chunked,
-			hostObservedVLAN{Managed: true, Net: &NetStatus{Parent: "eth1.40", Link: "ok", Shim: "create shim: permission denied", Route: "ok",
+			observedVLAN{Managed: true, Net: &NetStatus{Parent: "eth1.40", Link: "ok", Shim: "create shim: permission denied", Route: "ok",
 				Reason: "create shim: permission denied"}, Config: ready},
 			VLANStatus{Parent: "eth1.40", Link: "ok", Shim: "create shim: permission denied", Route: "ok",
 				ConfigNetwork: "ready", Chunk: "10.40.1.0/24", Reason: "create shim: permission denied"}},
 		{"config network in use with the old range", chunked,
-			hostObservedVLAN{Managed: true, Net: okNet, Config: &state.NetworkStatus{State: state.NetworkInUse, Message: "in use by 2 containers; drain first"}},
+			observedVLAN{Managed: true, Net: okNet, Config: &state.NetworkStatus{State: state.NetworkInUse, Message: "in use by 2 containers; drain first"}},
 			VLANStatus{Parent: "eth1.40", Link: "ok", Shim: "ok", Route: "ok", ConfigNetwork: "in-use: in use by 2 containers; drain first",
 				Chunk: "10.40.1.0/24", Reason: "config network v40-config in-use: in use by 2 containers; drain first"}},
-		{"kernel unreadable", chunked, hostObservedVLAN{Managed: true, NetErr: errors.New("observe: EPERM")},
+		{"kernel unreadable", chunked, observedVLAN{Managed: true, NetErr: errors.New("observe: EPERM")},
 			VLANStatus{Parent: "eth1.40", Link: "unknown: observe: EPERM", ConfigNetwork: "not created: waiting for parent eth1.40",
 				Chunk: "10.40.1.0/24", Reason: "host network: observe: EPERM"}},
-		{"allocation unusable", problem, hostObservedVLAN{Managed: true, Net: &NetStatus{Parent: "eth1.40", Link: "ok", Reason: hostReasonNoChunk}},
+		{"allocation unusable", problem, observedVLAN{Managed: true, Net: &NetStatus{Parent: "eth1.40", Link: "ok", Reason: reasonNoChunk}},
 			VLANStatus{Parent: "eth1.40", Link: "ok", ConfigNetwork: "not created: " + problem.Problem, Chunk: "10.41.0.0/24", Reason: problem.Problem}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := hostVLANStatusOf(tc.w, tc.o); got != tc.want {
+			if got := vlanStatusOf(tc.w, tc.o); got != tc.want {
 				t.Errorf("status\n got %+v\nwant %+v", got, tc.want)
 			}
 		})
@@ -288,7 +288,7 @@ func TestHostChunksOf(t *testing.T) {
 		{Key: root + "v44/n1/extra", Value: alloc("10.44.0.0/24", "n1")},
 	}
 	prev := map[string]string{"v41": "10.41.3.0/24"}
-	got, bad := hostChunksOf(root, "n1", pairs, prev)
+	got, bad := chunksOf(root, "n1", pairs, prev)
 	want := map[string]string{"v40": "10.40.1.0/24", "v41": "10.41.3.0/24"}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("chunks %v, want %v (v41 keeps its chunk while its record is unreadable)", got, want)
@@ -318,12 +318,12 @@ func TestHostReportSame(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := base
 			tc.edit(&r)
-			if got := hostReportSame(&base, &r); got != tc.same {
+			if got := reportSame(&base, &r); got != tc.same {
 				t.Errorf("hostReportSame = %v, want %v", got, tc.same)
 			}
 		})
 	}
-	if hostReportSame(nil, &base) {
+	if reportSame(nil, &base) {
 		t.Error("nothing written compares equal to a report")
 	}
 }
@@ -346,7 +346,7 @@ func TestHostStaleConfigNetworks(t *testing.T) {
 	}
 	inView := map[string]bool{"kept": true}
 	known := map[string]bool{"gone": true, "kept": true, "theirs": true, "gone2": true, "gone3": true}
-	got := hostStaleConfigNetworks(nets, inView, known)
+	got := staleConfigNetworks(nets, inView, known)
 	if want := []string{"gone"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("stale %v, want %v", got, want)
 	}
@@ -362,7 +362,7 @@ func hostTestAgent(t *testing.T, view *reconcile.View) (*Agent, *enginetest.Fake
 	return a, fake
 }
 
-func hostTestConverge(t *testing.T, a *Agent) *hostPass {
+func hostTestConverge(t *testing.T, a *Agent) *netPass {
 	t.Helper()
 	p, ok := a.converge(context.Background())
 	if !ok {
@@ -420,7 +420,7 @@ func TestHostConvergeConfigNetworks(t *testing.T) {
 		}
 		want := map[string]state.NodeVLANReport{
 			"v40": {Ready: true, Chunk: "10.40.1.0/24"},
-			"v41": {Reason: hostReasonWaitChunk},
+			"v41": {Reason: reasonWaitChunk},
 		}
 		if !reflect.DeepEqual(p.Report.VLANs, want) || p.Report.Hostname != "worker1" {
 			t.Errorf("report %+v, want VLANs %+v", p.Report, want)
@@ -541,7 +541,7 @@ func TestHostControllerSyntheticKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	synthetic := reconcile.Key{Kind: hostKindNetwork, Name: "n1"}
+	synthetic := reconcile.Key{Kind: kindNetwork, Name: "n1"}
 	var mu sync.Mutex
 	var seen []reconcile.Key
 	record := reconcile.ReconcilerFunc(func(_ context.Context, k reconcile.Key, _ *reconcile.Doc) reconcile.Outcome {
@@ -552,7 +552,7 @@ func TestHostControllerSyntheticKeys(t *testing.T) {
 	})
 	c := &reconcile.Controller{Store: store, View: view.View, Log: slog.New(slog.DiscardHandler), Resync: 10 * time.Millisecond,
 		Keys: func() []reconcile.Key { return []reconcile.Key{synthetic} }}
-	c.Register(hostKindNetwork, record)
+	c.Register(kindNetwork, record)
 	c.Register(spec.KindVLAN, record)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
@@ -595,16 +595,16 @@ func TestHostVLANFromConfig(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			w := hostWant{Net: tc.want, Driver: "macvlan", Subnet: netip.MustParsePrefix(tc.want.Chunk.Addr().String() + "/16").Masked()}
+			w := vlanWant{Net: tc.want, Driver: "macvlan", Subnet: netip.MustParsePrefix(tc.want.Chunk.Addr().String() + "/16").Masked()}
 			opts := networkConfigWant(w.configNetwork())
 			n := network.Summary{Name: spec.ConfigNetworkName(tc.want.Name), ConfigOnly: true, Options: opts.Options, Labels: opts.Labels, IPAM: *opts.IPAM}
-			got, ok := hostVLANFromConfig(tc.want.Name, n)
+			got, ok := vlanFromConfig(tc.want.Name, n)
 			if !ok || got != tc.want {
 				t.Errorf("rebuilt\n got %+v (%v)\nwant %+v", got, ok, tc.want)
 			}
 		})
 	}
-	if _, ok := hostVLANFromConfig("v", network.Summary{}); ok {
+	if _, ok := vlanFromConfig("v", network.Summary{}); ok {
 		t.Error("rebuilt a VLAN from a network without a parent")
 	}
 }

@@ -300,7 +300,7 @@ func networkErrStatus(st state.NetworkStatus, err error) state.NetworkStatus {
 }
 
 // configNetwork is the config-only network the VLAN needs on this node.
-func (w hostWant) configNetwork() ConfigNetwork {
+func (w vlanWant) configNetwork() ConfigNetwork {
 	return ConfigNetwork{
 		VLAN:     w.Net.Name,
 		Driver:   w.Driver,
@@ -314,10 +314,10 @@ func (w hostWant) configNetwork() ConfigNetwork {
 	}
 }
 
-// hostConfigCurrent reports whether nets (one list of the Engine's
+// configCurrent reports whether nets (one list of the Engine's
 // networks) already hold want exactly as wanted, so the pass makes no
 // further Docker call for it.
-func hostConfigCurrent(nets []network.Summary, want ConfigNetwork) (network.Summary, bool) {
+func configCurrent(nets []network.Summary, want ConfigNetwork) (network.Summary, bool) {
 	name := spec.ConfigNetworkName(want.VLAN)
 	var found []network.Summary
 	for _, n := range nets {
@@ -331,10 +331,10 @@ func hostConfigCurrent(nets []network.Summary, want ConfigNetwork) (network.Summ
 	return found[0], true
 }
 
-// hostStaleConfigNetworks names the VLANs whose swarmvlan config network
+// staleConfigNetworks names the VLANs whose swarmvlan config network
 // is on this Engine although the VLAN is no longer in the view; only VLANs
 // in known qualify. Sorted.
-func hostStaleConfigNetworks(nets []network.Summary, inView, known map[string]bool) []string {
+func staleConfigNetworks(nets []network.Summary, inView, known map[string]bool) []string {
 	seen := map[string]bool{}
 	var out []string
 	for _, n := range nets {
@@ -350,8 +350,8 @@ func hostStaleConfigNetworks(nets []network.Summary, inView, known map[string]bo
 	return out
 }
 
-// hostConfigNetworkOf finds the swarmvlan config network of vlan in nets.
-func hostConfigNetworkOf(nets []network.Summary, vlan string) (network.Summary, bool) {
+// configNetworkOf finds the swarmvlan config network of vlan in nets.
+func configNetworkOf(nets []network.Summary, vlan string) (network.Summary, bool) {
 	for _, n := range nets {
 		if n.Name == spec.ConfigNetworkName(vlan) && n.ConfigOnly && spec.Managed(n.Labels) {
 			return n, true
@@ -360,12 +360,12 @@ func hostConfigNetworkOf(nets []network.Summary, vlan string) (network.Summary, 
 	return network.Summary{}, false
 }
 
-// hostVLANFromConfig rebuilds, from a VLAN's config network, the kernel
+// vlanFromConfig rebuilds, from a VLAN's config network, the kernel
 // state its containers ride on, so that the links of a VLAN removed from
 // the spec stay while its config network does, even when this process never
 // saw the VLAN's document. A parent "<trunk>.<id>" is read as a tagged VLAN.
 // Promiscuous mode is not recorded; it is left on, the default.
-func hostVLANFromConfig(vlan string, n network.Summary) (VLAN, bool) {
+func vlanFromConfig(vlan string, n network.Summary) (VLAN, bool) {
 	parent := n.Options[networkOptParent]
 	if parent == "" {
 		return VLAN{}, false

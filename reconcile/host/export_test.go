@@ -3,6 +3,6 @@ package host
 // The link alias mark and the swarm executor's service label, for the
 // external tests.
 const (
-	AliasPrefixForTest      = hostAliasPrefix
+	AliasPrefixForTest      = aliasPrefix
 	LabelServiceNameForTest = registrationLabelServiceName
 )

@@ -58,20 +58,20 @@ type NetStatus struct {
 }
 
 const (
-	// hostAliasPrefix marks the links this reconciler made; a link whose
+	// aliasPrefix marks the links this reconciler made; a link whose
 	// alias lacks it is never changed or removed. The rest of the alias is
 	// the name of the VLAN the link serves.
-	hostAliasPrefix = "swarmvlan:"
-	// hostIfNameMax is IFNAMSIZ less the terminating NUL.
-	hostIfNameMax = 15
-	// hostReasonNo8021Q is the status reason when the kernel cannot make
+	aliasPrefix = "swarmvlan:"
+	// ifNameMax is IFNAMSIZ less the terminating NUL.
+	ifNameMax = 15
+	// reasonNo8021Q is the status reason when the kernel cannot make
 	// 802.1Q links; it is part of the status contract, so spelled once.
-	hostReasonNo8021Q = kernel.ReasonNo8021Q
-	// hostReasonNoChunk is the shim's status until the node holds a chunk.
-	hostReasonNoChunk = "no chunk allocated yet"
+	reasonNo8021Q = kernel.ReasonNo8021Q
+	// reasonNoChunk is the shim's status until the node holds a chunk.
+	reasonNoChunk = "no chunk allocated yet"
 )
 
-func hostAlias(vlan string) string { return hostAliasPrefix + vlan }
+func linkAlias(vlan string) string { return aliasPrefix + vlan }
 
 // linkOp is what one planned step does to the kernel.
 type linkOp int
@@ -171,9 +171,9 @@ func linkHasWrites(plan []linkAction) bool {
 	return false
 }
 
-// hostSorted returns want sorted by name without later duplicates, so plans
+// sortedVLANs returns want sorted by name without later duplicates, so plans
 // and claims do not depend on the caller's order.
-func hostSorted(want []VLAN) []VLAN {
+func sortedVLANs(want []VLAN) []VLAN {
 	out := make([]VLAN, 0, len(want))
 	seen := make(map[string]bool, len(want))
 	for _, v := range want {
@@ -187,8 +187,8 @@ func hostSorted(want []VLAN) []VLAN {
 	return out
 }
 
-// hostPlanner holds the indexes one planning pass needs.
-type hostPlanner struct {
+// linkPlanner holds the indexes one planning pass needs.
+type linkPlanner struct {
 	have    kernel.Observed
 	byName  map[string]*kernel.Link
 	byIndex map[int]*kernel.Link
@@ -205,14 +205,14 @@ type hostPlanner struct {
 	out           []linkAction
 }
 
-// hostPlan computes the steps that take the kernel from have to want, for
+// planLinks computes the steps that take the kernel from have to want, for
 // the links this reconciler owns, the trunks' up and promiscuous flags, and
 // the shims' addresses and routes. It never plans a change to a link whose
-// alias lacks hostAliasPrefix other than bringing a trunk up and switching
+// alias lacks aliasPrefix other than bringing a trunk up and switching
 // its promiscuous mode; a wanted name held by such a link is reported as a
 // linkBlock step instead.
-func hostPlan(want []VLAN, have kernel.Observed) []linkAction {
-	p := &hostPlanner{
+func planLinks(want []VLAN, have kernel.Observed) []linkAction {
+	p := &linkPlanner{
 		have:          have,
 		byName:        make(map[string]*kernel.Link, len(have.Links)),
 		byIndex:       make(map[int]*kernel.Link, len(have.Links)),
@@ -228,7 +228,7 @@ func hostPlan(want []VLAN, have kernel.Observed) []linkAction {
 		p.byName[l.Name] = l
 		p.byIndex[l.Index] = l
 	}
-	vlans := hostSorted(want)
+	vlans := sortedVLANs(want)
 	for _, v := range vlans {
 		p.claim(v)
 	}
@@ -241,16 +241,16 @@ func hostPlan(want []VLAN, have kernel.Observed) []linkAction {
 }
 
 // claim validates v and records the link names it uses.
-func (p *hostPlanner) claim(v VLAN) {
+func (p *linkPlanner) claim(v VLAN) {
 	switch {
 	case v.Trunk == "":
 		p.linkProblem[v.Name] = "no trunk interface given"
-	case len(v.Trunk) > hostIfNameMax:
-		p.linkProblem[v.Name] = fmt.Sprintf("trunk name %q is longer than %d bytes", v.Trunk, hostIfNameMax)
+	case len(v.Trunk) > ifNameMax:
+		p.linkProblem[v.Name] = fmt.Sprintf("trunk name %q is longer than %d bytes", v.Trunk, ifNameMax)
 	case v.ID < 0 || v.ID > 4094:
 		p.linkProblem[v.Name] = fmt.Sprintf("802.1Q id %d is outside 0-4094", v.ID)
-	case v.ID > 0 && len(spec.SubInterfaceName(v.Trunk, v.ID)) > hostIfNameMax:
-		p.linkProblem[v.Name] = fmt.Sprintf("sub-interface name %q is longer than %d bytes", spec.SubInterfaceName(v.Trunk, v.ID), hostIfNameMax)
+	case v.ID > 0 && len(spec.SubInterfaceName(v.Trunk, v.ID)) > ifNameMax:
+		p.linkProblem[v.Name] = fmt.Sprintf("sub-interface name %q is longer than %d bytes", spec.SubInterfaceName(v.Trunk, v.ID), ifNameMax)
 	case v.MTU < 0:
 		p.linkProblem[v.Name] = fmt.Sprintf("mtu %d is negative", v.MTU)
 	}
@@ -293,7 +293,7 @@ func (p *hostPlanner) claim(v VLAN) {
 
 // removeUnclaimed deletes owned links no wanted VLAN uses: shims first, as
 // deleting a sub-interface takes its macvlan children with it.
-func (p *hostPlanner) removeUnclaimed() {
+func (p *linkPlanner) removeUnclaimed() {
 	var gone []*kernel.Link
 	for i := range p.have.Links {
 		l := &p.have.Links[i]
@@ -305,7 +305,7 @@ func (p *hostPlanner) removeUnclaimed() {
 		return gone[i].Kind == "macvlan" && gone[j].Kind != "macvlan"
 	})
 	for _, l := range gone {
-		vlan := strings.TrimPrefix(l.Alias, hostAliasPrefix)
+		vlan := strings.TrimPrefix(l.Alias, aliasPrefix)
 		if child := p.foreignChild(l.Index); child != "" {
 			// The kernel would delete the child with its parent, and the
 			// child is not ours: keep the parent until the child is gone.
@@ -321,7 +321,7 @@ func (p *hostPlanner) removeUnclaimed() {
 
 // markDeleted records that index goes, and with it, as the kernel does it,
 // every link stacked on it.
-func (p *hostPlanner) markDeleted(index int) {
+func (p *linkPlanner) markDeleted(index int) {
 	if p.deleted[index] {
 		return
 	}
@@ -333,7 +333,7 @@ func (p *hostPlanner) markDeleted(index int) {
 	}
 }
 
-func (p *hostPlanner) foreignChild(index int) string {
+func (p *linkPlanner) foreignChild(index int) string {
 	for i := range p.have.Links {
 		l := &p.have.Links[i]
 		if l.ParentIndex == index && l.Index != index && !linkOwned(l) {
@@ -343,28 +343,28 @@ func (p *hostPlanner) foreignChild(index int) string {
 	return ""
 }
 
-func (p *hostPlanner) add(v VLAN, part linkPart, a linkAction) {
+func (p *linkPlanner) add(v VLAN, part linkPart, a linkAction) {
 	a.VLAN, a.Part = v.Name, part
 	p.out = append(p.out, a)
 }
 
-func (p *hostPlanner) block(v VLAN, part linkPart, why string) {
+func (p *linkPlanner) block(v VLAN, part linkPart, why string) {
 	p.add(v, part, linkAction{Op: linkBlock, Why: why})
 }
 
 // waitShim reports the shim and route of v as waiting on its parent.
-func (p *hostPlanner) waitShim(v VLAN, why string) {
+func (p *linkPlanner) waitShim(v VLAN, why string) {
 	if v.HostAccess {
 		p.block(v, linkPartShim, why)
 		p.block(v, linkPartRoute, why)
 	}
 }
 
-func hostCollision(name, vlan string) string {
-	return fmt.Sprintf("link %s exists and is not managed by swarmvlan (delete it, or set its alias to %q to hand it over)", name, hostAlias(vlan))
+func collision(name, vlan string) string {
+	return fmt.Sprintf("link %s exists and is not managed by swarmvlan (delete it, or set its alias to %q to hand it over)", name, linkAlias(vlan))
 }
 
-func (p *hostPlanner) vlan(v VLAN) {
+func (p *linkPlanner) vlan(v VLAN) {
 	if why := p.linkProblem[v.Name]; why != "" {
 		p.block(v, linkPartLink, why)
 		p.waitShim(v, "waiting for parent "+spec.SubInterfaceName(v.Trunk, v.ID))
@@ -390,7 +390,7 @@ func (p *hostPlanner) vlan(v VLAN) {
 		name := spec.SubInterfaceName(v.Trunk, v.ID)
 		sub := p.byName[name]
 		if sub != nil && !linkOwned(sub) {
-			p.block(v, linkPartLink, hostCollision(name, v.Name))
+			p.block(v, linkPartLink, collision(name, v.Name))
 			p.waitShim(v, "waiting for parent "+name)
 			return
 		}
@@ -402,7 +402,7 @@ func (p *hostPlanner) vlan(v VLAN) {
 		}
 		if sub == nil {
 			p.add(v, linkPartLink, linkAction{Op: linkCreateVLAN, Link: name, Parent: trunk.Name,
-				VlanID: v.ID, MTU: v.MTU, Alias: hostAlias(v.Name), Why: name + " missing"})
+				VlanID: v.ID, MTU: v.MTU, Alias: linkAlias(v.Name), Why: name + " missing"})
 			if v.Promiscuous {
 				p.add(v, linkPartLink, linkAction{Op: linkSetPromisc, Link: name, On: true,
 					Why: "promiscuous mode off on " + name})
@@ -412,7 +412,7 @@ func (p *hostPlanner) vlan(v VLAN) {
 			p.repair(v, linkPartLink, sub)
 			if sub.Promisc != v.Promiscuous {
 				p.add(v, linkPartLink, linkAction{Op: linkSetPromisc, Link: name, Index: sub.Index, On: v.Promiscuous,
-					Why: fmt.Sprintf("promiscuous mode on %s is %s", name, hostOnOff(sub.Promisc))})
+					Why: fmt.Sprintf("promiscuous mode on %s is %s", name, onOff(sub.Promisc))})
 			}
 			parentIndex = sub.Index
 		}
@@ -422,7 +422,7 @@ func (p *hostPlanner) vlan(v VLAN) {
 }
 
 // trunk brings the trunk up and, when wanted, promiscuous; once per trunk.
-func (p *hostPlanner) trunk(v VLAN, t *kernel.Link) {
+func (p *linkPlanner) trunk(v VLAN, t *kernel.Link) {
 	if p.trunkDone[t.Name] {
 		return
 	}
@@ -438,9 +438,9 @@ func (p *hostPlanner) trunk(v VLAN, t *kernel.Link) {
 }
 
 // repair sets alias, MTU and up on an owned link that otherwise is right.
-func (p *hostPlanner) repair(v VLAN, part linkPart, l *kernel.Link) {
-	if l.Alias != hostAlias(v.Name) {
-		p.add(v, part, linkAction{Op: linkSetAlias, Link: l.Name, Index: l.Index, Alias: hostAlias(v.Name),
+func (p *linkPlanner) repair(v VLAN, part linkPart, l *kernel.Link) {
+	if l.Alias != linkAlias(v.Name) {
+		p.add(v, part, linkAction{Op: linkSetAlias, Link: l.Name, Index: l.Index, Alias: linkAlias(v.Name),
 			Why: fmt.Sprintf("%s has alias %q", l.Name, l.Alias)})
 	}
 	if v.MTU > 0 && l.MTU != v.MTU {
@@ -452,7 +452,7 @@ func (p *hostPlanner) repair(v VLAN, part linkPart, l *kernel.Link) {
 	}
 }
 
-func (p *hostPlanner) shim(v VLAN, parent string, parentIndex int, parentNew bool) {
+func (p *linkPlanner) shim(v VLAN, parent string, parentIndex int, parentNew bool) {
 	if !v.HostAccess {
 		// An owned shim is not claimed, so removeUnclaimed deleted it.
 		return
@@ -468,7 +468,7 @@ func (p *hostPlanner) shim(v VLAN, parent string, parentIndex int, parentNew boo
 		s = nil // goes with its parent
 	}
 	if s != nil && !linkOwned(s) {
-		p.block(v, linkPartShim, hostCollision(name, v.Name))
+		p.block(v, linkPartShim, collision(name, v.Name))
 		p.block(v, linkPartRoute, "waiting for shim "+name)
 		return
 	}
@@ -480,7 +480,7 @@ func (p *hostPlanner) shim(v VLAN, parent string, parentIndex int, parentNew boo
 	}
 	if s == nil {
 		p.add(v, linkPartShim, linkAction{Op: linkCreateShim, Link: name, Parent: parent, MTU: v.MTU,
-			Alias: hostAlias(v.Name), Why: "shim " + name + " missing"})
+			Alias: linkAlias(v.Name), Why: "shim " + name + " missing"})
 	} else {
 		p.repair(v, linkPartShim, s)
 	}
@@ -526,8 +526,8 @@ func (p *hostPlanner) shim(v VLAN, parent string, parentIndex int, parentNew boo
 		}
 	}
 	if !v.Chunk.IsValid() {
-		p.block(v, linkPartShim, hostReasonNoChunk)
-		p.block(v, linkPartRoute, hostReasonNoChunk)
+		p.block(v, linkPartShim, reasonNoChunk)
+		p.block(v, linkPartRoute, reasonNoChunk)
 		return
 	}
 	index := 0
@@ -558,7 +558,7 @@ func (p *hostPlanner) shim(v VLAN, parent string, parentIndex int, parentNew boo
 
 // releasePromisc switches promiscuous mode off on trunks this reconciler
 // switched on and no wanted VLAN needs any more.
-func (p *hostPlanner) releasePromisc() {
+func (p *linkPlanner) releasePromisc() {
 	names := make([]string, 0, len(p.have.PromiscSet))
 	for n := range p.have.PromiscSet {
 		names = append(names, n)
@@ -574,24 +574,24 @@ func (p *hostPlanner) releasePromisc() {
 	}
 }
 
-func hostOnOff(b bool) string {
+func onOff(b bool) string {
 	if b {
 		return "on"
 	}
 	return "off"
 }
 
-// hostFailure is an action that failed for a VLAN in this pass.
-type hostFailure struct {
+// linkFailure is an action that failed for a VLAN in this pass.
+type linkFailure struct {
 	Part   linkPart
 	Reason string
 }
 
-// hostStatuses derives each wanted VLAN's status from the plan that still
+// linkStatuses derives each wanted VLAN's status from the plan that still
 // remains after executing (residual) and the failures met on the way.
-func hostStatuses(want []VLAN, residual []linkAction, failed map[string]hostFailure) map[string]NetStatus {
+func linkStatuses(want []VLAN, residual []linkAction, failed map[string]linkFailure) map[string]NetStatus {
 	out := make(map[string]NetStatus, len(want))
-	for _, v := range hostSorted(want) {
+	for _, v := range sortedVLANs(want) {
 		var parts [3]string
 		for _, a := range residual {
 			if a.VLAN == v.Name && parts[a.Part] == "" {
@@ -636,18 +636,18 @@ func hostStatuses(want []VLAN, residual []linkAction, failed map[string]hostFail
 	return out
 }
 
-// hostInterest is what a netlink notification must touch to concern the
+// linkInterest is what a netlink notification must touch to concern the
 // state Ensure last converged.
-type hostInterest struct {
+type linkInterest struct {
 	names   map[string]bool
 	indexes map[int]bool
 	chunks  map[netip.Prefix]bool
 }
 
-// hostInterestOf collects the names and indexes of trunks, parents, shims and
+// interestOf collects the names and indexes of trunks, parents, shims and
 // owned links, and the chunks routed through shims.
-func hostInterestOf(want []VLAN, have kernel.Observed) *hostInterest {
-	in := &hostInterest{names: map[string]bool{}, indexes: map[int]bool{}, chunks: map[netip.Prefix]bool{}}
+func interestOf(want []VLAN, have kernel.Observed) *linkInterest {
+	in := &linkInterest{names: map[string]bool{}, indexes: map[int]bool{}, chunks: map[netip.Prefix]bool{}}
 	for _, v := range want {
 		in.names[v.Trunk] = true
 		in.names[spec.SubInterfaceName(v.Trunk, v.ID)] = true
@@ -672,13 +672,13 @@ func hostInterestOf(want []VLAN, have kernel.Observed) *hostInterest {
 
 // concerns says whether e may change state Ensure converges. Before the
 // first Ensure (in == nil) everything does.
-func (in *hostInterest) concerns(e kernel.Event) bool {
+func (in *linkInterest) concerns(e kernel.Event) bool {
 	if in == nil {
 		return true
 	}
 	switch e.Kind {
 	case kernel.EventLink:
-		return in.names[e.LinkName] || in.indexes[e.LinkIndex] || strings.HasPrefix(e.Alias, hostAliasPrefix)
+		return in.names[e.LinkName] || in.indexes[e.LinkIndex] || strings.HasPrefix(e.Alias, aliasPrefix)
 	case kernel.EventAddr:
 		return in.indexes[e.LinkIndex]
 	case kernel.EventRoute:
@@ -688,4 +688,4 @@ func (in *hostInterest) concerns(e kernel.Event) bool {
 }
 
 // linkOwned says whether this reconciler made l (its alias is marked).
-func linkOwned(l *kernel.Link) bool { return strings.HasPrefix(l.Alias, hostAliasPrefix) }
+func linkOwned(l *kernel.Link) bool { return strings.HasPrefix(l.Alias, aliasPrefix) }

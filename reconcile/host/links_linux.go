@@ -24,7 +24,7 @@ type Net struct {
 	// promiscuous rather than being switched off under someone else.
 	promisc map[string]bool
 
-	interest atomic.Pointer[hostInterest]
+	interest atomic.Pointer[linkInterest]
 
 	// watchRcvBuf and watchForce size the subscription sockets; tests
 	// shrink them to provoke ENOBUFS.
@@ -65,10 +65,10 @@ func NewNet(k Kernel) *Net {
 // Close closes the kernel adapter (see Netlink.Close).
 func (h *Net) Close() { h.k.Close() }
 
-// hostMaxPasses bounds the observe-plan-execute passes of one Ensure. One
+// maxPasses bounds the observe-plan-execute passes of one Ensure. One
 // pass normally converges; a second catches what the kernel did on its own
 // meanwhile (a shim deleted with its parent).
-const hostMaxPasses = 3
+const maxPasses = 3
 
 // Ensure converges the kernel to exactly want for the links this reconciler
 // owns: it creates and repairs what is wanted and removes owned links (and
@@ -85,7 +85,7 @@ const hostMaxPasses = 3
 func (h *Net) Ensure(ctx context.Context, want []VLAN) (map[string]NetStatus, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	failed := map[string]hostFailure{}
+	failed := map[string]linkFailure{}
 	var errs []error
 	var have kernel.Observed
 	var plan []linkAction
@@ -94,12 +94,12 @@ func (h *Net) Ensure(ctx context.Context, want []VLAN) (map[string]NetStatus, er
 		if have, err = h.observe(); err != nil {
 			return nil, fmt.Errorf("host network: observe: %w", err)
 		}
-		plan = hostPlan(want, have)
-		if !hostPending(plan, failed) {
+		plan = planLinks(want, have)
+		if !planPending(plan, failed) {
 			break
 		}
-		if pass == hostMaxPasses {
-			errs = append(errs, fmt.Errorf("host network: not converged after %d passes: %s", pass, hostFirstPending(plan, failed)))
+		if pass == maxPasses {
+			errs = append(errs, fmt.Errorf("host network: not converged after %d passes: %s", pass, firstPending(plan, failed)))
 			break
 		}
 		if err := h.execute(ctx, plan, failed, &errs); err != nil {
@@ -115,8 +115,8 @@ func (h *Net) Ensure(ctx context.Context, want []VLAN) (map[string]NetStatus, er
 			errs = append(errs, fmt.Errorf("vlan %q: %s", a.VLAN, a.Why))
 		}
 	}
-	h.interest.Store(hostInterestOf(want, have))
-	return hostStatuses(want, plan, failed), errors.Join(errs...)
+	h.interest.Store(interestOf(want, have))
+	return linkStatuses(want, plan, failed), errors.Join(errs...)
 }
 
 // observe reads the kernel and adds what only memory knows: the trunks whose
@@ -142,12 +142,12 @@ func (h *Net) observe() (kernel.Observed, error) {
 	return have, nil
 }
 
-// hostPending says whether plan still writes for a VLAN that has not failed.
-func hostPending(plan []linkAction, failed map[string]hostFailure) bool {
-	return hostFirstPending(plan, failed) != ""
+// planPending says whether plan still writes for a VLAN that has not failed.
+func planPending(plan []linkAction, failed map[string]linkFailure) bool {
+	return firstPending(plan, failed) != ""
 }
 
-func hostFirstPending(plan []linkAction, failed map[string]hostFailure) string {
+func firstPending(plan []linkAction, failed map[string]linkFailure) string {
 	for _, a := range plan {
 		if _, bad := failed[a.VLAN]; a.writes() && !bad {
 			return a.Why
@@ -159,7 +159,7 @@ func hostFirstPending(plan []linkAction, failed map[string]hostFailure) string {
 // execute runs the plan's writes in order. After a VLAN's first failure its
 // later steps are skipped, since they build on the failed one; other VLANs
 // carry on. Only a cancelled ctx stops the whole plan.
-func (h *Net) execute(ctx context.Context, plan []linkAction, failed map[string]hostFailure, errs *[]error) error {
+func (h *Net) execute(ctx context.Context, plan []linkAction, failed map[string]linkFailure, errs *[]error) error {
 	for _, a := range plan {
 		if _, bad := failed[a.VLAN]; !a.writes() || bad {
 			continue
@@ -174,13 +174,13 @@ func (h *Net) execute(ctx context.Context, plan []linkAction, failed map[string]
 		reason := a.verb() + ": " + err.Error()
 		if errors.Is(err, kernel.ErrNo8021Q) {
 			// Terminal on this kernel: reported, not retried.
-			reason = hostReasonNo8021Q
+			reason = reasonNo8021Q
 		} else if a.VLAN != "" {
 			*errs = append(*errs, fmt.Errorf("vlan %q: %s: %w", a.VLAN, a.verb(), err))
 		} else {
 			*errs = append(*errs, fmt.Errorf("host network: %s: %w", a.verb(), err))
 		}
-		failed[a.VLAN] = hostFailure{Part: a.Part, Reason: reason}
+		failed[a.VLAN] = linkFailure{Part: a.Part, Reason: reason}
 	}
 	return nil
 }
@@ -251,11 +251,11 @@ func (h *Net) apply(a linkAction) error {
 func (h *Net) writes() int64 { return h.k.WriteCount() }
 
 const (
-	hostWatchBackoffMin = 100 * time.Millisecond
-	hostWatchBackoffMax = 10 * time.Second
-	// hostWatchHealthy is how long a subscription must have lasted for its
+	watchBackoffMin = 100 * time.Millisecond
+	watchBackoffMax = 10 * time.Second
+	// watchHealthy is how long a subscription must have lasted for its
 	// loss to count as a one-off, subscribed again after the least backoff.
-	hostWatchHealthy = time.Second
+	watchHealthy = time.Second
 )
 
 // Watch subscribes to link, address and route notifications in the
@@ -285,7 +285,7 @@ func (h *Net) watch(ctx context.Context, out chan struct{}) {
 		default:
 		}
 	}
-	bo := backoff.New(hostWatchBackoffMin, hostWatchBackoffMax)
+	bo := backoff.New(watchBackoffMin, watchBackoffMax)
 	for {
 		done := make(chan struct{})
 		lost := make(chan struct{}, 1)
@@ -312,7 +312,7 @@ func (h *Net) watch(ctx context.Context, out chan struct{}) {
 			case <-lost:
 			}
 			h.resubscribes.Add(1)
-			if time.Since(started) >= hostWatchHealthy {
+			if time.Since(started) >= watchHealthy {
 				bo.Reset()
 			}
 		}

@@ -188,7 +188,7 @@ func hostTestCheck(h *netlink.Handle, v VLAN) error {
 			return fmt.Errorf("sub-interface is a %s", parent.Type())
 		case sub.VlanId != v.ID || sub.ParentIndex != trunk.Attrs().Index:
 			return fmt.Errorf("sub-interface id %d on %d", sub.VlanId, sub.ParentIndex)
-		case sub.Alias != hostAlias(v.Name):
+		case sub.Alias != linkAlias(v.Name):
 			return fmt.Errorf("sub-interface alias %q", sub.Alias)
 		case sub.Flags&net.FlagUp == 0:
 			return errors.New("sub-interface down")
@@ -217,7 +217,7 @@ func hostTestCheck(h *netlink.Handle, v VLAN) error {
 		return fmt.Errorf("shim mode %v", m.Mode)
 	case m.ParentIndex != parent.Attrs().Index:
 		return fmt.Errorf("shim on link %d, not %s", m.ParentIndex, parent.Attrs().Name)
-	case m.Alias != hostAlias(v.Name):
+	case m.Alias != linkAlias(v.Name):
 		return fmt.Errorf("shim alias %q", m.Alias)
 	case m.Flags&net.FlagUp == 0:
 		return errors.New("shim down")
@@ -255,7 +255,7 @@ func hostTestOwned(t *testing.T, h *netlink.Handle, chunk netip.Prefix) (links [
 		t.Fatal(err)
 	}
 	for _, l := range all {
-		if strings.HasPrefix(l.Attrs().Alias, hostAliasPrefix) {
+		if strings.HasPrefix(l.Attrs().Alias, aliasPrefix) {
 			links = append(links, l.Attrs().Name)
 		}
 	}
@@ -437,7 +437,7 @@ func TestHostNetEnsure(t *testing.T) {
 		early := v
 		early.Chunk, early.ShimAddr = netip.Prefix{}, netip.Addr{}
 		st := hostTestEnsure(t, hn, []VLAN{early})
-		want := NetStatus{Parent: "trk0", Link: "ok", Shim: hostReasonNoChunk, Route: hostReasonNoChunk, Reason: hostReasonNoChunk}
+		want := NetStatus{Parent: "trk0", Link: "ok", Shim: reasonNoChunk, Route: reasonNoChunk, Reason: reasonNoChunk}
 		if got := st["vlan40"]; got != want {
 			t.Errorf("status %+v, want %+v", got, want)
 		}
@@ -704,8 +704,8 @@ func TestHostNetNo8021Q(t *testing.T) {
 			t.Errorf("pass %d: missing kernel support is a status, not a retryable error: %v", pass, err)
 		}
 		got := st["vlan40"]
-		if got != (NetStatus{Parent: "trk0.40", Link: hostReasonNo8021Q, Shim: "waiting for parent trk0.40",
-			Route: "waiting for parent trk0.40", Reason: hostReasonNo8021Q}) {
+		if got != (NetStatus{Parent: "trk0.40", Link: reasonNo8021Q, Shim: "waiting for parent trk0.40",
+			Route: "waiting for parent trk0.40", Reason: reasonNo8021Q}) {
 			t.Errorf("pass %d: tagged status %+v", pass, got)
 		}
 		if !st["vlan50"].Ready {
@@ -723,7 +723,7 @@ func TestHostNetNo8021Q(t *testing.T) {
 func TestHostNetVLANSubInterface(t *testing.T) {
 	ns, h := hostTestNS(t)
 	if !hostTestHas8021Q(t, h) {
-		t.Skip(hostReasonNo8021Q)
+		t.Skip(reasonNo8021Q)
 	}
 	hostTestVeth(t, h, "trk0", "trk0p", true)
 	v := VLAN{Name: "vlan40", Trunk: "trk0", ID: 40, MTU: 1400, Promiscuous: true, HostAccess: true,
@@ -766,10 +766,10 @@ func TestHostNetCollisions(t *testing.T) {
 	}
 	hn := hostTestNew(t, ns)
 	st := hostTestEnsure(t, hn, want)
-	if got := st["vlan40"]; got.Ready || got.Link != hostCollision("trk0.40", "vlan40") {
+	if got := st["vlan40"]; got.Ready || got.Link != collision("trk0.40", "vlan40") {
 		t.Errorf("vlan40 status %+v", got)
 	}
-	if got := st["vlan50"]; got.Ready || got.Link != "ok" || got.Shim != hostCollision("sv-vlan50", "vlan50") {
+	if got := st["vlan50"]; got.Ready || got.Link != "ok" || got.Shim != collision("sv-vlan50", "vlan50") {
 		t.Errorf("vlan50 status %+v", got)
 	}
 	if !st["vlan60"].Ready {

@@ -279,8 +279,8 @@ func TestHostPlan(t *testing.T) {
 			have: func() kernel.Observed { o := hostConverged(); obsWithout(&o, "sv-vlan50"); return o },
 			steps: []string{
 				"create shim sv-vlan50 on eth1",
-				"block vlan50: " + hostReasonNoChunk,
-				"block vlan50: " + hostReasonNoChunk,
+				"block vlan50: " + reasonNoChunk,
+				"block vlan50: " + reasonNoChunk,
 			},
 		},
 		{
@@ -292,7 +292,7 @@ func TestHostPlan(t *testing.T) {
 				return o
 			},
 			steps: []string{
-				`block vlan50: ` + hostCollision("sv-vlan50", "vlan50"),
+				`block vlan50: ` + collision("sv-vlan50", "vlan50"),
 				"block vlan50: waiting for shim sv-vlan50",
 			},
 		},
@@ -305,7 +305,7 @@ func TestHostPlan(t *testing.T) {
 				return o
 			},
 			steps: []string{
-				"block vlan40: " + hostCollision("eth0.40", "vlan40"),
+				"block vlan40: " + collision("eth0.40", "vlan40"),
 				"block vlan40: waiting for parent eth0.40",
 				"block vlan40: waiting for parent eth0.40",
 			},
@@ -426,7 +426,7 @@ func TestHostPlan(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			have := tt.have()
-			plan := hostPlan(tt.want(), have)
+			plan := planLinks(tt.want(), have)
 			if got := hostSteps(plan); !reflect.DeepEqual(got, tt.steps) {
 				t.Errorf("plan:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(tt.steps, "\n  "))
 			}
@@ -434,7 +434,7 @@ func TestHostPlan(t *testing.T) {
 			// Executing the plan must converge: planning again on the result
 			// leaves only the problems no write can fix.
 			after := hostSimulate(t, have, plan)
-			for _, a := range hostPlan(tt.want(), after) {
+			for _, a := range planLinks(tt.want(), after) {
 				if a.writes() {
 					t.Errorf("not converged after one pass: %s", a.verb())
 				}
@@ -570,7 +570,7 @@ func TestHostStatuses(t *testing.T) {
 		name     string
 		want     []VLAN
 		residual []linkAction
-		failed   map[string]hostFailure
+		failed   map[string]linkFailure
 		status   map[string]NetStatus
 	}{
 		{
@@ -588,10 +588,10 @@ func TestHostStatuses(t *testing.T) {
 				{Op: linkCreateVLAN, VLAN: "vlan40", Part: linkPartLink, Link: "eth0.40", Why: "eth0.40 missing"},
 				{Op: linkCreateShim, VLAN: "vlan40", Part: linkPartShim, Link: "sv-vlan40", Why: "shim sv-vlan40 missing"},
 			},
-			failed: map[string]hostFailure{"vlan40": {Part: linkPartLink, Reason: hostReasonNo8021Q}},
+			failed: map[string]linkFailure{"vlan40": {Part: linkPartLink, Reason: reasonNo8021Q}},
 			status: map[string]NetStatus{
-				"vlan40": {Parent: "eth0.40", Link: hostReasonNo8021Q, Shim: "waiting for parent eth0.40",
-					Route: "waiting for parent eth0.40", Reason: hostReasonNo8021Q},
+				"vlan40": {Parent: "eth0.40", Link: reasonNo8021Q, Shim: "waiting for parent eth0.40",
+					Route: "waiting for parent eth0.40", Reason: reasonNo8021Q},
 				"vlan50": {Parent: "eth1", Link: "ok", Shim: "ok", Route: "ok", Ready: true},
 			},
 		},
@@ -599,11 +599,11 @@ func TestHostStatuses(t *testing.T) {
 			name: "no chunk yet",
 			want: want[1:],
 			residual: []linkAction{
-				{Op: linkBlock, VLAN: "vlan50", Part: linkPartShim, Why: hostReasonNoChunk},
-				{Op: linkBlock, VLAN: "vlan50", Part: linkPartRoute, Why: hostReasonNoChunk},
+				{Op: linkBlock, VLAN: "vlan50", Part: linkPartShim, Why: reasonNoChunk},
+				{Op: linkBlock, VLAN: "vlan50", Part: linkPartRoute, Why: reasonNoChunk},
 			},
 			status: map[string]NetStatus{
-				"vlan50": {Parent: "eth1", Link: "ok", Shim: hostReasonNoChunk, Route: hostReasonNoChunk, Reason: hostReasonNoChunk},
+				"vlan50": {Parent: "eth1", Link: "ok", Shim: reasonNoChunk, Route: reasonNoChunk, Reason: reasonNoChunk},
 			},
 		},
 		{
@@ -627,7 +627,7 @@ func TestHostStatuses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := hostStatuses(tt.want, tt.residual, tt.failed)
+			got := linkStatuses(tt.want, tt.residual, tt.failed)
 			if !reflect.DeepEqual(got, tt.status) {
 				t.Errorf("status:\n got %+v\nwant %+v", got, tt.status)
 			}
@@ -636,7 +636,7 @@ func TestHostStatuses(t *testing.T) {
 }
 
 func TestHostInterestConcerns(t *testing.T) {
-	in := hostInterestOf(hostTestWant(), hostConverged())
+	in := interestOf(hostTestWant(), hostConverged())
 	tests := []struct {
 		name string
 		e    kernel.Event
@@ -666,7 +666,7 @@ func TestHostInterestConcerns(t *testing.T) {
 			}
 		})
 	}
-	var none *hostInterest
+	var none *linkInterest
 	if !none.concerns(kernel.Event{Kind: kernel.EventAddr, LinkIndex: 300}) {
 		t.Error("before the first Ensure every event must concern it")
 	}
