@@ -39,36 +39,66 @@ type rangePlanResult struct {
 // left keeps its chunk through the quarantine (a node that comes back in time
 // finds it still there); only then is the chunk free again.
 func planAllocations(plan *spec.Plan, pinned map[string]netip.Prefix, nodes []SwarmNode, have map[string]state.Allocation, now time.Time, quarantine time.Duration) rangePlanResult {
-	res := rangePlanResult{Put: map[string]state.Allocation{}}
-	inSwarm := map[string]SwarmNode{}
+	p := &rangePlanner{plan: plan, pinned: pinned, now: now, quarantine: quarantine,
+		res: rangePlanResult{Put: map[string]state.Allocation{}}, used: map[netip.Prefix]string{}}
+	inSwarm := map[string]bool{}
 	for _, n := range nodes {
-		inSwarm[n.ID] = n
+		inSwarm[n.ID] = true
 	}
-	used := map[netip.Prefix]string{} // chunk -> node holding it
+	p.keepHeld(have, inSwarm)
+	var want []SwarmNode
+	for _, n := range nodes {
+		if _, ok := have[n.ID]; !ok {
+			want = append(want, n)
+		}
+	}
+	sort.Slice(want, func(i, j int) bool { return want[i].ID < want[j].ID })
+	p.allocate(want)
+	sort.Strings(p.res.Delete)
+	sort.Strings(p.res.Unallocated)
+	return p.res
+}
+
+// rangePlanner is one planAllocations run.
+type rangePlanner struct {
+	plan       *spec.Plan
+	pinned     map[string]netip.Prefix
+	now        time.Time
+	quarantine time.Duration
+	res        rangePlanResult
+	used       map[netip.Prefix]string // chunk -> node holding it
 	// odd are held chunks of another size than the plan's (the plan's
 	// chunkPrefix changed while they were held): a new chunk must not
 	// overlap one of them either, or two nodes would hand out the same
 	// addresses.
-	var odd []netip.Prefix
-	holder := func(c netip.Prefix) string {
-		if id := used[c]; id != "" {
-			return id
-		}
-		for _, o := range odd {
-			if o.Overlaps(c) {
-				return used[o]
-			}
-		}
-		return ""
+	odd []netip.Prefix
+}
+
+// holder is the node holding c or a chunk overlapping it, or "".
+func (p *rangePlanner) holder(c netip.Prefix) string {
+	if id := p.used[c]; id != "" {
+		return id
 	}
+	for _, o := range p.odd {
+		if o.Overlaps(c) {
+			return p.used[o]
+		}
+	}
+	return ""
+}
+
+// keepHeld records every held chunk as used and decides the fate of each
+// allocation: a node in the swarm keeps its chunk (and any quarantine it was
+// in ends), with a problem reported when the plan no longer contains or pins
+// that chunk; a departed node's chunk is quarantined, then released.
+func (p *rangePlanner) keepHeld(have map[string]state.Allocation, inSwarm map[string]bool) {
 	valid := map[netip.Prefix]bool{}
-	for _, c := range plan.Chunks {
+	for _, c := range p.plan.Chunks {
 		valid[c] = true
 	}
-	for _, p := range pinned {
-		valid[p] = true
+	for _, c := range p.pinned {
+		valid[c] = true
 	}
-
 	ids := make([]string, 0, len(have))
 	for id := range have {
 		ids = append(ids, id)
@@ -78,86 +108,80 @@ func planAllocations(plan *spec.Plan, pinned map[string]netip.Prefix, nodes []Sw
 		a := have[id]
 		chunk, err := netip.ParsePrefix(a.Chunk)
 		if err != nil {
-			res.Problems = append(res.Problems, fmt.Sprintf("allocation of node %s holds an unreadable chunk %q", id, a.Chunk))
+			p.res.Problems = append(p.res.Problems, fmt.Sprintf("allocation of node %s holds an unreadable chunk %q", id, a.Chunk))
 			continue
 		}
-		used[chunk] = id
-		if chunk.Bits() != plan.ChunkBits {
-			odd = append(odd, chunk)
+		p.used[chunk] = id
+		if chunk.Bits() != p.plan.ChunkBits {
+			p.odd = append(p.odd, chunk)
 		}
-		if _, ok := inSwarm[id]; ok {
+		if inSwarm[id] {
 			if a.Left != nil {
 				a.Left = nil // back before the quarantine ended: keeps its chunk
-				res.Put[id] = a
+				p.res.Put[id] = a
 			}
-			if !valid[chunk] || !plan.Subnet.Contains(chunk.Addr()) || chunk.Bits() != plan.ChunkBits {
-				res.Problems = append(res.Problems, fmt.Sprintf("node %s (%s) holds %s, which the new plan no longer contains; the chunk stays until the node leaves the swarm", a.Hostname, id, chunk))
+			if !valid[chunk] || !p.plan.Subnet.Contains(chunk.Addr()) || chunk.Bits() != p.plan.ChunkBits {
+				p.res.Problems = append(p.res.Problems, fmt.Sprintf("node %s (%s) holds %s, which the new plan no longer contains; the chunk stays until the node leaves the swarm", a.Hostname, id, chunk))
 			}
-			if want, ok := pinned[a.Hostname]; ok && want != chunk {
-				res.Problems = append(res.Problems, fmt.Sprintf("node %s (%s) holds %s but is pinned to %s; the chunk stays until the node leaves the swarm", a.Hostname, id, chunk, want))
+			if want, ok := p.pinned[a.Hostname]; ok && want != chunk {
+				p.res.Problems = append(p.res.Problems, fmt.Sprintf("node %s (%s) holds %s but is pinned to %s; the chunk stays until the node leaves the swarm", a.Hostname, id, chunk, want))
 			}
 			continue
 		}
 		// The node is gone from the swarm.
 		if a.Left == nil {
-			left := now
+			left := p.now
 			a.Left = &left
-			res.Put[id] = a
+			p.res.Put[id] = a
 		}
-		release := a.Left.Add(quarantine)
-		if !now.Before(release) {
-			res.Delete = append(res.Delete, id)
+		release := a.Left.Add(p.quarantine)
+		if !p.now.Before(release) {
+			p.res.Delete = append(p.res.Delete, id)
 			continue
 		}
-		if res.NextRelease.IsZero() || release.Before(res.NextRelease) {
-			res.NextRelease = release
+		if p.res.NextRelease.IsZero() || release.Before(p.res.NextRelease) {
+			p.res.NextRelease = release
 		}
 	}
+}
 
-	var want []SwarmNode
-	for _, n := range nodes {
-		if _, ok := have[n.ID]; !ok {
-			want = append(want, n)
-		}
-	}
-	sort.Slice(want, func(i, j int) bool { return want[i].ID < want[j].ID })
-	// Pinned nodes first, so a pinned chunk is never taken by another node.
+// allocate gives each node without a chunk its pinned chunk, else the
+// lowest free one. Pinned nodes go first, and pinned chunks are never
+// handed to another node.
+func (p *rangePlanner) allocate(want []SwarmNode) {
 	reservedPins := map[netip.Prefix]bool{}
-	for host, p := range pinned {
-		_ = host
-		reservedPins[p] = true
+	for _, c := range p.pinned {
+		reservedPins[c] = true
 	}
 	var rest []SwarmNode
 	for _, n := range want {
-		p, ok := pinned[n.Hostname]
+		c, ok := p.pinned[n.Hostname]
 		if !ok {
 			rest = append(rest, n)
 			continue
 		}
-		if h := holder(p); h != "" {
-			res.Problems = append(res.Problems, fmt.Sprintf("node %s (%s) is pinned to %s, which node %s still holds", n.Hostname, n.ID, p, h))
-			res.Unallocated = append(res.Unallocated, n.Hostname)
+		if h := p.holder(c); h != "" {
+			p.res.Problems = append(p.res.Problems, fmt.Sprintf("node %s (%s) is pinned to %s, which node %s still holds", n.Hostname, n.ID, c, h))
+			p.res.Unallocated = append(p.res.Unallocated, n.Hostname)
 			continue
 		}
-		used[p] = n.ID
-		res.Put[n.ID] = state.Allocation{Chunk: p.String(), Node: n.ID, Hostname: n.Hostname, Created: now}
+		p.used[c] = n.ID
+		p.res.Put[n.ID] = state.Allocation{Chunk: c.String(), Node: n.ID, Hostname: n.Hostname, Created: p.now}
 	}
 	next := 0
+	chunks := p.plan.Chunks
 	for _, n := range rest {
-		for next < len(plan.Chunks) && (holder(plan.Chunks[next]) != "" || reservedPins[plan.Chunks[next]]) {
+		for next < len(chunks) && (p.holder(chunks[next]) != "" || reservedPins[chunks[next]]) {
 			next++
 		}
-		if next == len(plan.Chunks) {
-			res.Unallocated = append(res.Unallocated, n.Hostname)
+		if next == len(chunks) {
+			p.res.Unallocated = append(p.res.Unallocated, n.Hostname)
 			continue
 		}
-		c := plan.Chunks[next]
-		used[c] = n.ID
-		res.Put[n.ID] = state.Allocation{Chunk: c.String(), Node: n.ID, Hostname: n.Hostname, Created: now}
+		c := chunks[next]
+		p.used[c] = n.ID
+		p.res.Put[n.ID] = state.Allocation{Chunk: c.String(), Node: n.ID, Hostname: n.Hostname, Created: p.now}
 	}
-	sort.Strings(res.Delete)
-	sort.Strings(res.Unallocated)
-	return res
 }
 
 // pinnedChunks merges rangePlan.pinned with the chunks pinned by Host
