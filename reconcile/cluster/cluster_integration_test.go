@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -348,4 +350,64 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestLeaderWaitsForMissingSecret checks, on the real Engine, that a
+// service naming a secret Docker does not have is refused with the field in
+// its status and not retried with backoff, and that creating the secret
+// (its Docker event, not a resync: the resync is far off here) converges it.
+func TestLeaderWaitsForMissingSecret(t *testing.T) {
+	suffix := enginetest.Suffix(t)
+	b := startLeaderTestBed(t, func(c *cluster.Config) { c.Resync, c.Sweep = 30*time.Minute, 30*time.Minute })
+	ctx := context.Background()
+	svcName, secret := "sec"+suffix, "db"+suffix
+	vlan, _, _ := leaderTestReadyVLAN(t, b, suffix)
+	// Registered after the VLAN's clean-up, so it runs first: the
+	// service lets go of the network before that removes it.
+	t.Cleanup(func() {
+		b.stop()
+		cluster.RemoveService(ctx, b.docker, svcName)
+		// The secret is refused while the service still refers to it.
+		enginetest.Poll(t, 30*time.Second, "secret removed", func() (bool, string) {
+			out, err := exec.Command("docker", "secret", "rm", secret).CombinedOutput()
+			return err == nil || strings.Contains(string(out), "not found"), string(out)
+		})
+	})
+	b.put(t, spec.KindService, svcName, leaderTestService(svcName, vlan, 1, "info")+"  secrets: ["+secret+"]\n")
+
+	var lastErr string
+	enginetest.Poll(t, 30*time.Second, "status names the missing secret", func() (bool, string) {
+		p, _, _ := b.kv.Get(b.store.StatusKey("services", svcName), nil)
+		if p == nil {
+			return false, "no status"
+		}
+		var st state.ObjectStatus
+		if err := json.Unmarshal(p.Value, &st); err != nil {
+			return false, err.Error()
+		}
+		lastErr = st.LastError
+		return strings.Contains(st.LastError, "spec.secrets[0]") && strings.Contains(st.LastError, `secret "`+secret+`" does not exist`), st.LastError
+	})
+	t.Logf("status: %s", lastErr)
+	lists := b.docker.Calls()["SecretList"]
+	time.Sleep(3 * time.Second) // a retry with backoff (base 200ms) would list secrets again within this
+	if n := b.docker.Calls()["SecretList"]; n != lists {
+		t.Errorf("refused service retried: %d secret lists in 3s", n-lists)
+	}
+	if _, err := b.docker.ServiceInspect(ctx, svcName); !engine.IsNotFound(err) {
+		t.Fatalf("service created without its secret: %v", err)
+	}
+
+	f := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(f, []byte("s3cret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	enginetest.CLI(t, "secret", "create", secret, f)
+	enginetest.Poll(t, 60*time.Second, "service running once its secret exists", func() (bool, string) {
+		st, err := cluster.ObserveService(ctx, b.docker, svcName)
+		if err != nil {
+			return false, err.Error()
+		}
+		return st.Running == 1, fmt.Sprintf("%d/%d running", st.Running, st.Desired)
+	})
 }
