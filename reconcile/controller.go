@@ -273,7 +273,7 @@ func (c *Controller) writeStatus(ctx context.Context, k Key, doc *Doc, bad *DocE
 	if out.exit == exitGone && bad == nil {
 		return c.status.Delete(ctx, section, k.Name)
 	}
-	st := state.ObjectStatus{Conditions: append([]state.Condition(nil), out.Conditions...)}
+	st := state.Status{Conditions: append([]state.Condition(nil), out.Conditions...)}
 	var lastErrs []error
 	valid := state.Condition{Type: "Valid", Status: "True"}
 	if bad != nil {
@@ -312,7 +312,7 @@ func (c *Controller) writeSyntheticStatus(ctx context.Context, k Key, out Outcom
 	if !ok {
 		return nil
 	}
-	st := state.ObjectStatus{Conditions: append([]state.Condition(nil), out.Conditions...)}
+	st := state.Status{Conditions: append([]state.Condition(nil), out.Conditions...)}
 	if out.err != nil {
 		st.LastError = out.err.Error()
 	}

@@ -22,7 +22,10 @@ type Condition struct {
 	Message string `json:"message,omitempty"`
 }
 
-// Status is what a reconciler records about one object.
+// Status is what a reconciler records about one object, under
+// status/<section>/<name>: for a document the index of the version observed
+// and its conditions (Valid first), for every object the last error and the
+// reconciler's details.
 type Status struct {
 	// ObservedIndex is the ModifyIndex of the spec key the status describes.
 	ObservedIndex uint64 `json:"observedIndex"`

@@ -139,7 +139,7 @@ func printStatusTable(c *cli, store *state.Store, all map[string]map[string]json
 				}
 				rows[id] = r
 			}
-			var st state.ObjectStatus
+			var st state.Status
 			if err := json.Unmarshal(raw, &st); err != nil {
 				r.message = "unreadable status: " + err.Error()
 				continue

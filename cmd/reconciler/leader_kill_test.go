@@ -160,7 +160,7 @@ spec:
 			if err != nil || p == nil {
 				return false
 			}
-			var st state.ObjectStatus
+			var st state.Status
 			if json.Unmarshal(p.Value, &st) != nil || len(st.Conditions) < 2 || st.Conditions[1].Status != "True" {
 				return false
 			}

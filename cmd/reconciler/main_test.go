@@ -358,8 +358,8 @@ func TestInvalidDocumentPutInKVGetsStatusAndLastValidStays(t *testing.T) {
 	run(t, agent.Addr, "", "apply", "-f", dir)
 	startRun(t, agent.Addr, "a")
 
-	status := func() state.ObjectStatus {
-		var st state.ObjectStatus
+	status := func() state.Status {
+		var st state.Status
 		p, _, err := kv.Get("swarmvlan/status/vlans/vlan40", nil)
 		if err != nil || p == nil {
 			return st
@@ -483,7 +483,7 @@ spec:
 		if err != nil || pair == nil {
 			return false
 		}
-		var st state.ObjectStatus
+		var st state.Status
 		json.Unmarshal(pair.Value, &st)
 		for _, c := range st.Conditions {
 			if c.Type == "Ready" && c.Status == "True" {

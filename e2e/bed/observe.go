@@ -208,7 +208,7 @@ func (b *Bed) WaitConverged(w Want, timeout time.Duration) ([]Task, time.Duratio
 }
 
 // Status reads status/<section>/<name>; ok is false when there is none.
-func (b *Bed) Status(ctx context.Context, section, name string) (st state.ObjectStatus, ok bool, err error) {
+func (b *Bed) Status(ctx context.Context, section, name string) (st state.Status, ok bool, err error) {
 	p, _, err := b.Consul(b.H1).KV().Get(KVPrefix+"status/"+section+"/"+name, (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil || p == nil {
 		return st, false, err
@@ -220,7 +220,7 @@ func (b *Bed) Status(ctx context.Context, section, name string) (st state.Object
 }
 
 // Condition returns the condition of type typ, if the status has one.
-func Condition(st state.ObjectStatus, typ string) (state.Condition, bool) {
+func Condition(st state.Status, typ string) (state.Condition, bool) {
 	for _, c := range st.Conditions {
 		if c.Type == typ {
 			return c, true

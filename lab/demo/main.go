@@ -231,7 +231,7 @@ func waitStatusReady(ctx context.Context, cli *api.Client, key string) error {
 	for {
 		p, _, err := cli.KV().Get(key, (&api.QueryOptions{}).WithContext(ctx))
 		if err == nil && p != nil {
-			var st state.ObjectStatus
+			var st state.Status
 			if json.Unmarshal(p.Value, &st) == nil {
 				for _, c := range st.Conditions {
 					if c.Type == "Ready" && c.Status == "True" {

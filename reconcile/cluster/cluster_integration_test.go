@@ -381,7 +381,7 @@ func TestLeaderWaitsForMissingSecret(t *testing.T) {
 		if p == nil {
 			return false, "no status"
 		}
-		var st state.ObjectStatus
+		var st state.Status
 		if err := json.Unmarshal(p.Value, &st); err != nil {
 			return false, err.Error()
 		}

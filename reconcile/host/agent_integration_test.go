@@ -142,10 +142,10 @@ func (h *hostTestHarness) nodeReport(t *testing.T) (r state.NodeReport, held boo
 }
 
 // nodeStatus reads status/nodes/<nodeID>.
-func (h *hostTestHarness) nodeStatus(t *testing.T) (state.ObjectStatus, Status, error) {
+func (h *hostTestHarness) nodeStatus(t *testing.T) (state.Status, Status, error) {
 	t.Helper()
 	nodeID, _ := h.agent.Identity()
-	var obj state.ObjectStatus
+	var obj state.Status
 	var st Status
 	p, _, err := h.kv.Get(h.store.StatusKey(state.SectionNodes, nodeID), nil)
 	if err != nil || p == nil {
