@@ -20,3 +20,9 @@ type NetworkStatus struct {
 	// to drain).
 	Requeue bool `json:"-"`
 }
+
+// Failed is s in the error state, with err as its message.
+func (s NetworkStatus) Failed(err error) NetworkStatus {
+	s.State, s.Message = NetworkError, err.Error()
+	return s
+}

@@ -104,30 +104,6 @@ func networkPlanSwarm(want SwarmNetwork, have *network.Inspect, users []string) 
 	return reconcile.Plan{Action: reconcile.ActionRecreate, Reason: strings.Join(wrong, ", ")}
 }
 
-// networkRemove removes a network and reports the outcome; Docker's own
-// in-use refusal (endpoints left, a swarm network still built from the
-// config, tasks not yet gone) is a state to wait out, not an error.
-func networkRemove(ctx context.Context, d engine.Docker, st state.NetworkStatus, id, vlan string) (state.NetworkStatus, error) {
-	if err := d.NetworkRemove(ctx, id); err != nil {
-		switch {
-		case engine.IsNotFound(err):
-			st.State, st.ID = state.NetworkAbsent, ""
-			return st, nil
-		case engine.IsInUse(err):
-			st.State, st.Message, st.Requeue = state.NetworkInUse, err.Error(), true
-			return st, nil
-		}
-		return networkErrStatus(st, err), fmt.Errorf("vlan %q: remove network %s: %w", vlan, st.Name, err)
-	}
-	st.State, st.ID = state.NetworkAbsent, ""
-	return st, nil
-}
-
-func networkErrStatus(st state.NetworkStatus, err error) state.NetworkStatus {
-	st.State, st.Message = state.NetworkError, err.Error()
-	return st
-}
-
 // networkSwarmUsers names the services whose spec attaches to the network
 // and, when no service does, counts live tasks still attached to it (a
 // removed service's tasks linger until their containers are gone).
@@ -179,7 +155,7 @@ func EnsureSwarmNetwork(ctx context.Context, d engine.Docker, want SwarmNetwork)
 	cfgName := spec.ConfigNetworkName(want.VLAN)
 	cfg, err := engine.FindNetwork(ctx, d, cfgName, configOwned)
 	if err != nil {
-		return networkErrStatus(st, err), fmt.Errorf("vlan %q: find config network: %w", want.VLAN, err)
+		return st.Failed(err), fmt.Errorf("vlan %q: find config network: %w", want.VLAN, err)
 	}
 	switch {
 	case cfg != nil && !spec.Managed(cfg.Labels):
@@ -194,7 +170,7 @@ func EnsureSwarmNetwork(ctx context.Context, d engine.Docker, want SwarmNetwork)
 
 	have, err := engine.FindNetwork(ctx, d, want.VLAN, func(n *network.Inspect) bool { return networkSwarmOwned(want.VLAN, n) })
 	if err != nil {
-		return networkErrStatus(st, err), fmt.Errorf("vlan %q: find swarm network: %w", want.VLAN, err)
+		return st.Failed(err), fmt.Errorf("vlan %q: find swarm network: %w", want.VLAN, err)
 	}
 	if have != nil {
 		st.ID = have.ID
@@ -202,7 +178,7 @@ func EnsureSwarmNetwork(ctx context.Context, d engine.Docker, want SwarmNetwork)
 		if networkSwarmOwned(want.VLAN, have) {
 			full, err := d.NetworkInspect(ctx, have.ID)
 			if err != nil && !engine.IsNotFound(err) {
-				return networkErrStatus(st, err), fmt.Errorf("vlan %q: inspect swarm network: %w", want.VLAN, err)
+				return st.Failed(err), fmt.Errorf("vlan %q: inspect swarm network: %w", want.VLAN, err)
 			}
 			if err == nil {
 				have = &full
@@ -212,7 +188,7 @@ func EnsureSwarmNetwork(ctx context.Context, d engine.Docker, want SwarmNetwork)
 	var users []string
 	if have != nil && networkSwarmOwned(want.VLAN, have) && len(networkSwarmWrong(want, have)) > 0 {
 		if users, err = networkSwarmUsers(ctx, d, have); err != nil {
-			return networkErrStatus(st, err), fmt.Errorf("vlan %q: swarm network users: %w", want.VLAN, err)
+			return st.Failed(err), fmt.Errorf("vlan %q: swarm network users: %w", want.VLAN, err)
 		}
 	}
 	plan := networkPlanSwarm(want, have, users)
@@ -232,7 +208,7 @@ func EnsureSwarmNetwork(ctx context.Context, d engine.Docker, want SwarmNetwork)
 				st.State, st.Message, st.Requeue = state.NetworkInUse, "in use; drain first: "+err.Error(), true
 				return st, nil
 			}
-			return networkErrStatus(st, err), fmt.Errorf("vlan %q: remove wrong swarm network: %w", want.VLAN, err)
+			return st.Failed(err), fmt.Errorf("vlan %q: remove wrong swarm network: %w", want.VLAN, err)
 		}
 	}
 
@@ -244,12 +220,12 @@ func EnsureSwarmNetwork(ctx context.Context, d engine.Docker, want SwarmNetwork)
 		ConfigFrom: &network.ConfigReference{Network: cfgName},
 	})
 	if err != nil {
-		return networkErrStatus(state.NetworkStatus{Name: want.VLAN}, err), fmt.Errorf("vlan %q: create swarm network: %w", want.VLAN, err)
+		return state.NetworkStatus{Name: want.VLAN}.Failed(err), fmt.Errorf("vlan %q: create swarm network: %w", want.VLAN, err)
 	}
 	st.ID = id
 	made, err := networkInspectAllocated(ctx, d, id)
 	if err != nil {
-		return networkErrStatus(st, err), fmt.Errorf("vlan %q: inspect created swarm network: %w", want.VLAN, err)
+		return st.Failed(err), fmt.Errorf("vlan %q: inspect created swarm network: %w", want.VLAN, err)
 	}
 	if made.Driver == "" {
 		st.State, st.Message, st.Requeue = state.NetworkWaiting, "created; waiting for swarm to allocate it", true
@@ -278,7 +254,7 @@ func RemoveSwarmNetwork(ctx context.Context, d engine.Docker, vlan string) (stat
 	st := state.NetworkStatus{Name: vlan}
 	have, err := engine.FindNetwork(ctx, d, vlan, func(n *network.Inspect) bool { return networkSwarmOwned(vlan, n) })
 	if err != nil {
-		return networkErrStatus(st, err), fmt.Errorf("vlan %q: find swarm network: %w", vlan, err)
+		return st.Failed(err), fmt.Errorf("vlan %q: find swarm network: %w", vlan, err)
 	}
 	if have == nil {
 		st.State = state.NetworkAbsent
@@ -292,13 +268,13 @@ func RemoveSwarmNetwork(ctx context.Context, d engine.Docker, vlan string) (stat
 	}
 	users, err := networkSwarmUsers(ctx, d, have)
 	if err != nil {
-		return networkErrStatus(st, err), fmt.Errorf("vlan %q: swarm network users: %w", vlan, err)
+		return st.Failed(err), fmt.Errorf("vlan %q: swarm network users: %w", vlan, err)
 	}
 	if len(users) > 0 {
 		st.State, st.Message, st.Requeue = state.NetworkInUse, "in use by "+networkUsersText(users), true
 		return st, nil
 	}
-	return networkRemove(ctx, d, st, have.ID, vlan)
+	return engine.RemoveNetwork(ctx, d, st, have.ID, vlan)
 }
 
 // networkUsersText renders "services a, b" from "service a", "service b".

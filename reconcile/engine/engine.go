@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"swarmvlan/state"
 	"sync/atomic"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -290,4 +291,24 @@ func FindNetwork(ctx context.Context, d Docker, name string, owned func(*network
 // HTTP 400): the same request will be refused again.
 func IsInvalidArgument(err error) bool {
 	return err != nil && cerrdefs.IsInvalidArgument(err)
+}
+
+// RemoveNetwork removes network id of a VLAN and returns st, the network's
+// status, as it then is. Docker's own in-use refusal (endpoints left, a
+// swarm network still built from the config network, tasks not yet gone) is
+// a state to wait out, not an error: the status says in-use and asks for a
+// requeue. A network already gone counts as removed.
+func RemoveNetwork(ctx context.Context, d Docker, st state.NetworkStatus, id, vlan string) (state.NetworkStatus, error) {
+	if err := d.NetworkRemove(ctx, id); err != nil {
+		switch {
+		case IsNotFound(err):
+		case IsInUse(err):
+			st.State, st.Message, st.Requeue = state.NetworkInUse, err.Error(), true
+			return st, nil
+		default:
+			return st.Failed(err), fmt.Errorf("vlan %q: remove network %s: %w", vlan, st.Name, err)
+		}
+	}
+	st.State, st.ID = state.NetworkAbsent, ""
+	return st, nil
 }

@@ -204,12 +204,12 @@ func EnsureConfigNetwork(ctx context.Context, d engine.Docker, want ConfigNetwor
 	}
 	have, err := engine.FindNetwork(ctx, d, name, networkConfigOwned)
 	if err != nil {
-		return networkErrStatus(st, err), fmt.Errorf("vlan %q: find config network: %w", want.VLAN, err)
+		return st.Failed(err), fmt.Errorf("vlan %q: find config network: %w", want.VLAN, err)
 	}
 	users := 0
 	if have != nil && spec.Managed(have.Labels) && len(networkConfigDiff(want, have)) > 0 {
 		if users, err = networkConfigUsers(ctx, d, name); err != nil {
-			return networkErrStatus(st, err), fmt.Errorf("vlan %q: config network users: %w", want.VLAN, err)
+			return st.Failed(err), fmt.Errorf("vlan %q: config network users: %w", want.VLAN, err)
 		}
 	}
 	plan := networkPlanConfig(want, have, users)
@@ -232,12 +232,12 @@ func EnsureConfigNetwork(ctx context.Context, d engine.Docker, want ConfigNetwor
 				st.State, st.Message, st.Requeue = state.NetworkInUse, "in use; drain first: "+err.Error(), true
 				return st, nil
 			}
-			return networkErrStatus(st, err), fmt.Errorf("vlan %q: remove config network %s to recreate it: %w", want.VLAN, name, err)
+			return st.Failed(err), fmt.Errorf("vlan %q: remove config network %s to recreate it: %w", want.VLAN, name, err)
 		}
 	}
 	id, err := d.NetworkCreate(ctx, name, networkConfigWant(want))
 	if err != nil {
-		return networkErrStatus(state.NetworkStatus{Name: name}, err), fmt.Errorf("vlan %q: create config network %s: %w", want.VLAN, name, err)
+		return state.NetworkStatus{Name: name}.Failed(err), fmt.Errorf("vlan %q: create config network %s: %w", want.VLAN, name, err)
 	}
 	st.ID, st.State = id, state.NetworkReady
 	st.Message = plan.MadeMessage()
@@ -252,7 +252,7 @@ func RemoveConfigNetwork(ctx context.Context, d engine.Docker, vlan string) (sta
 	st := state.NetworkStatus{Name: name}
 	have, err := engine.FindNetwork(ctx, d, name, networkConfigOwned)
 	if err != nil {
-		return networkErrStatus(st, err), fmt.Errorf("vlan %q: find config network: %w", vlan, err)
+		return st.Failed(err), fmt.Errorf("vlan %q: find config network: %w", vlan, err)
 	}
 	if have == nil {
 		st.State = state.NetworkAbsent
@@ -266,37 +266,13 @@ func RemoveConfigNetwork(ctx context.Context, d engine.Docker, vlan string) (sta
 	}
 	users, err := networkConfigUsers(ctx, d, name)
 	if err != nil {
-		return networkErrStatus(st, err), fmt.Errorf("vlan %q: config network users: %w", vlan, err)
+		return st.Failed(err), fmt.Errorf("vlan %q: config network users: %w", vlan, err)
 	}
 	if users > 0 {
 		st.State, st.Message, st.Requeue = state.NetworkInUse, fmt.Sprintf("in use by %d containers; drain first", users), true
 		return st, nil
 	}
-	return networkRemove(ctx, d, st, have.ID, vlan)
-}
-
-// networkRemove removes a network and reports the outcome; Docker's own
-// in-use refusal (endpoints left, a swarm network still built from the
-// config, tasks not yet gone) is a state to wait out, not an error.
-func networkRemove(ctx context.Context, d engine.Docker, st state.NetworkStatus, id, vlan string) (state.NetworkStatus, error) {
-	if err := d.NetworkRemove(ctx, id); err != nil {
-		switch {
-		case engine.IsNotFound(err):
-			st.State, st.ID = state.NetworkAbsent, ""
-			return st, nil
-		case engine.IsInUse(err):
-			st.State, st.Message, st.Requeue = state.NetworkInUse, err.Error(), true
-			return st, nil
-		}
-		return networkErrStatus(st, err), fmt.Errorf("vlan %q: remove network %s: %w", vlan, st.Name, err)
-	}
-	st.State, st.ID = state.NetworkAbsent, ""
-	return st, nil
-}
-
-func networkErrStatus(st state.NetworkStatus, err error) state.NetworkStatus {
-	st.State, st.Message = state.NetworkError, err.Error()
-	return st
+	return engine.RemoveNetwork(ctx, d, st, have.ID, vlan)
 }
 
 // configNetwork is the config-only network the VLAN needs on this node.
