@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -22,15 +20,6 @@ import (
 	"swarmvlan/reconcile/engine/enginetest"
 	"swarmvlan/spec"
 )
-
-// cliSources are the documents whose mapping is checked against the docker
-// CLI: every valid document and example, and the golden test's own.
-var cliSources = []string{
-	"../../spec/testdata/valid/*",
-	"../../examples/*.yaml",
-	"../../examples/demo/*.yaml",
-	"testdata/golden/*.yaml",
-}
 
 // cliExtra are documents for the forms users write that no file above
 // covers: memory in every suffix, fractional CPUs, durations with several
@@ -132,48 +121,10 @@ spec:
   healthcheck: {test: ["CMD", "/app", "-health"], interval: 250ms, timeout: 1.5s, startPeriod: 0s}
 `
 
-// cliDoc is one Service document and where it came from.
-type cliDoc struct {
-	source string
-	svc    *spec.Service
-}
-
-// cliDocuments decodes, defaults and validates every Service document of
-// cliSources, the way the reconciler reads them.
-func cliDocuments(t *testing.T) []cliDoc {
+// cliDocuments are every valid Service document and the inline ones.
+func cliDocuments(t *testing.T) []sourcedService {
 	t.Helper()
-	var out []cliDoc
-	for _, g := range cliSources {
-		files, err := filepath.Glob(g)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, f := range files {
-			data, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			docs, err := reconcile.ParseDocuments(data)
-			if err != nil {
-				t.Fatalf("%s: %v", f, err)
-			}
-			out = cliServices(out, f, docs)
-		}
-	}
-	docs, err := reconcile.ParseDocuments([]byte(cliExtra))
-	if err != nil {
-		t.Fatalf("cliExtra: %v", err)
-	}
-	return cliServices(out, "inline", docs)
-}
-
-func cliServices(out []cliDoc, source string, docs []spec.Document) []cliDoc {
-	for _, d := range docs {
-		if s, ok := d.Object.(*spec.Service); ok {
-			out = append(out, cliDoc{source: source, svc: s})
-		}
-	}
-	return out
+	return append(validServices(t), servicesIn(t, "inline", []byte(cliExtra))...)
 }
 
 // cliArgs is the `docker service create` command line for the document's
@@ -458,7 +409,7 @@ func TestMappingAgreesWithDockerCLI(t *testing.T) {
 
 	docs := cliDocuments(t)
 	if len(docs) < 10 {
-		t.Fatalf("only %d Service documents under %v: the globs are wrong", len(docs), cliSources)
+		t.Fatalf("only %d Service documents under %v: the globs are wrong", len(docs), validSources)
 	}
 	t.Run("cli", func(t *testing.T) {
 		for i, doc := range docs {

@@ -1,4 +1,4 @@
-package cluster
+package cluster_test
 
 import (
 	"bytes"
@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"swarmvlan/reconcile"
+	"swarmvlan/reconcile/cluster"
 	"swarmvlan/spec"
 )
 
@@ -35,10 +35,6 @@ type goldenFix struct {
 	old, new float64
 }
 
-// goldenSources are the documents whose ServiceSpec was recorded under
-// testdata/golden before the mapping moved onto spec's parsers.
-var goldenSources = []string{"../../spec/testdata/valid/*", "../../examples/*.yaml", "../../examples/demo/*.yaml", "testdata/golden/*.yaml"}
-
 // goldenName is the golden file of the service name documented in src.
 func goldenName(src, name string) string {
 	src = strings.TrimPrefix(strings.TrimPrefix(src, "../../"), "testdata/golden/")
@@ -52,52 +48,35 @@ func goldenName(src, name string) string {
 // (goldenFixes), where exactly that value and the spec hash differ.
 func TestGoldenServiceSpecs(t *testing.T) {
 	seen := map[string]bool{}
-	for _, g := range goldenSources {
-		files, err := filepath.Glob(g)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, f := range files {
-			data, err := os.ReadFile(f)
+	// Every valid document's ServiceSpec was recorded under
+	// testdata/golden before the mapping moved onto spec's parsers.
+	for _, d := range validServices(t) {
+		s := d.svc
+		name := goldenName(d.source, s.Metadata.Name)
+		seen[name] = true
+		t.Run(name, func(t *testing.T) {
+			ss, err := cluster.BuildServiceSpec(cluster.ServiceInput{Service: s, Replicas: cluster.EffectiveReplicas(s, nil), Owner: "golden-owner"})
 			if err != nil {
 				t.Fatal(err)
 			}
-			docs, err := reconcile.ParseDocuments(data)
+			got, err := json.MarshalIndent(ss, "", "  ")
 			if err != nil {
-				t.Fatalf("%s: %v", f, err)
+				t.Fatal(err)
 			}
-			for _, d := range docs {
-				s, ok := d.Object.(*spec.Service)
-				if !ok {
-					continue
+			got = append(got, '\n')
+			want, err := os.ReadFile(filepath.Join("testdata/golden", name))
+			if err != nil {
+				t.Fatalf("no golden ServiceSpec for %s: %v", name, err)
+			}
+			fixes := goldenFixes[name]
+			if len(fixes) == 0 {
+				if !bytes.Equal(got, want) {
+					t.Errorf("ServiceSpec changed for an unchanged document:\n got %s\nwant %s", got, want)
 				}
-				name := goldenName(f, s.Metadata.Name)
-				seen[name] = true
-				t.Run(name, func(t *testing.T) {
-					ss, err := BuildServiceSpec(ServiceInput{Service: s, Replicas: EffectiveReplicas(s, nil), Owner: "golden-owner"})
-					if err != nil {
-						t.Fatal(err)
-					}
-					got, err := json.MarshalIndent(ss, "", "  ")
-					if err != nil {
-						t.Fatal(err)
-					}
-					got = append(got, '\n')
-					want, err := os.ReadFile(filepath.Join("testdata/golden", name))
-					if err != nil {
-						t.Fatalf("no golden ServiceSpec for %s: %v", name, err)
-					}
-					fixes := goldenFixes[name]
-					if len(fixes) == 0 {
-						if !bytes.Equal(got, want) {
-							t.Errorf("ServiceSpec changed for an unchanged document:\n got %s\nwant %s", got, want)
-						}
-						return
-					}
-					goldenCompareFixed(t, got, want, fixes)
-				})
+				return
 			}
-		}
+			goldenCompareFixed(t, got, want, fixes)
+		})
 	}
 	for name := range goldenFixes {
 		if !seen[name] {
