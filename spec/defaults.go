@@ -55,12 +55,6 @@ func VLANMode(driver, mode string) string {
 	return DefaultMacvlanMode
 }
 
-// DriverOrDefault is the VLAN's driver, defaulted (see VLANDriver).
-func (v *VLAN) DriverOrDefault() string { return VLANDriver(v.Spec.Driver) }
-
-// ModeOrDefault is the VLAN's mode, defaulted for its driver (see VLANMode).
-func (v *VLAN) ModeOrDefault() string { return VLANMode(v.Spec.Driver, v.Spec.Mode) }
-
 // ModeOrDefault is the service mode: replicated unless the spec says global.
 func (s *ServiceSpec) ModeOrDefault() string {
 	if s.Mode == "" {

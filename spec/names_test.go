@@ -63,8 +63,6 @@ func TestModeDefaults(t *testing.T) {
 		{VLANMode("ipvlan", ""), "l2"},
 		{VLANMode("ipvlan", "l3"), "l3"},
 		{VLANMode("macvlan", "vepa"), "vepa"},
-		{(&VLAN{}).DriverOrDefault(), "macvlan"},
-		{(&VLAN{Spec: VLANSpec{Driver: "ipvlan"}}).ModeOrDefault(), "l2"},
 		{(&ServiceSpec{}).ModeOrDefault(), "replicated"},
 		{(&ServiceSpec{Mode: "global"}).ModeOrDefault(), "global"},
 		{(&ServiceSpec{Mode: "global"}).IsGlobal(), true},
