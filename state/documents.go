@@ -16,6 +16,16 @@ func (s *Store) SpecDocs(ctx context.Context) ([]SpecDoc, error) {
 	return s.specDocsUnder(ctx, s.SpecPrefix())
 }
 
+// SpecPairs reads the whole spec tree once, as a watch of it delivers it
+// (ModifyIndex included), for a one-off view of the documents in force.
+func (s *Store) SpecPairs(ctx context.Context) (api.KVPairs, error) {
+	pairs, _, err := s.client.KV().List(s.SpecPrefix(), (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("spec: list %s: %w", s.SpecPrefix(), err)
+	}
+	return pairs, nil
+}
+
 // SpecDocsOfKind returns the documents of one kind (read as SpecKey reads
 // it), by name.
 func (s *Store) SpecDocsOfKind(ctx context.Context, kind string) ([]SpecDoc, error) {

@@ -44,6 +44,24 @@ func TestSpecDocumentOps(t *testing.T) {
 			t.Fatalf("%s = %q, want %q", docs[3].Key, docs[3].Value, web.Value)
 		}
 	})
+	t.Run("SpecPairs reads the whole tree with its indexes", func(t *testing.T) {
+		pairs, err := s.SpecPairs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]uint64{}
+		for _, p := range pairs {
+			got[p.Key] = p.ModifyIndex
+		}
+		for _, k := range append(wantAll, s.SpecPrefix()+"notes/readme") {
+			if got[k] == 0 {
+				t.Errorf("%s missing or without its index: %v", k, got)
+			}
+		}
+		if _, ok := got[s.StatusKey("services", "web")]; ok {
+			t.Error("a status key read as spec")
+		}
+	})
 	t.Run("SpecDocsOfKind lists one kind by name", func(t *testing.T) {
 		for _, kind := range []string{"Service", "services", "service"} {
 			docs, err := s.SpecDocsOfKind(ctx, kind)

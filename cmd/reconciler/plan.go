@@ -10,8 +10,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/hashicorp/consul/api"
-
 	"swarmvlan/reconcile"
 	"swarmvlan/reconcile/cluster"
 	"swarmvlan/reconcile/engine"
@@ -143,14 +141,9 @@ func cmdPlan(ctx context.Context, c *cli, args []string) error {
 // readSpecInForce reads the spec tree once and decodes it as the leader's
 // view does, so a document that is invalid in KV is known as such.
 func readSpecInForce(ctx context.Context, store *state.Store) (*reconcile.View, error) {
-	docs, err := store.SpecDocs(ctx)
+	pairs, err := store.SpecPairs(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", store.SpecPrefix(), err)
-	}
-	pairs := make(api.KVPairs, 0, len(docs))
-	for i, d := range docs {
-		// The view orders versions by index; these are one read's.
-		pairs = append(pairs, &api.KVPair{Key: d.Key, Value: d.Value, ModifyIndex: uint64(i + 1)})
+		return nil, err
 	}
 	view := reconcile.NewView(store.SpecPrefix())
 	view.Sync(pairs)
