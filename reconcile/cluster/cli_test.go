@@ -371,6 +371,11 @@ func cliRemoveLater(t *testing.T, name string) {
 		if err != nil && !strings.Contains(strings.ToLower(string(out)), "not found") {
 			t.Errorf("cleanup: docker service rm %s: %v: %s", name, err, out)
 		}
+		// Checked, not assumed: a service left behind would outlive the run.
+		enginetest.Poll(t, 10*time.Second, "service "+name+" gone", func() (bool, string) {
+			out, err := exec.Command("docker", "service", "inspect", name).CombinedOutput()
+			return err != nil, string(out)
+		})
 	})
 }
 

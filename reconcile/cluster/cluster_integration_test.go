@@ -410,4 +410,16 @@ func TestLeaderWaitsForMissingSecret(t *testing.T) {
 		}
 		return st.Running == 1, fmt.Sprintf("%d/%d running", st.Running, st.Desired)
 	})
+
+	// The leader takes down what it made, readiness labels included.
+	b.del(t, spec.KindService, svcName)
+	b.del(t, spec.KindVLAN, vlan)
+	enginetest.Poll(t, 60*time.Second, "service, swarm network and readiness label removed", func() (bool, string) {
+		_, serr := b.docker.ServiceInspect(ctx, svcName)
+		_, nerr := b.docker.NetworkInspect(ctx, vlan)
+		n, err := b.docker.NodeInspect(ctx, b.nodeID)
+		label, labelled := n.Spec.Labels[spec.NodeLabelPrefix+vlan]
+		return engine.IsNotFound(serr) && engine.IsNotFound(nerr) && err == nil && !labelled,
+			fmt.Sprintf("service: %v, network: %v, label %q", serr, nerr, label)
+	})
 }
