@@ -29,6 +29,8 @@ Usage:
   reconciler status                                               every object and its status
   reconciler scale    SERVICE up|down|N [--reason TEXT]           scale within spec.scaling, as the scale API does
   reconciler plan     [VLAN] [-f PATH]... [-o table|json]         range plan now and as it would be; writes nothing
+  reconciler version  [-o text|json] [--client]                   build, Go and Docker Engine versions
+  reconciler probe    [--url URL]                                 exit 0 if a daemon's health URL answers 200 (container health checks)
 
 PATH is a file, a directory (every .yaml, .yml and .json in it) or - for stdin.
 KIND is vlan, service or host (or their plurals).
@@ -70,6 +72,8 @@ func runMain(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		"status":   cmdStatus,
 		"scale":    cmdScale,
 		"plan":     cmdPlan,
+		"version":  cmdVersion,
+		"probe":    cmdProbe,
 	}
 	fn, ok := cmds[args[0]]
 	if !ok {
