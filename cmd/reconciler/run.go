@@ -123,7 +123,8 @@ func cmdRun(ctx context.Context, c *cli, args []string) error {
 		return err
 	}
 
-	log.Info("starting", "role", *role, "prefix", store.Prefix(), "listen", *listen)
+	bi := readBuildInfo()
+	log.Info("starting", "role", *role, "prefix", store.Prefix(), "listen", *listen, "version", bi.Version, "commit", bi.Commit)
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return checkEngine(ctx, d.docker, log.With("check", "engine")) })
 	if *role == "host" || *role == "all" {

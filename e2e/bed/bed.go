@@ -76,10 +76,24 @@ type Bed struct {
 // if it failed, the reconcilers' last log lines are printed first.
 func New(t testing.TB, hosts, managers int) *Bed {
 	t.Helper()
+	b := NewCluster(t, lab.ClusterOptions{Hosts: hosts, Managers: managers, ConsulServers: min(3, hosts)})
+	for _, h := range b.Cluster.Hosts() {
+		b.StartReconciler(h)
+	}
+	return b
+}
+
+// NewCluster starts a cluster of the given shape with the test image
+// loaded and no reconciler on it: the test runs swarmvlan itself (as Swarm
+// services, e2e/stack). The reconciler binary is there for the operator
+// commands (Apply, ReconcilerCmd).
+func NewCluster(t testing.TB, opts lab.ClusterOptions) *Bed {
+	t.Helper()
 	if reconcilerBin == "" {
 		t.Fatal("bed: no reconciler binary: the package's TestMain must call bed.Main")
 	}
-	c := lab.StartCluster(t, lab.ClusterOptions{Hosts: hosts, Managers: managers, ConsulServers: min(3, hosts), Image: true})
+	opts.Image = true
+	c := lab.StartCluster(t, opts)
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	t.Cleanup(cancel)
 	b := &Bed{
@@ -109,9 +123,6 @@ func New(t testing.TB, hosts, managers int) *Bed {
 		}
 		t.Logf("swarm as h1 sees it:\n%s", b.swarmReport())
 	})
-	for _, h := range c.Hosts() {
-		b.StartReconciler(h)
-	}
 	return b
 }
 
