@@ -293,6 +293,16 @@ func (s *stackBed) checkInstall(ref string) {
 			s.t.Errorf("%s %s: no resource limits (memory %d, cpus %d)", tk.host, tk.role, hc.Resources.Memory, hc.Resources.NanoCPUs)
 		}
 	}
+	// The binary in the image says the version it was built as.
+	if len(tasks) > 0 {
+		tk := tasks[0]
+		out := s.execIn(s.host(tk.host), tk.container, "/reconciler", "version")
+		tag := strings.TrimPrefix(ref, imageRepo+":")
+		if !strings.HasPrefix(out, "reconciler "+tag+"\n") || !strings.Contains(out, "docker:  Engine ") {
+			s.t.Errorf("%s %s: reconciler version in the task:\n%s\nwant version %s and the host's Engine", tk.host, tk.role, out, tag)
+		}
+		s.t.Logf("reconciler version in a %s task on %s:\n%s", tk.role, tk.host, out)
+	}
 	// Every reconciler process on the machine in a host's network
 	// namespace is one of those containers' main process.
 	for _, h := range s.Cluster.Hosts() {
@@ -325,6 +335,24 @@ func (s *stackBed) checkInstall(ref string) {
 			}
 		}
 	}
+}
+
+// execIn runs a command in a container and returns its output.
+func (s *stackBed) execIn(h *lab.Host, id string, cmd ...string) string {
+	s.t.Helper()
+	cli := s.Docker(h)
+	ex, err := cli.ContainerExecCreate(s.Ctx, id, container.ExecOptions{Cmd: cmd, AttachStdout: true, AttachStderr: true})
+	if err != nil {
+		s.t.Fatalf("%s: exec %v: %v", h.Name, cmd, err)
+	}
+	att, err := cli.ContainerExecAttach(s.Ctx, ex.ID, container.ExecAttachOptions{})
+	if err != nil {
+		s.t.Fatalf("%s: exec %v: %v", h.Name, cmd, err)
+	}
+	defer att.Close()
+	var buf bytes.Buffer
+	_, _ = stdcopy.StdCopy(&buf, &buf, att.Reader)
+	return buf.String()
 }
 
 func normCaps(cs []string) []string {
