@@ -5,40 +5,118 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/consul/api"
+	"golang.org/x/sync/errgroup"
 )
 
-// BenchmarkWatchWakeup measures the time from the start of a KV put to the
-// watch's callback, over 200 puts per iteration. Each put is made once the
-// watch's next blocking query is on its way, as when a person or a GitOps
-// job edits a key; back-to-back puts are instead bounded by the watch's
-// MinInterval floor (50 ms).
-func BenchmarkWatchWakeup(b *testing.B) {
-	a := newAgent(b)
-	s := storeFor(b, a.Addr)
-	c := a.Client(b)
-	prefix := s.SpecPrefix()
-	put(b, c, prefix+"vlans/a", "start")
-	ch := runWatch(b, s, prefix, WatchOptions{})
-	last := next(b, ch, 5*time.Second, "the initial state", func(delivery) bool { return true })
+// wakeupPaces are the watch pacings the benchmarks compare: the token
+// bucket (the default) and, as the baseline, a fixed 50 ms floor between
+// any two queries (a bucket of one).
+var wakeupPaces = []struct {
+	name string
+	opts WatchOptions
+}{
+	{"floor-50ms", WatchOptions{Burst: 1}},
+	{"bucket", WatchOptions{}},
+}
 
-	var lat []time.Duration
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		for j := 0; j < 200; j++ {
-			eventually(b, 5*time.Second, "the watch to block again", func() bool { return s.Requests() > last.requests })
-			value := fmt.Sprintf("%d-%d", i, j)
-			at := put(b, c, prefix+"vlans/a", value)
-			last = next(b, ch, 5*time.Second, "the put", func(d delivery) bool { return d.values()[prefix+"vlans/a"] == value })
-			lat = append(lat, last.at.Sub(at))
-		}
+// BenchmarkWatchWakeup measures the time from the start of a KV put to the
+// watch's callback, over 200 sporadic puts per iteration: groups of four,
+// each put 5 ms after the watch delivered the one before (as when a GitOps
+// job writes a few documents in turn), the groups 250 ms apart. A fixed
+// floor between queries delays the later puts of a group; the token
+// bucket does not, and the groups stay below its steady rate.
+func BenchmarkWatchWakeup(b *testing.B) {
+	for _, pace := range wakeupPaces {
+		b.Run(pace.name, func(b *testing.B) {
+			a := newAgent(b)
+			s := storeFor(b, a.Addr)
+			c := a.Client(b)
+			prefix := s.SpecPrefix()
+			put(b, c, prefix+"vlans/a", "start")
+			ch := runWatch(b, s, prefix, pace.opts)
+			next(b, ch, 5*time.Second, "the initial state", func(delivery) bool { return true })
+
+			var lat []time.Duration
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				for j := 0; j < 200; j++ {
+					gap := 5 * time.Millisecond
+					if j%4 == 0 {
+						gap = 250 * time.Millisecond
+					}
+					time.Sleep(gap)
+					value := fmt.Sprintf("%d-%d", i, j)
+					at := put(b, c, prefix+"vlans/a", value)
+					d := next(b, ch, 5*time.Second, "the put", func(d delivery) bool { return d.values()[prefix+"vlans/a"] == value })
+					lat = append(lat, d.at.Sub(at))
+				}
+			}
+			b.StopTimer()
+			slices.Sort(lat)
+			p := func(q float64) float64 { return float64(lat[int(q*float64(len(lat)-1))]) / float64(time.Millisecond) }
+			b.ReportMetric(p(0.50), "p50-ms")
+			b.ReportMetric(p(0.90), "p90-ms")
+			b.ReportMetric(p(0.99), "p99-ms")
+			b.ReportMetric(float64(len(lat))/float64(b.N), "puts/op")
+		})
 	}
-	b.StopTimer()
-	slices.Sort(lat)
-	p := func(q float64) float64 { return float64(lat[int(q*float64(len(lat)-1))]) / float64(time.Millisecond) }
-	b.ReportMetric(p(0.50), "p50-ms")
-	b.ReportMetric(p(0.90), "p90-ms")
-	b.ReportMetric(p(0.99), "p99-ms")
-	b.ReportMetric(float64(len(lat))/float64(b.N), "puts/op")
+}
+
+// putStorm makes n puts to one key under the watched prefix from four
+// writers as fast as Consul takes them, waits until the watch delivered
+// the last, and returns the watch's requests and the storm's length.
+func putStorm(tb testing.TB, opts WatchOptions, n int) (requests uint64, took time.Duration) {
+	a := newAgent(tb)
+	s := storeFor(tb, a.Addr)
+	c := a.Client(tb)
+	prefix := s.SpecPrefix()
+	put(tb, c, prefix+"vlans/storm", "start")
+	ch := runWatch(tb, s, prefix, opts)
+	first := next(tb, ch, 5*time.Second, "the initial state", func(delivery) bool { return true })
+	eventually(tb, 5*time.Second, "the watch to block again", func() bool { return s.Requests() > first.requests })
+
+	before, began := s.Requests(), time.Now()
+	var g errgroup.Group
+	const writers = 4
+	for w := 0; w < writers; w++ {
+		g.Go(func() error {
+			for i := w; i < n-1; i += writers {
+				if _, err := c.KV().Put(&api.KVPair{Key: prefix + "vlans/storm", Value: []byte(fmt.Sprint(i))}, nil); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		tb.Fatal(err)
+	}
+	put(tb, c, prefix+"vlans/storm", "last")
+	next(tb, ch, 10*time.Second, "the storm's last put", func(d delivery) bool { return d.values()[prefix+"vlans/storm"] == "last" })
+	return s.Requests() - before, time.Since(began)
+}
+
+// BenchmarkWatchStorm measures the request rate of one watch while 1,000
+// puts land on its prefix as fast as Consul takes them.
+func BenchmarkWatchStorm(b *testing.B) {
+	for _, pace := range wakeupPaces {
+		b.Run(pace.name, func(b *testing.B) {
+			var reqs uint64
+			var took time.Duration
+			for i := 0; i < b.N; i++ {
+				r, d := putStorm(b, pace.opts, 1000)
+				reqs += r
+				took += d
+			}
+			o := pace.opts.withDefaults()
+			b.ReportMetric(float64(reqs)/took.Seconds(), "watch-req/s")
+			b.ReportMetric(float64(reqs)/float64(b.N), "watch-req/op")
+			b.ReportMetric(took.Seconds()/float64(b.N), "storm-s/op")
+			b.ReportMetric(float64(o.Burst)+took.Seconds()/float64(b.N)/o.MinInterval.Seconds(), "bound-req/op")
+		})
+	}
 }
 
 // BenchmarkApply1000 applies 1,000 changed documents per iteration.

@@ -9,15 +9,19 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"golang.org/x/time/rate"
 )
 
 // Watch defaults.
 const (
-	// DefaultMinInterval is the floor between two blocking queries of one
-	// watch: a key flapping a thousand times a second costs at most 20
-	// queries a second, and a single change is still seen at once because
-	// the previous query has usually been waiting for longer than that.
+	// DefaultMinInterval is the steady pace of one watch's blocking
+	// queries, a token bucket's refill period: a key flapping a thousand
+	// times a second costs at most 20 queries a second (plus the burst).
 	DefaultMinInterval = 50 * time.Millisecond
+	// DefaultBurst is how many queries a watch may start back to back
+	// before the steady pace applies: a change that follows another within
+	// milliseconds is still seen at once, and only a storm waits.
+	DefaultBurst = 5
 	// DefaultWaitTime is how long one blocking query waits for a change. Five
 	// minutes (Consul's cap is ten) keeps an idle watch at one request every
 	// five minutes.
@@ -35,9 +39,14 @@ const (
 
 // WatchOptions tune a blocking watch. The zero value uses the defaults.
 type WatchOptions struct {
-	// MinInterval is the floor between the starts of two queries; default
-	// DefaultMinInterval.
+	// MinInterval is the steady interval between the starts of two
+	// queries once the burst is spent; default DefaultMinInterval.
 	MinInterval time.Duration
+	// Burst is how many queries may start without waiting for
+	// MinInterval; default DefaultBurst. Over any window T a watch starts at
+	// most Burst + T/MinInterval queries. 1 makes MinInterval a fixed floor
+	// between any two queries.
+	Burst int
 	// WaitTime is how long Consul holds a query open without a change;
 	// default DefaultWaitTime.
 	WaitTime time.Duration
@@ -60,6 +69,9 @@ type WatchOptions struct {
 func (o WatchOptions) withDefaults() WatchOptions {
 	if o.MinInterval <= 0 {
 		o.MinInterval = DefaultMinInterval
+	}
+	if o.Burst <= 0 {
+		o.Burst = DefaultBurst
 	}
 	if o.WaitTime <= 0 {
 		o.WaitTime = DefaultWaitTime
@@ -209,8 +221,10 @@ func (s *Store) watchKey(ctx context.Context, key string, opts WatchOptions, fn 
 
 // blockingLoop runs query as a blocking query until ctx is done, applying
 // nextIndex to each answer and calling deliver for news; deliver reports
-// whether it passed the news on. query keeps what it read for deliver. Errors are counted and retried after a backoff that any
-// success resets.
+// whether it passed the news on. query keeps what it read for deliver.
+// Queries are paced by a token bucket (opts.Burst, then one per
+// opts.MinInterval). Errors are counted and retried after a backoff that
+// any success resets.
 func (s *Store) blockingLoop(ctx context.Context, opts WatchOptions, query func(*api.QueryOptions) (uint64, error), deliver func(index uint64) bool) error {
 	opts = opts.withDefaults()
 	counters := []*WatchCounters{&s.watches}
@@ -223,10 +237,13 @@ func (s *Store) blockingLoop(ctx context.Context, opts WatchOptions, query func(
 		}
 	}
 	bo := backoff.New(backoffBase, opts.MaxBackoff)
+	pace := rate.NewLimiter(rate.Every(opts.MinInterval), opts.Burst)
 	var step indexStep
 	var lastStart time.Time
 	for {
-		if !backoff.Sleep(ctx, opts.MinInterval-time.Since(lastStart)) {
+		// Reserve rather than Wait: Wait fails at once, with ctx still
+		// live, when ctx's deadline falls before the next token.
+		if r := pace.Reserve(); !backoff.Sleep(ctx, r.Delay()) {
 			return ctx.Err()
 		}
 		lastStart = time.Now()

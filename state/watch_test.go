@@ -279,3 +279,16 @@ func TestWatchReturnsOnlyWhenCancelled(t *testing.T) {
 		t.Fatal("watch did not return after cancel")
 	}
 }
+
+// TestWatchPutStormIsPaced floods a watched prefix with puts: the watch
+// starts no more queries than its token bucket allows (the burst plus one
+// per MinInterval of the storm), and still delivers the last put.
+func TestWatchPutStormIsPaced(t *testing.T) {
+	opts := WatchOptions{}.withDefaults()
+	reqs, took := putStorm(t, WatchOptions{}, 300)
+	bound := uint64(opts.Burst) + uint64(took/opts.MinInterval) + 1
+	t.Logf("300 puts in %v: the watch made %d requests (bound %d)", took.Round(time.Millisecond), reqs, bound)
+	if reqs > bound {
+		t.Errorf("watch made %d requests in %v, more than the bucket allows (%d)", reqs, took, bound)
+	}
+}
