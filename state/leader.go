@@ -35,6 +35,13 @@ type LeaderOptions struct {
 	MonitorRetries int
 	// Value is stored in the leader key to say who leads (e.g. hostname).
 	Value []byte
+	// Check, if set, gives the lock a session of its own, bound to
+	// serfHealth and to an HTTP check on the local agent against Check.URL
+	// (see LeaderCheck), with no TTL: a dead or hung leader is then
+	// replaced about LeaderCheckFailures×LeaderCheckInterval plus the lock
+	// delay after it stopped answering. SessionTTL is then unused and
+	// LockDelay defaults to DefaultLeaderLockDelay.
+	Check *LeaderCheck
 }
 
 // Leadership is a held leader lock. Everything leader-only runs under
@@ -65,7 +72,16 @@ func (s *Store) Campaign(ctx context.Context, opts LeaderOptions) (*Leadership, 
 	if !s.campaigning.CompareAndSwap(false, true) {
 		return nil, errors.New("leader: campaign: this store already campaigns or leads")
 	}
-	m := s.acquireSession(opts.SessionTTL, opts.LockDelay)
+	var m *session
+	if opts.Check != nil {
+		if err := opts.Check.validate(); err != nil {
+			s.campaigning.Store(false)
+			return nil, fmt.Errorf("leader: campaign: %w", err)
+		}
+		m = s.acquireCheckedSession(opts.LockDelay, *opts.Check)
+	} else {
+		m = s.acquireSession(opts.SessionTTL, opts.LockDelay)
+	}
 	value := func() []byte { return opts.Value }
 	id, lost, err := s.acquireKey(ctx, m, s.LeaderKey(), value)
 	if err != nil {

@@ -36,9 +36,13 @@ const (
 )
 
 // sessionParams identify a shared session: holders that ask for the same
-// TTL and lock delay (with defaults, all of them) share one session.
+// TTL and lock delay (with defaults, all of them) share one session. A
+// session bound to a leader check has no TTL and is never shared.
 type sessionParams struct {
 	ttl, lockDelay time.Duration
+	// check, when its URL is set, binds the session to serfHealth and to a
+	// leader check on the local agent instead of a TTL.
+	check LeaderCheck
 }
 
 func (s *Store) sessionParams(ttl, lockDelay time.Duration) sessionParams {
@@ -68,6 +72,9 @@ func (s *Store) sessionParams(ttl, lockDelay time.Duration) sessionParams {
 type session struct {
 	store  *Store
 	params sessionParams
+	// checkID is the leader check of a check-bound session ("" for a TTL
+	// session).
+	checkID string
 
 	invalid chan string // ids a holder saw Consul reject
 	cancel  context.CancelFunc
@@ -108,6 +115,28 @@ func (s *Store) acquireSession(ttl, lockDelay time.Duration) *session {
 	return m
 }
 
+// acquireCheckedSession starts a session of its own for the leader lock,
+// bound to serfHealth and to a leader check registered for it alone (see
+// LeaderCheck). It has no TTL, so it costs no renewals. Pair with release.
+func (s *Store) acquireCheckedSession(lockDelay time.Duration, c LeaderCheck) *session {
+	if lockDelay <= 0 {
+		lockDelay = DefaultLeaderLockDelay
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &session{
+		store:   s,
+		params:  sessionParams{lockDelay: lockDelay, check: c},
+		checkID: newLeaderCheckID(c.Owner),
+		invalid: make(chan string, 1),
+		cancel:  cancel,
+		done:    make(chan struct{}),
+		refs:    1,
+		ready:   make(chan struct{}),
+	}
+	go m.run(ctx)
+	return m
+}
+
 // release drops one holder; the last one stops the renewal loop and
 // destroys the session, which deletes the keys it still holds.
 func (m *session) release() {
@@ -117,7 +146,7 @@ func (m *session) release() {
 	m.refs--
 	last := m.refs == 0
 	m.mu.Unlock()
-	if last {
+	if last && s.sessions[m.params] == m {
 		delete(s.sessions, m.params)
 	}
 	s.sessionMu.Unlock()
@@ -159,7 +188,15 @@ func (m *session) reportInvalid(id string) {
 
 func (m *session) run(ctx context.Context) {
 	defer close(m.done)
-	bo := backoff.New(backoffBase, m.params.ttl/2)
+	maxWait := m.params.ttl / 2
+	if m.checkID != "" {
+		maxWait = DefaultMaxBackoff / 2
+		// Deregistered last, after the session is destroyed: removing the
+		// check first would invalidate the session and impose the lock
+		// delay on a lock just released.
+		defer func() { _ = m.store.deregisterLeaderCheck(context.Background(), m.checkID) }()
+	}
+	bo := backoff.New(backoffBase, maxWait)
 	var stale string
 	for ctx.Err() == nil {
 		// A session given up because it could not be renewed may still be
@@ -180,7 +217,12 @@ func (m *session) run(ctx context.Context) {
 		}
 		bo.Reset()
 		m.publish(id)
-		gone := m.keepAlive(ctx, id, sent)
+		var gone bool
+		if m.checkID != "" {
+			gone = m.watchChecked(ctx, id)
+		} else {
+			gone = m.keepAlive(ctx, id, sent)
+		}
 		m.retire()
 		if !gone {
 			stale = id
@@ -198,6 +240,17 @@ func (m *session) create(ctx context.Context) (string, error) {
 		TTL:       m.params.ttl.String(),
 		LockDelay: m.params.lockDelay,
 		Behavior:  api.SessionBehaviorDelete,
+	}
+	if m.checkID != "" {
+		// Registered (passing) before every create: Consul refuses a
+		// session against a critical or unknown check, and an agent that
+		// restarted may have lost it.
+		if err := m.store.registerLeaderCheck(ctx, m.checkID, m.params.check); err != nil {
+			return "", fmt.Errorf("consul session: %w", err)
+		}
+		entry.Name = fmt.Sprintf("swarmvlan leader %s pid %d", host, os.Getpid())
+		entry.TTL = ""
+		entry.NodeChecks = []string{serfHealth, m.checkID}
 	}
 	id, _, err := m.store.client.Session().Create(entry, (&api.WriteOptions{}).WithContext(ctx))
 	if err != nil {
@@ -277,6 +330,48 @@ func (m *session) keepAlive(ctx context.Context, id string, created time.Time) b
 	}
 }
 
+// watchChecked waits, with a blocking query on the session, until Consul
+// invalidates id (a bound check turned critical, or it was destroyed) or
+// a holder reports it invalid, or ctx is done. It reports whether Consul
+// said the session is gone, as keepAlive does. A check-bound session needs
+// no renewals; Consul being away only makes the query retry.
+func (m *session) watchChecked(ctx context.Context, id string) bool {
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case bad := <-m.invalid:
+				if bad == id {
+					stop()
+					return
+				}
+			}
+		}
+	}()
+	var entry *api.SessionEntry
+	gone := false
+	_ = m.store.blockingLoop(wctx, WatchOptions{},
+		func(q *api.QueryOptions) (uint64, error) {
+			e, meta, err := m.store.client.Session().Info(id, q)
+			if err != nil {
+				return 0, fmt.Errorf("consul session %s: info: %w", id, err)
+			}
+			entry = e
+			return meta.LastIndex, nil
+		},
+		func(uint64) bool {
+			if entry == nil {
+				gone = true
+				stop()
+			}
+			return false
+		})
+	return gone
+}
+
 // acquireKey loops until key is acquired by the current session of m (or
 // ctx is done), waiting with a blocking query while another session holds
 // it. It returns the session's id and the channel closed when that session
@@ -333,8 +428,9 @@ func (s *Store) acquireKey(ctx context.Context, m *session, key string, value fu
 		default:
 			// The key was free but Consul refused: the previous holder's
 			// lock delay is running, or another campaigner won the race.
-			// Look again soon.
-			backoff.Sleep(ctx, jitter(m.params.lockDelay/4))
+			// Look again soon: Consul does not say when the delay ends, and
+			// a new leader should start within a fraction of it.
+			backoff.Sleep(ctx, jitter(m.params.lockDelay/8))
 		}
 	}
 }
