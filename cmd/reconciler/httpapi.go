@@ -81,13 +81,24 @@ func (d *daemon) initHTTP(f *apiFlags) error {
 	return nil
 }
 
+// healthz answers the liveness probe, which is also the local Consul
+// agent's leader check: a leader that stops answering it loses the lock.
+func healthz(w http.ResponseWriter, r *http.Request) {
+	fmt.Fprintln(w, "ok")
+}
+
+// healthHandler serves /healthz alone, for a manager without --listen.
+func healthHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", healthz)
+	return mux
+}
+
 // httpHandler routes /healthz, /readyz, /metrics and, on managers, the
 // scale API under /v1/.
 func (d *daemon) httpHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintln(w, "ok")
-	})
+	mux.HandleFunc("GET /healthz", healthz)
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if !d.ready.Load() {
 			http.Error(w, "spec view not yet read from Consul", http.StatusServiceUnavailable)

@@ -347,7 +347,8 @@ func TestTwoManagersOneLeaderAndKillHandsOver(t *testing.T) {
 	killed := time.Now()
 	a.cmd.Process.Signal(syscall.SIGKILL)
 	waitFor(t, 45*time.Second, "b to take over", b.leading)
-	t.Logf("leader takeover after SIGKILL: %v (session TTL 10s, lock delay 1s)", time.Since(killed).Round(100*time.Millisecond))
+	t.Logf("leader takeover after SIGKILL: %v (leader check every %v, critical after %d failures, lock delay %v)",
+		time.Since(killed).Round(100*time.Millisecond), state.LeaderCheckInterval, state.LeaderCheckFailures, state.DefaultLeaderLockDelay)
 }
 
 func TestInvalidDocumentPutInKVGetsStatusAndLastValidStays(t *testing.T) {

@@ -52,12 +52,12 @@ type daemon struct {
 func cmdRun(ctx context.Context, c *cli, args []string) error {
 	fs := c.flags()
 	role := fs.String("role", "all", "manager (leader-elected cluster reconcilers), host (this node's kernel and Docker state) or all")
-	listen := fs.String("listen", "", "HTTP address for /healthz, /readyz, /metrics and the scale API (empty: no HTTP)")
+	listen := fs.String("listen", "", "HTTP address for /healthz, /readyz, /metrics and the scale API (empty: none; a manager then serves /healthz alone on an ephemeral loopback port, for its leader check)")
 	api := registerAPIFlags(fs)
 	logFormat := fs.String("log-format", "text", "text or json")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
-	sessionTTL := fs.Duration("session-ttl", 10*time.Second, "TTL of the Consul session that holds the leader lock (Consul's minimum is 10s)")
-	lockDelay := fs.Duration("lock-delay", time.Second, "Consul lock delay after the leader's session is invalidated")
+	sessionTTL := fs.Duration("session-ttl", 10*time.Second, "TTL of the Consul session that holds this node's liveness key (Consul's minimum is 10s); the leader lock's session is bound to a health check instead")
+	lockDelay := fs.Duration("lock-delay", state.DefaultLeaderLockDelay, "Consul lock delay after the leader's session is invalidated")
 	resync := fs.Duration("resync", 5*time.Minute, "period of the full reconcile pass that catches drift")
 	workers := fs.Int("workers", 4, "reconcile workers per role")
 	dockerHost := fs.String("docker-host", "", "Docker Engine address (default: DOCKER_HOST or the local socket)")
@@ -122,6 +122,28 @@ func cmdRun(ctx context.Context, c *cli, args []string) error {
 	if err := d.initHTTP(api); err != nil {
 		return err
 	}
+	var ln, healthLn net.Listener
+	if *listen != "" {
+		if ln, err = net.Listen("tcp", *listen); err != nil {
+			return fmt.Errorf("listen %s: %w", *listen, err)
+		}
+		defer ln.Close()
+	}
+	if d.cluster != nil {
+		// The leader lock's session is bound to the local agent's check of
+		// /healthz, so a manager always serves it: without --listen, alone
+		// on a loopback port. The agent must share the host's network
+		// (CONSUL_HTTP_ADDR is the local agent).
+		checked, tls := ln, d.http.tls != nil
+		if checked == nil {
+			if healthLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+				return fmt.Errorf("listen for the leader check: %w", err)
+			}
+			defer healthLn.Close()
+			checked, tls = healthLn, false
+		}
+		d.leaderOpts.Check = &state.LeaderCheck{URL: healthURL(checked.Addr(), tls), Owner: hostname, TLSSkipVerify: true}
+	}
 
 	bi := readBuildInfo()
 	log.Info("starting", "role", *role, "prefix", store.Prefix(), "listen", *listen, "version", bi.Version, "commit", bi.Commit)
@@ -147,8 +169,13 @@ func cmdRun(ctx context.Context, c *cli, args []string) error {
 	if *role == "manager" || *role == "all" {
 		g.Go(func() error { return d.campaign(ctx) })
 	}
-	if *listen != "" {
-		g.Go(func() error { return d.serveHTTP(ctx, *listen) })
+	if ln != nil {
+		d.log.Info("serving HTTP", "addr", ln.Addr().String(), "tls", d.http.tls != nil)
+		g.Go(func() error { return d.serveHTTP(ctx, ln, d.httpHandler(), d.http.tls) })
+	}
+	if healthLn != nil {
+		d.log.Info("serving /healthz for the leader check", "addr", healthLn.Addr().String())
+		g.Go(func() error { return d.serveHTTP(ctx, healthLn, healthHandler(), nil) })
 	}
 	err = g.Wait()
 	log.Info("stopped")
@@ -215,18 +242,27 @@ func (d *daemon) logFirstReconcile() {
 	d.termStarted.Store(true)
 }
 
-// serveHTTP serves httpHandler on addr (a port of 0 picks one, which is
-// logged), over TLS when configured.
-func (d *daemon) serveHTTP(ctx context.Context, addr string) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", addr, err)
+// healthURL is the /healthz URL of a listener for the local agent's check:
+// an unspecified address (":8480") is reached on loopback.
+func healthURL(addr net.Addr, tls bool) string {
+	host, port, _ := net.SplitHostPort(addr.String())
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
 	}
-	if d.http.tls != nil {
-		ln = tls.NewListener(ln, d.http.tls)
+	scheme := "http"
+	if tls {
+		scheme = "https"
 	}
-	d.log.Info("serving HTTP", "addr", ln.Addr().String(), "tls", d.http.tls != nil)
-	srv := &http.Server{Handler: d.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+	return scheme + "://" + net.JoinHostPort(host, port) + "/healthz"
+}
+
+// serveHTTP serves h on ln, over TLS when cfg is set, until ctx is done.
+func (d *daemon) serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, cfg *tls.Config) error {
+	addr := ln.Addr().String()
+	if cfg != nil {
+		ln = tls.NewListener(ln, cfg)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
