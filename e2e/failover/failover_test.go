@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,7 +21,11 @@ import (
 
 // TestLeaderKilledMidReconcile applies 20 services and at once SIGKILLs the
 // leading reconciler, in the middle of creating them. Another manager must
-// take over, and every service must exist exactly once and run.
+// take over, and every service must exist exactly once and run. Then the
+// takeover is timed: nine more SIGKILLs of the leader (ten with the first),
+// a SIGSTOP (a hung leader) and a graceful stop, each followed by the
+// stopped reconciler's restart, and the cluster must end with one leader
+// and every service still there exactly once.
 func TestLeaderKilledMidReconcile(t *testing.T) {
 	b := bed.New(t, 3, 3)
 	b.Apply(bed.VLANDoc())
@@ -57,38 +63,13 @@ func TestLeaderKilledMidReconcile(t *testing.T) {
 	t.Logf("killed the leader on %s while it created %d services: %d existed just before the kill, %d just after",
 		old.Name, len(docs), before, after)
 
-	// The first reconcile of a manager that leads after the kill.
-	var next *lab.Host
-	var first time.Time
-	b.WaitFor("another manager leads and reconciles", 2*time.Minute, func(ctx context.Context) error {
-		for _, h := range b.Cluster.Managers() {
-			if h == old {
-				continue
-			}
-			for _, l := range bed.LogLines(b.Proc(h).Logs(), "first reconcile as leader") {
-				if at, ok := bed.LogTime(l); ok && at.After(killed) {
-					next, first = h, at
-					return nil
-				}
-			}
-		}
-		return errors.New("no first reconcile as leader logged since the kill")
-	})
-	var won time.Time
-	for _, l := range bed.LogLines(b.Proc(next).Logs(), "leading") {
-		if at, ok := bed.LogTime(l); ok && at.After(killed) {
-			won = at
-			break
-		}
-	}
-	t.Logf("%s leads after %s: lock taken %s after the kill, first reconcile %s after that",
-		next.Name, old.Name, won.Sub(killed).Round(10*time.Millisecond), first.Sub(won).Round(time.Millisecond))
-	bed.Figure(t, "leader failover, SIGKILL to the new leader's first reconcile", first.Sub(killed))
+	next, took := takenOver(t, b, old, killed, "SIGKILL")
+	kills := []time.Duration{took}
 	if got, err := b.Leader(b.Ctx); err != nil || got != next {
 		t.Errorf("leader after failover: %v, %v; want %s", got, err, next.Name)
 	}
 
-	took := b.WaitFor("all 20 services converged", 5*time.Minute, func(ctx context.Context) error {
+	converged := b.WaitFor("all 20 services converged", 5*time.Minute, func(ctx context.Context) error {
 		for _, n := range names {
 			if _, err := b.Converged(ctx, bed.Want{Service: n, Replicas: 1}); err != nil {
 				return err
@@ -96,7 +77,7 @@ func TestLeaderKilledMidReconcile(t *testing.T) {
 		}
 		return nil
 	})
-	t.Logf("all services converged %s after the new leader took over", took.Round(10*time.Millisecond))
+	t.Logf("all services converged %s after the new leader took over", converged.Round(10*time.Millisecond))
 
 	// Exactly one Docker service per document, nothing else managed, and
 	// each with one task ever desired running (converged checked it).
@@ -128,6 +109,139 @@ func TestLeaderKilledMidReconcile(t *testing.T) {
 			}
 		}
 		return nil
+	})
+
+	// The takeover, timed. Every stopped reconciler is started again and
+	// campaigns before the next fault, so three managers contend each time.
+	restart(t, b, old)
+	for len(kills) < 10 {
+		lead := leaderNow(t, b)
+		at := time.Now()
+		b.Proc(lead).Kill()
+		_, took := takenOver(t, b, lead, at, "SIGKILL")
+		kills = append(kills, took)
+		restart(t, b, lead)
+	}
+	slices.Sort(kills)
+	t.Logf("SIGKILL to the new leader's first reconcile, 10 kills: %v", kills)
+	bed.Figure(t, "leader failover, SIGKILL to the new leader's first reconcile, p50 of 10", kills[len(kills)/2])
+	bed.Figure(t, "leader failover, SIGKILL to the new leader's first reconcile, max of 10", kills[len(kills)-1])
+
+	// A hung leader: stopped, its /healthz times out, its check turns
+	// critical. Resumed, it must see the lock lost and stand by.
+	hung := leaderNow(t, b)
+	hp := b.Proc(hung)
+	pid := hp.Pid()
+	at := time.Now()
+	if err := syscall.Kill(-pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if hp.Running() {
+			syscall.Kill(-pid, syscall.SIGCONT)
+		}
+	})
+	next, took = takenOver(t, b, hung, at, "SIGSTOP")
+	bed.Figure(t, "leader failover, SIGSTOP to the new leader's first reconcile", took)
+	resumed := time.Now()
+	if err := syscall.Kill(-pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	b.WaitFor("the resumed leader to step down", time.Minute, func(ctx context.Context) error {
+		for _, l := range bed.LogLines(b.Proc(hung).Logs(), "leadership lost") {
+			if at, ok := bed.LogTime(l); ok && at.After(resumed) {
+				return nil
+			}
+		}
+		return errors.New("no leadership lost logged since SIGCONT")
+	})
+	if got := leaderNow(t, b); got != next {
+		t.Errorf("leader after the hung one resumed: %s, want %s", got.Name, next.Name)
+	}
+
+	// A graceful stop gives the lock up: no check to fail, no lock delay.
+	lead := leaderNow(t, b)
+	at = time.Now()
+	b.Proc(lead).Stop()
+	_, took = takenOver(t, b, lead, at, "SIGTERM")
+	bed.Figure(t, "leader hand-over, SIGTERM to the new leader's first reconcile", took)
+	restart(t, b, lead)
+
+	leaderNow(t, b)
+	svcs, err = b.ManagedServices(b.Ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		if len(svcs[n]) != 1 {
+			t.Errorf("after the takeovers: service %s exists %d times", n, len(svcs[n]))
+		}
+	}
+}
+
+// takenOver waits until a manager other than old logs its first reconcile
+// as leader after since, and returns it and how long after since that was.
+func takenOver(t *testing.T, b *bed.Bed, old *lab.Host, since time.Time, how string) (*lab.Host, time.Duration) {
+	t.Helper()
+	var next *lab.Host
+	var first time.Time
+	b.WaitFor("another manager leads and reconciles after "+how, 2*time.Minute, func(ctx context.Context) error {
+		for _, h := range b.Cluster.Managers() {
+			if h == old {
+				continue
+			}
+			for _, l := range bed.LogLines(b.Proc(h).Logs(), "first reconcile as leader") {
+				if at, ok := bed.LogTime(l); ok && at.After(since) {
+					next, first = h, at
+					return nil
+				}
+			}
+		}
+		return errors.New("no first reconcile as leader logged since the " + how)
+	})
+	var won time.Time
+	for _, l := range bed.LogLines(b.Proc(next).Logs(), "leading") {
+		if at, ok := bed.LogTime(l); ok && at.After(since) {
+			won = at
+			break
+		}
+	}
+	t.Logf("%s of %s: %s leads, lock taken %s after it, first reconcile %s after that",
+		how, old.Name, next.Name, won.Sub(since).Round(10*time.Millisecond), first.Sub(won).Round(time.Millisecond))
+	return next, first.Sub(since)
+}
+
+// leaderNow waits until exactly one reconciler leads and returns its host.
+func leaderNow(t *testing.T, b *bed.Bed) *lab.Host {
+	t.Helper()
+	var h *lab.Host
+	b.WaitFor("one leader", time.Minute, func(ctx context.Context) (err error) {
+		h, err = b.Leader(ctx)
+		return err
+	})
+	return h
+}
+
+// restart starts h's reconciler again and waits until it campaigns: its
+// agent holds a leader check registered by the new process, passing.
+func restart(t *testing.T, b *bed.Bed, h *lab.Host) {
+	t.Helper()
+	before, err := b.Consul(h).Agent().Checks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.StartReconciler(h)
+	b.WaitFor("the restarted reconciler on "+h.Name+" to campaign", time.Minute, func(ctx context.Context) error {
+		checks, err := b.Consul(h).Agent().Checks()
+		if err != nil {
+			return err
+		}
+		for id, c := range checks {
+			if _, old := before[id]; !old && strings.HasPrefix(id, "swarmvlan-leader:") && c.Status == api.HealthPassing {
+				return nil
+			}
+		}
+		return errors.New("no new passing leader check on the agent")
 	})
 }
 
