@@ -44,6 +44,25 @@ type LeaderOptions struct {
 	Check *LeaderCheck
 }
 
+// Fencing of writes outside Consul (Fence). A successor cannot take the
+// lock before the lock delay has passed since this session was
+// invalidated, which is after the last read that showed it holding the
+// lock. So a write that starts within ProofMaxAge of such a read being
+// sent and is cut off ProofMaxAge+WriteDeadline after it ends before the
+// successor can lead, with fenceMargin to spare.
+const (
+	// ProofMaxAge (F) is how old the proof of holding the lock may be
+	// when a fenced write starts.
+	ProofMaxAge = 100 * time.Millisecond
+	// fenceMargin is kept between a fenced write's deadline and the
+	// earliest moment a successor can take the lock: it covers a request
+	// the Engine already received when the call was cut off.
+	fenceMargin = 100 * time.Millisecond
+	// minFencedLockDelay leaves a fenced write at least 100 ms (WriteDeadline
+	// = lock delay - ProofMaxAge - fenceMargin).
+	minFencedLockDelay = ProofMaxAge + fenceMargin + 100*time.Millisecond
+)
+
 // Leadership is a held leader lock. Everything leader-only runs under
 // Context, which is cancelled the moment the lock is lost.
 type Leadership struct {
@@ -51,6 +70,11 @@ type Leadership struct {
 	sess  *session
 	id    string
 	key   string
+
+	// proofMu serialises the proof reads of Fence; proofSent is when the
+	// newest read that showed the lock held was sent.
+	proofMu   sync.Mutex
+	proofSent time.Time
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -77,6 +101,10 @@ func (s *Store) Campaign(ctx context.Context, opts LeaderOptions) (*Leadership, 
 		if err := opts.Check.validate(); err != nil {
 			s.campaigning.Store(false)
 			return nil, fmt.Errorf("leader: campaign: %w", err)
+		}
+		if opts.LockDelay > 0 && opts.LockDelay < minFencedLockDelay {
+			s.campaigning.Store(false)
+			return nil, fmt.Errorf("leader: campaign: lock delay %v: at least %v, so that a fenced write has time", opts.LockDelay, minFencedLockDelay)
 		}
 		m = s.acquireCheckedSession(opts.LockDelay, *opts.Check)
 	} else {
@@ -192,6 +220,58 @@ func (s *Store) Leader(ctx context.Context) (holder, session string, err error) 
 		return "", "", nil
 	}
 	return string(pair.Value), pair.Session, nil
+}
+
+// WriteDeadline (D) is how long a fenced write may run past ProofMaxAge:
+// the lock delay less ProofMaxAge and a 100 ms margin (300 ms with
+// DefaultLeaderLockDelay).
+func (l *Leadership) WriteDeadline() time.Duration {
+	return l.sess.params.lockDelay - ProofMaxAge - fenceMargin
+}
+
+// Fence runs write, a leader-only action outside Consul (a Docker call),
+// only while this process provably holds the lock, and cuts it off before a
+// successor could take the lock. It needs a consistent read of the lock key
+// showing this session sent less than ProofMaxAge ago, made now if the last
+// is older (so an idle leader makes no requests for it), and gives write a
+// context that ends ProofMaxAge+WriteDeadline after that read was sent:
+// write starts with at least WriteDeadline left. It returns ErrNotLeader
+// when the lock is not (provably) held, and otherwise what write returns.
+func (l *Leadership) Fence(ctx context.Context, write func(ctx context.Context) error) error {
+	sent, err := l.proof(ctx)
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithDeadline(ctx, sent.Add(ProofMaxAge+l.WriteDeadline()))
+	defer cancel()
+	return write(wctx)
+}
+
+// proof returns when a read showing the lock held was sent, less than
+// ProofMaxAge ago, reading the lock key (consistently) if need be.
+func (l *Leadership) proof(ctx context.Context) (time.Time, error) {
+	l.proofMu.Lock()
+	defer l.proofMu.Unlock()
+	if l.ctx.Err() != nil {
+		return time.Time{}, fmt.Errorf("fence: %w", ErrNotLeader)
+	}
+	if time.Since(l.proofSent) < ProofMaxAge {
+		return l.proofSent, nil
+	}
+	sent := time.Now()
+	rctx, cancel := context.WithTimeout(ctx, ProofMaxAge)
+	defer cancel()
+	pair, _, err := l.store.client.KV().Get(l.key, (&api.QueryOptions{RequireConsistent: true}).WithContext(rctx))
+	switch {
+	case err != nil:
+		return time.Time{}, fmt.Errorf("fence: prove the lock is held: %w: %w", ErrNotLeader, err)
+	case pair == nil || pair.Session != l.id:
+		return time.Time{}, fmt.Errorf("fence: %w", ErrNotLeader)
+	case time.Since(sent) >= ProofMaxAge:
+		return time.Time{}, fmt.Errorf("fence: the lock read took %v: %w", time.Since(sent), ErrNotLeader)
+	}
+	l.proofSent = sent
+	return sent, nil
 }
 
 // Txn commits ops atomically, fenced: a session check on the leader key
