@@ -33,6 +33,9 @@ type daemon struct {
 	leader  *reconcile.Controller
 	cluster *cluster.Cluster
 	docker  engine.Docker
+	// fenced is the leader's view of docker: writes only under a provable
+	// leadership (set while leading).
+	fenced  *fencedDocker
 	leading atomic.Bool
 	ready   atomic.Bool
 	http    *httpAPI
@@ -113,8 +116,9 @@ func cmdRun(ctx context.Context, c *cli, args []string) error {
 	}
 	defer d.docker.Close()
 	if *role == "manager" || *role == "all" {
+		d.fenced = &fencedDocker{Docker: d.docker}
 		d.cluster = cluster.New(cluster.Config{
-			Store: store, Docker: d.docker, View: d.view, Log: log.With("controller", "leader"),
+			Store: store, Docker: d.fenced, View: d.view, Log: log.With("controller", "leader"),
 			Workers: *workers, Resync: *resync, NodeDownGrace: *nodeDownGrace,
 		})
 		d.leader = d.cluster.Controller()
@@ -210,7 +214,9 @@ func (d *daemon) campaign(ctx context.Context) error {
 		d.log.Info("leading", "session", lead.Session())
 		d.logFirstReconcile()
 		d.leading.Store(true)
+		d.fenced.lead.Store(lead)
 		err = d.cluster.Run(lead)
+		d.fenced.lead.Store(nil)
 		d.leading.Store(false)
 		if ctx.Err() != nil {
 			// Shutting down: give the lock up now rather than after the

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/swarm"
+
+	"swarmvlan/reconcile/engine"
+	"swarmvlan/state"
+)
+
+// fencedDocker is the leader's Docker Engine: every write runs under the
+// current leadership's Fence, so a leader that cannot prove it still holds
+// the lock writes nothing, and a write in flight is cut off before a
+// successor can lead. Reads pass through. Without a leadership (between
+// terms) every write is refused.
+type fencedDocker struct {
+	engine.Docker
+	lead atomic.Pointer[state.Leadership]
+}
+
+func (f *fencedDocker) fence(ctx context.Context, verb string, write func(ctx context.Context) error) error {
+	l := f.lead.Load()
+	if l == nil {
+		return fmt.Errorf("docker %s: %w", verb, state.ErrNotLeader)
+	}
+	return l.Fence(ctx, write)
+}
+
+func (f *fencedDocker) NetworkCreate(ctx context.Context, name string, opts network.CreateOptions) (id string, err error) {
+	err = f.fence(ctx, "network create", func(ctx context.Context) (err error) {
+		id, err = f.Docker.NetworkCreate(ctx, name, opts)
+		return err
+	})
+	return id, err
+}
+
+func (f *fencedDocker) NetworkRemove(ctx context.Context, id string) error {
+	return f.fence(ctx, "network remove", func(ctx context.Context) error { return f.Docker.NetworkRemove(ctx, id) })
+}
+
+func (f *fencedDocker) ServiceCreate(ctx context.Context, spec swarm.ServiceSpec) (id string, err error) {
+	err = f.fence(ctx, "service create", func(ctx context.Context) (err error) {
+		id, err = f.Docker.ServiceCreate(ctx, spec)
+		return err
+	})
+	return id, err
+}
+
+func (f *fencedDocker) ServiceUpdate(ctx context.Context, id string, version swarm.Version, spec swarm.ServiceSpec) error {
+	return f.fence(ctx, "service update", func(ctx context.Context) error { return f.Docker.ServiceUpdate(ctx, id, version, spec) })
+}
+
+func (f *fencedDocker) ServiceRemove(ctx context.Context, id string) error {
+	return f.fence(ctx, "service remove", func(ctx context.Context) error { return f.Docker.ServiceRemove(ctx, id) })
+}
+
+func (f *fencedDocker) NodeUpdate(ctx context.Context, id string, version swarm.Version, spec swarm.NodeSpec) error {
+	return f.fence(ctx, "node update", func(ctx context.Context) error { return f.Docker.NodeUpdate(ctx, id, version, spec) })
+}
