@@ -21,9 +21,12 @@ func New(h *netlink.Handle) *Netlink {
 }
 
 // Open returns the kernel adapter with a netlink handle of its own in the
-// process's network namespace; Close releases it.
+// process's network namespace; Close releases it. The handle speaks
+// rtnetlink only: the adapter needs nothing else, and a kernel whose XFRM or
+// netfilter netlink is a module not loaded (nothing to autoload it) would
+// refuse a handle that asks for those too.
 func Open() (*Netlink, error) {
-	h, err := netlink.NewHandle()
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("netlink handle: %w", err)
 	}
@@ -32,9 +35,10 @@ func Open() (*Netlink, error) {
 
 // NewAt returns the kernel adapter for the network namespace ns, with its
 // own netlink handle in it and Subscribe listening there. The caller keeps
-// ns open while the adapter is used, and calls Close.
+// ns open while the adapter is used, and calls Close. Like Open's, the
+// handle speaks rtnetlink only.
 func NewAt(ns netns.NsHandle) (*Netlink, error) {
-	h, err := netlink.NewHandleAt(ns)
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("netlink handle in namespace %s: %w", ns, err)
 	}
