@@ -79,6 +79,9 @@ func (vm *VM) Run(t *testing.T, body func(t *testing.T)) {
 		body(t)
 		return
 	}
+	if testing.Short() {
+		t.Skip("boots a VM or runs in a fresh network namespace: not a -short test")
+	}
 	if !strings.HasPrefix(t.Name(), namePrefix) || strings.Contains(t.Name(), "/") {
 		t.Fatalf("vmtest: %s: a test run in the VM must be a top-level test named %s…", t.Name(), namePrefix)
 	}

@@ -144,8 +144,22 @@ func linkOf(l netlink.Link) Link {
 		hl.VlanID = l.VlanId
 	case *netlink.Macvlan:
 		hl.MacvlanMode = macvlanMode(l.Mode)
+	case *netlink.IPVlan:
+		hl.IpvlanMode = ipvlanMode(l.Mode)
 	}
 	return hl
+}
+
+func ipvlanMode(m netlink.IPVlanMode) string {
+	switch m {
+	case netlink.IPVLAN_MODE_L2:
+		return "l2"
+	case netlink.IPVLAN_MODE_L3:
+		return "l3"
+	case netlink.IPVLAN_MODE_L3S:
+		return "l3s"
+	}
+	return fmt.Sprintf("mode %d", m)
 }
 
 func macvlanMode(m netlink.MacvlanMode) string {
@@ -224,6 +238,29 @@ func ShimRequest(name string, parentIndex, mtu int, alias string) *netlink.Macvl
 	return &netlink.Macvlan{LinkAttrs: la, Mode: netlink.MACVLAN_MODE_BRIDGE}
 }
 
+// IPvlanShimRequest is the request for the shim of an ipvlan VLAN: an ipvlan
+// link in the containers' mode ("l2" or "l3"), up. A lower device's ipvlan
+// links all share one mode, and a lower device with ipvlan links takes no
+// macvlan ones, so the shim is an ipvlan sibling of the containers'.
+func IPvlanShimRequest(name string, parentIndex, mtu int, mode, alias string) (*netlink.IPVlan, error) {
+	la := netlink.NewLinkAttrs()
+	la.Name = name
+	la.ParentIndex = parentIndex
+	la.MTU = mtu
+	la.Alias = alias
+	la.Flags = net.FlagUp
+	l := &netlink.IPVlan{LinkAttrs: la}
+	switch mode {
+	case "l2":
+		l.Mode = netlink.IPVLAN_MODE_L2
+	case "l3":
+		l.Mode = netlink.IPVLAN_MODE_L3
+	default:
+		return nil, fmt.Errorf("ipvlan mode %q is not l2 or l3", mode)
+	}
+	return l, nil
+}
+
 // ErrNo8021Q is returned when the kernel has no 802.1Q link type.
 var ErrNo8021Q = errors.New(ReasonNo8021Q)
 
@@ -264,6 +301,15 @@ func (k *Netlink) AddVLAN(name string, parentIndex, id, mtu int, alias string) e
 // AddShim creates a bridge-mode macvlan shim on the parent, marked with alias.
 func (k *Netlink) AddShim(name string, parentIndex, mtu int, alias string) error {
 	return k.addLink(ShimRequest(name, parentIndex, mtu, alias))
+}
+
+// AddIPvlanShim creates an ipvlan shim in mode ("l2" or "l3") on the parent, marked with alias.
+func (k *Netlink) AddIPvlanShim(name string, parentIndex, mtu int, mode, alias string) error {
+	l, err := IPvlanShimRequest(name, parentIndex, mtu, mode, alias)
+	if err != nil {
+		return err
+	}
+	return k.addLink(l)
 }
 
 // Del deletes a link; one already gone is no error.
