@@ -211,12 +211,20 @@ func hostTestCheck(h *netlink.Handle, v VLAN) error {
 	if err != nil {
 		return fmt.Errorf("shim: %w", err)
 	}
-	m, ok := shim.(*netlink.Macvlan)
-	switch {
-	case !ok:
+	if v.Driver == spec.DriverIPvlan {
+		want := map[string]netlink.IPVlanMode{"l2": netlink.IPVLAN_MODE_L2, "l3": netlink.IPVLAN_MODE_L3}[spec.VLANMode(v.Driver, v.Mode)]
+		if i, ok := shim.(*netlink.IPVlan); !ok {
+			return fmt.Errorf("shim is a %s, not an ipvlan", shim.Type())
+		} else if i.Mode != want {
+			return fmt.Errorf("ipvlan shim mode %v, not %v", i.Mode, want)
+		}
+	} else if m, ok := shim.(*netlink.Macvlan); !ok {
 		return fmt.Errorf("shim is a %s", shim.Type())
-	case m.Mode != netlink.MACVLAN_MODE_BRIDGE:
+	} else if m.Mode != netlink.MACVLAN_MODE_BRIDGE {
 		return fmt.Errorf("shim mode %v", m.Mode)
+	}
+	m := shim.Attrs()
+	switch {
 	case m.ParentIndex != parent.Attrs().Index:
 		return fmt.Errorf("shim on link %d, not %s", m.ParentIndex, parent.Attrs().Name)
 	case m.Alias != linkAlias(v.Name):
@@ -359,11 +367,14 @@ func hostTestNew(t testing.TB, ns netns.NsHandle) *Net {
 	return hn
 }
 
-// hostTestDrifts are changes someone else makes to the converged state.
-var hostTestDrifts = []struct {
+// hostTestDrift is one change someone else makes to a converged VLAN.
+type hostTestDrift struct {
 	name  string
 	drift func(h *netlink.Handle, v VLAN) error
-}{
+}
+
+// hostTestDrifts are changes someone else makes to the converged state.
+var hostTestDrifts = []hostTestDrift{
 	{"shim deleted", func(h *netlink.Handle, v VLAN) error {
 		l, err := h.LinkByName(spec.ShimName(v.Name))
 		if err != nil {
