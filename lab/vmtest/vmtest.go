@@ -378,7 +378,15 @@ func parseResults(out string) map[string]result {
 	return res
 }
 
+// tail is the last n lines of s, control characters other than tabs
+// dropped (a console can carry anything).
 func tail(s string, n int) string {
+	s = strings.Map(func(r rune) rune {
+		if r < ' ' && r != '\n' && r != '\t' {
+			return -1
+		}
+		return r
+	}, s)
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
