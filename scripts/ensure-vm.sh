@@ -28,11 +28,14 @@ if [ -e "$CACHE/$PIN_PKG-$PIN_VERSION/.complete" ] && [ "$(readlink "$CACHE/curr
 	exit 0
 fi
 
+# served says whether apt's lists hold version $2 of package $1.
+served() { apt-cache show "$1=$2" 2>/dev/null | grep -qx "Version: $2"; }
+
 pkg=$PIN_PKG version=$PIN_VERSION sha=$PIN_SHA256
-if ! apt-cache show "$pkg=$version" >/dev/null 2>&1; then
+if ! served "$pkg" "$version"; then
 	apt-get update -qq
 fi
-if ! apt-cache show "$pkg=$version" >/dev/null 2>&1; then
+if ! served "$pkg" "$version"; then
 	echo "ensure-vm: $pkg $version is no longer served by the archive" >&2
 	pkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
 	version=$(apt-cache policy "$pkg" | awk '/Candidate:/{print $2; exit}')
@@ -49,9 +52,8 @@ if [ ! -e "$dir/.complete" ]; then
 	echo "fetching $pkg $version into $dir" >&2
 	mkdir -p "$CACHE"
 	tmp=$(mktemp -d "$CACHE/.fetch.XXXXXX")
-	chmod 755 "$tmp"
 	trap 'rm -rf "$tmp"' EXIT
-	(cd "$tmp" && apt-get download -qq "$pkg=$version")
+	(cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root "$pkg=$version")
 	deb=$(ls "$tmp"/*.deb)
 	got=$(sha256sum "$deb" | awk '{print $1}')
 	if [ "$got" != "$sha" ]; then
