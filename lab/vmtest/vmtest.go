@@ -22,6 +22,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -167,6 +168,9 @@ func (vm *VM) runNetns(t *testing.T) *batch {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), vm.cfg.Timeout)
 	defer cancel()
+	// Pdeathsig follows the thread that started the child: keep it.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	cmd := exec.CommandContext(ctx, exe, innerArgs(vm.cfg.Timeout-5*time.Second)...)
 	cmd.Env = append(os.Environ(), envInner+"=netns")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
@@ -241,6 +245,8 @@ func (vm *VM) runVM(t *testing.T) *batch {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), vm.cfg.Timeout)
 	defer cancel()
+	runtime.LockOSThread() // Pdeathsig follows the thread that started qemu
+	defer runtime.UnlockOSThread()
 	cmd := exec.CommandContext(ctx, qemu, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.WaitDelay = 5 * time.Second
