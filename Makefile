@@ -64,6 +64,7 @@ unit:
 # also when a pass fails (make test then fails with it); the README's "Test
 # time budget" says what each may take.
 test: consul docker lint
+	@scripts/ensure-vm.sh
 	@scripts/test-times.sh $(RUN_DIR)/test-times \
 		'test=$(GO) test -count=1 -p 1 -timeout 60m $(TESTFLAGS) ./...' \
 		'fuzz=$(MAKE) --no-print-directory fuzz'
