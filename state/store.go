@@ -36,6 +36,11 @@ type Config struct {
 	SessionTTL time.Duration
 	// LockDelay is that session's lock delay; default DefaultLockDelay.
 	LockDelay time.Duration
+	// OnRefused, if set, is told of every refusal that retrying will not
+	// cure: a *PermissionError (the token lacks an ACL permission) or a
+	// *TLSError (Consul's certificate is not trusted, or it refused ours).
+	// It runs on the goroutine of the refused request and must not block.
+	OnRefused func(error)
 }
 
 // Store is swarmvlan's view of Consul. It is safe for concurrent use.
@@ -49,6 +54,7 @@ type Store struct {
 	sessions  map[sessionParams]*session
 	// campaigning is set from Campaign until its leadership ends.
 	campaigning atomic.Bool
+	denials     permissionCounters
 }
 
 // New returns a store; it does not contact Consul.
@@ -76,7 +82,7 @@ func New(cfg Config) (*Store, error) {
 	// api.NewClient fills in ac.HttpClient (TLS from the environment, or a
 	// unix socket dialer) and the client keeps that same *http.Client, so
 	// wrapping its transport here counts every request the client makes.
-	ac.HttpClient.Transport = &countingTransport{next: transportOf(ac.HttpClient), n: &s.requests}
+	ac.HttpClient.Transport = &countingTransport{next: transportOf(ac.HttpClient), n: &s.requests, tls: s.tlsRefusal(ac)}
 	return s, nil
 }
 
@@ -111,10 +117,18 @@ func (s *Store) WatchStats() WatchStats { return s.watches.Stats() }
 type countingTransport struct {
 	next http.RoundTripper
 	n    *atomic.Uint64
+	// tls explains a failed TLS handshake (nil: not a TLS failure).
+	tls func(error) *TLSError
 }
 
 // RoundTrip counts the request and passes it on.
 func (t *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	t.n.Add(1)
-	return t.next.RoundTrip(r)
+	resp, err := t.next.RoundTrip(r)
+	if err != nil && t.tls != nil {
+		if te := t.tls(err); te != nil {
+			return nil, te
+		}
+	}
+	return resp, err
 }

@@ -73,6 +73,7 @@ func cmdRun(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
+	c.onRefused = newRefusalLog(log, time.Minute).note
 	store, err := c.store()
 	if err != nil {
 		return err
