@@ -5,7 +5,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 )
@@ -41,8 +46,24 @@ func (s *Store) tlsRefusal(ac *api.Config) func(error) *TLSError {
 	}
 	addr := "https://" + ac.Address
 	tc := ac.TLSConfig
+	var clientTLS *tls.Config
+	if tr, ok := transportOf(ac.HttpClient).(*http.Transport); ok && tr.TLSClientConfig != nil {
+		clientTLS = tr.TLSClientConfig.Clone()
+	}
 	return func(err error) *TLSError {
 		problem := tlsProblem(err, tc)
+		if problem == "" && clientTLS != nil && connBroken(err) {
+			// With TLS 1.3 the server checks the client's certificate after
+			// the client has finished its handshake, so a refusal shows as
+			// a broken connection to the request that follows. A fresh
+			// handshake and a read catch the server's alert.
+			if perr := probeTLS(ac.Address, clientTLS); perr != nil {
+				problem = tlsProblem(perr, tc)
+				if problem != "" {
+					err = perr
+				}
+			}
+		}
 		if problem == "" {
 			return nil
 		}
@@ -104,4 +125,39 @@ func certNames(c *x509.Certificate) []string {
 		names = []string{"no names"}
 	}
 	return names
+}
+
+// connBroken reports whether err is a connection closed under a request.
+func connBroken(err error) bool {
+	return errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) ||
+		errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// probeTLS makes one TLS connection to addr and reads from it briefly: a
+// server that refuses the client's certificate answers with an alert,
+// which is returned. nil means the probe saw no refusal.
+func probeTLS(addr string, cfg *tls.Config) error {
+	cfg = cfg.Clone()
+	if cfg.ServerName == "" {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil
+		}
+		cfg.ServerName = host
+	}
+	d := &net.Dialer{Timeout: 2 * time.Second}
+	conn, err := tls.DialWithDialer(d, "tcp", addr, cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := conn.Read(make([]byte, 1)); err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return nil
+		}
+		return err
+	}
+	return nil
 }
