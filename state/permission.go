@@ -164,11 +164,25 @@ func (s *Store) note(e *PermissionError) *PermissionError {
 // denied turns a 403 from a request of op on resource into a counted
 // *PermissionError; any other err (nil included) is returned as it is.
 func (s *Store) denied(op, resource string, err error) error {
-	var se api.StatusError
-	if s == nil || !errors.As(err, &se) || se.Code != http.StatusForbidden {
+	if s == nil || err == nil {
 		return err
 	}
-	return s.note(&PermissionError{Op: op, Resource: resource, Permission: permissionIn(se.Body), Consul: se.Body})
+	var body string
+	var se api.StatusError
+	switch {
+	case errors.As(err, &se) && se.Code == http.StatusForbidden:
+		body = se.Body
+	case strings.Contains(err.Error(), "Unexpected response code: 403"):
+		// Session().Renew reports a 403 without Consul's message.
+		body = err.Error()
+	default:
+		return err
+	}
+	perm := permissionIn(body)
+	if perm == "" && op == OpSessionRenew {
+		perm = "session:write"
+	}
+	return s.note(&PermissionError{Op: op, Resource: resource, Permission: perm, Consul: body})
 }
 
 // listed refuses a listing of prefix that Consul answered with keys left

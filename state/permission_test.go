@@ -292,3 +292,35 @@ func TestRefusedDeregisterLeavesTheRegistration(t *testing.T) {
 		t.Errorf("OnRefused told %v", ops)
 	}
 }
+
+// TestRefusedRenewIsNotAGoneSession: a renewal refused for want of
+// session:write is retried like one that could not reach Consul, not taken
+// for "the session is gone": the holder keeps its leadership and its key
+// until the renewal deadline, and deletes nothing for the refusal.
+func TestRefusedRenewIsNotAGoneSession(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for a session renewal (10 s)")
+	}
+	a := newAgent(t, lab.WithACL(lab.NewToken()))
+	ctx := testCtx(t)
+	rules := "key_prefix \"p/\" { policy = \"write\" }\n"
+	tok := a.NewACLToken(t, "leader", rules+"session_prefix \"\" { policy = \"write\" }\n")
+	s, rec := aclStore(t, a, tok.Secret)
+	lead, err := s.Campaign(ctx, LeaderOptions{Value: []byte("me")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(lead.Resign)
+	tok.SetRules(t, rules)
+	eventually(t, 2*DefaultSessionTTL, "a refused renewal", func() bool { return s.PermissionDenials()[OpSessionRenew] > 0 })
+	if lead.Context().Err() != nil {
+		t.Fatal("leadership ended at the first refused renewal")
+	}
+	pair, _, err := a.ClientWithToken(t, a.ManagementToken()).KV().Get(s.LeaderKey(), nil)
+	if err != nil || pair == nil || pair.Session != lead.Session() {
+		t.Errorf("leader key after a refused renewal: %+v %v", pair, err)
+	}
+	if !rec.ops()[OpSessionRenew] {
+		t.Errorf("OnRefused told %v", rec.ops())
+	}
+}

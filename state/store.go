@@ -55,6 +55,7 @@ type Store struct {
 	// campaigning is set from Campaign until its leadership ends.
 	campaigning atomic.Bool
 	denials     permissionCounters
+	hasToken    bool
 }
 
 // New returns a store; it does not contact Consul.
@@ -75,6 +76,7 @@ func New(cfg Config) (*Store, error) {
 	}
 	s := &Store{
 		client:   client,
+		hasToken: ac.Token != "" || ac.TokenFile != "",
 		prefix:   normalizePrefix(cfg.Prefix),
 		cfg:      cfg,
 		sessions: make(map[sessionParams]*session),
@@ -104,6 +106,12 @@ func normalizePrefix(p string) string {
 	}
 	return p
 }
+
+// HasToken reports whether requests carry an ACL token (Config.Token,
+// CONSUL_HTTP_TOKEN or CONSUL_HTTP_TOKEN_FILE). Without one the agent's
+// default token applies, or the anonymous token, for which Consul does not
+// even say that it left keys out of a listing.
+func (s *Store) HasToken() bool { return s.hasToken }
 
 // Prefix returns the normalised KV prefix, ending in "/".
 func (s *Store) Prefix() string { return s.prefix }

@@ -167,6 +167,11 @@ func (r *refusalLog) note(err error) {
 		r.mu.Unlock()
 		return
 	}
+	if len(r.last) > 1000 {
+		// Distinct refusals are bounded by the keys and services named in
+		// them; forgetting them all only logs each once more.
+		clear(r.last)
+	}
 	r.last[msg] = time.Now()
 	r.mu.Unlock()
 	var pe *state.PermissionError

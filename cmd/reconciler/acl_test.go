@@ -1,13 +1,18 @@
 package main
 
 import (
+	"errors"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"swarmvlan/lab"
+	"swarmvlan/state"
 )
 
 // updateACL rewrites deploy/acl/*.hcl from the command's output instead of
@@ -97,6 +102,28 @@ func TestACLPolicyRefusesUnknownRole(t *testing.T) {
 		code, _, errOut := run(t, "", "", args...)
 		if code == 0 || !strings.Contains(errOut, "--role") || !strings.Contains(errOut, "manager, host, operator") {
 			t.Errorf("%v: exit %d, stderr %q", args, code, errOut)
+		}
+	}
+}
+
+// TestRefusalLogNamesThePermissionOnce: the daemon's log line for a
+// refusal names the operation and the permission, once per interval for a
+// refusal that repeats.
+func TestRefusalLogNamesThePermissionOnce(t *testing.T) {
+	var buf strings.Builder
+	r := newRefusalLog(slog.New(slog.NewTextHandler(&buf, nil)), time.Hour)
+	denied := &state.PermissionError{Op: state.OpKVList, Resource: "swarmvlan/spec/", Permission: "key:read on every key under swarmvlan/spec/"}
+	for range 3 {
+		r.note(fmt.Errorf("watch: %w", denied))
+	}
+	r.note(&state.TLSError{Addr: "https://c:8501", Problem: "the server's certificate is not signed by the CA in /ca.pem (CONSUL_CACERT)", Err: errors.New("x509")})
+	out := buf.String()
+	if n := strings.Count(out, "consul permission denied"); n != 1 {
+		t.Errorf("%d permission lines for one repeated refusal:\n%s", n, out)
+	}
+	for _, want := range []string{"op=kv_list", `permission="key:read on every key under swarmvlan/spec/"`, "nothing is removed", "/ca.pem (CONSUL_CACERT)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %s:\n%s", want, out)
 		}
 	}
 }

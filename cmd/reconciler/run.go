@@ -110,6 +110,9 @@ func cmdRun(ctx context.Context, c *cli, args []string) error {
 	}
 
 	log.Info("starting", "role", *role, "prefix", store.Prefix(), "listen", *listen)
+	if !store.HasToken() {
+		log.Info("no Consul token given (CONSUL_HTTP_TOKEN, CONSUL_HTTP_TOKEN_FILE, --consul-token): with ACLs on, requests use the agent's default token or the anonymous one")
+	}
 	g, ctx := errgroup.WithContext(ctx)
 	if *role == "host" || *role == "all" {
 		if err := d.startHost(ctx, g, *resync); err != nil {
