@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
@@ -35,7 +37,8 @@ import (
 //     swarmvlan_consul_permission_denied_total and log the permission, and
 //     the service, networks, registration, chunk and node key all stay;
 //  4. with the rules back, `run --role all` with a token of both policies
-//     takes over and follows a `scale` by the operator.
+//     takes over and follows a `scale` by the operator and one through its
+//     scale API.
 func TestLeastPrivilegeOverTLS(t *testing.T) {
 	docker := needSwarm(t)
 	ctx := context.Background()
@@ -270,7 +273,10 @@ spec:
 	tokens["host"].SetRules(t, rules["host"])
 	manager.Stop(t)
 	hostRole.Stop(t)
-	all := startRun(t, "all", ns.name, daemonEnv(both.SecretID), "--role", "all", consulAddr, "--resync", "2s")
+	apiToken := lab.NewToken()
+	all := startRun(t, "all", ns.name, append(daemonEnv(both.SecretID), "SWARMVLAN_API_TOKENS="+apiToken),
+		"--role", "all", consulAddr, "--resync", "2s", "--listen", ns.nsSide+":0")
+	allMetrics := all.metricsURL(t)
 	waitFor(t, 60*time.Second, "the all-roles daemon leading", func() bool { return strings.Contains(all.Logs(), "msg=leading") })
 	if out := mustCommand(t, operator, "scale", service, "2"); !strings.Contains(out, "1 -> 2") {
 		t.Errorf("scale: %s", out)
@@ -279,13 +285,33 @@ spec:
 		_, running := replicas(docker, service)
 		return running == 2 && len(registrations(t, admin, service)) == 2
 	})
+	// The scale API the managers serve writes the intent with the
+	// manager's rules.
+	req, err := http.NewRequest(http.MethodPost, strings.TrimSuffix(allMetrics, "/metrics")+"/v1/services/"+service+"/scale", strings.NewReader(`{"direction":"up"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+apiToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("scale API: %s %s", resp.Status, body)
+	}
+	waitFor(t, 90*time.Second, "three tasks running and registered", func() bool {
+		_, running := replicas(docker, service)
+		return running == 3 && len(registrations(t, admin, service)) == 3
+	})
 	if err := converged(); err != nil {
 		t.Error(err)
 	}
 	if l := grep(all.Logs(), "permission denied"); l != "" {
 		t.Errorf("the all-roles daemon was refused something:\n%s", l)
 	}
-	t.Logf("run --role all took over and scaled: %v", time.Since(start).Round(time.Millisecond))
+	t.Logf("run --role all took over and scaled twice: %v", time.Since(start).Round(time.Millisecond))
 	all.Stop(t)
 }
 
