@@ -766,3 +766,34 @@ func TestHostConvergeEngineDisagrees(t *testing.T) {
 		}
 	})
 }
+
+// TestHostDesiredSharedParent checks that two VLANs on one parent are
+// refused the same way on every Engine: the first by name keeps it, the
+// other is not set up and its status says why.
+func TestHostDesiredSharedParent(t *testing.T) {
+	docs := hostTestDocs(t,
+		hostTestVLAN("b", 0, "eth1", "10.2.0.0/16", ""),
+		hostTestVLAN("a", 0, "eth1", "10.1.0.0/16", ""),
+		hostTestVLAN("c", 40, "eth1", "10.3.0.0/16", ""),
+		hostTestVLAN("d", 40, "eth1", "10.4.0.0/16", ""),
+		hostTestVLAN("e", 41, "eth1", "10.5.0.0/16", ""),
+	)
+	var vlans []*spec.VLAN
+	for _, d := range docs {
+		vlans = append(vlans, d.(*spec.VLAN))
+	}
+	problems := map[string]string{}
+	for _, w := range desired(vlans, nil, map[string]string{}) {
+		problems[w.Net.Name] = w.Problem
+	}
+	want := map[string]string{
+		"a": "",
+		"b": `parent eth1 is already vlan "a"'s: each VLAN needs a parent of its own on a host (a tag or trunk of its own), as Engines before 27 refuse a second network on one parent`,
+		"c": "",
+		"d": `parent eth1.40 is already vlan "c"'s: each VLAN needs a parent of its own on a host (a tag or trunk of its own), as Engines before 27 refuse a second network on one parent`,
+		"e": "",
+	}
+	if !reflect.DeepEqual(problems, want) {
+		t.Errorf("problems %q\nwant %q", problems, want)
+	}
+}
