@@ -51,7 +51,10 @@ const (
 // all` on managers, `run --role host` on workers, each with the host's own
 // Docker Engine and Consul agent.
 type Bed struct {
-	t testing.TB
+	// t is the test that fails when a check does; owner is the test the
+	// cluster, the reconcilers and the clients live as long as (t, or the
+	// parent of the subtests that share the bed, see For).
+	t, owner testing.TB
 	// Cluster is the lab cluster under the reconcilers.
 	Cluster *lab.Cluster
 	// Ctx ends when the test does or after testTimeout.
@@ -63,11 +66,21 @@ type Bed struct {
 	// Mgr is H1's engine.
 	Mgr *client.Client
 
-	mu      sync.Mutex
+	mu      *sync.Mutex
 	procs   map[string]*lab.Process // host name -> its current reconciler
 	crashed map[string]bool         // hosts the test crashed and did not boot
 	dockers map[string]*client.Client
 	consuls map[string]*api.Client
+}
+
+// Options sets the shape of a bed.
+type Options struct {
+	// Hosts and Managers: the first Managers of the Hosts are Swarm
+	// managers, the first three Consul servers.
+	Hosts, Managers int
+	// Engine is the Docker Engine every host runs (lab.EngineByName); nil
+	// is the machine's own.
+	Engine *lab.Engine
 }
 
 // New starts a cluster of hosts (the first managers of them Swarm
@@ -76,15 +89,22 @@ type Bed struct {
 // if it failed, the reconcilers' last log lines are printed first.
 func New(t testing.TB, hosts, managers int) *Bed {
 	t.Helper()
+	return NewWith(t, Options{Hosts: hosts, Managers: managers})
+}
+
+// NewWith is New with every option.
+func NewWith(t testing.TB, o Options) *Bed {
+	t.Helper()
 	if reconcilerBin == "" {
 		t.Fatal("bed: no reconciler binary: the package's TestMain must call bed.Main")
 	}
-	c := lab.StartCluster(t, lab.ClusterOptions{Hosts: hosts, Managers: managers, ConsulServers: min(3, hosts), Image: true})
+	c := lab.StartCluster(t, lab.ClusterOptions{Hosts: o.Hosts, Managers: o.Managers, ConsulServers: min(3, o.Hosts), Image: true, Engine: o.Engine})
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	t.Cleanup(cancel)
 	b := &Bed{
-		t: t, Cluster: c, Ctx: ctx,
+		t: t, owner: t, Cluster: c, Ctx: ctx,
 		H1:      c.Host(1),
+		mu:      &sync.Mutex{},
 		procs:   map[string]*lab.Process{},
 		crashed: map[string]bool{},
 		dockers: map[string]*client.Client{},
@@ -113,6 +133,18 @@ func New(t testing.TB, hosts, managers int) *Bed {
 		b.StartReconciler(h)
 	}
 	return b
+}
+
+// For returns the bed for subtest t of the bed's test, so that subtests
+// can share one cluster one after the other: checks fail t, which gets a
+// Ctx of its own (testTimeout), while the cluster, the reconcilers and the
+// clients stay with the bed's test.
+func (b *Bed) For(t testing.TB) *Bed {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	t.Cleanup(cancel)
+	sub := *b
+	sub.t, sub.Ctx = t, ctx
+	return &sub
 }
 
 // swarmReport describes the nodes (state, readiness labels) and the tasks
@@ -158,7 +190,7 @@ func (b *Bed) StartReconciler(h *lab.Host) *lab.Process {
 	if h.Manager {
 		role = "all"
 	}
-	p := h.StartProcess(b.t, b.bin, "run", "--role", role, "--listen", reconcilerListen,
+	p := h.StartProcess(b.owner, b.bin, "run", "--role", role, "--listen", reconcilerListen,
 		"--node-down-grace", nodeDownGrace.String())
 	b.mu.Lock()
 	b.procs[h.Name] = p
@@ -213,7 +245,7 @@ func (b *Bed) Docker(h *lab.Host) *client.Client {
 	if c, ok := b.dockers[h.Name]; ok {
 		return c
 	}
-	c := h.Docker(b.t)
+	c := h.Docker(b.owner)
 	b.dockers[h.Name] = c
 	return c
 }
@@ -225,7 +257,7 @@ func (b *Bed) Consul(h *lab.Host) *api.Client {
 	if c, ok := b.consuls[h.Name]; ok {
 		return c
 	}
-	c := h.Consul(b.t)
+	c := h.Consul(b.owner)
 	b.consuls[h.Name] = c
 	return c
 }
