@@ -97,8 +97,9 @@ fetch_deb() {
 		if ! out=$(cd "$debs" && apt-get "${apt_opts[@]}" -qq download "$pin" 2>&1); then
 			if grep -q "not found\|Unable to locate" <<<"$out"; then
 				local now
-				now=$(apt-cache "${apt_opts[@]}" policy "$pkg" 2>/dev/null | awk '/Candidate:/{print $2}')
-				echo "$pin is no longer served by trixie or sid (now: ${now:-none}); update the pin in scripts/ensure-engines.sh"
+				now=$(apt-cache "${apt_opts[@]}" madison "$pkg" 2>/dev/null |
+					awk -F' *[|] *' '{split($3, w, " "); split(w[2], d, "/"); printf "%s%s (%s)", sep, $2, d[1]; sep=", "}')
+				echo "$pin is no longer served by trixie or sid (served: ${now:-nothing}); update the pin in scripts/ensure-engines.sh"
 			else
 				echo "apt-get download $pin: $out"
 			fi
