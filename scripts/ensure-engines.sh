@@ -31,7 +31,9 @@ GO=${GO:-go}
 DEB_26_DOCKER="docker.io=26.1.5+dfsg1-9+deb13u1+b1 53ae1a99f15113f0a0d2226808ec0d24ee31b3b87b87ab8ec35be09a1a2ee13b"
 DEB_28_DOCKER="docker.io=28.5.2+dfsg4-5 69a59cc77a1fb8ee9ad6859abc2e6de5d76b70887405595c2b1307818fecf682"
 DEB_28_CONTAINERD="containerd=2.1.9+ds1-5 2dda86ce7033fd612fc50e136679d8174ccad680eb29cd4611e0d2a1b84cf591"
-# Engine 29 is pinned by tools/dockerd/go.mod and go.sum.
+# Engine 29 is pinned by tools/dockerd/go.mod and go.sum; the module does
+# not carry its release number, which the build sets (as moby's own
+# scripts do) so that the daemon reports it.
 MOBY_29="github.com/moby/moby/v2@v2.0.0-beta.24"
 
 say() { printf 'engines: %s\n' "$*" >&2; }
@@ -164,6 +166,7 @@ prepare_29() {
 	# The checksum database is asked nothing: go.sum pins every module.
 	if ! (cd "$root/tools/dockerd" && CGO_ENABLED=0 GOFLAGS='-mod=readonly -buildvcs=false' "$GO" build -trimpath \
 		-tags 'netgo osusergo static_build nri_no_wasm exclude_graphdriver_btrfs exclude_disk_quota' \
+		-ldflags "-X github.com/moby/moby/v2/dockerversion.Version=29.8.1 -X github.com/moby/moby/v2/dockerversion.GitCommit=${MOBY_29#*@}" \
 		-o "$dir/bin/dockerd.new" github.com/moby/moby/v2/cmd/dockerd) >"$log" 2>&1; then
 		echo "go build of $MOBY_29 failed (last lines of $log):"
 		tail -n 15 "$log"
