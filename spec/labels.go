@@ -16,6 +16,11 @@ const (
 	// Docker stores config-only networks with the "null" driver, so the
 	// driver cannot be read back from the network itself.
 	LabelDriver = "io.swarmvlan.driver"
+	// LabelIPAM records the address configuration a config-only network
+	// was made with (subnet, ip-range, gateway, aux addresses): Engine 29
+	// reports a config-only network's IPAM as null although it is in force,
+	// so what can be read back on every Engine is the label.
+	LabelIPAM = "io.swarmvlan.ipam"
 )
 
 // NodeLabelPrefix starts the node label the leader sets to NodeLabelReady on

@@ -110,6 +110,7 @@ func cmdRun(ctx context.Context, c *cli, args []string) error {
 
 	log.Info("starting", "role", *role, "prefix", store.Prefix(), "listen", *listen)
 	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return checkEngine(ctx, d.docker, log.With("check", "engine")) })
 	if *role == "host" || *role == "all" {
 		if err := d.startHost(ctx, g, *resync); err != nil {
 			return err

@@ -26,6 +26,8 @@ import (
 type Docker interface {
 	// Info describes the engine, including this node's swarm node ID.
 	Info(ctx context.Context) (system.Info, error)
+	// ServerVersion is the engine's version and the API version in use.
+	ServerVersion(ctx context.Context) (Version, error)
 
 	// NetworkList lists local networks and, on a manager, swarm networks.
 	NetworkList(ctx context.Context, f filters.Args) ([]network.Summary, error)
@@ -68,7 +70,7 @@ type Docker interface {
 
 // methods names every counted method, so Calls reports zeros too.
 var methods = []string{
-	"Info",
+	"Info", "ServerVersion",
 	"NetworkList", "NetworkInspect", "NetworkCreate", "NetworkRemove",
 	"ServiceList", "ServiceInspect", "ServiceCreate", "ServiceUpdate", "ServiceRemove",
 	"TaskList",

@@ -147,6 +147,10 @@ type Agent struct {
 	// config networks are removed when they leave it, so another
 	// installation's networks on a shared Engine are left alone.
 	known map[string]bool
+	// remade remembers, per VLAN, the last re-creation of its config
+	// network, so a disagreement with the Engine backs off instead of
+	// re-creating the network on every pass its own events trigger.
+	remade map[string]*remade
 	// lastPass is how long the last network reconcile took, by part.
 	lastPass passTimes
 }
@@ -173,6 +177,7 @@ func NewAgent(cfg Config) *Agent {
 		reportReady: make(chan struct{}),
 		lastWant:    map[string]VLAN{},
 		known:       map[string]bool{},
+		remade:      map[string]*remade{},
 	}
 	return a
 }
@@ -808,14 +813,33 @@ func (a *Agent) kernelWant(want []vlanWant, keep map[string]string, nets []netwo
 }
 
 // ensureConfig converges one VLAN's config network, with no further Docker
-// call when the pass's network list shows it as wanted.
+// call when the pass's network list shows it as wanted. A pass that
+// re-creates the network reports it waiting, not ready: readiness comes
+// from the next pass that reads it back as wanted. When the Engine reports
+// the same difference again right after a re-creation, the two disagree
+// about what the network holds: the network is left as it is, the status
+// says so, and it is re-created again only after a back-off that doubles
+// each time (remadeBackoff), so the Engine's events of the pass's own
+// writes never make it spin.
 func (a *Agent) ensureConfig(ctx context.Context, nets []network.Summary, listErr error, w vlanWant, p *netPass) *state.NetworkStatus {
 	want := w.configNetwork()
+	name := spec.ConfigNetworkName(w.Net.Name)
 	if listErr != nil {
-		return &state.NetworkStatus{Name: spec.ConfigNetworkName(w.Net.Name), State: state.NetworkError, Message: listErr.Error()}
+		return &state.NetworkStatus{Name: name, State: state.NetworkError, Message: listErr.Error()}
 	}
-	if n, ok := configCurrent(nets, want); ok {
+	n, diff, found := configState(nets, want)
+	if found && len(diff) == 0 {
+		delete(a.remade, w.Net.Name)
 		return &state.NetworkStatus{Name: n.Name, ID: n.ID, State: state.NetworkReady}
+	}
+	now := time.Now()
+	r := a.remade[w.Net.Name]
+	reason := strings.Join(diff, ", ")
+	if r != nil && found && reason == r.reason && now.Before(r.next) {
+		p.Requeue = true
+		return &state.NetworkStatus{Name: n.Name, ID: n.ID, State: state.NetworkError,
+			Message: fmt.Sprintf("the engine reports %s again after the network was re-created (%d times); not re-creating it before %s",
+				reason, r.times, r.next.UTC().Format(time.RFC3339))}
 	}
 	st, err := EnsureConfigNetwork(ctx, a.cfg.Docker, want)
 	if err != nil {
@@ -823,9 +847,37 @@ func (a *Agent) ensureConfig(ctx context.Context, nets []network.Summary, listEr
 	} else if st.Message != "" {
 		a.log.Info("config network", "vlan", w.Net.Name, "state", st.State, "message", st.Message)
 	}
+	if made, ok := strings.CutPrefix(st.Message, recreatedPrefix); ok && err == nil {
+		if r == nil || r.reason != made {
+			r = &remade{reason: made}
+		}
+		r.times++
+		r.next = now.Add(backoff.Delay(remadeBackoff, remadeBackoffMax, r.times-1))
+		a.remade[w.Net.Name] = r
+		st.State, st.Requeue = state.NetworkWaiting, true
+	}
 	p.Requeue = p.Requeue || st.Requeue
 	return &st
 }
+
+// remade is the last re-creation of a VLAN's config network: why, how
+// many times in a row for that reason, and when it may happen again.
+type remade struct {
+	reason string
+	times  int
+	next   time.Time
+}
+
+// recreatedPrefix starts the status message of a re-created network
+// (reconcile.Plan.MadeMessage).
+const recreatedPrefix = "recreated: "
+
+// The back-off between re-creations of a config network for the same
+// reason.
+const (
+	remadeBackoff    = 10 * time.Second
+	remadeBackoffMax = 10 * time.Minute
+)
 
 // statusSummary is the one line `reconciler status` shows for the node.
 func statusSummary(st Status) string {

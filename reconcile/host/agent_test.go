@@ -676,3 +676,82 @@ func TestHostConvergeHoldsVLANWithInvalidDocument(t *testing.T) {
 		t.Errorf("links of old not kept: %+v", got)
 	}
 }
+
+// TestHostConvergeEngineDisagrees checks that an Engine which does not
+// report back what it was given never makes the agent spin: Engine 29's
+// null IPAM is read through the label with no further write; an Engine
+// that reports a different chunk than it was given gets one re-creation,
+// then the VLAN is reported not ready with the reason and left alone until
+// the back-off ends, and the next re-creation doubles the back-off.
+func TestHostConvergeEngineDisagrees(t *testing.T) {
+	v40 := hostTestVLAN("v40", 40, "bond0", "10.40.0.0/16", "  gateway: 10.40.0.1\n")
+
+	t.Run("engine 29: IPAM null on inspect", func(t *testing.T) {
+		a, fake := hostTestAgent(t, newHostTestView(t, v40).View)
+		fake.OnNetworkCreate = func(n *network.Inspect) {
+			if n.ConfigOnly {
+				n.IPAM.Config = nil
+			}
+		}
+		a.setChunks(map[string]string{"v40": "10.40.1.0/24"})
+		hostTestConverge(t, a)
+		before := fake.Calls()
+		for range 3 {
+			p := hostTestConverge(t, a)
+			if st := p.Status.VLANs["v40"]; !st.Ready {
+				t.Fatalf("v40 not ready on Engine 29: %+v", st)
+			}
+		}
+		after := fake.Calls()
+		if d := after["NetworkCreate"] - before["NetworkCreate"] + after["NetworkRemove"] - before["NetworkRemove"]; d != 0 {
+			t.Errorf("%d network writes after the config network was made", d)
+		}
+	})
+
+	t.Run("an engine that reports another chunk", func(t *testing.T) {
+		a, fake := hostTestAgent(t, newHostTestView(t, v40).View)
+		fake.OnNetworkCreate = func(n *network.Inspect) {
+			if n.ConfigOnly {
+				n.IPAM.Config[0].IPRange = "10.40.7.0/24"
+			}
+		}
+		a.setChunks(map[string]string{"v40": "10.40.1.0/24"})
+		hostTestConverge(t, a) // created
+		p := hostTestConverge(t, a)
+		if st := p.Status.VLANs["v40"]; st.Ready || !strings.Contains(st.ConfigNetwork, "waiting: recreated: ip-range 10.40.7.0/24 -> 10.40.1.0/24") || !p.Requeue {
+			t.Fatalf("after the re-creation: %+v (requeue %v)", st, p.Requeue)
+		}
+		before := fake.Calls()
+		for range 5 {
+			p = hostTestConverge(t, a)
+		}
+		after := fake.Calls()
+		if d := after["NetworkCreate"] - before["NetworkCreate"] + after["NetworkRemove"] - before["NetworkRemove"]; d != 0 {
+			t.Errorf("%d network writes in 5 passes within the back-off", d)
+		}
+		st := p.Status.VLANs["v40"]
+		if st.Ready || !strings.Contains(st.Reason, "the engine reports ip-range 10.40.7.0/24 -> 10.40.1.0/24 again after the network was re-created (1 times)") {
+			t.Errorf("within the back-off: %+v", st)
+		}
+		if p.Report.VLANs["v40"].Ready {
+			t.Error("the node reports v40 ready while the engine disagrees")
+		}
+
+		first := a.remade["v40"].next.Sub(time.Now())
+		a.remade["v40"].next = time.Now().Add(-time.Second)
+		hostTestConverge(t, a)
+		r := a.remade["v40"]
+		if r.times != 2 || r.next.Sub(time.Now()) <= first {
+			t.Errorf("second re-creation: times %d, next in %v (first back-off %v)", r.times, r.next.Sub(time.Now()), first)
+		}
+
+		// The engine comes to agree: the VLAN is ready and the back-off is
+		// forgotten.
+		fake.Mu.Lock()
+		fake.NetworkLookup("v40-config").IPAM.Config[0].IPRange = "10.40.1.0/24"
+		fake.Mu.Unlock()
+		if p := hostTestConverge(t, a); !p.Status.VLANs["v40"].Ready || a.remade["v40"] != nil {
+			t.Errorf("after the engine agrees: %+v, remade %+v", p.Status.VLANs["v40"], a.remade["v40"])
+		}
+	})
+}

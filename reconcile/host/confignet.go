@@ -52,7 +52,11 @@ type ConfigNetwork struct {
 
 // networkConfigWant renders the options and IPAM a config network is created
 // with; the planner compares against the same rendering so the two can
-// never disagree.
+// never disagree. The gateway is always sent: Engine 29 gives a macvlan
+// network none unless asked, so without one in the document the subnet's
+// first address is sent, which is what older Engines chose for a network
+// without an ip-range. The IPAM configuration is also recorded in a label
+// (spec.LabelIPAM), the one place every Engine reports it back.
 func networkConfigWant(want ConfigNetwork) network.CreateOptions {
 	opts := map[string]string{
 		networkOptParent:            want.Parent,
@@ -61,18 +65,16 @@ func networkConfigWant(want ConfigNetwork) network.CreateOptions {
 	if want.MTU > 0 {
 		opts[networkOptMTU] = strconv.Itoa(want.MTU)
 	}
-	ipam := network.IPAMConfig{Subnet: want.Subnet.String()}
+	ipam := network.IPAMConfig{Subnet: want.Subnet.Masked().String(), Gateway: configGateway(want).String()}
 	if want.IPRange.IsValid() {
-		ipam.IPRange = want.IPRange.String()
-	}
-	if want.Gateway.IsValid() {
-		ipam.Gateway = want.Gateway.String()
+		ipam.IPRange = want.IPRange.Masked().String()
 	}
 	if want.ShimAddr.IsValid() {
 		ipam.AuxAddress = map[string]string{networkAuxShim: want.ShimAddr.String()}
 	}
 	labels := spec.OwnerLabels(spec.KindVLAN, want.VLAN)
 	labels[spec.LabelDriver] = spec.VLANDriver(want.Driver)
+	labels[spec.LabelIPAM] = formatIPAMLabel(ipam)
 	// No Scope: the engine refuses operator fields on a config-only
 	// network, which is always local.
 	return network.CreateOptions{
@@ -83,8 +85,84 @@ func networkConfigWant(want ConfigNetwork) network.CreateOptions {
 	}
 }
 
+// configGateway is the gateway a config network is made with: the
+// document's, else the subnet's first address.
+func configGateway(want ConfigNetwork) netip.Addr {
+	if want.Gateway.IsValid() {
+		return want.Gateway
+	}
+	return want.Subnet.Masked().Addr().Next()
+}
+
+// formatIPAMLabel renders an IPAM configuration as the LabelIPAM value:
+// "subnet=…,ip-range=…,gateway=…,aux.<name>=…", aux names sorted.
+func formatIPAMLabel(c network.IPAMConfig) string {
+	parts := []string{"subnet=" + c.Subnet}
+	if c.IPRange != "" {
+		parts = append(parts, "ip-range="+c.IPRange)
+	}
+	if c.Gateway != "" {
+		parts = append(parts, "gateway="+c.Gateway)
+	}
+	names := make([]string, 0, len(c.AuxAddress))
+	for k := range c.AuxAddress {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		parts = append(parts, "aux."+k+"="+c.AuxAddress[k])
+	}
+	return strings.Join(parts, ",")
+}
+
+// parseIPAMLabel reads a LabelIPAM value back; ok is false for a value
+// this version cannot read.
+func parseIPAMLabel(v string) (c network.IPAMConfig, ok bool) {
+	if v == "" {
+		return c, false
+	}
+	for _, part := range strings.Split(v, ",") {
+		k, val, found := strings.Cut(part, "=")
+		if !found || val == "" {
+			return network.IPAMConfig{}, false
+		}
+		switch {
+		case k == "subnet":
+			c.Subnet = val
+		case k == "ip-range":
+			c.IPRange = val
+		case k == "gateway":
+			c.Gateway = val
+		case strings.HasPrefix(k, "aux.") && len(k) > len("aux."):
+			if c.AuxAddress == nil {
+				c.AuxAddress = map[string]string{}
+			}
+			c.AuxAddress[strings.TrimPrefix(k, "aux.")] = val
+		default:
+			return network.IPAMConfig{}, false
+		}
+	}
+	return c, c.Subnet != ""
+}
+
+// configIPAM is the address configuration a config network holds, as far
+// as it can be known: what the Engine reports, else (Engine 29 reports
+// none for a config-only network) the label it was made with. ok is false
+// for a network that carries neither, made by an earlier version on such
+// an Engine: its addresses cannot be compared, and it is never re-created
+// only for that. n says how many pools the Engine reports.
+func configIPAM(ipam network.IPAM, labels map[string]string) (c network.IPAMConfig, n int, ok bool) {
+	if len(ipam.Config) > 0 {
+		return ipam.Config[0], len(ipam.Config), true
+	}
+	c, ok = parseIPAMLabel(labels[spec.LabelIPAM])
+	return c, 0, ok
+}
+
 // networkConfigDiff lists what differs between the wanted config network and
-// the one Docker has, one "what: have -> want" entry per difference.
+// the one Docker has, one "what: have -> want" entry per difference. The
+// gateway is compared only when the document names one, so a network made
+// before the gateway was always sent is not re-created for it.
 func networkConfigDiff(want ConfigNetwork, have *network.Inspect) []string {
 	w := networkConfigWant(want)
 	var diff []string
@@ -101,17 +179,19 @@ func networkConfigDiff(want ConfigNetwork, have *network.Inspect) []string {
 	modeKey := networkModeKey(want.Driver)
 	add("mode", have.Options[modeKey], w.Options[modeKey])
 	add("mtu", have.Options[networkOptMTU], w.Options[networkOptMTU])
-	var h network.IPAMConfig
-	if len(have.IPAM.Config) > 0 {
-		h = have.IPAM.Config[0]
+	h, pools, ok := configIPAM(have.IPAM, have.Labels)
+	if !ok {
+		return diff
 	}
 	wi := w.IPAM.Config[0]
-	if len(have.IPAM.Config) > 1 {
-		diff = append(diff, fmt.Sprintf("%d address pools -> 1", len(have.IPAM.Config)))
+	if pools > 1 {
+		diff = append(diff, fmt.Sprintf("%d address pools -> 1", pools))
 	}
 	add("subnet", h.Subnet, wi.Subnet)
 	add("ip-range", h.IPRange, wi.IPRange)
-	add("gateway", h.Gateway, wi.Gateway)
+	if want.Gateway.IsValid() {
+		add("gateway", h.Gateway, wi.Gateway)
+	}
 	add("aux shim", h.AuxAddress[networkAuxShim], wi.AuxAddress[networkAuxShim])
 	for k := range h.AuxAddress {
 		if k != networkAuxShim {
@@ -290,21 +370,32 @@ func (w vlanWant) configNetwork() ConfigNetwork {
 	}
 }
 
-// configCurrent reports whether nets (one list of the Engine's
-// networks) already hold want exactly as wanted, so the pass makes no
-// further Docker call for it.
-func configCurrent(nets []network.Summary, want ConfigNetwork) (network.Summary, bool) {
+// configState finds want's config network in nets (one list of the
+// Engine's networks) and what differs from want. found is false when there
+// is none, more than one, or one that is not swarmvlan's: EnsureConfigNetwork
+// then decides with a full inspection.
+func configState(nets []network.Summary, want ConfigNetwork) (n network.Summary, diff []string, found bool) {
 	name := spec.ConfigNetworkName(want.VLAN)
-	var found []network.Summary
+	var all []network.Summary
 	for _, n := range nets {
 		if n.Name == name {
-			found = append(found, n)
+			all = append(all, n)
 		}
 	}
-	if len(found) != 1 || !spec.Managed(found[0].Labels) || len(networkConfigDiff(want, &found[0])) > 0 {
+	if len(all) != 1 || !spec.Managed(all[0].Labels) {
+		return network.Summary{}, nil, false
+	}
+	return all[0], networkConfigDiff(want, &all[0]), true
+}
+
+// configCurrent reports whether nets already hold want exactly as wanted,
+// so the pass makes no further Docker call for it.
+func configCurrent(nets []network.Summary, want ConfigNetwork) (network.Summary, bool) {
+	n, diff, found := configState(nets, want)
+	if !found || len(diff) > 0 {
 		return network.Summary{}, false
 	}
-	return found[0], true
+	return n, true
 }
 
 // staleConfigNetworks names the VLANs whose swarmvlan config network
@@ -356,8 +447,7 @@ func vlanFromConfig(vlan string, n network.Summary) (VLAN, bool) {
 	if mtu, err := strconv.Atoi(n.Options[networkOptMTU]); err == nil {
 		hv.MTU = mtu
 	}
-	if len(n.IPAM.Config) == 1 {
-		c := n.IPAM.Config[0]
+	if c, pools, ok := configIPAM(n.IPAM, n.Labels); ok && pools <= 1 {
 		if chunk, err := netip.ParsePrefix(c.IPRange); err == nil {
 			hv.Chunk = chunk.Masked()
 			if shim, err := netip.ParseAddr(c.AuxAddress[networkAuxShim]); err == nil {

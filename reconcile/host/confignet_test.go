@@ -167,3 +167,75 @@ func TestNetworkEnsureFake(t *testing.T) {
 		}
 	})
 }
+
+// TestNetworkConfigReadBack checks the comparison on what each Engine
+// reports back: Engine 29 reports a config-only network's IPAM as null, so
+// the label the network was made with stands in for it; a network made by
+// an earlier version on such an Engine carries neither and is compared by
+// what can be read; a document without a gateway sends the subnet's first
+// address and does not re-create networks made with another one.
+func TestNetworkConfigReadBack(t *testing.T) {
+	moved := networkWant40()
+	moved.IPRange = netip.MustParsePrefix("172.80.2.0/24")
+	engine29 := networkAsCreated(networkWant40())
+	engine29.IPAM.Config = nil
+	legacy29 := networkAsCreated(networkWant40())
+	legacy29.IPAM.Config = nil
+	delete(legacy29.Labels, spec.LabelIPAM)
+	noGateway := networkWant40()
+	noGateway.Gateway = netip.Addr{}
+	madeWithChunkGateway := networkAsCreated(networkWant40())
+	madeWithChunkGateway.IPAM.Config[0].Gateway = "172.80.1.0"
+	delete(madeWithChunkGateway.Labels, spec.LabelIPAM)
+
+	tests := []struct {
+		name       string
+		want       ConfigNetwork
+		have       *network.Inspect
+		wantAction reconcile.Action
+		wantReason string
+	}{
+		{"engine 29, same", networkWant40(), engine29, reconcile.ActionNone, ""},
+		{"engine 29, chunk moved", moved, engine29, reconcile.ActionRecreate, "ip-range 172.80.1.0/24 -> 172.80.2.0/24"},
+		{"engine 29, parent changed", func() ConfigNetwork { w := networkWant40(); w.Parent = "bond1.40"; return w }(), engine29,
+			reconcile.ActionRecreate, "parent bond0.40 -> bond1.40"},
+		{"engine 29, made without the label", moved, legacy29, reconcile.ActionNone, ""},
+		{"no gateway in the document, network made with Docker's choice", noGateway, madeWithChunkGateway, reconcile.ActionNone, ""},
+		{"no gateway in the document, chunk moved", func() ConfigNetwork { w := moved; w.Gateway = netip.Addr{}; return w }(), madeWithChunkGateway,
+			reconcile.ActionRecreate, "ip-range 172.80.1.0/24 -> 172.80.2.0/24"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := networkPlanConfig(tt.want, tt.have, 0)
+			if got.Action != tt.wantAction || got.Reason != tt.wantReason {
+				t.Errorf("plan = %v %q, want %v %q", got.Action, got.Reason, tt.wantAction, tt.wantReason)
+			}
+		})
+	}
+
+	t.Run("the gateway is always sent", func(t *testing.T) {
+		if gw := networkConfigWant(noGateway).IPAM.Config[0].Gateway; gw != "172.80.0.1" {
+			t.Errorf("gateway sent without one in the document = %q, want the subnet's first address 172.80.0.1", gw)
+		}
+		if gw := networkConfigWant(networkWant40()).IPAM.Config[0].Gateway; gw != "172.80.0.1" {
+			t.Errorf("gateway sent = %q, want the document's 172.80.0.1", gw)
+		}
+	})
+
+	t.Run("the label reads back as it was written", func(t *testing.T) {
+		o := networkConfigWant(networkWant40())
+		label := o.Labels[spec.LabelIPAM]
+		if label != "subnet=172.80.0.0/16,ip-range=172.80.1.0/24,gateway=172.80.0.1,aux.shim=172.80.1.255" {
+			t.Errorf("label = %q", label)
+		}
+		got, ok := parseIPAMLabel(label)
+		if !ok || got.Subnet != "172.80.0.0/16" || got.IPRange != "172.80.1.0/24" || got.Gateway != "172.80.0.1" || got.AuxAddress["shim"] != "172.80.1.255" {
+			t.Errorf("parsed %+v, %v", got, ok)
+		}
+		for _, bad := range []string{"", "ip-range=1.2.3.0/24", "subnet=1.0.0.0/8,color=red", "subnet=", "subnet=1.0.0.0/8,aux.=1.2.3.4"} {
+			if _, ok := parseIPAMLabel(bad); ok {
+				t.Errorf("parseIPAMLabel(%q) accepted", bad)
+			}
+		}
+	})
+}

@@ -42,6 +42,8 @@ type Fake struct {
 	// OnNetworkCreate may alter what "Docker" makes, to imitate engine
 	// quirks.
 	OnNetworkCreate func(*network.Inspect)
+	// Version is what ServerVersion reports.
+	Version engine.Version
 	// EventsFunc, when set, serves Events calls.
 	EventsFunc func(ctx context.Context) (<-chan events.Message, <-chan error)
 }
@@ -116,6 +118,20 @@ func (f *Fake) Info(ctx context.Context) (system.Info, error) {
 	info.Swarm.NodeID = f.NodeID
 	info.Swarm.LocalNodeState = swarm.LocalNodeStateActive
 	return info, nil
+}
+
+// ServerVersion reports Version, or Engine 29.8.1 with API 1.51 when it
+// is empty.
+func (f *Fake) ServerVersion(ctx context.Context) (engine.Version, error) {
+	f.Mu.Lock()
+	defer f.Mu.Unlock()
+	if err := f.call("ServerVersion"); err != nil {
+		return engine.Version{}, err
+	}
+	if f.Version.Engine == "" {
+		return engine.Version{Engine: "29.8.1", API: "1.51", MaxAPI: "1.51", MinAPI: "1.24", OS: "linux", Arch: "amd64"}, nil
+	}
+	return f.Version, nil
 }
 
 func (f *Fake) NetworkList(ctx context.Context, flt filters.Args) ([]network.Summary, error) {
