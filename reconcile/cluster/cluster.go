@@ -506,11 +506,15 @@ func (c *Cluster) reconcileService(ctx context.Context, k reconcile.Key, doc *re
 	}
 	ready := st.Running == st.Desired
 	out := reconcile.Done()
+	msg := st.Message
 	if !ready {
 		// Look again until the tasks run, so the status follows them.
 		out = reconcile.Poll(2 * time.Second)
+		if msg == "" {
+			msg = taskProblems(st.Tasks)
+		}
 	}
-	return out.With(det, readyCondition(ready, st.Message))
+	return out.With(det, readyCondition(ready, msg))
 }
 
 // reconcileServiceResync converges every service in one pass (one Docker

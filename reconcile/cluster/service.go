@@ -41,6 +41,9 @@ type TaskStatus struct {
 	Slot  int    `json:"slot,omitempty"`
 	Node  string `json:"node"` // swarm node ID
 	State string `json:"state"`
+	// Err is what Swarm says went wrong with the task, such as the
+	// rejection of a task whose network is missing on its node.
+	Err string `json:"error,omitempty"`
 	// Addresses maps a VLAN to the task's address on it.
 	Addresses map[string]string `json:"addresses,omitempty"`
 }
@@ -816,7 +819,7 @@ func svcTaskStatuses(tasks []swarm.Task, ctrAddrs map[string]map[string]string) 
 		if t.DesiredState != swarm.TaskStateRunning {
 			continue
 		}
-		ts := TaskStatus{ID: t.ID, Slot: t.Slot, Node: t.NodeID, State: string(t.Status.State)}
+		ts := TaskStatus{ID: t.ID, Slot: t.Slot, Node: t.NodeID, State: string(t.Status.State), Err: t.Status.Err}
 		for _, a := range t.NetworksAttachments {
 			name := a.Network.Spec.Name
 			addr := ""
@@ -844,6 +847,24 @@ func svcTaskStatuses(tasks []swarm.Task, ctrAddrs map[string]map[string]string) 
 		})
 	}
 	return out
+}
+
+// taskProblems renders what Swarm says of the tasks that are not running,
+// at most three of them, for a service's status message; "" when none
+// says anything.
+func taskProblems(tasks []TaskStatus) string {
+	var out []string
+	for _, t := range tasks {
+		if t.Err == "" || t.State == string(swarm.TaskStateRunning) {
+			continue
+		}
+		if len(out) == 3 {
+			out = append(out, "…")
+			break
+		}
+		out = append(out, fmt.Sprintf("task %d on node %s %s: %s", t.Slot, t.Node, t.State, t.Err))
+	}
+	return strings.Join(out, "; ")
 }
 
 // ServiceResyncResult is the outcome of one ServiceResync pass.

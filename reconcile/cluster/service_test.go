@@ -803,3 +803,29 @@ func TestPlanServiceRefusesAnotherInstallationsService(t *testing.T) {
 		}
 	}
 }
+
+// TestTaskProblems checks that a service's status names what Swarm says of
+// its tasks that do not run, such as a rejection for a missing network.
+func TestTaskProblems(t *testing.T) {
+	tasks := []TaskStatus{
+		{ID: "t1", Slot: 1, Node: "n1", State: "running"},
+		{ID: "t2", Slot: 2, Node: "n2", State: "rejected", Err: `configuration network "v29-config" does not exist`},
+		{ID: "t3", Slot: 3, Node: "n3", State: "pending", Err: "no suitable node (scheduling constraints not satisfied on 3 nodes)"},
+		{ID: "t4", Slot: 4, Node: "n3", State: "pending"},
+	}
+	want := `task 2 on node n2 rejected: configuration network "v29-config" does not exist; ` +
+		"task 3 on node n3 pending: no suitable node (scheduling constraints not satisfied on 3 nodes)"
+	if got := taskProblems(tasks); got != want {
+		t.Errorf("taskProblems = %q\nwant %q", got, want)
+	}
+	if got := taskProblems(tasks[:1]); got != "" {
+		t.Errorf("taskProblems of running tasks = %q", got)
+	}
+	many := []TaskStatus{}
+	for i := range 5 {
+		many = append(many, TaskStatus{Slot: i + 1, Node: "n1", State: "rejected", Err: "x"})
+	}
+	if got := taskProblems(many); !strings.HasSuffix(got, "; …") || strings.Count(got, "task ") != 3 {
+		t.Errorf("taskProblems of 5 = %q, want 3 and an ellipsis", got)
+	}
+}
