@@ -52,10 +52,10 @@ func (d *dockerDaemon) configPath() string {
 // args is the daemon's command line. nsenter --net, not ip netns exec: the
 // latter remounts /sys and dockerd then dies with "Devices cgroup isn't
 // mounted". --uts gives the daemon the host's own hostname, which Swarm
-// reports as the node's. An empty config file keeps the machine's
-// /etc/docker/daemon.json (data root, storage driver) out of it. vfs needs
-// no mounts at all, which keeps teardown simple, and the test images are a
-// single small layer. The cgroup parent names the host, so its containers'
+// reports as the node's. A config file of its own (Engine.configFile)
+// keeps the machine's /etc/docker/daemon.json (data root, storage driver)
+// out of it. vfs needs no mounts at all, which keeps teardown simple, and
+// the test images are a single small layer. The cgroup parent names the host, so its containers'
 // processes can be found and killed however the daemon died.
 func (d *dockerDaemon) args() []string {
 	return []string{
