@@ -90,6 +90,27 @@ func (b *Bed) CheckWalkthrough(tasks []Task) {
 		}
 	}
 
+	// Every task's endpoint on the VLAN has the VLAN's gateway (Engine 29
+	// gives a macvlan network none unless it is asked for one).
+	hosts := map[string]*lab.Host{}
+	for _, h := range b.Cluster.Hosts() {
+		hosts[h.Name] = h
+	}
+	for _, tk := range tasks {
+		c, err := b.Docker(hosts[tk.Host]).ContainerInspect(ctx, tk.Container)
+		if err != nil {
+			t.Errorf("%s: task %s: %v", tk.Host, tk.TaskID, err)
+			continue
+		}
+		var gw string
+		if c.NetworkSettings != nil && c.NetworkSettings.Networks[SwarmNetwork] != nil {
+			gw = c.NetworkSettings.Networks[SwarmNetwork].Gateway
+		}
+		if gw != VLANGateway {
+			t.Errorf("%s: task %s on %s: gateway %q, want %s", tk.Host, tk.TaskID, SwarmNetwork, gw, VLANGateway)
+		}
+	}
+
 	// The kernel side on every host, and what the reconcilers report.
 	if err := b.HostNetReady(ctx); err != nil {
 		t.Error(err)
