@@ -5,6 +5,9 @@
 #   make test   build Consul if needed, prepare Docker (swarm mode), run every
 #               test, multi-host included, and a short fuzz pass; print each
 #               package's wall time at the end
+#   make image  build the reconciler image (FROM scratch, tagged with the
+#               version) and save it as bin/swarmvlan-reconciler-VERSION.tar
+#               for `docker load -i` on hosts without a registry
 #   make demo   bring up three lab hosts with a reconciler each, apply
 #               examples/demo/ and show the result; make demo-down removes it
 
@@ -16,15 +19,23 @@ CONSUL_VERSION := v1.20.6
 RUN_DIR    ?= $(CURDIR)/.run
 FUZZTIME   ?= 200000x
 TESTFLAGS  ?=
+VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+COMMIT     ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+IMAGE      ?= swarmvlan/reconciler
+LDFLAGS    := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 export SWARMVLAN_CONSUL := $(CONSUL)
 
-.PHONY: all build test unit lint fuzz consul run run-consul stop bench docker engines clean demo demo-down
+.PHONY: all build image test unit lint fuzz consul run run-consul stop bench docker engines clean demo demo-down
 
 all: build
 
 build:
-	$(GO) build -o bin/reconciler ./cmd/reconciler
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/reconciler ./cmd/reconciler
+
+# image builds deploy/Dockerfile on the local engine (or DOCKER_HOST's).
+image: docker
+	@GO=$(GO) VERSION=$(VERSION) COMMIT=$(COMMIT) IMAGE=$(IMAGE) deploy/build-image.sh
 
 # Consul is built from the Go module proxy by a separate tools module, so the
 # product's go.mod does not carry Consul's dependency tree.
@@ -64,6 +75,7 @@ unit:
 # printed after the summary.
 test: export SWARMVLAN_ENGINE_REPORT := $(RUN_DIR)/test-times/engine-matrix.txt
 test: consul docker engines lint
+	@scripts/ensure-vm.sh
 	@rm -f $(SWARMVLAN_ENGINE_REPORT)
 	@status=0; scripts/test-times.sh $(RUN_DIR)/test-times \
 		'test=$(GO) test -count=1 -p 1 -timeout 60m $(TESTFLAGS) ./...' \

@@ -49,6 +49,11 @@ type ClusterOptions struct {
 	// Engine is the Docker Engine every host runs (EngineByName); nil is
 	// the machine's own dockerd.
 	Engine *Engine
+	// MountNamespace gives every host's dockerd a mount namespace of its
+	// own, with its own /run and the Engine at /var/run/docker.sock there,
+	// so containers that mount the Docker socket reach their own host's
+	// Engine (lab/mountns.go).
+	MountNamespace bool
 }
 
 func (o *ClusterOptions) setDefaults() error {
@@ -133,6 +138,7 @@ type Host struct {
 	mgmtVeth  string
 	trunkVeth string
 	docker    *dockerDaemon
+	mountns   *mountNamespace
 
 	mu      sync.Mutex
 	consul  *ConsulAgent
@@ -387,6 +393,10 @@ func newCluster(id string, octet int, dir string, opts ClusterOptions) *Cluster 
 			wantName:     h.Name,
 			engine:       opts.Engine,
 		}
+		if opts.MountNamespace {
+			h.mountns = &mountNamespace{dir: filepath.Join(hdir, "ns")}
+			h.docker.mountns = h.mountns.file()
+		}
 		h.DockerHost = h.docker.host()
 		c.hosts = append(c.hosts, h)
 	}
@@ -539,6 +549,11 @@ func (h *Host) createNetwork(ctx context.Context) error {
 	}
 	if err := runCmd(ctx, "unshare", "--uts="+h.uts, "hostname", h.Name); err != nil {
 		return fmt.Errorf("host %s: uts namespace: %w", h.Name, err)
+	}
+	if h.mountns != nil {
+		if err := h.mountns.create(ctx); err != nil {
+			return fmt.Errorf("host %s: %w", h.Name, err)
+		}
 	}
 	return nil
 }
@@ -1143,6 +1158,11 @@ func (h *Host) Boot(ctx context.Context) error {
 		return fmt.Errorf("host %s: boot: %w", h.Name, err)
 	}
 	_ = os.Remove(h.docker.pidFile())
+	if h.mountns != nil {
+		if err := h.mountns.resetRun(ctx); err != nil {
+			return fmt.Errorf("host %s: boot: %w", h.Name, err)
+		}
+	}
 	if err := h.resetLinks(ctx); err != nil {
 		return fmt.Errorf("host %s: boot: %w", h.Name, err)
 	}

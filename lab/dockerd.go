@@ -33,6 +33,8 @@ type dockerDaemon struct {
 	engine *Engine
 	// detached daemons outlive the process that started them.
 	detached bool
+	// mountns, when set, is the host's mount namespace (mountns.go).
+	mountns string
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -100,7 +102,7 @@ func (d *dockerDaemon) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("dockerd %s: open log: %w", d.dir, err)
 	}
-	cmd := exec.Command("nsenter", d.args()...)
+	cmd := exec.Command("nsenter", d.nsenterArgs(d.args())...)
 	// Without a registry every pull fails, after a DNS timeout; tasks
 	// whose image is present locally start at once with this set.
 	cmd.Env = append(d.engine.environ(os.Environ()), "DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1")

@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -61,8 +63,21 @@ func cmdRun(ctx context.Context, c *cli, args []string) error {
 	dockerHost := fs.String("docker-host", "", "Docker Engine address (default: DOCKER_HOST or the local socket)")
 	nodeName := fs.String("node-name", envOr("SWARMVLAN_NODE_NAME", ""), "name this process gives itself in the leader lock and logs (default: the hostname)")
 	nodeDownGrace := fs.Duration("node-down-grace", time.Minute, "how long a node must be down in Swarm before the leader removes its tasks' entries from Consul's catalog")
+	// A bad variable is reported after the command line is read, so run -h
+	// still shows the help.
+	envErr := flagsFromEnv(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: reconciler run [flags]\n\n"+
+			"Every flag can also be set with the environment variable in brackets\n"+
+			"(--session-ttl is $SWARMVLAN_SESSION_TTL); a flag given on the command line\n"+
+			"wins. Scale API tokens can also come from $%s (comma-separated).\n\n", tokensEnv)
+		fs.PrintDefaults()
+	}
 	if _, err := parse(fs, args); err != nil {
 		return err
+	}
+	if envErr != nil {
+		return envErr
 	}
 	switch *role {
 	case "manager", "host", "all":
@@ -73,6 +88,7 @@ func cmdRun(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
+	c.onRefused = newRefusalLog(log, time.Minute).note
 	store, err := c.store()
 	if err != nil {
 		return err
@@ -108,7 +124,11 @@ func cmdRun(ctx context.Context, c *cli, args []string) error {
 		return err
 	}
 
-	log.Info("starting", "role", *role, "prefix", store.Prefix(), "listen", *listen)
+	bi := readBuildInfo()
+	log.Info("starting", "role", *role, "prefix", store.Prefix(), "listen", *listen, "version", bi.Version, "commit", bi.Commit)
+	if !store.HasToken() {
+		log.Info("no Consul token given (CONSUL_HTTP_TOKEN, CONSUL_HTTP_TOKEN_FILE, --consul-token): with ACLs on, requests use the agent's default token or the anonymous one")
+	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return checkEngine(ctx, d.docker, log.With("check", "engine")) })
 	if *role == "host" || *role == "all" {
@@ -236,6 +256,33 @@ func newLogger(format, level string, w interface{ Write([]byte) (int, error) }) 
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format: must be text or json, not %q", format)
+}
+
+// flagEnvPrefix starts the environment variable of every run flag:
+// --session-ttl is SWARMVLAN_SESSION_TTL, so a stack file or a systemd
+// environment file carries any setting. A flag on the command line wins.
+const flagEnvPrefix = "SWARMVLAN_"
+
+// flagEnv is the environment variable of flag name.
+func flagEnv(name string) string {
+	return flagEnvPrefix + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+// flagsFromEnv sets every flag of fs whose variable is set, and names the
+// variable in each flag's help (run -h shows the mapping). A value the
+// flag refuses is an error naming the variable.
+func flagsFromEnv(fs *flag.FlagSet) error {
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		env := flagEnv(f.Name)
+		f.Usage += " [$" + env + "]"
+		if v, ok := os.LookupEnv(env); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("$%s (--%s): %q: %w", env, f.Name, v, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
 }
 
 func envOr(name, def string) string {

@@ -55,8 +55,13 @@ type scaleAPI struct {
 func (a *scaleAPI) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("POST /v1/services/{name}/scale", a.authorize(cluster.ScaleSourceAPI, http.HandlerFunc(a.serveScale)))
-	// Orbiter's route, so webhooks written for Orbiter keep working.
+	mux.Handle("GET /v1/services/{name}", a.authorize("", http.HandlerFunc(a.serveService)))
+	// Orbiter's documented API, so webhooks and scripts written for
+	// Orbiter keep their URLs and bodies (orbiter.go).
+	mux.Handle("POST /v1/orbiter/handle/{autoscaler}/{service}", a.authorize(cluster.ScaleSourceOrbiter, http.HandlerFunc(a.serveOrbiterBody)))
 	mux.Handle("POST /v1/orbiter/handle/{autoscaler}/{service}/{direction}", a.authorize(cluster.ScaleSourceOrbiter, http.HandlerFunc(a.serveOrbiter)))
+	mux.Handle("GET /v1/orbiter/autoscaler", a.authorize("", http.HandlerFunc(a.serveOrbiterList)))
+	mux.Handle("GET /v1/orbiter/health", a.authorize("", http.HandlerFunc(a.serveOrbiterHealth)))
 	mux.Handle("POST /v1/alertmanager", a.authorize(cluster.ScaleSourceAlertmanager, http.HandlerFunc(a.serveAlertmanager)))
 	return mux
 }
@@ -102,24 +107,30 @@ func tokenDigests(tokens []string) [][sha256.Size]byte {
 
 // authorize lets a request through only with a configured bearer token.
 // Without any token configured, scaling is off: an open scale API is what
-// Orbiter shipped and what this one must not be.
+// Orbiter shipped and what this one must not be. A refusal counts as a
+// scale request of source; the read routes pass "" and are not counted.
 func (a *scaleAPI) authorize(source string, next http.Handler) http.Handler {
+	count := func() {
+		if source != "" {
+			a.metrics.countScale(source, scaleResultUnauthorized)
+		}
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if len(a.tokens) == 0 {
-			a.metrics.countScale(source, scaleResultUnauthorized)
+			count()
 			w.Header().Set("WWW-Authenticate", `Bearer realm="swarmvlan"`)
 			writeJSON(w, http.StatusUnauthorized, errorReply{Error: "no API token configured: scaling is disabled"})
 			return
 		}
 		token, ok := bearerToken(r)
 		if !ok {
-			a.metrics.countScale(source, scaleResultUnauthorized)
+			count()
 			w.Header().Set("WWW-Authenticate", `Bearer realm="swarmvlan"`)
 			writeJSON(w, http.StatusUnauthorized, errorReply{Error: "missing bearer token (Authorization: Bearer TOKEN)"})
 			return
 		}
 		if !a.validToken(token) {
-			a.metrics.countScale(source, scaleResultUnauthorized)
+			count()
 			a.log.Warn("scale request with an invalid token", "source", source, "remote", r.RemoteAddr, "path", r.URL.Path)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="swarmvlan", error="invalid_token"`)
 			writeJSON(w, http.StatusUnauthorized, errorReply{Error: "invalid bearer token"})
@@ -451,6 +462,8 @@ func jsonTypeName(t reflect.Type) string {
 		return "an integer"
 	case reflect.String:
 		return "a string"
+	case reflect.Bool:
+		return "true or false"
 	case reflect.Slice:
 		return "an array"
 	case reflect.Map, reflect.Struct:

@@ -73,32 +73,36 @@ type Bed struct {
 	consuls map[string]*api.Client
 }
 
-// Options sets the shape of a bed.
-type Options struct {
-	// Hosts and Managers: the first Managers of the Hosts are Swarm
-	// managers, the first three Consul servers.
-	Hosts, Managers int
-	// Engine is the Docker Engine every host runs (lab.EngineByName); nil
-	// is the machine's own.
-	Engine *lab.Engine
-}
-
 // New starts a cluster of hosts (the first managers of them Swarm
 // managers, the first three Consul servers) with the test image loaded, and
 // a reconciler on every host. Everything is torn down when the test ends;
 // if it failed, the reconcilers' last log lines are printed first.
 func New(t testing.TB, hosts, managers int) *Bed {
 	t.Helper()
-	return NewWith(t, Options{Hosts: hosts, Managers: managers})
+	return NewWith(t, lab.ClusterOptions{Hosts: hosts, Managers: managers, ConsulServers: min(3, hosts)})
 }
 
-// NewWith is New with every option.
-func NewWith(t testing.TB, o Options) *Bed {
+// NewWith is New on a cluster of any shape and Engine (opts.Engine).
+func NewWith(t testing.TB, opts lab.ClusterOptions) *Bed {
+	t.Helper()
+	b := NewCluster(t, opts)
+	for _, h := range b.Cluster.Hosts() {
+		b.StartReconciler(h)
+	}
+	return b
+}
+
+// NewCluster starts a cluster of the given shape with the test image
+// loaded and no reconciler on it: the test runs swarmvlan itself (as Swarm
+// services, e2e/stack). The reconciler binary is there for the operator
+// commands (Apply, ReconcilerCmd).
+func NewCluster(t testing.TB, opts lab.ClusterOptions) *Bed {
 	t.Helper()
 	if reconcilerBin == "" {
 		t.Fatal("bed: no reconciler binary: the package's TestMain must call bed.Main")
 	}
-	c := lab.StartCluster(t, lab.ClusterOptions{Hosts: o.Hosts, Managers: o.Managers, ConsulServers: min(3, o.Hosts), Image: true, Engine: o.Engine})
+	opts.Image = true
+	c := lab.StartCluster(t, opts)
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	t.Cleanup(cancel)
 	b := &Bed{
@@ -129,9 +133,6 @@ func NewWith(t testing.TB, o Options) *Bed {
 		}
 		t.Logf("swarm as h1 sees it:\n%s", b.swarmReport())
 	})
-	for _, h := range c.Hosts() {
-		b.StartReconciler(h)
-	}
 	return b
 }
 

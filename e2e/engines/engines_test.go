@@ -108,7 +108,7 @@ func runEngine(t *testing.T, name string, rep *report) {
 		res.problem = "NOT RUN: " + err.Error()
 		t.Fatalf("Engine %s NOT RUN: %v", name, err)
 	}
-	b := bed.NewWith(t, bed.Options{Hosts: 3, Managers: 3, Engine: engine})
+	b := bed.NewWith(t, lab.ClusterOptions{Hosts: 3, Managers: 3, ConsulServers: 3, Engine: engine})
 	res.problem, res.bringUp, res.version = "", b.Cluster.StartupTime, serverVersion(b)
 	t.Logf("%s: every host runs Engine %s (bring-up %s)", engine, res.version, res.bringUp.Round(10*time.Millisecond))
 	failed := ""

@@ -528,6 +528,7 @@ func desired(vlans []*spec.VLAN, host *spec.Host, chunks map[string]string) []vl
 				Promiscuous: spec.BoolOr(v.Spec.Promiscuous, true),
 				HostAccess:  spec.BoolOr(v.Spec.HostAccess, true),
 				Mode:        v.Spec.Mode,
+				Driver:      spec.VLANDriver(v.Spec.Driver),
 			},
 			Driver: v.Spec.Driver,
 			Chunk:  chunks[v.Metadata.Name],
@@ -842,11 +843,6 @@ func (a *Agent) ensureConfig(ctx context.Context, nets []network.Summary, listEr
 				reason, r.times, r.next.UTC().Format(time.RFC3339))}
 	}
 	st, err := EnsureConfigNetwork(ctx, a.cfg.Docker, want)
-	if err != nil {
-		p.Errs = append(p.Errs, err)
-	} else if st.Message != "" {
-		a.log.Info("config network", "vlan", w.Net.Name, "state", st.State, "message", st.Message)
-	}
 	if made, ok := strings.CutPrefix(st.Message, recreatedPrefix); ok && err == nil {
 		if r == nil || r.reason != made {
 			r = &remade{reason: made}
@@ -855,6 +851,11 @@ func (a *Agent) ensureConfig(ctx context.Context, nets []network.Summary, listEr
 		r.next = now.Add(backoff.Delay(remadeBackoff, remadeBackoffMax, r.times-1))
 		a.remade[w.Net.Name] = r
 		st.State, st.Requeue = state.NetworkWaiting, true
+	}
+	if err != nil {
+		p.Errs = append(p.Errs, err)
+	} else if st.Message != "" {
+		a.log.Info("config network", "vlan", w.Net.Name, "state", st.State, "message", st.Message)
 	}
 	p.Requeue = p.Requeue || st.Requeue
 	return &st
