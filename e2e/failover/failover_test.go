@@ -2,7 +2,6 @@ package failover
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -12,8 +11,6 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"swarmvlan/e2e/bed"
-	"swarmvlan/lab"
-	"swarmvlan/spec"
 	"swarmvlan/state"
 )
 
@@ -24,111 +21,7 @@ func TestLeaderKilledMidReconcile(t *testing.T) {
 	b := bed.New(t, 3, 3)
 	b.Apply(bed.VLANDoc())
 	b.NodesReady(3 * time.Minute)
-	var old *lab.Host
-	b.WaitFor("one leader", time.Minute, func(ctx context.Context) (err error) {
-		old, err = b.Leader(ctx)
-		return err
-	})
-
-	var docs []string
-	var names []string
-	for i := 1; i <= 20; i++ {
-		name := fmt.Sprintf("svc-%02d", i)
-		names = append(names, name)
-		docs = append(docs, bed.ServiceDoc(bed.ServiceOpts{Name: name, Replicas: 1}))
-	}
-	b.Apply(docs...)
-	// Kill it as soon as it has created the first service, with the rest
-	// in its queue or in flight.
-	var before int
-	b.WaitFor("the leader creates the first service", time.Minute, func(ctx context.Context) error {
-		svcs, err := b.ManagedServices(ctx)
-		if before = len(svcs); err == nil && before == 0 {
-			err = errors.New("no service yet")
-		}
-		return err
-	})
-	killed := time.Now()
-	b.Proc(old).Kill()
-	after := -1
-	if svcs, err := b.ManagedServices(b.Ctx); err == nil {
-		after = len(svcs)
-	}
-	t.Logf("killed the leader on %s while it created %d services: %d existed just before the kill, %d just after",
-		old.Name, len(docs), before, after)
-
-	// The first reconcile of a manager that leads after the kill.
-	var next *lab.Host
-	var first time.Time
-	b.WaitFor("another manager leads and reconciles", 2*time.Minute, func(ctx context.Context) error {
-		for _, h := range b.Cluster.Managers() {
-			if h == old {
-				continue
-			}
-			for _, l := range bed.LogLines(b.Proc(h).Logs(), "first reconcile as leader") {
-				if at, ok := bed.LogTime(l); ok && at.After(killed) {
-					next, first = h, at
-					return nil
-				}
-			}
-		}
-		return errors.New("no first reconcile as leader logged since the kill")
-	})
-	var won time.Time
-	for _, l := range bed.LogLines(b.Proc(next).Logs(), "leading") {
-		if at, ok := bed.LogTime(l); ok && at.After(killed) {
-			won = at
-			break
-		}
-	}
-	t.Logf("%s leads after %s: lock taken %s after the kill, first reconcile %s after that",
-		next.Name, old.Name, won.Sub(killed).Round(10*time.Millisecond), first.Sub(won).Round(time.Millisecond))
-	bed.Figure(t, "leader failover, SIGKILL to the new leader's first reconcile", first.Sub(killed))
-	if got, err := b.Leader(b.Ctx); err != nil || got != next {
-		t.Errorf("leader after failover: %v, %v; want %s", got, err, next.Name)
-	}
-
-	took := b.WaitFor("all 20 services converged", 5*time.Minute, func(ctx context.Context) error {
-		for _, n := range names {
-			if _, err := b.Converged(ctx, bed.Want{Service: n, Replicas: 1}); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	t.Logf("all services converged %s after the new leader took over", took.Round(10*time.Millisecond))
-
-	// Exactly one Docker service per document, nothing else managed, and
-	// each with one task ever desired running (converged checked it).
-	svcs, err := b.ManagedServices(b.Ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range names {
-		if len(svcs[n]) != 1 {
-			t.Errorf("service %s exists %d times", n, len(svcs[n]))
-		}
-		if got := svcs[n][0].Spec.Labels[spec.LabelName]; len(svcs[n]) == 1 && got != n {
-			t.Errorf("service %s labelled %s=%q", n, spec.LabelName, got)
-		}
-	}
-	for n := range svcs {
-		if !slices.Contains(names, n) {
-			t.Errorf("unexpected managed service %s", n)
-		}
-	}
-	b.WaitFor("every service's status ready", time.Minute, func(ctx context.Context) error {
-		for _, n := range names {
-			st, ok, err := b.Status(ctx, "services", n)
-			if err != nil || !ok {
-				return fmt.Errorf("status of %s: %v (present %v)", n, err, ok)
-			}
-			if c, _ := bed.Condition(st, "Ready"); c.Status != "True" {
-				return fmt.Errorf("status of %s: %+v", n, c)
-			}
-		}
-		return nil
-	})
+	b.KillLeaderMidReconcile(20)
 }
 
 // TestWorkerLost crashes the worker of a 4-host cluster (3 managers, 1
