@@ -26,12 +26,15 @@ const leaderKillServices = 10
 // the ones before it left (web seeded and back on every host).
 var steps = []struct {
 	name string
-	run  func(b *bed.Bed)
+	run  func(t *testing.T, b *bed.Bed)
 }{
-	{"walkthrough", func(b *bed.Bed) { b.CheckWalkthrough(b.Seed()) }},
-	{"dockerd-restart", func(b *bed.Bed) { b.RestartDocker(b.Cluster.Host(2)) }},
-	{"reboot", func(b *bed.Bed) { b.Reboot(b.Cluster.Host(3)) }},
-	{"leader-kill", func(b *bed.Bed) { b.KillLeaderMidReconcile(leaderKillServices) }},
+	{"walkthrough", func(_ *testing.T, b *bed.Bed) { b.CheckWalkthrough(b.Seed()) }},
+	{"host-bits", checkHostBits},
+	{"shared-parent", checkSharedParent},
+	{"config-from", checkConfigFrom},
+	{"dockerd-restart", func(_ *testing.T, b *bed.Bed) { b.RestartDocker(b.Cluster.Host(2)) }},
+	{"reboot", func(_ *testing.T, b *bed.Bed) { b.Reboot(b.Cluster.Host(3)) }},
+	{"leader-kill", func(_ *testing.T, b *bed.Bed) { b.KillLeaderMidReconcile(leaderKillServices) }},
 }
 
 // engineResult is one Engine's part of the matrix's table.
@@ -131,7 +134,7 @@ func runEngine(t *testing.T, name string, rep *report) {
 				r.note = failed + " failed before it on this cluster"
 				t.Skipf("not run: %s", r.note)
 			}
-			s.run(b.For(t))
+			s.run(t, b.For(t))
 		})
 		res.steps = append(res.steps, r)
 		if r.outcome == "FAIL" && failed == "" {
