@@ -46,6 +46,9 @@ type ClusterOptions struct {
 	ConsulServers int
 	// Image loads the test image (ImageTestApp) into every host's daemon.
 	Image bool
+	// Engine is the Docker Engine every host runs (EngineByName); nil is
+	// the machine's own dockerd.
+	Engine *Engine
 	// MountNamespace gives every host's dockerd a mount namespace of its
 	// own, with its own /run and the Engine at /var/run/docker.sock there,
 	// so containers that mount the Docker socket reach their own host's
@@ -197,8 +200,8 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 		t.Fatalf("lab cluster %s: %v", id, err)
 	}
 	c.StartupTime = time.Since(begin)
-	t.Logf("lab cluster %s: %d hosts (%d managers, %d consul servers) up in %s",
-		id, opts.Hosts, opts.Managers, opts.ConsulServers, c.StartupTime.Round(10*time.Millisecond))
+	t.Logf("lab cluster %s: %d hosts (%d managers, %d consul servers, %s) up in %s",
+		id, opts.Hosts, opts.Managers, opts.ConsulServers, opts.Engine, c.StartupTime.Round(10*time.Millisecond))
 	return c
 }
 
@@ -388,6 +391,7 @@ func newCluster(id string, octet int, dir string, opts ClusterOptions) *Cluster 
 			dir:          hdir,
 			cgroupParent: ns,
 			wantName:     h.Name,
+			engine:       opts.Engine,
 		}
 		if opts.MountNamespace {
 			h.mountns = &mountNamespace{dir: filepath.Join(hdir, "ns")}

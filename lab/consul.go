@@ -146,6 +146,9 @@ type consulConfig struct {
 	retryJoin   []string
 	// detached agents outlive the process that started them.
 	detached bool
+	// secure, when set, is an agent with ACLs or TLS (consulsecure.go):
+	// how its readiness check reaches it, and whether its API is HTTPS only.
+	secure *consulSecurity
 }
 
 // ConsulOption changes how an agent is started.
@@ -365,6 +368,7 @@ func (a *ConsulAgent) args() []string {
 	default:
 		args = append(args, "-dev")
 	}
+	args = append(args, c.secure.args(a)...)
 	args = append(args, c.extraArgs...)
 	if len(c.prefix) > 0 {
 		return append(append(append([]string(nil), c.prefix[1:]...), a.binary), args...)
@@ -403,7 +407,7 @@ func (a *ConsulAgent) start(ctx context.Context) error {
 func (a *ConsulAgent) waitReady(ctx context.Context, exited <-chan struct{}) error {
 	ctx, cancel := context.WithTimeout(ctx, consulReadyTimeout)
 	defer cancel()
-	hc := &http.Client{Timeout: 2 * time.Second}
+	hc := a.cfg.secure.httpClient()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -422,11 +426,12 @@ func (a *ConsulAgent) waitReady(ctx context.Context, exited <-chan struct{}) err
 
 func (a *ConsulAgent) ready(ctx context.Context, hc *http.Client) bool {
 	var leader string
-	if err := getJSON(ctx, hc, "http://"+a.Addr+"/v1/status/leader", &leader); err != nil || leader == "" {
+	base := a.cfg.secure.scheme() + "://" + a.Addr
+	if err := getJSON(ctx, hc, base+"/v1/status/leader", &leader); err != nil || leader == "" {
 		return false
 	}
 	var checks []struct{ CheckID, Status string }
-	if err := getJSON(ctx, hc, "http://"+a.Addr+"/v1/health/node/"+a.NodeName, &checks); err != nil {
+	if err := getJSON(ctx, hc, base+"/v1/health/node/"+a.NodeName, &checks); err != nil {
 		return false
 	}
 	for _, c := range checks {

@@ -29,6 +29,8 @@ type dockerDaemon struct {
 	dir          string
 	cgroupParent string
 	wantName     string
+	// engine is the Engine it runs; nil for the machine's.
+	engine *Engine
 	// detached daemons outlive the process that started them.
 	detached bool
 	// mountns, when set, is the host's mount namespace (mountns.go).
@@ -52,15 +54,15 @@ func (d *dockerDaemon) configPath() string {
 // args is the daemon's command line. nsenter --net, not ip netns exec: the
 // latter remounts /sys and dockerd then dies with "Devices cgroup isn't
 // mounted". --uts gives the daemon the host's own hostname, which Swarm
-// reports as the node's. An empty config file keeps the machine's
-// /etc/docker/daemon.json (data root, storage driver) out of it. vfs needs
-// no mounts at all, which keeps teardown simple, and the test images are a
-// single small layer. The cgroup parent names the host, so its containers'
+// reports as the node's. A config file of its own (Engine.configFile)
+// keeps the machine's /etc/docker/daemon.json (data root, storage driver)
+// out of it. vfs needs no mounts at all, which keeps teardown simple, and
+// the test images are a single small layer. The cgroup parent names the host, so its containers'
 // processes can be found and killed however the daemon died.
 func (d *dockerDaemon) args() []string {
 	return []string{
 		"--net=" + d.netns, "--uts=" + d.uts, "--",
-		"dockerd",
+		d.engine.dockerd(),
 		"--config-file", d.configPath(),
 		"--data-root", d.dataRoot(),
 		"--exec-root", d.execRoot(),
@@ -84,7 +86,11 @@ func (d *dockerDaemon) start(ctx context.Context) error {
 	if err := os.MkdirAll(d.dir, 0o755); err != nil {
 		return fmt.Errorf("dockerd %s: %w", d.dir, err)
 	}
-	if err := os.WriteFile(d.configPath(), []byte("{}\n"), 0o644); err != nil {
+	config, err := d.engine.configFile()
+	if err != nil {
+		return fmt.Errorf("dockerd %s: %w", d.dir, err)
+	}
+	if err := os.WriteFile(d.configPath(), config, 0o644); err != nil {
 		return fmt.Errorf("dockerd %s: write config: %w", d.dir, err)
 	}
 	for _, pf := range []string{d.pidFile(), filepath.Join(d.execRoot(), "containerd", "containerd.pid")} {
@@ -99,7 +105,7 @@ func (d *dockerDaemon) start(ctx context.Context) error {
 	cmd := exec.Command("nsenter", d.nsenterArgs(d.args())...)
 	// Without a registry every pull fails, after a DNS timeout; tasks
 	// whose image is present locally start at once with this set.
-	cmd.Env = append(os.Environ(), "DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1")
+	cmd.Env = append(d.engine.environ(os.Environ()), "DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1")
 	// Pdeathsig: a test binary that dies without its cleanups takes the
 	// daemon with it; CleanupStale removes the rest.
 	exited, err := startLogged(cmd, logf, d.detached, nil)
@@ -133,6 +139,9 @@ func (d *dockerDaemon) waitReady(ctx context.Context, exited <-chan struct{}) er
 		if err == nil {
 			if info.Name != d.wantName {
 				return fmt.Errorf("reports name %q, want %q (UTS namespace not in effect)", info.Name, d.wantName)
+			}
+			if want := d.engine.version(); want != "" && !strings.HasPrefix(info.ServerVersion, want) {
+				return fmt.Errorf("reports Engine %s, want %s", info.ServerVersion, want)
 			}
 			return nil
 		}

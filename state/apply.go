@@ -66,8 +66,8 @@ func (s *Store) Apply(ctx context.Context, docs []SpecDoc, opts ApplyOptions) (A
 		equal = bytes.Equal
 	}
 	prefix := s.SpecPrefix()
-	pairs, _, err := s.client.KV().List(prefix, (&api.QueryOptions{}).WithContext(ctx))
-	if err != nil {
+	pairs, meta, err := s.client.KV().List(prefix, (&api.QueryOptions{}).WithContext(ctx))
+	if err := s.listed(prefix, meta, err); err != nil {
 		return res, fmt.Errorf("apply: read %s: %w", prefix, err)
 	}
 	stored := make(map[string]*api.KVPair, len(pairs))
@@ -117,7 +117,10 @@ func (s *Store) Apply(ctx context.Context, docs []SpecDoc, opts ApplyOptions) (A
 	for i, chunk := range chunks {
 		ok, resp, _, err := s.client.Txn().Txn(chunk, (&api.QueryOptions{}).WithContext(ctx))
 		if err != nil {
-			return res, fmt.Errorf("apply: transaction %d of %d (%d committed before): %w", i+1, len(chunks), res.Txns, err)
+			return res, fmt.Errorf("apply: transaction %d of %d (%d committed before): %w", i+1, len(chunks), res.Txns, s.denied(OpTxn, prefix, err))
+		}
+		if err := s.deniedTxn(resp, chunk); err != nil {
+			return res, fmt.Errorf("apply: transaction %d of %d rolled back (%d committed before): %w", i+1, len(chunks), res.Txns, err)
 		}
 		if !ok {
 			return res, fmt.Errorf("apply: transaction %d of %d rolled back, keys changed since they were read (%d transactions committed before): %w",

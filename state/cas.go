@@ -20,7 +20,7 @@ import (
 func (s *Store) GetJSON(ctx context.Context, key string, into any) (modifyIndex uint64, found bool, err error) {
 	pair, _, err := s.client.KV().Get(key, (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
-		return 0, false, fmt.Errorf("key %q: read: %w", key, err)
+		return 0, false, fmt.Errorf("key %q: read: %w", key, s.denied(OpKVRead, key, err))
 	}
 	if pair == nil {
 		return 0, false, nil
@@ -41,7 +41,7 @@ func (s *Store) CASJSON(ctx context.Context, key string, v any, modifyIndex uint
 	}
 	ok, _, err := s.client.KV().CAS(&api.KVPair{Key: key, Value: value, ModifyIndex: modifyIndex}, (&api.WriteOptions{}).WithContext(ctx))
 	if err != nil {
-		return false, fmt.Errorf("key %q: check-and-set: %w", key, err)
+		return false, fmt.Errorf("key %q: check-and-set: %w", key, s.denied(OpKVWrite, key, err))
 	}
 	return ok, nil
 }
@@ -67,8 +67,8 @@ type Allocation struct {
 // a chunk that seemed free could be handed out twice.
 func (s *Store) Allocations(ctx context.Context, vlan string) (map[string]Allocation, map[string]uint64, error) {
 	prefix := s.AllocationPrefix(vlan)
-	pairs, _, err := s.client.KV().List(prefix, (&api.QueryOptions{}).WithContext(ctx))
-	if err != nil {
+	pairs, meta, err := s.client.KV().List(prefix, (&api.QueryOptions{}).WithContext(ctx))
+	if err := s.listed(prefix, meta, err); err != nil {
 		return nil, nil, fmt.Errorf("vlan %q: list allocations: %w", vlan, err)
 	}
 	allocs := make(map[string]Allocation, len(pairs))
@@ -94,8 +94,8 @@ func (s *Store) Allocations(ctx context.Context, vlan string) (map[string]Alloca
 // how a leader finds allocations left behind.
 func (s *Store) AllocationVLANs(ctx context.Context) ([]string, error) {
 	prefix := s.allocationsPrefix()
-	keys, _, err := s.client.KV().Keys(prefix, "/", (&api.QueryOptions{}).WithContext(ctx))
-	if err != nil {
+	keys, meta, err := s.client.KV().Keys(prefix, "/", (&api.QueryOptions{}).WithContext(ctx))
+	if err := s.listed(prefix, meta, err); err != nil {
 		return nil, fmt.Errorf("allocations: list %s: %w", prefix, err)
 	}
 	var vlans []string
@@ -185,8 +185,8 @@ func (s *Store) UpdateScaleIntent(ctx context.Context, service string, fn func(c
 // ScaleIntents returns every scale intent by service name, in one read.
 func (s *Store) ScaleIntents(ctx context.Context) (map[string]ScaleIntent, error) {
 	prefix := s.ScalePrefix()
-	pairs, _, err := s.client.KV().List(prefix, (&api.QueryOptions{}).WithContext(ctx))
-	if err != nil {
+	pairs, meta, err := s.client.KV().List(prefix, (&api.QueryOptions{}).WithContext(ctx))
+	if err := s.listed(prefix, meta, err); err != nil {
 		return nil, fmt.Errorf("scale intents: list %s: %w", prefix, err)
 	}
 	out := make(map[string]ScaleIntent, len(pairs))
@@ -213,7 +213,7 @@ func (s *Store) InstallationID(ctx context.Context) (string, error) {
 	for attempt := 0; attempt < 5; attempt++ {
 		p, _, err := kv.Get(s.InstallationKey(), (&api.QueryOptions{}).WithContext(ctx))
 		if err != nil {
-			return "", fmt.Errorf("installation id: read: %w", err)
+			return "", fmt.Errorf("installation id: read: %w", s.denied(OpKVRead, s.InstallationKey(), err))
 		}
 		if p != nil && len(p.Value) > 0 {
 			return string(p.Value), nil
@@ -224,7 +224,7 @@ func (s *Store) InstallationID(ctx context.Context) (string, error) {
 		}
 		ok, _, err := kv.CAS(&api.KVPair{Key: s.InstallationKey(), Value: []byte(hex.EncodeToString(b)), ModifyIndex: 0}, (&api.WriteOptions{}).WithContext(ctx))
 		if err != nil {
-			return "", fmt.Errorf("installation id: create: %w", err)
+			return "", fmt.Errorf("installation id: create: %w", s.denied(OpKVWrite, s.InstallationKey(), err))
 		}
 		if ok {
 			return hex.EncodeToString(b), nil

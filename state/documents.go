@@ -19,8 +19,8 @@ func (s *Store) SpecDocs(ctx context.Context) ([]SpecDoc, error) {
 // SpecPairs reads the whole spec tree once, as a watch of it delivers it
 // (ModifyIndex included), for a one-off view of the documents in force.
 func (s *Store) SpecPairs(ctx context.Context) (api.KVPairs, error) {
-	pairs, _, err := s.client.KV().List(s.SpecPrefix(), (&api.QueryOptions{}).WithContext(ctx))
-	if err != nil {
+	pairs, meta, err := s.client.KV().List(s.SpecPrefix(), (&api.QueryOptions{}).WithContext(ctx))
+	if err := s.listed(s.SpecPrefix(), meta, err); err != nil {
 		return nil, fmt.Errorf("spec: list %s: %w", s.SpecPrefix(), err)
 	}
 	return pairs, nil
@@ -33,8 +33,8 @@ func (s *Store) SpecDocsOfKind(ctx context.Context, kind string) ([]SpecDoc, err
 }
 
 func (s *Store) specDocsUnder(ctx context.Context, prefix string) ([]SpecDoc, error) {
-	pairs, _, err := s.client.KV().List(prefix, (&api.QueryOptions{}).WithContext(ctx))
-	if err != nil {
+	pairs, meta, err := s.client.KV().List(prefix, (&api.QueryOptions{}).WithContext(ctx))
+	if err := s.listed(prefix, meta, err); err != nil {
 		return nil, fmt.Errorf("spec: list %s: %w", prefix, err)
 	}
 	docs := make([]SpecDoc, 0, len(pairs))
@@ -51,8 +51,8 @@ func (s *Store) specDocsUnder(ctx context.Context, prefix string) ([]SpecDoc, er
 // order, without reading their values.
 func (s *Store) SpecKeys(ctx context.Context) ([]string, error) {
 	prefix := s.SpecPrefix()
-	keys, _, err := s.client.KV().Keys(prefix, "", (&api.QueryOptions{}).WithContext(ctx))
-	if err != nil {
+	keys, meta, err := s.client.KV().Keys(prefix, "", (&api.QueryOptions{}).WithContext(ctx))
+	if err := s.listed(prefix, meta, err); err != nil {
 		return nil, fmt.Errorf("spec: list keys %s: %w", prefix, err)
 	}
 	keys = slices.DeleteFunc(keys, func(k string) bool {
@@ -69,7 +69,7 @@ func (s *Store) GetSpec(ctx context.Context, kind, name string) (value []byte, f
 	key := s.SpecKey(kind, name)
 	pair, _, err := s.client.KV().Get(key, (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
-		return nil, false, fmt.Errorf("spec %s: read: %w", key, err)
+		return nil, false, fmt.Errorf("spec %s: read: %w", key, s.denied(OpKVRead, key, err))
 	}
 	if pair == nil {
 		return nil, false, nil
@@ -90,10 +90,13 @@ func (s *Store) DeleteSpec(ctx context.Context, kind, name string) (bool, error)
 	}
 	ok, resp, _, err := s.client.Txn().Txn(ops, (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
-		return false, fmt.Errorf("spec %s: delete: %w", key, err)
+		return false, fmt.Errorf("spec %s: delete: %w", key, s.denied(OpTxn, key, err))
 	}
 	if ok {
 		return true, nil
+	}
+	if err := s.deniedTxn(resp, ops); err != nil {
+		return false, fmt.Errorf("spec %s: delete: %w", key, err)
 	}
 	if resp != nil && len(resp.Errors) == 1 && resp.Errors[0].OpIndex == 0 {
 		return false, nil

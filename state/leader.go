@@ -214,7 +214,7 @@ func (l *Leadership) Resign() {
 func (s *Store) Leader(ctx context.Context) (holder, session string, err error) {
 	pair, _, err := s.client.KV().Get(s.LeaderKey(), (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
-		return "", "", fmt.Errorf("leader: read %s: %w", s.LeaderKey(), err)
+		return "", "", fmt.Errorf("leader: read %s: %w", s.LeaderKey(), s.denied(OpKVRead, s.LeaderKey(), err))
 	}
 	if pair == nil || pair.Session == "" {
 		return "", "", nil
@@ -294,10 +294,15 @@ func (l *Leadership) Txn(ctx context.Context, ops api.TxnOps) error {
 	fenced = append(fenced, ops...)
 	ok, resp, _, err := l.store.client.Txn().Txn(fenced, (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
-		return fmt.Errorf("leader txn: %w", err)
+		return fmt.Errorf("leader txn: %w", l.store.denied(OpTxn, l.key, err))
 	}
 	if ok {
 		return nil
+	}
+	// A refused fence is no proof that the lock is lost: the token lacks
+	// key:read on the leader key. Say so rather than ErrNotLeader.
+	if err := l.store.deniedTxn(resp, fenced); err != nil {
+		return fmt.Errorf("leader txn: %w", err)
 	}
 	terr := newTxnError(resp, fenced, 1)
 	if terr.fenceFailed {

@@ -128,7 +128,7 @@ func (r *NodeRegistration) Update(ctx context.Context, value []byte) error {
 	}
 	ok, _, err := r.store.client.KV().Acquire(&api.KVPair{Key: r.key, Value: value, Session: id}, (&api.WriteOptions{}).WithContext(ctx))
 	if err != nil {
-		return fmt.Errorf("node %q: update: %w", r.node, err)
+		return fmt.Errorf("node %q: update: %w", r.node, r.store.denied(OpKVWrite, r.key, err))
 	}
 	if !ok {
 		return fmt.Errorf("node %q: update: key not held by session %s; the value is written on re-registration", r.node, id)
@@ -164,8 +164,8 @@ func (r *NodeRegistration) Close() error {
 // NodePrefix() that a session holds.
 func (s *Store) LiveNodes(ctx context.Context) (map[string][]byte, error) {
 	prefix := s.NodePrefix()
-	pairs, _, err := s.client.KV().List(prefix, (&api.QueryOptions{}).WithContext(ctx))
-	if err != nil {
+	pairs, meta, err := s.client.KV().List(prefix, (&api.QueryOptions{}).WithContext(ctx))
+	if err := s.listed(prefix, meta, err); err != nil {
 		return nil, fmt.Errorf("nodes: list %s: %w", prefix, err)
 	}
 	out := make(map[string][]byte, len(pairs))

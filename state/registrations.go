@@ -41,19 +41,20 @@ const (
 // entropy) and Consul removes them with the node.
 type Agent struct {
 	agent *api.Agent
+	store *Store
 }
 
 // LocalAgent is the agent at the store's address. For the host role that
 // must be the node's own agent: each host registers its own tasks, so a
 // host that dies takes only its own registrations with it.
-func (s *Store) LocalAgent() *Agent { return &Agent{agent: s.client.Agent()} }
+func (s *Store) LocalAgent() *Agent { return &Agent{agent: s.client.Agent(), store: s} }
 
 // Services returns every service registered with the agent, by service ID,
 // swarmvlan's and others alike.
 func (a *Agent) Services(ctx context.Context) (map[string]*api.AgentService, error) {
 	svcs, err := a.agent.ServicesWithFilterOpts("", (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
-		return nil, fmt.Errorf("consul agent: list services: %w", err)
+		return nil, fmt.Errorf("consul agent: list services: %w", a.store.denied(OpAgentServices, "local agent", err))
 	}
 	return svcs, nil
 }
@@ -63,7 +64,7 @@ func (a *Agent) Services(ctx context.Context) (map[string]*api.AgentService, err
 func (a *Agent) Register(ctx context.Context, reg *api.AgentServiceRegistration) error {
 	opts := api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(ctx)
 	if err := a.agent.ServiceRegisterOpts(reg, opts); err != nil {
-		return fmt.Errorf("consul agent: register service %s: %w", reg.ID, err)
+		return fmt.Errorf("consul agent: register service %s: %w", reg.ID, a.store.denied(OpAgentRegister, "service "+reg.Name, err))
 	}
 	return nil
 }
@@ -77,7 +78,7 @@ func (a *Agent) Deregister(ctx context.Context, serviceID string) error {
 	if err == nil || errors.As(err, &se) && se.Code == http.StatusNotFound {
 		return nil
 	}
-	return fmt.Errorf("consul agent: deregister service %s: %w", serviceID, err)
+	return fmt.Errorf("consul agent: deregister service %s: %w", serviceID, a.store.denied(OpAgentDeregister, "service ID "+serviceID, err))
 }
 
 // CatalogTasks returns the catalog's entries of swarmvlan tasks (those
@@ -86,16 +87,19 @@ func (a *Agent) Deregister(ctx context.Context, serviceID string) error {
 // service names and one per service.
 func (s *Store) CatalogTasks(ctx context.Context) ([]*api.CatalogService, error) {
 	cat := s.client.Catalog()
+	// Consul leaves out what the token may not read (services of other
+	// names, nodes); that is safe here, since only entries seen are ever
+	// removed.
 	names, _, err := cat.Services((&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
-		return nil, fmt.Errorf("catalog: list services: %w", err)
+		return nil, fmt.Errorf("catalog: list services: %w", s.denied(OpCatalogRead, "services", err))
 	}
 	filter := fmt.Sprintf("ServiceMeta[%q] != \"\" and ServiceMeta[%q] != \"\"", MetaTask, MetaNode)
 	var out []*api.CatalogService
 	for name := range names {
 		entries, _, err := cat.Service(name, "", (&api.QueryOptions{Filter: filter}).WithContext(ctx))
 		if err != nil {
-			return nil, fmt.Errorf("catalog: list service %s: %w", name, err)
+			return nil, fmt.Errorf("catalog: list service %s: %w", name, s.denied(OpCatalogRead, "service "+name, err))
 		}
 		for _, e := range entries {
 			if e.ServiceMeta[MetaTask] != "" && e.ServiceMeta[MetaNode] != "" {

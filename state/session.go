@@ -254,7 +254,7 @@ func (m *session) create(ctx context.Context) (string, error) {
 	}
 	id, _, err := m.store.client.Session().Create(entry, (&api.WriteOptions{}).WithContext(ctx))
 	if err != nil {
-		return "", fmt.Errorf("consul session: create: %w", err)
+		return "", fmt.Errorf("consul session: create: %w", m.store.denied(OpSessionCreate, entry.Name, err))
 	}
 	return id, nil
 }
@@ -263,7 +263,7 @@ func (m *session) destroy(ctx context.Context, id string) error {
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	if _, err := m.store.client.Session().Destroy(id, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
-		return fmt.Errorf("consul session %s: destroy: %w", id, err)
+		return fmt.Errorf("consul session %s: destroy: %w", id, m.store.denied(OpSessionDestroy, id, err))
 	}
 	return nil
 }
@@ -313,6 +313,10 @@ func (m *session) keepAlive(ctx context.Context, id string, created time.Time) b
 		start := time.Now()
 		entry, _, err := m.store.client.Session().Renew(id, (&api.WriteOptions{}).WithContext(rctx))
 		cancel()
+		// A refused renewal (403) is an error like Consul being away, not
+		// "gone": the session may well live, and the holder keeps it until
+		// the deadline as it would through an outage.
+		err = m.store.denied(OpSessionRenew, id, err)
 		switch {
 		case err == nil && entry == nil:
 			return true
@@ -393,6 +397,7 @@ func (s *Store) acquireKey(ctx context.Context, m *session, key string, value fu
 		// Wait (blocking) while another session holds the key; the first
 		// read, and the read after a lost race, do not block.
 		pair, meta, err := kv.Get(key, (&api.QueryOptions{WaitIndex: step.wait, WaitTime: DefaultWaitTime}).WithContext(ctx))
+		err = s.denied(OpKVRead, key, err)
 		if err != nil {
 			if ctx.Err() != nil {
 				return "", nil, ctx.Err()
@@ -413,6 +418,7 @@ func (s *Store) acquireKey(ctx context.Context, m *session, key string, value fu
 		// read must not block, since the key may not change again.
 		step.wait = 0
 		ok, _, err := kv.Acquire(&api.KVPair{Key: key, Value: value(), Session: id}, (&api.WriteOptions{}).WithContext(ctx))
+		err = s.denied(OpKVWrite, key, err)
 		switch {
 		case err == nil && ok:
 			// Even if ctx ended meanwhile: the caller must know it holds

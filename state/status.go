@@ -81,7 +81,7 @@ func (w *StatusWriter) Write(ctx context.Context, section, name string, st any) 
 	if !known {
 		pair, _, err := w.store.client.KV().Get(key, (&api.QueryOptions{}).WithContext(ctx))
 		if err != nil {
-			return false, fmt.Errorf("status %s: read: %w", key, err)
+			return false, fmt.Errorf("status %s: read: %w", key, w.store.denied(OpKVRead, key, err))
 		}
 		if pair != nil {
 			prev, known = compactJSON(pair.Value), true
@@ -116,7 +116,7 @@ func (w *StatusWriter) put(ctx context.Context, key string, value []byte) error 
 		return w.lead.Txn(ctx, api.TxnOps{{KV: &api.KVTxnOp{Verb: api.KVSet, Key: key, Value: value}}})
 	}
 	_, err := w.store.client.KV().Put(&api.KVPair{Key: key, Value: value}, (&api.WriteOptions{}).WithContext(ctx))
-	return err
+	return w.store.denied(OpKVWrite, key, err)
 }
 
 func (w *StatusWriter) delete(ctx context.Context, key string) error {
@@ -124,7 +124,7 @@ func (w *StatusWriter) delete(ctx context.Context, key string) error {
 		return w.lead.Txn(ctx, api.TxnOps{{KV: &api.KVTxnOp{Verb: api.KVDelete, Key: key}}})
 	}
 	_, err := w.store.client.KV().Delete(key, (&api.WriteOptions{}).WithContext(ctx))
-	return err
+	return w.store.denied(OpKVWrite, key, err)
 }
 
 func (w *StatusWriter) remember(key string, value []byte) {
@@ -155,7 +155,7 @@ func (s *Store) ReadStatus(ctx context.Context, section, name string, into any) 
 	key := s.StatusKey(section, name)
 	pair, _, err := s.client.KV().Get(key, (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
-		return false, fmt.Errorf("status %s: read: %w", key, err)
+		return false, fmt.Errorf("status %s: read: %w", key, s.denied(OpKVRead, key, err))
 	}
 	if pair == nil {
 		return false, nil
@@ -169,8 +169,8 @@ func (s *Store) ReadStatus(ctx context.Context, section, name string, into any) 
 // ListStatus returns every status record as section → name → JSON.
 func (s *Store) ListStatus(ctx context.Context) (map[string]map[string]json.RawMessage, error) {
 	prefix := s.StatusPrefix()
-	pairs, _, err := s.client.KV().List(prefix, (&api.QueryOptions{}).WithContext(ctx))
-	if err != nil {
+	pairs, meta, err := s.client.KV().List(prefix, (&api.QueryOptions{}).WithContext(ctx))
+	if err := s.listed(prefix, meta, err); err != nil {
 		return nil, fmt.Errorf("status: list %s: %w", prefix, err)
 	}
 	out := make(map[string]map[string]json.RawMessage)

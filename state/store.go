@@ -36,6 +36,11 @@ type Config struct {
 	SessionTTL time.Duration
 	// LockDelay is that session's lock delay; default DefaultLockDelay.
 	LockDelay time.Duration
+	// OnRefused, if set, is told of every refusal that retrying will not
+	// cure: a *PermissionError (the token lacks an ACL permission) or a
+	// *TLSError (Consul's certificate is not trusted, or it refused ours).
+	// It runs on the goroutine of the refused request and must not block.
+	OnRefused func(error)
 }
 
 // Store is swarmvlan's view of Consul. It is safe for concurrent use.
@@ -49,6 +54,8 @@ type Store struct {
 	sessions  map[sessionParams]*session
 	// campaigning is set from Campaign until its leadership ends.
 	campaigning atomic.Bool
+	denials     permissionCounters
+	hasToken    bool
 }
 
 // New returns a store; it does not contact Consul.
@@ -69,6 +76,7 @@ func New(cfg Config) (*Store, error) {
 	}
 	s := &Store{
 		client:   client,
+		hasToken: ac.Token != "" || ac.TokenFile != "",
 		prefix:   normalizePrefix(cfg.Prefix),
 		cfg:      cfg,
 		sessions: make(map[sessionParams]*session),
@@ -76,7 +84,7 @@ func New(cfg Config) (*Store, error) {
 	// api.NewClient fills in ac.HttpClient (TLS from the environment, or a
 	// unix socket dialer) and the client keeps that same *http.Client, so
 	// wrapping its transport here counts every request the client makes.
-	ac.HttpClient.Transport = &countingTransport{next: transportOf(ac.HttpClient), n: &s.requests}
+	ac.HttpClient.Transport = &countingTransport{next: transportOf(ac.HttpClient), n: &s.requests, tls: s.tlsRefusal(ac)}
 	return s, nil
 }
 
@@ -99,6 +107,12 @@ func normalizePrefix(p string) string {
 	return p
 }
 
+// HasToken reports whether requests carry an ACL token (Config.Token,
+// CONSUL_HTTP_TOKEN or CONSUL_HTTP_TOKEN_FILE). Without one the agent's
+// default token applies, or the anonymous token, for which Consul does not
+// even say that it left keys out of a listing.
+func (s *Store) HasToken() bool { return s.hasToken }
+
 // Prefix returns the normalised KV prefix, ending in "/".
 func (s *Store) Prefix() string { return s.prefix }
 
@@ -111,10 +125,18 @@ func (s *Store) WatchStats() WatchStats { return s.watches.Stats() }
 type countingTransport struct {
 	next http.RoundTripper
 	n    *atomic.Uint64
+	// tls explains a failed TLS handshake (nil: not a TLS failure).
+	tls func(error) *TLSError
 }
 
 // RoundTrip counts the request and passes it on.
 func (t *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	t.n.Add(1)
-	return t.next.RoundTrip(r)
+	resp, err := t.next.RoundTrip(r)
+	if err != nil && t.tls != nil {
+		if te := t.tls(err); te != nil {
+			return nil, te
+		}
+	}
+	return resp, err
 }

@@ -186,7 +186,9 @@ func (s *Store) WatchPrefix(ctx context.Context, prefix string, opts WatchOption
 	return s.blockingLoop(ctx, opts,
 		func(q *api.QueryOptions) (uint64, error) {
 			p, meta, err := s.client.KV().List(prefix, q)
-			if err != nil {
+			// A listing with keys left out by ACLs is not delivered: the
+			// missing documents would read as deleted.
+			if err := s.listed(prefix, meta, err); err != nil {
 				return 0, fmt.Errorf("watch %q: list: %w", prefix, err)
 			}
 			pairs = p
@@ -211,7 +213,7 @@ func (s *Store) watchKey(ctx context.Context, key string, opts WatchOptions, fn 
 		func(q *api.QueryOptions) (uint64, error) {
 			p, meta, err := s.client.KV().Get(key, q)
 			if err != nil {
-				return 0, fmt.Errorf("watch %q: get: %w", key, err)
+				return 0, fmt.Errorf("watch %q: get: %w", key, s.denied(OpKVRead, key, err))
 			}
 			pair = p
 			return meta.LastIndex, nil

@@ -31,13 +31,15 @@ Usage:
   reconciler plan     [VLAN] [-f PATH]... [-o table|json]         range plan now and as it would be; writes nothing
   reconciler version  [-o text|json] [--client]                   build, Go and Docker Engine versions
   reconciler probe    [--url URL]                                 exit 0 if a daemon's health URL answers 200 (container health checks)
+  reconciler acl-policy --role manager|host|operator [--service-prefix S]   the Consul ACL policy a role needs (HCL)
 
 PATH is a file, a directory (every .yaml, .yml and .json in it) or - for stdin.
 KIND is vlan, service or host (or their plurals).
 
 Consul is found through its standard environment (CONSUL_HTTP_ADDR,
-CONSUL_HTTP_TOKEN, CONSUL_CACERT, ...) or the flags --consul-addr and
---consul-token. Every command takes --prefix (default swarmvlan/, or
+CONSUL_HTTP_TOKEN, CONSUL_HTTP_SSL, CONSUL_CACERT, CONSUL_CLIENT_CERT,
+CONSUL_CLIENT_KEY, CONSUL_TLS_SERVER_NAME, ...) or the flags --consul-addr
+(https://HOST:PORT implies TLS) and --consul-token. Every command takes --prefix (default swarmvlan/, or
 SWARMVLAN_PREFIX).
 `
 
@@ -63,17 +65,18 @@ func runMain(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		return 0
 	}
 	cmds := map[string]func(context.Context, *cli, []string) error{
-		"run":      cmdRun,
-		"validate": cmdValidate,
-		"apply":    cmdApply,
-		"diff":     cmdDiff,
-		"get":      cmdGet,
-		"delete":   cmdDelete,
-		"status":   cmdStatus,
-		"scale":    cmdScale,
-		"plan":     cmdPlan,
-		"version":  cmdVersion,
-		"probe":    cmdProbe,
+		"run":        cmdRun,
+		"validate":   cmdValidate,
+		"apply":      cmdApply,
+		"diff":       cmdDiff,
+		"get":        cmdGet,
+		"delete":     cmdDelete,
+		"status":     cmdStatus,
+		"scale":      cmdScale,
+		"plan":       cmdPlan,
+		"version":    cmdVersion,
+		"probe":      cmdProbe,
+		"acl-policy": cmdACLPolicy,
 	}
 	fn, ok := cmds[args[0]]
 	if !ok {
@@ -103,6 +106,8 @@ type cli struct {
 	stdout, stderr io.Writer
 
 	prefix, consulAddr, consulToken, datacenter string
+	// onRefused, if set, is the store's Config.OnRefused.
+	onRefused func(error)
 }
 
 // flags returns a flag set with the common Consul flags registered.
@@ -121,7 +126,7 @@ func (c *cli) flags() *flag.FlagSet {
 }
 
 func (c *cli) store() (*state.Store, error) {
-	return state.New(state.Config{Prefix: c.prefix, Address: c.consulAddr, Token: c.consulToken, Datacenter: c.datacenter})
+	return state.New(state.Config{Prefix: c.prefix, Address: c.consulAddr, Token: c.consulToken, Datacenter: c.datacenter, OnRefused: c.onRefused})
 }
 
 // stringList is a repeatable string flag (-f a -f b).

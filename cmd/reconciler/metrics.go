@@ -52,6 +52,9 @@ var (
 		"Blocking queries of a Consul watch that failed.", []string{"prefix"}, nil)
 	dockerRequestsDesc = prometheus.NewDesc("swarmvlan_docker_requests_total",
 		"Docker Engine API calls, by method.", []string{"method"}, nil)
+	permissionDeniedDesc = prometheus.NewDesc("swarmvlan_consul_permission_denied_total",
+		"Consul requests refused for want of an ACL permission (a 403, a rejected transaction op, or a listing with keys hidden by ACLs), by operation.",
+		[]string{"op"}, nil)
 )
 
 // newMetrics registers every collector. leading reports whether this
@@ -102,6 +105,7 @@ func newMetrics(store *state.Store, leading func() bool) *metrics {
 		}, func() float64 { return float64(store.Requests()) }),
 		watchCollector{m},
 		dockerCollector{m},
+		permissionCollector{store},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -169,6 +173,19 @@ func (c watchCollector) Collect(ch chan<- prometheus.Metric) {
 		s := w.Stats()
 		ch <- prometheus.MustNewConstMetric(watchWakeupsDesc, prometheus.CounterValue, float64(s.Wakeups), prefix)
 		ch <- prometheus.MustNewConstMetric(watchErrorsDesc, prometheus.CounterValue, float64(s.Errors), prefix)
+	}
+}
+
+// permissionCollector reads the store's ACL refusal counts at scrape time;
+// every op shows from the start, so a rate() has a series before the first
+// refusal.
+type permissionCollector struct{ store *state.Store }
+
+func (c permissionCollector) Describe(ch chan<- *prometheus.Desc) { ch <- permissionDeniedDesc }
+
+func (c permissionCollector) Collect(ch chan<- prometheus.Metric) {
+	for op, n := range c.store.PermissionDenials() {
+		ch <- prometheus.MustNewConstMetric(permissionDeniedDesc, prometheus.CounterValue, float64(n), op)
 	}
 }
 

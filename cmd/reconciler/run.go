@@ -91,6 +91,7 @@ func cmdRun(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
+	c.onRefused = newRefusalLog(log, time.Minute).note
 	store, err := c.store()
 	if err != nil {
 		return err
@@ -151,6 +152,9 @@ func cmdRun(ctx context.Context, c *cli, args []string) error {
 
 	bi := readBuildInfo()
 	log.Info("starting", "role", *role, "prefix", store.Prefix(), "listen", *listen, "version", bi.Version, "commit", bi.Commit)
+	if !store.HasToken() {
+		log.Info("no Consul token given (CONSUL_HTTP_TOKEN, CONSUL_HTTP_TOKEN_FILE, --consul-token): with ACLs on, requests use the agent's default token or the anonymous one")
+	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return checkEngine(ctx, d.docker, log.With("check", "engine")) })
 	if *role == "host" || *role == "all" {

@@ -51,7 +51,10 @@ const (
 // all` on managers, `run --role host` on workers, each with the host's own
 // Docker Engine and Consul agent.
 type Bed struct {
-	t testing.TB
+	// t is the test that fails when a check does; owner is the test the
+	// cluster, the reconcilers and the clients live as long as (t, or the
+	// parent of the subtests that share the bed, see For).
+	t, owner testing.TB
 	// Cluster is the lab cluster under the reconcilers.
 	Cluster *lab.Cluster
 	// Ctx ends when the test does or after testTimeout.
@@ -63,7 +66,7 @@ type Bed struct {
 	// Mgr is H1's engine.
 	Mgr *client.Client
 
-	mu      sync.Mutex
+	mu      *sync.Mutex
 	procs   map[string]*lab.Process // host name -> its current reconciler
 	crashed map[string]bool         // hosts the test crashed and did not boot
 	dockers map[string]*client.Client
@@ -76,7 +79,13 @@ type Bed struct {
 // if it failed, the reconcilers' last log lines are printed first.
 func New(t testing.TB, hosts, managers int) *Bed {
 	t.Helper()
-	b := NewCluster(t, lab.ClusterOptions{Hosts: hosts, Managers: managers, ConsulServers: min(3, hosts)})
+	return NewWith(t, lab.ClusterOptions{Hosts: hosts, Managers: managers, ConsulServers: min(3, hosts)})
+}
+
+// NewWith is New on a cluster of any shape and Engine (opts.Engine).
+func NewWith(t testing.TB, opts lab.ClusterOptions) *Bed {
+	t.Helper()
+	b := NewCluster(t, opts)
 	for _, h := range b.Cluster.Hosts() {
 		b.StartReconciler(h)
 	}
@@ -97,8 +106,9 @@ func NewCluster(t testing.TB, opts lab.ClusterOptions) *Bed {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	t.Cleanup(cancel)
 	b := &Bed{
-		t: t, Cluster: c, Ctx: ctx,
+		t: t, owner: t, Cluster: c, Ctx: ctx,
 		H1:      c.Host(1),
+		mu:      &sync.Mutex{},
 		procs:   map[string]*lab.Process{},
 		crashed: map[string]bool{},
 		dockers: map[string]*client.Client{},
@@ -124,6 +134,18 @@ func NewCluster(t testing.TB, opts lab.ClusterOptions) *Bed {
 		t.Logf("swarm as h1 sees it:\n%s", b.swarmReport())
 	})
 	return b
+}
+
+// For returns the bed for subtest t of the bed's test, so that subtests
+// can share one cluster one after the other: checks fail t, which gets a
+// Ctx of its own (testTimeout), while the cluster, the reconcilers and the
+// clients stay with the bed's test.
+func (b *Bed) For(t testing.TB) *Bed {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	t.Cleanup(cancel)
+	sub := *b
+	sub.t, sub.Ctx = t, ctx
+	return &sub
 }
 
 // swarmReport describes the nodes (state, readiness labels) and the tasks
@@ -169,7 +191,7 @@ func (b *Bed) StartReconciler(h *lab.Host) *lab.Process {
 	if h.Manager {
 		role = "all"
 	}
-	p := h.StartProcess(b.t, b.bin, "run", "--role", role, "--listen", reconcilerListen,
+	p := h.StartProcess(b.owner, b.bin, "run", "--role", role, "--listen", reconcilerListen,
 		"--node-down-grace", nodeDownGrace.String())
 	b.mu.Lock()
 	b.procs[h.Name] = p
@@ -224,7 +246,7 @@ func (b *Bed) Docker(h *lab.Host) *client.Client {
 	if c, ok := b.dockers[h.Name]; ok {
 		return c
 	}
-	c := h.Docker(b.t)
+	c := h.Docker(b.owner)
 	b.dockers[h.Name] = c
 	return c
 }
@@ -236,7 +258,7 @@ func (b *Bed) Consul(h *lab.Host) *api.Client {
 	if c, ok := b.consuls[h.Name]; ok {
 		return c
 	}
-	c := h.Consul(b.t)
+	c := h.Consul(b.owner)
 	b.consuls[h.Name] = c
 	return c
 }

@@ -16,6 +16,8 @@ const (
 	VLANSubnet = "172.80.0.0/16"
 	// VLANExclude is the part of the subnet the range plan keeps out.
 	VLANExclude = "172.80.0.0/24"
+	// VLANGateway is the VLAN's gateway, every task's default route.
+	VLANGateway = "172.80.0.1"
 	// ConfigNetwork and ShimLink are what the host role makes for the VLAN
 	// on every host; SwarmNetwork is what the leader makes.
 	ConfigNetwork = VLANName + "-config"
@@ -35,11 +37,11 @@ metadata:
 spec:
   trunk: %s
   subnet: %s
-  gateway: 172.80.0.1
+  gateway: %s
   rangePlan:
     chunkPrefix: 24
     exclude: [%s]
-`, VLANName, lab.TrunkInterface, VLANSubnet, VLANExclude)
+`, VLANName, lab.TrunkInterface, VLANSubnet, VLANGateway, VLANExclude)
 }
 
 // ServiceOpts shape a Service document of the test image.

@@ -57,18 +57,33 @@ func (b *Bed) Running(ctx context.Context, service string) ([]Task, error) {
 	return out, nil
 }
 
-// Chunk returns h's chunk as its config network holds it.
+// Chunk returns h's chunk as its config network holds it. Engine 29
+// reports a config-only network's IPAM as null although it is in force;
+// there the chunk is the ip-range of the network's spec.LabelIPAM, and
+// Converged's check that every task's address lies in its host's chunk
+// is what shows the Engine applies it.
 func (b *Bed) Chunk(ctx context.Context, h *lab.Host) (netip.Prefix, error) {
 	n, err := b.Docker(h).NetworkInspect(ctx, ConfigNetwork, network.InspectOptions{})
 	if err != nil {
 		return netip.Prefix{}, fmt.Errorf("%s: %w", h.Name, err)
 	}
-	if !n.ConfigOnly || len(n.IPAM.Config) != 1 {
+	if !n.ConfigOnly || len(n.IPAM.Config) > 1 {
 		return netip.Prefix{}, fmt.Errorf("%s: %s: config-only %v, %d IPAM configs", h.Name, ConfigNetwork, n.ConfigOnly, len(n.IPAM.Config))
 	}
-	p, err := netip.ParsePrefix(n.IPAM.Config[0].IPRange)
+	ipRange, from := "", "IPAM"
+	if len(n.IPAM.Config) == 1 {
+		ipRange = n.IPAM.Config[0].IPRange
+	} else {
+		from = "label " + spec.LabelIPAM + "=" + n.Labels[spec.LabelIPAM]
+		for _, part := range strings.Split(n.Labels[spec.LabelIPAM], ",") {
+			if v, ok := strings.CutPrefix(part, "ip-range="); ok {
+				ipRange = v
+			}
+		}
+	}
+	p, err := netip.ParsePrefix(ipRange)
 	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%s: %s: ip range %q: %w", h.Name, ConfigNetwork, n.IPAM.Config[0].IPRange, err)
+		return netip.Prefix{}, fmt.Errorf("%s: %s: ip range %q (from %s): %w", h.Name, ConfigNetwork, ipRange, from, err)
 	}
 	return p, nil
 }

@@ -15,105 +15,35 @@ import (
 
 	"swarmvlan/e2e/bed"
 	"swarmvlan/lab"
-	"swarmvlan/spec"
 	"swarmvlan/state"
 )
 
 // TestLeaderKilledMidReconcile applies 20 services and at once SIGKILLs the
 // leading reconciler, in the middle of creating them. Another manager must
 // take over, and every service must exist exactly once and run. Then the
-// takeover is timed: nine more SIGKILLs of the leader (ten with the first),
-// a SIGSTOP (a hung leader) and a graceful stop, each followed by the
-// stopped reconciler's restart, and the cluster must end with one leader
-// and every service still there exactly once.
+// takeover is timed (timeTakeovers).
 func TestLeaderKilledMidReconcile(t *testing.T) {
 	b := bed.New(t, 3, 3)
 	b.Apply(bed.VLANDoc())
 	b.NodesReady(3 * time.Minute)
-	var old *lab.Host
-	b.WaitFor("one leader", time.Minute, func(ctx context.Context) (err error) {
-		old, err = b.Leader(ctx)
-		return err
-	})
+	b.KillLeaderMidReconcile(20)
+	timeTakeovers(t, b, 20)
+}
 
-	var docs []string
-	var names []string
-	for i := 1; i <= 20; i++ {
-		name := fmt.Sprintf("svc-%02d", i)
-		names = append(names, name)
-		docs = append(docs, bed.ServiceDoc(bed.ServiceOpts{Name: name, Replicas: 1}))
-	}
-	b.Apply(docs...)
-	// Kill it as soon as it has created the first service, with the rest
-	// in its queue or in flight.
-	var before int
-	b.WaitFor("the leader creates the first service", time.Minute, func(ctx context.Context) error {
-		svcs, err := b.ManagedServices(ctx)
-		if before = len(svcs); err == nil && before == 0 {
-			err = errors.New("no service yet")
-		}
-		return err
-	})
-	killed := time.Now()
-	b.Proc(old).Kill()
-	after := -1
-	if svcs, err := b.ManagedServices(b.Ctx); err == nil {
-		after = len(svcs)
-	}
-	t.Logf("killed the leader on %s while it created %d services: %d existed just before the kill, %d just after",
-		old.Name, len(docs), before, after)
-
-	next, took := takenOver(t, b, old, killed, "SIGKILL")
-	kills := []time.Duration{took}
-	if got, err := b.Leader(b.Ctx); err != nil || got != next {
-		t.Errorf("leader after failover: %v, %v; want %s", got, err, next.Name)
-	}
-
-	converged := b.WaitFor("all 20 services converged", 5*time.Minute, func(ctx context.Context) error {
-		for _, n := range names {
-			if _, err := b.Converged(ctx, bed.Want{Service: n, Replicas: 1}); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	t.Logf("all services converged %s after the new leader took over", converged.Round(10*time.Millisecond))
-
-	// Exactly one Docker service per document, nothing else managed, and
-	// each with one task ever desired running (converged checked it).
-	svcs, err := b.ManagedServices(b.Ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range names {
-		if len(svcs[n]) != 1 {
-			t.Errorf("service %s exists %d times", n, len(svcs[n]))
-		}
-		if got := svcs[n][0].Spec.Labels[spec.LabelName]; len(svcs[n]) == 1 && got != n {
-			t.Errorf("service %s labelled %s=%q", n, spec.LabelName, got)
+// timeTakeovers times ten SIGKILLs of the leader, a SIGSTOP (a hung
+// leader) and a graceful stop, each followed by the stopped reconciler's
+// restart; the cluster must end with one leader and each of the n services
+// (svc-01, ...) still there exactly once. The reconciler killed before is
+// started again first.
+func timeTakeovers(t *testing.T, b *bed.Bed, n int) {
+	for _, h := range b.Cluster.Managers() {
+		if !b.Proc(h).Running() {
+			restart(t, b, h)
 		}
 	}
-	for n := range svcs {
-		if !slices.Contains(names, n) {
-			t.Errorf("unexpected managed service %s", n)
-		}
-	}
-	b.WaitFor("every service's status ready", time.Minute, func(ctx context.Context) error {
-		for _, n := range names {
-			st, ok, err := b.Status(ctx, "services", n)
-			if err != nil || !ok {
-				return fmt.Errorf("status of %s: %v (present %v)", n, err, ok)
-			}
-			if c, _ := bed.Condition(st, "Ready"); c.Status != "True" {
-				return fmt.Errorf("status of %s: %+v", n, c)
-			}
-		}
-		return nil
-	})
-
-	// The takeover, timed. Every stopped reconciler is started again and
-	// campaigns before the next fault, so three managers contend each time.
-	restart(t, b, old)
+	// Every stopped reconciler is started again and campaigns before the
+	// next fault, so three managers contend each time.
+	var kills []time.Duration
 	for len(kills) < 10 {
 		lead := leaderNow(t, b)
 		at := time.Now()
@@ -141,7 +71,7 @@ func TestLeaderKilledMidReconcile(t *testing.T) {
 			syscall.Kill(-pid, syscall.SIGCONT)
 		}
 	})
-	next, took = takenOver(t, b, hung, at, "SIGSTOP")
+	next, took := takenOver(t, b, hung, at, "SIGSTOP")
 	bed.Figure(t, "leader failover, SIGSTOP to the new leader's first reconcile", took)
 	resumed := time.Now()
 	if err := syscall.Kill(-pid, syscall.SIGCONT); err != nil {
@@ -168,13 +98,14 @@ func TestLeaderKilledMidReconcile(t *testing.T) {
 	restart(t, b, lead)
 
 	leaderNow(t, b)
-	svcs, err = b.ManagedServices(b.Ctx)
+	svcs, err := b.ManagedServices(b.Ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range names {
-		if len(svcs[n]) != 1 {
-			t.Errorf("after the takeovers: service %s exists %d times", n, len(svcs[n]))
+	for i := 1; i <= n; i++ {
+		name := fmt.Sprintf("svc-%02d", i)
+		if len(svcs[name]) != 1 {
+			t.Errorf("after the takeovers: service %s exists %d times", name, len(svcs[name]))
 		}
 	}
 }

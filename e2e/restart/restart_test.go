@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"swarmvlan/e2e/bed"
-	"swarmvlan/lab"
 )
 
 // TestDockerRestartAndReboot restarts dockerd on h2 (a crash: SIGKILL, then
@@ -20,94 +19,8 @@ import (
 func TestDockerRestartAndReboot(t *testing.T) {
 	b := bed.New(t, 3, 3)
 	b.Seed()
-	if err := b.HostNetReady(b.Ctx); err != nil {
-		t.Fatal(err)
-	}
-	before, err := b.Chunks(b.Ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// back checks that every host has its chunk, kernel state and two web
-	// tasks again.
-	back := func(ctx context.Context) error {
-		chunks, err := b.Chunks(ctx)
-		if err != nil {
-			return err
-		}
-		for h, c := range before {
-			if chunks[h] != c {
-				return fmt.Errorf("%s: chunk %s, was %s", h, chunks[h], c)
-			}
-		}
-		if err := b.HostNetReady(ctx); err != nil {
-			return err
-		}
-		tasks, err := b.Converged(ctx, bed.WebWant(6))
-		if err != nil {
-			return err
-		}
-		per := map[string]int{}
-		for _, tk := range tasks {
-			per[tk.Host]++
-		}
-		for _, h := range b.Cluster.Hosts() {
-			if per[h.Name] != 2 {
-				return fmt.Errorf("%s runs %d web tasks, want 2", h.Name, per[h.Name])
-			}
-		}
-		return nil
-	}
-
-	running := func(h *lab.Host) map[string]bool {
-		tasks, err := b.Running(b.Ctx, "web")
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := map[string]bool{}
-		for _, tk := range tasks {
-			if tk.Host == h.Name {
-				out[tk.Container] = true
-			}
-		}
-		return out
-	}
-
-	h2 := b.Cluster.Host(2)
-	was := running(h2)
-	h2.KillDocker()
-	begin := time.Now()
-	if err := h2.StartDocker(b.Ctx); err != nil {
-		t.Fatal(err)
-	}
-	b.WaitFor("h2 back after a dockerd restart", 4*time.Minute, back)
-	kept := 0
-	for id := range running(h2) {
-		if was[id] {
-			kept++
-		}
-	}
-	t.Logf("dockerd restart on h2: everything back %s after the daemon started (%d of its 2 task containers survived the restart)",
-		time.Since(begin).Round(10*time.Millisecond), kept)
-	if p := b.Proc(h2); !p.Running() {
-		t.Fatalf("reconciler on h2 exited during the dockerd restart: %v", p.Err())
-	}
-
-	h3 := b.Cluster.Host(3)
-	b.Crash(h3)
-	begin = time.Now()
-	b.BootOnly(h3)
-	// Boot took the shim and promiscuous mode: only the host role can
-	// put them back.
-	gone, err := b.Kernel(b.Ctx, h3, before[h3.Name])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if gone.Promisc || gone.Shim || gone.Route {
-		t.Fatalf("h3's kernel state survived the reboot: %+v", gone)
-	}
-	b.StartReconciler(h3)
-	b.WaitFor("h3 back after a reboot", 4*time.Minute, back)
-	t.Logf("reboot of h3: everything back %s after boot", time.Since(begin).Round(10*time.Millisecond))
+	b.RestartDocker(b.Cluster.Host(2))
+	b.Reboot(b.Cluster.Host(3))
 }
 
 // TestConsulServersDown kills the Consul agents of all three servers for

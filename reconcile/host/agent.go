@@ -528,6 +528,7 @@ func desired(vlans []*spec.VLAN, host *spec.Host, chunks map[string]string) []vl
 				Promiscuous: spec.BoolOr(v.Spec.Promiscuous, true),
 				HostAccess:  spec.BoolOr(v.Spec.HostAccess, true),
 				Mode:        v.Spec.Mode,
+				Driver:      spec.VLANDriver(v.Spec.Driver),
 			},
 			Driver: v.Spec.Driver,
 			Chunk:  chunks[v.Metadata.Name],
@@ -560,7 +561,37 @@ func desired(vlans []*spec.VLAN, host *spec.Host, chunks map[string]string) []vl
 		}
 		out = append(out, w)
 	}
+	sharedParents(out)
 	return out
+}
+
+// sharedParents gives every VLAN whose parent (its sub-interface, or its
+// trunk when untagged) is already another's, by name order, the problem
+// that says so. Engines 20.10 to 26 refuse the task of a second macvlan or
+// ipvlan network on one parent while 27 and later accept it, so the rule
+// is swarmvlan's own, the same on every Engine: a VLAN converges wherever
+// it validates, or nowhere.
+func sharedParents(wants []vlanWant) {
+	order := make([]int, len(wants))
+	for i := range order {
+		order[i] = i
+	}
+	sort.Slice(order, func(a, b int) bool { return wants[order[a]].Net.Name < wants[order[b]].Net.Name })
+	first := map[string]string{}
+	for _, i := range order {
+		w := &wants[i]
+		if w.Net.Trunk == "" {
+			continue
+		}
+		parent := spec.SubInterfaceName(w.Net.Trunk, w.Net.ID)
+		other, taken := first[parent]
+		switch {
+		case !taken:
+			first[parent] = w.Net.Name
+		case w.Problem == "":
+			w.Problem = fmt.Sprintf("parent %s is already vlan %q's: each VLAN needs a parent of its own on a host (a tag or trunk of its own), as Engines before 27 refuse a second network on one parent", parent, other)
+		}
+	}
 }
 
 // observedVLAN is what one pass saw and did for one VLAN.
@@ -842,11 +873,6 @@ func (a *Agent) ensureConfig(ctx context.Context, nets []network.Summary, listEr
 				reason, r.times, r.next.UTC().Format(time.RFC3339))}
 	}
 	st, err := EnsureConfigNetwork(ctx, a.cfg.Docker, want)
-	if err != nil {
-		p.Errs = append(p.Errs, err)
-	} else if st.Message != "" {
-		a.log.Info("config network", "vlan", w.Net.Name, "state", st.State, "message", st.Message)
-	}
 	if made, ok := strings.CutPrefix(st.Message, recreatedPrefix); ok && err == nil {
 		if r == nil || r.reason != made {
 			r = &remade{reason: made}
@@ -855,6 +881,11 @@ func (a *Agent) ensureConfig(ctx context.Context, nets []network.Summary, listEr
 		r.next = now.Add(backoff.Delay(remadeBackoff, remadeBackoffMax, r.times-1))
 		a.remade[w.Net.Name] = r
 		st.State, st.Requeue = state.NetworkWaiting, true
+	}
+	if err != nil {
+		p.Errs = append(p.Errs, err)
+	} else if st.Message != "" {
+		a.log.Info("config network", "vlan", w.Net.Name, "state", st.State, "message", st.Message)
 	}
 	p.Requeue = p.Requeue || st.Requeue
 	return &st

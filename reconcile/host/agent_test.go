@@ -105,7 +105,7 @@ func TestHostDesired(t *testing.T) {
 			vlan:   hostTestVLAN("v10", 0, "bond0", "172.80.0.0/16", "  gateway: 172.80.0.1\n  mtu: 1400\n  mode: private\n"),
 			chunks: map[string]string{"v10": "172.80.3.0/24"},
 			want: vlanWant{
-				Net: VLAN{Name: "v10", Trunk: "bond0", MTU: 1400, Promiscuous: true, HostAccess: true, Mode: "private",
+				Net: VLAN{Name: "v10", Driver: "macvlan", Trunk: "bond0", MTU: 1400, Promiscuous: true, HostAccess: true, Mode: "private",
 					Chunk: netip.MustParsePrefix("172.80.3.0/24"), ShimAddr: netip.MustParseAddr("172.80.3.255")},
 				Driver: "macvlan", Subnet: netip.MustParsePrefix("172.80.0.0/16"), Gateway: netip.MustParseAddr("172.80.0.1"),
 				Chunk: "172.80.3.0/24",
@@ -113,12 +113,23 @@ func TestHostDesired(t *testing.T) {
 			parent: "bond0",
 		},
 		{
+			name:   "ipvlan: the links carry the driver, so the shim is an ipvlan in the VLAN's mode",
+			vlan:   hostTestVLAN("v12", 12, "bond0", "172.82.0.0/16", "  driver: ipvlan\n  mode: l3\n"),
+			chunks: map[string]string{"v12": "172.82.3.0/24"},
+			want: vlanWant{
+				Net: VLAN{Name: "v12", Trunk: "bond0", ID: 12, Driver: "ipvlan", Promiscuous: true, HostAccess: true, Mode: "l3",
+					Chunk: netip.MustParsePrefix("172.82.3.0/24"), ShimAddr: netip.MustParseAddr("172.82.3.255")},
+				Driver: "ipvlan", Subnet: netip.MustParsePrefix("172.82.0.0/16"), Chunk: "172.82.3.0/24",
+			},
+			parent: "bond0.12",
+		},
+		{
 			name:   "tagged, host trunk override",
 			vlan:   hostTestVLAN("v40", 40, "bond0", "10.40.0.0/16", ""),
 			host:   "apiVersion: swarmvlan/v1\nkind: Host\nmetadata: {name: worker1}\nspec: {trunk: eth1}\n",
 			chunks: map[string]string{"v40": "10.40.1.0/24", "other": "10.9.0.0/24"},
 			want: vlanWant{
-				Net: VLAN{Name: "v40", Trunk: "eth1", ID: 40, Promiscuous: true, HostAccess: true, Mode: "bridge",
+				Net: VLAN{Name: "v40", Driver: "macvlan", Trunk: "eth1", ID: 40, Promiscuous: true, HostAccess: true, Mode: "bridge",
 					Chunk: netip.MustParsePrefix("10.40.1.0/24"), ShimAddr: netip.MustParseAddr("10.40.1.255")},
 				Driver: "macvlan", Subnet: netip.MustParsePrefix("10.40.0.0/16"), Chunk: "10.40.1.0/24",
 			},
@@ -130,7 +141,7 @@ func TestHostDesired(t *testing.T) {
 			host:   "apiVersion: swarmvlan/v1\nkind: Host\nmetadata: {name: worker1}\nspec:\n  trunk: eth1\n  vlans: {v40: {trunk: bond1}}\n",
 			chunks: map[string]string{},
 			want: vlanWant{
-				Net:    VLAN{Name: "v40", Trunk: "bond1", ID: 40, Promiscuous: true, HostAccess: true, Mode: "bridge"},
+				Net:    VLAN{Name: "v40", Driver: "macvlan", Trunk: "bond1", ID: 40, Promiscuous: true, HostAccess: true, Mode: "bridge"},
 				Driver: "macvlan", Subnet: netip.MustParsePrefix("10.40.0.0/16"),
 			},
 			parent: "bond1.40",
@@ -141,7 +152,7 @@ func TestHostDesired(t *testing.T) {
 			host:   "apiVersion: swarmvlan/v1\nkind: Host\nmetadata: {name: worker1}\nspec:\n  vlans: {v40: {trunk: bond1}}\n",
 			chunks: map[string]string{"v41": "10.41.7.0/24"},
 			want: vlanWant{
-				Net: VLAN{Name: "v41", Trunk: "bond0", ID: 41, Promiscuous: true, HostAccess: true, Mode: "bridge",
+				Net: VLAN{Name: "v41", Driver: "macvlan", Trunk: "bond0", ID: 41, Promiscuous: true, HostAccess: true, Mode: "bridge",
 					Chunk: netip.MustParsePrefix("10.41.7.0/24"), ShimAddr: netip.MustParseAddr("10.41.7.255")},
 				Driver: "macvlan", Subnet: netip.MustParsePrefix("10.41.0.0/16"), Chunk: "10.41.7.0/24",
 			},
@@ -152,7 +163,7 @@ func TestHostDesired(t *testing.T) {
 			vlan:   hostTestVLAN("v10", 0, "bond0", "172.80.0.0/16", off),
 			chunks: map[string]string{"v10": "172.80.3.0/24"},
 			want: vlanWant{
-				Net:    VLAN{Name: "v10", Trunk: "bond0", Mode: "bridge", Chunk: netip.MustParsePrefix("172.80.3.0/24")},
+				Net:    VLAN{Name: "v10", Driver: "macvlan", Trunk: "bond0", Mode: "bridge", Chunk: netip.MustParsePrefix("172.80.3.0/24")},
 				Driver: "macvlan", Subnet: netip.MustParsePrefix("172.80.0.0/16"), Chunk: "172.80.3.0/24",
 			},
 			parent: "bond0",
@@ -162,7 +173,7 @@ func TestHostDesired(t *testing.T) {
 			vlan:   hostTestVLAN("v10", 0, "bond0", "172.80.0.0/16", ""),
 			chunks: map[string]string{"v10": "172.80.255.0/24"},
 			want: vlanWant{
-				Net: VLAN{Name: "v10", Trunk: "bond0", Promiscuous: true, HostAccess: true, Mode: "bridge",
+				Net: VLAN{Name: "v10", Driver: "macvlan", Trunk: "bond0", Promiscuous: true, HostAccess: true, Mode: "bridge",
 					Chunk: netip.MustParsePrefix("172.80.255.0/24"), ShimAddr: netip.MustParseAddr("172.80.255.254")},
 				Driver: "macvlan", Subnet: netip.MustParsePrefix("172.80.0.0/16"), Chunk: "172.80.255.0/24",
 			},
@@ -173,7 +184,7 @@ func TestHostDesired(t *testing.T) {
 			vlan:   hostTestVLAN("v10", 0, "bond0", "172.80.0.0/16", ""),
 			chunks: map[string]string{"v10": "172.81.0.0/24"},
 			want: vlanWant{
-				Net:    VLAN{Name: "v10", Trunk: "bond0", Promiscuous: true, HostAccess: true, Mode: "bridge"},
+				Net:    VLAN{Name: "v10", Driver: "macvlan", Trunk: "bond0", Promiscuous: true, HostAccess: true, Mode: "bridge"},
 				Driver: "macvlan", Subnet: netip.MustParsePrefix("172.80.0.0/16"), Chunk: "172.81.0.0/24",
 				Problem: "allocated chunk 172.81.0.0/24 is outside subnet 172.80.0.0/16",
 			},
@@ -184,7 +195,7 @@ func TestHostDesired(t *testing.T) {
 			vlan:   hostTestVLAN("v10", 0, "bond0", "172.80.0.0/16", ""),
 			chunks: map[string]string{"v10": "172.80.3.0"},
 			want: vlanWant{
-				Net:    VLAN{Name: "v10", Trunk: "bond0", Promiscuous: true, HostAccess: true, Mode: "bridge"},
+				Net:    VLAN{Name: "v10", Driver: "macvlan", Trunk: "bond0", Promiscuous: true, HostAccess: true, Mode: "bridge"},
 				Driver: "macvlan", Subnet: netip.MustParsePrefix("172.80.0.0/16"), Chunk: "172.80.3.0",
 				Problem: `allocated chunk "172.80.3.0": netip.ParsePrefix("172.80.3.0"): no '/'`,
 			},
@@ -216,7 +227,7 @@ func TestHostDesired(t *testing.T) {
 }
 
 func TestHostVLANStatusOf(t *testing.T) {
-	chunked := vlanWant{Net: VLAN{Name: "v40", Trunk: "eth1", ID: 40, HostAccess: true,
+	chunked := vlanWant{Net: VLAN{Name: "v40", Driver: "macvlan", Trunk: "eth1", ID: 40, HostAccess: true,
 		Chunk: netip.MustParsePrefix("10.40.1.0/24"), ShimAddr: netip.MustParseAddr("10.40.1.255")}, Chunk: "10.40.1.0/24"}
 	noChunk := chunked
 	noChunk.Net.Chunk, noChunk.Net.ShimAddr, noChunk.Chunk = netip.Prefix{}, netip.Addr{}, ""
@@ -586,11 +597,11 @@ func TestHostVLANFromConfig(t *testing.T) {
 		name string
 		want VLAN // Promiscuous is always true: not recorded
 	}{
-		{"tagged with host access and mtu", VLAN{Name: "v40", Trunk: "bond0", ID: 40, MTU: 1400, Promiscuous: true, HostAccess: true, Mode: "bridge",
+		{"tagged with host access and mtu", VLAN{Name: "v40", Driver: "macvlan", Trunk: "bond0", ID: 40, MTU: 1400, Promiscuous: true, HostAccess: true, Mode: "bridge",
 			Chunk: netip.MustParsePrefix("10.40.1.0/24"), ShimAddr: netip.MustParseAddr("10.40.1.255")}},
-		{"untagged without host access", VLAN{Name: "v41", Trunk: "eth1", Promiscuous: true, Mode: "private",
+		{"untagged without host access", VLAN{Name: "v41", Driver: "macvlan", Trunk: "eth1", Promiscuous: true, Mode: "private",
 			Chunk: netip.MustParsePrefix("10.41.2.0/24")}},
-		{"a dotted trunk name that is no tag", VLAN{Name: "v42", Trunk: "br.lan", Promiscuous: true, Mode: "bridge",
+		{"a dotted trunk name that is no tag", VLAN{Name: "v42", Driver: "macvlan", Trunk: "br.lan", Promiscuous: true, Mode: "bridge",
 			Chunk: netip.MustParsePrefix("10.42.2.0/24")}},
 	}
 	for _, tc := range tests {
@@ -635,7 +646,7 @@ func TestHostConvergeKeepsLinksOfUnseenVLAN(t *testing.T) {
 	if _, ok := p.Status.Removing["old"]; !ok || hostTestConfigNet(fake, "old-config") == nil {
 		t.Fatalf("old-config not kept while in use: %+v", p.Status.Removing)
 	}
-	want := VLAN{Name: "old", Trunk: "eth1", ID: 7, Promiscuous: true, HostAccess: true, Mode: "bridge",
+	want := VLAN{Name: "old", Trunk: "eth1", ID: 7, Driver: "macvlan", Promiscuous: true, HostAccess: true, Mode: "bridge",
 		Chunk: netip.MustParsePrefix("10.7.3.0/24"), ShimAddr: netip.MustParseAddr("10.7.3.255")}
 	if got := a.lastWant["old"]; got != want {
 		t.Errorf("links kept for old\n got %+v\nwant %+v", got, want)
@@ -754,4 +765,35 @@ func TestHostConvergeEngineDisagrees(t *testing.T) {
 			t.Errorf("after the engine agrees: %+v, remade %+v", p.Status.VLANs["v40"], a.remade["v40"])
 		}
 	})
+}
+
+// TestHostDesiredSharedParent checks that two VLANs on one parent are
+// refused the same way on every Engine: the first by name keeps it, the
+// other is not set up and its status says why.
+func TestHostDesiredSharedParent(t *testing.T) {
+	docs := hostTestDocs(t,
+		hostTestVLAN("b", 0, "eth1", "10.2.0.0/16", ""),
+		hostTestVLAN("a", 0, "eth1", "10.1.0.0/16", ""),
+		hostTestVLAN("c", 40, "eth1", "10.3.0.0/16", ""),
+		hostTestVLAN("d", 40, "eth1", "10.4.0.0/16", ""),
+		hostTestVLAN("e", 41, "eth1", "10.5.0.0/16", ""),
+	)
+	var vlans []*spec.VLAN
+	for _, d := range docs {
+		vlans = append(vlans, d.(*spec.VLAN))
+	}
+	problems := map[string]string{}
+	for _, w := range desired(vlans, nil, map[string]string{}) {
+		problems[w.Net.Name] = w.Problem
+	}
+	want := map[string]string{
+		"a": "",
+		"b": `parent eth1 is already vlan "a"'s: each VLAN needs a parent of its own on a host (a tag or trunk of its own), as Engines before 27 refuse a second network on one parent`,
+		"c": "",
+		"d": `parent eth1.40 is already vlan "c"'s: each VLAN needs a parent of its own on a host (a tag or trunk of its own), as Engines before 27 refuse a second network on one parent`,
+		"e": "",
+	}
+	if !reflect.DeepEqual(problems, want) {
+		t.Errorf("problems %q\nwant %q", problems, want)
+	}
 }

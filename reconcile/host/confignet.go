@@ -437,7 +437,7 @@ func vlanFromConfig(vlan string, n network.Summary) (VLAN, bool) {
 	if parent == "" {
 		return VLAN{}, false
 	}
-	hv := VLAN{Name: vlan, Trunk: parent, Promiscuous: true,
+	hv := VLAN{Name: vlan, Trunk: parent, Promiscuous: true, Driver: n.Labels[spec.LabelDriver],
 		Mode: n.Options[networkModeKey(n.Labels[spec.LabelDriver])]}
 	if i := strings.LastIndexByte(parent, '.'); i > 0 {
 		if id, err := strconv.Atoi(parent[i+1:]); err == nil && id >= 1 && id <= 4094 {

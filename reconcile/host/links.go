@@ -27,10 +27,15 @@ type VLAN struct {
 	// HostAccess asks for the shim and the route to the chunk through it, so
 	// the host reaches its own containers.
 	HostAccess bool
-	// Mode is the containers' macvlan mode. It does not change the kernel
-	// state made here: the shim is always a bridge-mode macvlan, because only
-	// bridge-mode siblings on one parent talk to each other without leaving
-	// the host.
+	// Driver is the containers' driver: macvlan ("" too) or ipvlan.
+	Driver string
+	// Mode is the containers' mode ("" is the driver's default). For
+	// macvlan the shim is a bridge-mode macvlan whatever the mode, because
+	// only bridge-mode siblings on one parent talk to each other without
+	// leaving the host; passthru gives the parent to one container alone, so
+	// it takes no shim. For ipvlan the shim is an ipvlan link in the same
+	// mode: a lower device takes either macvlan or ipvlan links, not both,
+	// and its ipvlan links share one mode.
 	Mode string
 	// Chunk is this node's chunk of the VLAN's subnet. The zero Prefix means
 	// no chunk yet: the links are made but the shim gets no address or route.
@@ -69,6 +74,8 @@ const (
 	reasonNo8021Q = kernel.ReasonNo8021Q
 	// reasonNoChunk is the shim's status until the node holds a chunk.
 	reasonNoChunk = "no chunk allocated yet"
+	// reasonPassthruShim is the shim's status on a passthru macvlan VLAN.
+	reasonPassthruShim = "no shim with macvlan mode passthru: the parent belongs to one container alone (set hostAccess: false, or use mode bridge)"
 )
 
 func linkAlias(vlan string) string { return aliasPrefix + vlan }
@@ -113,6 +120,8 @@ type linkAction struct {
 	Index  int
 	Parent string // create: the parent's name
 	VlanID int    // create 802.1Q
+	Kind   string // create shim: "macvlan" or "ipvlan"
+	Mode   string // create shim: the ipvlan mode
 	MTU    int    // create, set MTU
 	Alias  string // create, set alias
 	On     bool   // set promiscuous
@@ -138,6 +147,9 @@ func (a linkAction) verb() string {
 	case linkCreateVLAN:
 		return fmt.Sprintf("create 802.1Q link %s id %d on %s", a.Link, a.VlanID, a.Parent)
 	case linkCreateShim:
+		if a.Kind == spec.DriverIPvlan {
+			return fmt.Sprintf("create ipvlan %s shim %s on %s", a.Mode, a.Link, a.Parent)
+		}
 		return fmt.Sprintf("create shim %s on %s", a.Link, a.Parent)
 	case linkSetAlias:
 		return fmt.Sprintf("set alias %q on %s", a.Alias, a.Link)
@@ -261,6 +273,8 @@ func (p *linkPlanner) claim(v VLAN) {
 	}
 	if p.linkProblem[v.Name] == "" && v.Promiscuous {
 		p.promiscNeeded[v.Trunk] = true
+		// A sub-interface someone else made is switched like a trunk.
+		p.promiscNeeded[spec.SubInterfaceName(v.Trunk, v.ID)] = true
 	}
 	if v.ID > 0 && p.linkProblem[v.Name] == "" {
 		sub := spec.SubInterfaceName(v.Trunk, v.ID)
@@ -273,6 +287,10 @@ func (p *linkPlanner) claim(v VLAN) {
 		}
 	}
 	if !v.HostAccess {
+		return
+	}
+	if spec.VLANDriver(v.Driver) == spec.DriverMacvlan && v.Mode == "passthru" {
+		p.shimProblem[v.Name] = reasonPassthruShim
 		return
 	}
 	shim := spec.ShimName(v.Name)
@@ -390,11 +408,26 @@ func (p *linkPlanner) vlan(v VLAN) {
 		name := spec.SubInterfaceName(v.Trunk, v.ID)
 		sub := p.byName[name]
 		if sub != nil && !linkOwned(sub) {
-			p.block(v, linkPartLink, collision(name, v.Name))
-			p.waitShim(v, "waiting for parent "+name)
+			if !isSubInterface(sub, trunk, v.ID) {
+				p.block(v, linkPartLink, collision(name, v.Name))
+				p.waitShim(v, "waiting for parent "+name)
+				return
+			}
+			// The very link wanted, made by someone else: Docker's macvlan
+			// and ipvlan drivers make <trunk>.<id> when a network's parent
+			// is missing, and delete it with the network. It is used like
+			// a trunk: brought up and switched promiscuous, never
+			// renamed, resized or deleted.
+			if v.MTU > sub.MTU {
+				p.block(v, linkPartLink, fmt.Sprintf("mtu %d exceeds %s mtu %d (%s is not managed by swarmvlan)", v.MTU, name, sub.MTU, name))
+				p.waitShim(v, "waiting for parent "+name)
+				return
+			}
+			p.trunk(v, sub)
+			p.shim(v, name, sub.Index, false)
 			return
 		}
-		if sub != nil && (sub.Kind != "vlan" || sub.ParentIndex != trunk.Index || sub.VlanID != v.ID) {
+		if sub != nil && !isSubInterface(sub, trunk, v.ID) {
 			p.add(v, linkPartLink, linkAction{Op: linkDelete, Link: name, Index: sub.Index,
 				Why: fmt.Sprintf("%s is not an 802.1Q link on %s with id %d", name, trunk.Name, v.ID)})
 			p.markDeleted(sub.Index)
@@ -419,6 +452,11 @@ func (p *linkPlanner) vlan(v VLAN) {
 		parent = name
 	}
 	p.shim(v, parent, parentIndex, parentNew)
+}
+
+// isSubInterface says whether l is the 802.1Q link with id on trunk.
+func isSubInterface(l, trunk *kernel.Link, id int) bool {
+	return l.Kind == "vlan" && l.ParentIndex == trunk.Index && l.VlanID == id
 }
 
 // trunk brings the trunk up and, when wanted, promiscuous; once per trunk.
@@ -472,15 +510,21 @@ func (p *linkPlanner) shim(v VLAN, parent string, parentIndex int, parentNew boo
 		p.block(v, linkPartRoute, "waiting for shim "+name)
 		return
 	}
-	if s != nil && (s.Kind != "macvlan" || s.MacvlanMode != "bridge" || parentNew || s.ParentIndex != parentIndex) {
+	kind, mode, shape := spec.DriverMacvlan, "", "a bridge-mode macvlan"
+	if spec.VLANDriver(v.Driver) == spec.DriverIPvlan {
+		kind, mode = spec.DriverIPvlan, spec.VLANMode(v.Driver, v.Mode)
+		shape = "an ipvlan in mode " + mode
+	}
+	if s != nil && (s.Kind != kind || (kind == spec.DriverMacvlan && s.MacvlanMode != "bridge") ||
+		(kind == spec.DriverIPvlan && s.IpvlanMode != mode) || parentNew || s.ParentIndex != parentIndex) {
 		p.add(v, linkPartShim, linkAction{Op: linkDelete, Link: name, Index: s.Index,
-			Why: fmt.Sprintf("%s is not a bridge-mode macvlan on %s", name, parent)})
+			Why: fmt.Sprintf("%s is not %s on %s", name, shape, parent)})
 		p.markDeleted(s.Index)
 		s = nil
 	}
 	if s == nil {
 		p.add(v, linkPartShim, linkAction{Op: linkCreateShim, Link: name, Parent: parent, MTU: v.MTU,
-			Alias: linkAlias(v.Name), Why: "shim " + name + " missing"})
+			Kind: kind, Mode: mode, Alias: linkAlias(v.Name), Why: "shim " + name + " missing"})
 	} else {
 		p.repair(v, linkPartShim, s)
 	}

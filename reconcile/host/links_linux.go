@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"swarmvlan/reconcile/kernel"
+	"swarmvlan/spec"
 	"swarmvlan/state/backoff"
 	"sync"
 	"sync/atomic"
@@ -43,6 +44,7 @@ type Kernel interface {
 	IndexOf(name string) (index int, found bool, err error)
 	AddVLAN(name string, parentIndex, id, mtu int, alias string) error
 	AddShim(name string, parentIndex, mtu int, alias string) error
+	AddIPvlanShim(name string, parentIndex, mtu int, mode, alias string) error
 	Del(index int) error
 	SetAlias(index int, alias string) error
 	SetUp(index int) error
@@ -200,6 +202,9 @@ func (h *Net) apply(a linkAction) error {
 		}
 		if a.Op == linkCreateVLAN {
 			return h.k.AddVLAN(a.Link, parent, a.VlanID, a.MTU, a.Alias)
+		}
+		if a.Kind == spec.DriverIPvlan {
+			return h.k.AddIPvlanShim(a.Link, parent, a.MTU, a.Mode, a.Alias)
 		}
 		return h.k.AddShim(a.Link, parent, a.MTU, a.Alias)
 	}

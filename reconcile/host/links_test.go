@@ -297,17 +297,87 @@ func TestHostPlan(t *testing.T) {
 			},
 		},
 		{
+			// As Docker's macvlan driver leaves it when it made the parent.
+			name: "a foreign sub-interface that is the wanted 802.1Q link is used as it is",
+			want: hostTestWant,
+			have: func() kernel.Observed {
+				o := hostConverged()
+				obsLink(&o, "eth0.40").Alias = ""
+				obsLink(&o, "eth0.40").MTU = 1500
+				obsLink(&o, "eth0.40").Up = false
+				obsLink(&o, "eth0.40").Promisc = false
+				return o
+			},
+			steps: []string{
+				"set eth0.40 up",
+				"set promiscuous mode on eth0.40",
+			},
+		},
+		{
+			name: "a foreign sub-interface with too small an mtu is reported, not changed",
+			want: hostTestWant,
+			have: func() kernel.Observed {
+				o := hostConverged()
+				obsLink(&o, "eth0.40").Alias = ""
+				obsLink(&o, "eth0.40").MTU = 1300
+				return o
+			},
+			steps: []string{
+				"block vlan40: mtu 1400 exceeds eth0.40 mtu 1300 (eth0.40 is not managed by swarmvlan)",
+				"block vlan40: waiting for parent eth0.40",
+				"block vlan40: waiting for parent eth0.40",
+			},
+		},
+		{
 			name: "name collision with a foreign sub-interface is reported, not deleted",
 			want: hostTestWant,
 			have: func() kernel.Observed {
 				o := hostConverged()
 				obsLink(&o, "eth0.40").Alias = "made by hand"
+				obsLink(&o, "eth0.40").VlanID = 41
 				return o
 			},
 			steps: []string{
 				"block vlan40: " + collision("eth0.40", "vlan40"),
 				"block vlan40: waiting for parent eth0.40",
 				"block vlan40: waiting for parent eth0.40",
+			},
+		},
+		{
+			name: "an ipvlan VLAN's shim is an ipvlan in the VLAN's mode",
+			want: func() []VLAN { w := hostTestWant(); w[1].Driver, w[1].Mode = "ipvlan", "l3"; return w },
+			have: hostConverged,
+			steps: []string{
+				"delete sv-vlan50",
+				"create ipvlan l3 shim sv-vlan50 on eth1",
+				"add address 10.50.2.255/32 to sv-vlan50",
+				"add route 10.50.2.0/24 dev sv-vlan50",
+			},
+		},
+		{
+			name: "an ipvlan shim in the other mode is replaced",
+			want: func() []VLAN { w := hostTestWant(); w[1].Driver, w[1].Mode = "ipvlan", ""; return w },
+			have: func() kernel.Observed {
+				o := hostConverged()
+				obsLink(&o, "sv-vlan50").Kind, obsLink(&o, "sv-vlan50").MacvlanMode = "ipvlan", ""
+				obsLink(&o, "sv-vlan50").IpvlanMode = "l3"
+				return o
+			},
+			steps: []string{
+				"delete sv-vlan50",
+				"create ipvlan l2 shim sv-vlan50 on eth1",
+				"add address 10.50.2.255/32 to sv-vlan50",
+				"add route 10.50.2.0/24 dev sv-vlan50",
+			},
+		},
+		{
+			name: "a passthru macvlan VLAN takes no shim",
+			want: func() []VLAN { w := hostTestWant(); w[1].Mode = "passthru"; return w },
+			have: hostConverged,
+			steps: []string{
+				"delete sv-vlan50",
+				"block vlan50: " + reasonPassthruShim,
+				"block vlan50: " + reasonPassthruShim,
 			},
 		},
 		{
@@ -510,6 +580,8 @@ func hostSimulate(t *testing.T, have kernel.Observed, plan []linkAction) kernel.
 			}
 			if a.Op == linkCreateVLAN {
 				l.Kind, l.VlanID = "vlan", a.VlanID
+			} else if a.Kind == "ipvlan" {
+				l.Kind, l.IpvlanMode = "ipvlan", a.Mode
 			} else {
 				l.Kind, l.MacvlanMode = "macvlan", "bridge"
 			}

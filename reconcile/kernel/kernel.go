@@ -37,6 +37,7 @@ type Link struct {
 	ParentIndex int
 	VlanID      int    // Kind "vlan"
 	MacvlanMode string // Kind "macvlan": "bridge", "private", …
+	IpvlanMode  string // Kind "ipvlan": "l2", "l3", "l3s"
 	Up          bool   // administratively up (IFF_UP)
 	Promisc     bool   // IFF_PROMISC as set by a user, not the kernel's counter
 	MTU         int

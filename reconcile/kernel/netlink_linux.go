@@ -21,9 +21,12 @@ func New(h *netlink.Handle) *Netlink {
 }
 
 // Open returns the kernel adapter with a netlink handle of its own in the
-// process's network namespace; Close releases it.
+// process's network namespace; Close releases it. The handle speaks
+// rtnetlink only: the adapter needs nothing else, and a kernel whose XFRM or
+// netfilter netlink is a module not loaded (nothing to autoload it) would
+// refuse a handle that asks for those too.
 func Open() (*Netlink, error) {
-	h, err := netlink.NewHandle()
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("netlink handle: %w", err)
 	}
@@ -32,9 +35,10 @@ func Open() (*Netlink, error) {
 
 // NewAt returns the kernel adapter for the network namespace ns, with its
 // own netlink handle in it and Subscribe listening there. The caller keeps
-// ns open while the adapter is used, and calls Close.
+// ns open while the adapter is used, and calls Close. Like Open's, the
+// handle speaks rtnetlink only.
 func NewAt(ns netns.NsHandle) (*Netlink, error) {
-	h, err := netlink.NewHandleAt(ns)
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("netlink handle in namespace %s: %w", ns, err)
 	}
@@ -140,8 +144,22 @@ func linkOf(l netlink.Link) Link {
 		hl.VlanID = l.VlanId
 	case *netlink.Macvlan:
 		hl.MacvlanMode = macvlanMode(l.Mode)
+	case *netlink.IPVlan:
+		hl.IpvlanMode = ipvlanMode(l.Mode)
 	}
 	return hl
+}
+
+func ipvlanMode(m netlink.IPVlanMode) string {
+	switch m {
+	case netlink.IPVLAN_MODE_L2:
+		return "l2"
+	case netlink.IPVLAN_MODE_L3:
+		return "l3"
+	case netlink.IPVLAN_MODE_L3S:
+		return "l3s"
+	}
+	return fmt.Sprintf("mode %d", m)
 }
 
 func macvlanMode(m netlink.MacvlanMode) string {
@@ -220,6 +238,29 @@ func ShimRequest(name string, parentIndex, mtu int, alias string) *netlink.Macvl
 	return &netlink.Macvlan{LinkAttrs: la, Mode: netlink.MACVLAN_MODE_BRIDGE}
 }
 
+// IPvlanShimRequest is the request for the shim of an ipvlan VLAN: an ipvlan
+// link in the containers' mode ("l2" or "l3"), up. A lower device's ipvlan
+// links all share one mode, and a lower device with ipvlan links takes no
+// macvlan ones, so the shim is an ipvlan sibling of the containers'.
+func IPvlanShimRequest(name string, parentIndex, mtu int, mode, alias string) (*netlink.IPVlan, error) {
+	la := netlink.NewLinkAttrs()
+	la.Name = name
+	la.ParentIndex = parentIndex
+	la.MTU = mtu
+	la.Alias = alias
+	la.Flags = net.FlagUp
+	l := &netlink.IPVlan{LinkAttrs: la}
+	switch mode {
+	case "l2":
+		l.Mode = netlink.IPVLAN_MODE_L2
+	case "l3":
+		l.Mode = netlink.IPVLAN_MODE_L3
+	default:
+		return nil, fmt.Errorf("ipvlan mode %q is not l2 or l3", mode)
+	}
+	return l, nil
+}
+
 // ErrNo8021Q is returned when the kernel has no 802.1Q link type.
 var ErrNo8021Q = errors.New(ReasonNo8021Q)
 
@@ -260,6 +301,15 @@ func (k *Netlink) AddVLAN(name string, parentIndex, id, mtu int, alias string) e
 // AddShim creates a bridge-mode macvlan shim on the parent, marked with alias.
 func (k *Netlink) AddShim(name string, parentIndex, mtu int, alias string) error {
 	return k.addLink(ShimRequest(name, parentIndex, mtu, alias))
+}
+
+// AddIPvlanShim creates an ipvlan shim in mode ("l2" or "l3") on the parent, marked with alias.
+func (k *Netlink) AddIPvlanShim(name string, parentIndex, mtu int, mode, alias string) error {
+	l, err := IPvlanShimRequest(name, parentIndex, mtu, mode, alias)
+	if err != nil {
+		return err
+	}
+	return k.addLink(l)
 }
 
 // Del deletes a link; one already gone is no error.
