@@ -264,7 +264,7 @@ func (l *Leadership) proof(ctx context.Context) (time.Time, error) {
 	pair, _, err := l.store.client.KV().Get(l.key, (&api.QueryOptions{RequireConsistent: true}).WithContext(rctx))
 	switch {
 	case err != nil:
-		return time.Time{}, fmt.Errorf("fence: prove the lock is held: %w: %w", ErrNotLeader, err)
+		return time.Time{}, fmt.Errorf("fence: prove the lock is held: %w: %w", ErrNotLeader, l.store.denied(OpKVRead, l.key, err))
 	case pair == nil || pair.Session != l.id:
 		return time.Time{}, fmt.Errorf("fence: %w", ErrNotLeader)
 	case time.Since(sent) >= ProofMaxAge:

@@ -100,12 +100,12 @@ func (s *Store) registerLeaderCheck(ctx context.Context, id string, c LeaderChec
 	q := (&api.QueryOptions{}).WithContext(ctx)
 	checks, err := agent.ChecksWithFilterOpts("", q)
 	if err != nil {
-		return fmt.Errorf("leader check: list the agent's checks: %w", err)
+		return fmt.Errorf("leader check: list the agent's checks: %w", s.denied(OpAgentServices, "agent checks", err))
 	}
 	for old := range checks {
 		if isPredecessorCheck(old, c.Owner, id) {
 			if err := agent.CheckDeregisterOpts(old, q); err != nil {
-				return fmt.Errorf("leader check %s: deregister a predecessor's: %w", old, err)
+				return fmt.Errorf("leader check %s: deregister a predecessor's: %w", old, s.denied(OpAgentDeregister, old, err))
 			}
 		}
 	}
@@ -124,7 +124,7 @@ func (s *Store) registerLeaderCheck(ctx context.Context, id string, c LeaderChec
 		},
 	}
 	if err := agent.CheckRegisterOpts(reg, q); err != nil {
-		return fmt.Errorf("leader check %s: register: %w", id, err)
+		return fmt.Errorf("leader check %s: register: %w", id, s.denied(OpAgentRegister, id, err))
 	}
 	return nil
 }
@@ -134,7 +134,7 @@ func (s *Store) deregisterLeaderCheck(ctx context.Context, id string) error {
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	if err := s.client.Agent().CheckDeregisterOpts(id, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
-		return fmt.Errorf("leader check %s: deregister: %w", id, err)
+		return fmt.Errorf("leader check %s: deregister: %w", id, s.denied(OpAgentDeregister, id, err))
 	}
 	return nil
 }

@@ -73,13 +73,15 @@ func timeTakeovers(t *testing.T, b *bed.Bed, n int) {
 	})
 	next, took := takenOver(t, b, hung, at, "SIGSTOP")
 	bed.Figure(t, "leader failover, SIGSTOP to the new leader's first reconcile", took)
-	resumed := time.Now()
+	// Log times have millisecond precision, and the resumed process may
+	// log within the same millisecond.
+	resumed := time.Now().Truncate(time.Millisecond)
 	if err := syscall.Kill(-pid, syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
 	b.WaitFor("the resumed leader to step down", time.Minute, func(ctx context.Context) error {
 		for _, l := range bed.LogLines(b.Proc(hung).Logs(), "leadership lost") {
-			if at, ok := bed.LogTime(l); ok && at.After(resumed) {
+			if at, ok := bed.LogTime(l); ok && !at.Before(resumed) {
 				return nil
 			}
 		}
