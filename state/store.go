@@ -31,8 +31,10 @@ type Config struct {
 	Token string
 	// Datacenter overrides the agent's datacenter when non-empty.
 	Datacenter string
-	// SessionTTL is the TTL of the process's Consul session, shared by the
-	// leader lock and the node registration; default DefaultSessionTTL.
+	// SessionTTL is the TTL of the process's Consul session, which holds
+	// the node registration, and the leader lock too when the lock is not
+	// bound to a health check (LeaderOptions.Check); default
+	// DefaultSessionTTL.
 	SessionTTL time.Duration
 	// LockDelay is that session's lock delay; default DefaultLockDelay.
 	LockDelay time.Duration
