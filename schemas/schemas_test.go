@@ -164,6 +164,7 @@ var schemaCannotExpress = map[string]string{
 	"svc-image-path-too-long.yaml":                "the path length after Docker's normalisation is arithmetic",
 	"svc-env-template.yaml":                       "whether a Swarm template runs needs a template engine",
 	"svc-mount-source-template.yaml":              "whether a Swarm template runs needs a template engine",
+	"svc-hostname-template.yaml":                  "whether a Swarm template runs needs a template engine",
 }
 
 func TestInvalidTestdataFailsSchemas(t *testing.T) {
@@ -363,6 +364,11 @@ func TestSchemaAgreesWithSpec(t *testing.T) {
 		{svc, "spec.labels", []any{map[string]any{"tier": "front"}, map[string]any{"io.swarmvlan.x": "y"}, map[string]any{"-x": "y"}, map[string]any{"x": "a\x07b"}, map[string]any{"x": "tab\tok"}}},
 		{svc, "spec.healthcheck.test", []any{[]any{"CMD", "/app"}, []any{"CMD-SHELL", "true"}, []any{"NONE"}, []any{"CMD"}, []any{"NONE", "x"}, []any{"CMD-SHELL", "a", "b"}, []any{"/app"}, []any{}}},
 		{svc, "spec.mode", []any{"replicated", "global", "daemonset"}},
+		{svc, "spec.user", []any{"app", "1000", "1000:1000", "app:staff", "www-data", "app user", "a:b:c", ":1000", "1000:"}},
+		{svc, "spec.workdir", []any{"/srv", "/", "/srv/app dir", "srv", "./srv", "/srv\n", "/a\tb"}},
+		{svc, "spec.hostname", []any{"web", "web-1.lab", "web-{{.Task.Slot}}", "{{.Node.Hostname}}", "web_1", "-web", strings.Repeat("a", 64), strings.Repeat("a", 65)}},
+		{svc, "spec.stopSignal", []any{"SIGTERM", "TERM", "term", "sigterm", "SIGUSR1", "15", "1", "64", "65", "0", "-1", "SIGFOO", "SIGRTMIN+3", "RTMAX-14", "RTMAX-15", "RTMIN+16", "SIG"}},
+		{svc, "spec.stopGracePeriod", durations},
 		{svc, "spec.consul", []any{
 			map[string]any{"port": 80},
 			map[string]any{"port": 0},

@@ -141,6 +141,26 @@ type ServiceSpec struct {
 	Secrets     []string          `json:"secrets,omitempty"`
 	Healthcheck *Healthcheck      `json:"healthcheck,omitempty"`
 	Consul      *ConsulService    `json:"consul,omitempty"`
+
+	// User is the user the container's process runs as: a name or UID,
+	// optionally with a group (":group" or ":GID").
+	User string `json:"user,omitempty"`
+	// Workdir is the container's working directory, an absolute path.
+	Workdir string `json:"workdir,omitempty"`
+	// Hostname is the container's hostname; Swarm expands it as a
+	// template for each task ("web-{{.Task.Slot}}").
+	Hostname string `json:"hostname,omitempty"`
+	// StopSignal is the signal that stops the container ("SIGTERM",
+	// "TERM" or "15"); empty is the image's or Docker's default.
+	StopSignal string `json:"stopSignal,omitempty"`
+	// StopGracePeriod is how long Docker waits after the stop signal
+	// before it kills the container; empty is Docker's default (10s).
+	StopGracePeriod Duration `json:"stopGracePeriod,omitempty"`
+	// Init runs an init process as PID 1 that reaps zombies and forwards
+	// signals; unset is the daemon's default.
+	Init *bool `json:"init,omitempty"`
+	// ReadOnly mounts the container's root filesystem read-only.
+	ReadOnly bool `json:"readOnly,omitempty"`
 }
 
 // Scaling bounds what the scale API may do.

@@ -540,6 +540,7 @@ func validateServiceSpec(errs *ErrorList, s *ServiceSpec, labels map[string]stri
 	if c := s.Consul; c != nil {
 		validateConsul(errs, c)
 	}
+	validateContainer(errs, s, labels)
 }
 
 func validateScaling(errs *ErrorList, sc *Scaling, replicas *int, global bool) {

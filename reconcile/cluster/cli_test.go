@@ -121,10 +121,42 @@ spec:
   healthcheck: {test: ["CMD", "/app", "-health"], interval: 250ms, timeout: 1.5s, startPeriod: 0s}
 `
 
+// cliFields are documents for the container, security, DNS, logging and
+// endpoint fields, each created both with the docker CLI and through
+// cluster.EnsureService (TestMappingAgreesWithDockerCLI/EnsureServiceFields).
+const cliFields = `
+apiVersion: swarmvlan/v1
+kind: Service
+metadata: {name: fields-container}
+spec:
+  image: app:1
+  networks: [vlan40]
+  user: "1000:1000"
+  workdir: /srv/app
+  hostname: "web-{{.Task.Slot}}.{{.Node.Hostname}}"
+  stopSignal: SIGINT
+  stopGracePeriod: 1m30s
+  init: true
+  readOnly: true
+---
+apiVersion: swarmvlan/v1
+kind: Service
+metadata: {name: fields-container-2}
+spec:
+  image: app:1
+  networks: [vlan40]
+  user: nobody
+  hostname: plain-host
+  stopSignal: "15"
+  stopGracePeriod: 0s
+  init: false
+`
+
 // cliDocuments are every valid Service document and the inline ones.
 func cliDocuments(t *testing.T) []sourcedService {
 	t.Helper()
-	return append(validServices(t), servicesIn(t, "inline", []byte(cliExtra))...)
+	docs := append(validServices(t), servicesIn(t, "inline", []byte(cliExtra))...)
+	return append(docs, servicesIn(t, "fields", []byte(cliFields))...)
 }
 
 // cliArgs is the `docker service create` command line for the document's
@@ -192,6 +224,17 @@ func cliArgs(name string, s *spec.Service) []string {
 			}
 			add("--health-start-period", string(h.StartPeriod))
 		}
+	}
+	add("--user", ss.User)
+	add("--workdir", ss.Workdir)
+	add("--hostname", ss.Hostname)
+	add("--stop-signal", ss.StopSignal)
+	add("--stop-grace-period", string(ss.StopGracePeriod))
+	if ss.Init != nil {
+		args = append(args, "--init="+strconv.FormatBool(*ss.Init))
+	}
+	if ss.ReadOnly {
+		args = append(args, "--read-only")
 	}
 	return append(args, lab.ImageTestApp)
 }
@@ -330,6 +373,22 @@ func cliChecks(s *spec.Service) []cliCheck {
 		add(!none && h.Retries != 0, "Healthcheck.Retries", health(func(c *container.HealthConfig) any { return c.Retries }))
 		add(!none && h.StartPeriod != "", "Healthcheck.StartPeriod", health(func(c *container.HealthConfig) any { return c.StartPeriod }))
 	}
+
+	ctr := func(f func(*swarm.ContainerSpec) any) func(swarm.ServiceSpec) any {
+		return func(x swarm.ServiceSpec) any {
+			if x.TaskTemplate.ContainerSpec == nil {
+				return cliUnset
+			}
+			return f(x.TaskTemplate.ContainerSpec)
+		}
+	}
+	add(ss.User != "", "ContainerSpec.User", ctr(func(c *swarm.ContainerSpec) any { return c.User }))
+	add(ss.Workdir != "", "ContainerSpec.Dir", ctr(func(c *swarm.ContainerSpec) any { return c.Dir }))
+	add(ss.Hostname != "", "ContainerSpec.Hostname", ctr(func(c *swarm.ContainerSpec) any { return c.Hostname }))
+	add(ss.StopSignal != "", "ContainerSpec.StopSignal", ctr(func(c *swarm.ContainerSpec) any { return c.StopSignal }))
+	add(ss.StopGracePeriod != "", "ContainerSpec.StopGracePeriod", ctr(func(c *swarm.ContainerSpec) any { return cliDeref(c.StopGracePeriod) }))
+	add(ss.Init != nil, "ContainerSpec.Init", ctr(func(c *swarm.ContainerSpec) any { return cliDeref(c.Init) }))
+	add(ss.ReadOnly, "ContainerSpec.ReadOnly", ctr(func(c *swarm.ContainerSpec) any { return c.ReadOnly }))
 	return out
 }
 
@@ -439,6 +498,50 @@ func TestMappingAgreesWithDockerCLI(t *testing.T) {
 					}
 				}
 				t.Logf("%d fields compared: docker %s", len(checks), strings.Join(args, " "))
+			})
+		}
+	})
+
+	// The product's own path for the fields of cliFields: what Docker holds
+	// after cluster.EnsureService equals what it holds after the docker CLI
+	// is given the same text, and a second pass finds nothing to change
+	// (Docker stores no value of its own for them that reads as drift).
+	t.Run("EnsureServiceFields", func(t *testing.T) {
+		owner := "cli-test-" + suffix
+		for i, doc := range servicesIn(t, "fields", []byte(cliFields)) {
+			s := doc.svc
+			t.Run(s.Metadata.Name, func(t *testing.T) {
+				cliName := fmt.Sprintf("svfcli%02d%s", i, suffix)
+				args := cliArgs(cliName, s)
+				enginetest.CLI(t, args...)
+				cliRemoveLater(t, cliName)
+
+				ours := *s
+				ours.Metadata.Name = fmt.Sprintf("svfens%02d%s", i, suffix)
+				cliRemoveLater(t, ours.Metadata.Name)
+				in := cluster.ServiceInput{Service: &ours, Replicas: 0, VLANs: []string{}, Owner: owner}
+				if st, err := cluster.EnsureService(ctx, d, in); err != nil {
+					t.Fatalf("cluster.EnsureService: %+v, %v", st, err)
+				}
+				byCLI, byUs := cliInspect(t, cliName).Spec, cliInspect(t, ours.Metadata.Name).Spec
+				checks := cliChecks(s)
+				for _, c := range checks {
+					if c.field == "Mode" {
+						continue
+					}
+					if want, got := c.get(byCLI), c.get(byUs); !reflect.DeepEqual(want, got) {
+						t.Errorf("%s: after cluster.EnsureService Docker holds %s, after the docker CLI %s\n  docker %s",
+							c.field, cliShow(got), cliShow(want), strings.Join(args, " "))
+					}
+				}
+				t.Logf("%d fields compared between docker %s and cluster.EnsureService", len(checks)-1, strings.Join(args, " "))
+				st, err := cluster.EnsureService(ctx, d, in)
+				if err != nil {
+					t.Fatalf("cluster.EnsureService again: %+v, %v", st, err)
+				}
+				if st.Message != "" {
+					t.Errorf("second cluster.EnsureService changed the service: %s", st.Message)
+				}
 			})
 		}
 	})

@@ -159,10 +159,20 @@ func BuildServiceSpec(in ServiceInput) (swarm.ServiceSpec, error) {
 // document never override the ownership labels.
 func svcContainerSpec(name string, ss spec.ServiceSpec) *swarm.ContainerSpec {
 	cs := &swarm.ContainerSpec{
-		Image:   ss.Image,
-		Command: append([]string(nil), ss.Command...),
-		Args:    append([]string(nil), ss.Args...),
-		Labels:  spec.OwnerLabels(spec.KindService, name),
+		Image:           ss.Image,
+		Command:         append([]string(nil), ss.Command...),
+		Args:            append([]string(nil), ss.Args...),
+		Labels:          spec.OwnerLabels(spec.KindService, name),
+		User:            ss.User,
+		Dir:             ss.Workdir,
+		Hostname:        ss.Hostname,
+		StopSignal:      ss.StopSignal,
+		StopGracePeriod: ss.StopGracePeriod.Ptr(),
+		ReadOnly:        ss.ReadOnly,
+	}
+	if ss.Init != nil {
+		v := *ss.Init
+		cs.Init = &v
 	}
 	for k, v := range ss.Labels {
 		if _, own := cs.Labels[k]; !own {
