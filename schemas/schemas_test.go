@@ -165,6 +165,7 @@ var schemaCannotExpress = map[string]string{
 	"svc-env-template.yaml":                       "whether a Swarm template runs needs a template engine",
 	"svc-mount-source-template.yaml":              "whether a Swarm template runs needs a template engine",
 	"svc-hostname-template.yaml":                  "whether a Swarm template runs needs a template engine",
+	"svc-ulimit-soft-above-hard.yaml":             "compares two values of the document",
 }
 
 func TestInvalidTestdataFailsSchemas(t *testing.T) {
@@ -369,6 +370,11 @@ func TestSchemaAgreesWithSpec(t *testing.T) {
 		{svc, "spec.hostname", []any{"web", "web-1.lab", "web-{{.Task.Slot}}", "{{.Node.Hostname}}", "web_1", "-web", strings.Repeat("a", 64), strings.Repeat("a", 65)}},
 		{svc, "spec.stopSignal", []any{"SIGTERM", "TERM", "term", "sigterm", "SIGUSR1", "15", "1", "64", "65", "0", "-1", "SIGFOO", "SIGRTMIN+3", "RTMAX-14", "RTMAX-15", "RTMIN+16", "SIG"}},
 		{svc, "spec.stopGracePeriod", durations},
+		{svc, "spec.capAdd", []any{[]any{"NET_ADMIN"}, []any{"CAP_NET_ADMIN", "sys_time"}, []any{"ALL"}, []any{"all"}, []any{"cap_bpf"}, []any{"NET_FLY"}, []any{"CAP_"}, []any{"CAPNET_ADMIN"}, []any{" NET_ADMIN"}, []any{"MKNOD", "MKNOD"}, []any{""}}},
+		{svc, "spec.capDrop", []any{[]any{"MKNOD"}, []any{"ALL", "NET_RAW"}, []any{"CAP_ALL"}, []any{"x"}}},
+		{svc, "spec.sysctls", []any{map[string]any{"net.ipv4.ip_forward": "1"}, map[string]any{"net.core.somaxconn": "1024"}, map[string]any{"net.ipv4.ip_local_port_range": "1024\t65000"}, map[string]any{"fs.mqueue.msg_max": "10"}, map[string]any{"kernel.shm_rmid_forced": "1"}, map[string]any{"kernel.sem": "250 32000 32 128"},
+			map[string]any{"kernel.hostname": "x"}, map[string]any{"vm.swappiness": "1"}, map[string]any{"net": "1"}, map[string]any{"net.": "1"}, map[string]any{"fs.mqueue": "1"}, map[string]any{"net.ipv4.ip_forward": ""}, map[string]any{"net.ipv4.ip_forward": " "}, map[string]any{"net.ipv4.ip_forward": "1\n"}, map[string]any{"Net.ipv4": "1"}}},
+		{svc, "spec.ulimits", []any{map[string]any{"nofile": map[string]any{"soft": 1024, "hard": 2048}}, map[string]any{"core": map[string]any{"soft": 0, "hard": 0}}, map[string]any{"nofile": map[string]any{"soft": 1024}}, map[string]any{"nofile": map[string]any{"soft": -1, "hard": 1}}, map[string]any{"files": map[string]any{"soft": 1, "hard": 1}}, map[string]any{"nofile": map[string]any{"soft": 1, "hard": 1, "x": 1}}}},
 		{svc, "spec.consul", []any{
 			map[string]any{"port": 80},
 			map[string]any{"port": 0},

@@ -80,4 +80,8 @@ func validateContainer(errs *ErrorList, s *ServiceSpec, labels map[string]string
 		errs.add("spec.stopSignal", fmt.Sprintf("%q is not a signal: a name such as SIGTERM or TERM, or a number 1-%d", s.StopSignal, maxSignal))
 	}
 	addDuration(errs, "spec.stopGracePeriod", s.StopGracePeriod, true)
+	validateCapabilities(errs, "spec.capAdd", s.CapAdd)
+	validateCapabilities(errs, "spec.capDrop", s.CapDrop)
+	validateSysctls(errs, s.Sysctls)
+	validateUlimits(errs, s.Ulimits)
 }

@@ -161,6 +161,23 @@ type ServiceSpec struct {
 	Init *bool `json:"init,omitempty"`
 	// ReadOnly mounts the container's root filesystem read-only.
 	ReadOnly bool `json:"readOnly,omitempty"`
+	// CapAdd and CapDrop are Linux capabilities added to and dropped from
+	// Docker's default set ("NET_ADMIN" or "CAP_NET_ADMIN", or "ALL"); see
+	// Capabilities for what Docker is given.
+	CapAdd  []string `json:"capAdd,omitempty"`
+	CapDrop []string `json:"capDrop,omitempty"`
+	// Sysctls are namespaced kernel parameters set in the task's
+	// container ("net.ipv4.ip_forward": "1").
+	Sysctls map[string]string `json:"sysctls,omitempty"`
+	// Ulimits are resource limits of the container's processes, by name
+	// ("nofile": {soft: 1024, hard: 2048}).
+	Ulimits map[string]Ulimit `json:"ulimits,omitempty"`
+}
+
+// Ulimit is a soft and a hard limit, as setrlimit takes them.
+type Ulimit struct {
+	Soft int64 `json:"soft"`
+	Hard int64 `json:"hard"`
 }
 
 // Scaling bounds what the scale API may do.

@@ -49,6 +49,10 @@ func TestValidateMessages(t *testing.T) {
 			`spec.workdir: "srv" must be an absolute path`},
 		{"unknown stop signal", serviceHeader + "spec: {image: web, networks: [vlan40], stopSignal: SIGFOO}",
 			`spec.stopSignal: "SIGFOO" is not a signal: a name such as SIGTERM or TERM, or a number 1-64`},
+		{"unknown capability", serviceHeader + "spec: {image: web, networks: [vlan40], capAdd: [NET_ADMIN, NET_FLY]}",
+			`spec.capAdd[1]: "NET_FLY" is not a Linux capability such as NET_ADMIN or CAP_NET_ADMIN, or ALL`},
+		{"ulimit soft above hard", serviceHeader + "spec: {image: web, networks: [vlan40], ulimits: {nofile: {soft: 4096, hard: 1024}}}",
+			"spec.ulimits.nofile.soft: 4096 is more than the hard limit 1024"},
 		{"hostname template", serviceHeader + "spec: {image: web, networks: [vlan40], hostname: 'web-{{.Task.Number}}'}",
 			`spec.hostname: is expanded by Swarm as a template, which fails: 1:11: executing "expansion" at <.Task.Number>: can't evaluate field Number in type struct { ID string; Name string; Slot string }`},
 	}

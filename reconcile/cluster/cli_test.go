@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os/exec"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -150,6 +152,29 @@ spec:
   stopSignal: "15"
   stopGracePeriod: 0s
   init: false
+---
+apiVersion: swarmvlan/v1
+kind: Service
+metadata: {name: fields-security}
+spec:
+  image: app:1
+  networks: [vlan40]
+  capAdd: [net_admin, CAP_SYS_TIME, Chown]
+  capDrop: [NET_ADMIN, mknod]
+  sysctls: {net.ipv4.ip_forward: "1", net.ipv4.ip_local_port_range: "1024 65000", kernel.shmmax: "68719476736"}
+  ulimits:
+    nofile: {soft: 1024, hard: 2048}
+    core: {soft: 0, hard: 0}
+    nproc: {soft: 512, hard: 512}
+---
+apiVersion: swarmvlan/v1
+kind: Service
+metadata: {name: fields-all-caps}
+spec:
+  image: app:1
+  networks: [vlan40]
+  capAdd: [ALL]
+  capDrop: [all, NET_RAW]
 `
 
 // cliDocuments are every valid Service document and the inline ones.
@@ -235,6 +260,18 @@ func cliArgs(name string, s *spec.Service) []string {
 	}
 	if ss.ReadOnly {
 		args = append(args, "--read-only")
+	}
+	for _, c := range ss.CapAdd {
+		add("--cap-add", c)
+	}
+	for _, c := range ss.CapDrop {
+		add("--cap-drop", c)
+	}
+	for _, k := range slices.Sorted(maps.Keys(ss.Sysctls)) {
+		add("--sysctl", k+"="+ss.Sysctls[k])
+	}
+	for _, k := range slices.Sorted(maps.Keys(ss.Ulimits)) {
+		add("--ulimit", fmt.Sprintf("%s=%d:%d", k, ss.Ulimits[k].Soft, ss.Ulimits[k].Hard))
 	}
 	return append(args, lab.ImageTestApp)
 }
@@ -389,6 +426,18 @@ func cliChecks(s *spec.Service) []cliCheck {
 	add(ss.StopGracePeriod != "", "ContainerSpec.StopGracePeriod", ctr(func(c *swarm.ContainerSpec) any { return cliDeref(c.StopGracePeriod) }))
 	add(ss.Init != nil, "ContainerSpec.Init", ctr(func(c *swarm.ContainerSpec) any { return cliDeref(c.Init) }))
 	add(ss.ReadOnly, "ContainerSpec.ReadOnly", ctr(func(c *swarm.ContainerSpec) any { return c.ReadOnly }))
+	caps := len(ss.CapAdd)+len(ss.CapDrop) > 0
+	add(caps, "ContainerSpec.CapabilityAdd", ctr(func(c *swarm.ContainerSpec) any { return c.CapabilityAdd }))
+	add(caps, "ContainerSpec.CapabilityDrop", ctr(func(c *swarm.ContainerSpec) any { return c.CapabilityDrop }))
+	add(len(ss.Sysctls) > 0, "ContainerSpec.Sysctls", ctr(func(c *swarm.ContainerSpec) any { return c.Sysctls }))
+	add(len(ss.Ulimits) > 0, "ContainerSpec.Ulimits", ctr(func(c *swarm.ContainerSpec) any {
+		// The order is not part of the meaning: compared by name.
+		m := map[string]container.Ulimit{}
+		for _, u := range c.Ulimits {
+			m[u.Name] = *u
+		}
+		return m
+	}))
 	return out
 }
 

@@ -174,6 +174,14 @@ func svcContainerSpec(name string, ss spec.ServiceSpec) *swarm.ContainerSpec {
 		v := *ss.Init
 		cs.Init = &v
 	}
+	cs.CapabilityAdd, cs.CapabilityDrop = ss.Capabilities()
+	if len(ss.Sysctls) > 0 {
+		cs.Sysctls = svcCopyMap(ss.Sysctls)
+	}
+	for _, n := range ss.UlimitNames() {
+		u := ss.Ulimits[n]
+		cs.Ulimits = append(cs.Ulimits, &container.Ulimit{Name: n, Soft: u.Soft, Hard: u.Hard})
+	}
 	for k, v := range ss.Labels {
 		if _, own := cs.Labels[k]; !own {
 			cs.Labels[k] = v
