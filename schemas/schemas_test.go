@@ -374,6 +374,11 @@ func TestSchemaAgreesWithSpec(t *testing.T) {
 		{svc, "spec.capDrop", []any{[]any{"MKNOD"}, []any{"ALL", "NET_RAW"}, []any{"CAP_ALL"}, []any{"x"}}},
 		{svc, "spec.sysctls", []any{map[string]any{"net.ipv4.ip_forward": "1"}, map[string]any{"net.core.somaxconn": "1024"}, map[string]any{"net.ipv4.ip_local_port_range": "1024\t65000"}, map[string]any{"fs.mqueue.msg_max": "10"}, map[string]any{"kernel.shm_rmid_forced": "1"}, map[string]any{"kernel.sem": "250 32000 32 128"},
 			map[string]any{"kernel.hostname": "x"}, map[string]any{"vm.swappiness": "1"}, map[string]any{"net": "1"}, map[string]any{"net.": "1"}, map[string]any{"fs.mqueue": "1"}, map[string]any{"net.ipv4.ip_forward": ""}, map[string]any{"net.ipv4.ip_forward": " "}, map[string]any{"net.ipv4.ip_forward": "1\n"}, map[string]any{"Net.ipv4": "1"}}},
+		{svc, "spec.dns.servers", []any{[]any{"10.0.0.2"}, []any{"fd00::2", "2001:db8::53"}, []any{"::1"}, []any{"::"}, []any{"1::"}, []any{"1:2:3:4:5:6:7:8"}, []any{"1:2:3:4:5:6:7::"}, []any{"1::8"}, []any{"1:2::7:8"},
+			[]any{"10.0.0.256"}, []any{"010.0.0.2"}, []any{"10.0.0"}, []any{"fe80::1%eth0"}, []any{"::ffff:10.0.0.2"}, []any{"1:2:3:4:5:6:7:8:9"}, []any{"1::2::3"}, []any{"12345::"}, []any{"10.0.0.0/8"}, []any{"dns.example.com"}, []any{""}}},
+		{svc, "spec.dns.search", []any{[]any{"example.com"}, []any{"lab", "corp.example"}, []any{"example_com"}, []any{"-x.com"}, []any{""}}},
+		{svc, "spec.dns.options", []any{[]any{"ndots:2"}, []any{"rotate", "timeout:1", "single-request", "no-aaaa"}, []any{"ndots 2"}, []any{"ndots:"}, []any{""}}},
+		{svc, "spec.extraHosts", []any{[]any{"db.local:10.0.0.5"}, []any{"v6:fd00::1"}, []any{"db:::1"}, []any{"Db-1.lab:192.168.0.1"}, []any{"db.local"}, []any{"10.0.0.5 db.local"}, []any{"db_1:10.0.0.5"}, []any{"db:10.0.0.256"}, []any{":10.0.0.5"}, []any{"db:"}, []any{"db:fe80::1%eth0"}, []any{"db=10.0.0.5"}}},
 		{svc, "spec.ulimits", []any{map[string]any{"nofile": map[string]any{"soft": 1024, "hard": 2048}}, map[string]any{"core": map[string]any{"soft": 0, "hard": 0}}, map[string]any{"nofile": map[string]any{"soft": 1024}}, map[string]any{"nofile": map[string]any{"soft": -1, "hard": 1}}, map[string]any{"files": map[string]any{"soft": 1, "hard": 1}}, map[string]any{"nofile": map[string]any{"soft": 1, "hard": 1, "x": 1}}}},
 		{svc, "spec.consul", []any{
 			map[string]any{"port": 80},

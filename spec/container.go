@@ -84,4 +84,8 @@ func validateContainer(errs *ErrorList, s *ServiceSpec, labels map[string]string
 	validateCapabilities(errs, "spec.capDrop", s.CapDrop)
 	validateSysctls(errs, s.Sysctls)
 	validateUlimits(errs, s.Ulimits)
+	if s.DNS != nil {
+		validateDNS(errs, s.DNS)
+	}
+	validateExtraHosts(errs, s.ExtraHosts)
 }

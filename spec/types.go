@@ -172,6 +172,20 @@ type ServiceSpec struct {
 	// Ulimits are resource limits of the container's processes, by name
 	// ("nofile": {soft: 1024, hard: 2048}).
 	Ulimits map[string]Ulimit `json:"ulimits,omitempty"`
+	// DNS is the container's resolver configuration; unset fields are
+	// the daemon's.
+	DNS *DNSConfig `json:"dns,omitempty"`
+	// ExtraHosts are "host:ip" entries added to the container's
+	// /etc/hosts, as docker's --host takes them; see Hosts.
+	ExtraHosts []string `json:"extraHosts,omitempty"`
+}
+
+// DNSConfig is what the container's /etc/resolv.conf holds: name server
+// addresses, search domains and resolver options ("ndots:2").
+type DNSConfig struct {
+	Servers []string `json:"servers,omitempty"`
+	Search  []string `json:"search,omitempty"`
+	Options []string `json:"options,omitempty"`
 }
 
 // Ulimit is a soft and a hard limit, as setrlimit takes them.

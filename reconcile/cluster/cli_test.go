@@ -175,6 +175,26 @@ spec:
   networks: [vlan40]
   capAdd: [ALL]
   capDrop: [all, NET_RAW]
+---
+apiVersion: swarmvlan/v1
+kind: Service
+metadata: {name: fields-dns}
+spec:
+  image: app:1
+  networks: [vlan40]
+  dns:
+    servers: [10.0.0.2, "2001:db8::53"]
+    search: [lab.example.com, example.com]
+    options: ["ndots:2", "timeout:1", rotate]
+  extraHosts: ["db.local:10.0.0.5", "v6.local:fd00::5", "db.local:10.0.0.6"]
+---
+apiVersion: swarmvlan/v1
+kind: Service
+metadata: {name: fields-dns-search}
+spec:
+  image: app:1
+  networks: [vlan40]
+  dns: {search: [corp]}
 `
 
 // cliDocuments are every valid Service document and the inline ones.
@@ -272,6 +292,20 @@ func cliArgs(name string, s *spec.Service) []string {
 	}
 	for _, k := range slices.Sorted(maps.Keys(ss.Ulimits)) {
 		add("--ulimit", fmt.Sprintf("%s=%d:%d", k, ss.Ulimits[k].Soft, ss.Ulimits[k].Hard))
+	}
+	if d := ss.DNS; d != nil {
+		for _, v := range d.Servers {
+			add("--dns", v)
+		}
+		for _, v := range d.Search {
+			add("--dns-search", v)
+		}
+		for _, v := range d.Options {
+			add("--dns-option", v)
+		}
+	}
+	for _, h := range ss.ExtraHosts {
+		add("--host", h)
 	}
 	return append(args, lab.ImageTestApp)
 }
@@ -430,6 +464,15 @@ func cliChecks(s *spec.Service) []cliCheck {
 	add(caps, "ContainerSpec.CapabilityAdd", ctr(func(c *swarm.ContainerSpec) any { return c.CapabilityAdd }))
 	add(caps, "ContainerSpec.CapabilityDrop", ctr(func(c *swarm.ContainerSpec) any { return c.CapabilityDrop }))
 	add(len(ss.Sysctls) > 0, "ContainerSpec.Sysctls", ctr(func(c *swarm.ContainerSpec) any { return c.Sysctls }))
+	add(ss.DNS != nil, "ContainerSpec.DNSConfig", ctr(func(c *swarm.ContainerSpec) any {
+		// The docker CLI stores an empty DNSConfig when given no --dns
+		// flag; nil and empty mean the same.
+		if c.DNSConfig == nil {
+			return swarm.DNSConfig{}
+		}
+		return *c.DNSConfig
+	}))
+	add(len(ss.ExtraHosts) > 0, "ContainerSpec.Hosts", ctr(func(c *swarm.ContainerSpec) any { return c.Hosts }))
 	add(len(ss.Ulimits) > 0, "ContainerSpec.Ulimits", ctr(func(c *swarm.ContainerSpec) any {
 		// The order is not part of the meaning: compared by name.
 		m := map[string]container.Ulimit{}

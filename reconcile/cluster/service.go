@@ -178,6 +178,14 @@ func svcContainerSpec(name string, ss spec.ServiceSpec) *swarm.ContainerSpec {
 	if len(ss.Sysctls) > 0 {
 		cs.Sysctls = svcCopyMap(ss.Sysctls)
 	}
+	if d := ss.DNS; d != nil && len(d.Servers)+len(d.Search)+len(d.Options) > 0 {
+		cs.DNSConfig = &swarm.DNSConfig{
+			Nameservers: append([]string(nil), d.Servers...),
+			Search:      append([]string(nil), d.Search...),
+			Options:     append([]string(nil), d.Options...),
+		}
+	}
+	cs.Hosts = ss.Hosts()
 	for _, n := range ss.UlimitNames() {
 		u := ss.Ulimits[n]
 		cs.Ulimits = append(cs.Ulimits, &container.Ulimit{Name: n, Soft: u.Soft, Hard: u.Hard})
