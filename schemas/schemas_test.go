@@ -379,6 +379,13 @@ func TestSchemaAgreesWithSpec(t *testing.T) {
 		{svc, "spec.dns.search", []any{[]any{"example.com"}, []any{"lab", "corp.example"}, []any{"example_com"}, []any{"-x.com"}, []any{""}}},
 		{svc, "spec.dns.options", []any{[]any{"ndots:2"}, []any{"rotate", "timeout:1", "single-request", "no-aaaa"}, []any{"ndots 2"}, []any{"ndots:"}, []any{""}}},
 		{svc, "spec.extraHosts", []any{[]any{"db.local:10.0.0.5"}, []any{"v6:fd00::1"}, []any{"db:::1"}, []any{"Db-1.lab:192.168.0.1"}, []any{"db.local"}, []any{"10.0.0.5 db.local"}, []any{"db_1:10.0.0.5"}, []any{"db:10.0.0.256"}, []any{":10.0.0.5"}, []any{"db:"}, []any{"db:fe80::1%eth0"}, []any{"db=10.0.0.5"}}},
+		{svc, "spec.logging", []any{map[string]any{"driver": "json-file"}, map[string]any{"driver": "local", "options": map[string]any{"max-size": "10m", "max-file": "3"}}, map[string]any{"driver": "example.com/team/logger:1.0"}, map[string]any{"driver": "syslog", "options": map[string]any{"tag": "{{.Name}}\tx"}},
+			map[string]any{}, map[string]any{"driver": ""}, map[string]any{"driver": "JSON"}, map[string]any{"driver": "-x"}, map[string]any{"driver": "json-file", "options": map[string]any{"": "x"}}, map[string]any{"driver": "json-file", "options": map[string]any{"k": "a\nb"}}, map[string]any{"driver": "json-file", "other": 1}}},
+		{svc, "spec.rollback.failureAction", []any{"continue", "pause", "rollback", "stop"}},
+		{svc, "spec.rollback.order", []any{"start-first", "stop-first", "first"}},
+		{svc, "spec.rollback.parallelism", []any{0, 2, -1}},
+		{svc, "spec.rollback.monitor", durations},
+		{svc, "spec.endpointMode", []any{"vip", "dnsrr", "ingress", "VIP"}},
 		{svc, "spec.ulimits", []any{map[string]any{"nofile": map[string]any{"soft": 1024, "hard": 2048}}, map[string]any{"core": map[string]any{"soft": 0, "hard": 0}}, map[string]any{"nofile": map[string]any{"soft": 1024}}, map[string]any{"nofile": map[string]any{"soft": -1, "hard": 1}}, map[string]any{"files": map[string]any{"soft": 1, "hard": 1}}, map[string]any{"nofile": map[string]any{"soft": 1, "hard": 1, "x": 1}}}},
 		{svc, "spec.consul", []any{
 			map[string]any{"port": 80},

@@ -88,4 +88,43 @@ func validateContainer(errs *ErrorList, s *ServiceSpec, labels map[string]string
 		validateDNS(errs, s.DNS)
 	}
 	validateExtraHosts(errs, s.ExtraHosts)
+	if l := s.Logging; l != nil {
+		validateLogging(errs, l)
+	}
+	validateEndpoint(errs, s)
+}
+
+// Log driver names: Docker's own (json-file, local, syslog, ...) or a
+// plugin's ("repo/name:tag"); option keys as the drivers spell them.
+var (
+	logDriverRe = regexp.MustCompile(`^[a-z0-9][a-z0-9._/:-]*$`)
+	logOptionRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+)
+
+func validateLogging(errs *ErrorList, l *Logging) {
+	const p = "spec.logging"
+	switch {
+	case l.Driver == "":
+		errs.add(p+".driver", "required: a log driver such as json-file, local or syslog")
+	case !logDriverRe.MatchString(l.Driver):
+		errs.add(p+".driver", fmt.Sprintf("%q is not a log driver name: lowercase letters, digits and . _ / : -", l.Driver))
+	}
+	for _, k := range sortedKeys(l.Options) {
+		kp := KeyPath(p+".options", k)
+		if !logOptionRe.MatchString(k) {
+			errs.add(kp, "key must be letters, digits, '.', '_' or '-', starting with a letter or digit")
+		}
+		if hasControl(l.Options[k]) {
+			errs.add(kp, "value must not contain control characters")
+		}
+	}
+}
+
+// validateEndpoint checks the endpoint mode.
+func validateEndpoint(errs *ErrorList, s *ServiceSpec) {
+	switch s.EndpointMode {
+	case "", EndpointVIP, EndpointDNSRR:
+	default:
+		errs.add("spec.endpointMode", fmt.Sprintf("must be vip or dnsrr, not %q", s.EndpointMode))
+	}
 }

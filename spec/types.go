@@ -178,6 +178,22 @@ type ServiceSpec struct {
 	// ExtraHosts are "host:ip" entries added to the container's
 	// /etc/hosts, as docker's --host takes them; see Hosts.
 	ExtraHosts []string `json:"extraHosts,omitempty"`
+	// Logging is the log driver of the task's container; unset is the
+	// daemon's default.
+	Logging *Logging `json:"logging,omitempty"`
+	// Rollback is how Swarm rolls an update back, with the update
+	// policy's fields and defaults; its failure action is continue or
+	// pause.
+	Rollback *UpdatePolicy `json:"rollback,omitempty"`
+	// EndpointMode is how other services reach this one: vip (a virtual
+	// IP, Swarm's default) or dnsrr (DNS round robin over the tasks).
+	EndpointMode string `json:"endpointMode,omitempty"`
+}
+
+// Logging is a Docker log driver and its options.
+type Logging struct {
+	Driver  string            `json:"driver"`
+	Options map[string]string `json:"options,omitempty"`
 }
 
 // DNSConfig is what the container's /etc/resolv.conf holds: name server

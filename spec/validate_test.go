@@ -55,6 +55,8 @@ func TestValidateMessages(t *testing.T) {
 			"spec.ulimits.nofile.soft: 4096 is more than the hard limit 1024"},
 		{"extra host without address", serviceHeader + "spec: {image: web, networks: [vlan40], extraHosts: [db.local]}",
 			`spec.extraHosts[0]: "db.local" must be host:ip, such as db.local:10.0.0.5`},
+		{"rollback that rolls back", serviceHeader + "spec: {image: web, networks: [vlan40], rollback: {failureAction: rollback}}",
+			`spec.rollback.failureAction: must be one of continue, pause, not "rollback"`},
 		{"hostname template", serviceHeader + "spec: {image: web, networks: [vlan40], hostname: 'web-{{.Task.Number}}'}",
 			`spec.hostname: is expanded by Swarm as a template, which fails: 1:11: executing "expansion" at <.Task.Number>: can't evaluate field Number in type struct { ID string; Name string; Slot string }`},
 	}

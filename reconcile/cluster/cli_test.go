@@ -195,6 +195,34 @@ spec:
   image: app:1
   networks: [vlan40]
   dns: {search: [corp]}
+---
+apiVersion: swarmvlan/v1
+kind: Service
+metadata: {name: fields-rollout}
+spec:
+  image: app:1
+  networks: [vlan40]
+  logging: {driver: json-file, options: {max-size: 10m, max-file: "3"}}
+  rollback: {parallelism: 3, delay: 1m30s, monitor: 500ms, failureAction: continue, order: start-first}
+  endpointMode: dnsrr
+---
+apiVersion: swarmvlan/v1
+kind: Service
+metadata: {name: fields-rollout-2}
+spec:
+  image: app:1
+  networks: [vlan40]
+  logging: {driver: none}
+  rollback: {parallelism: 0, failureAction: pause}
+  endpointMode: vip
+---
+apiVersion: swarmvlan/v1
+kind: Service
+metadata: {name: fields-rollout-3}
+spec:
+  image: app:1
+  networks: [vlan40]
+  rollback: {delay: 2s}
 `
 
 // cliDocuments are every valid Service document and the inline ones.
@@ -307,6 +335,22 @@ func cliArgs(name string, s *spec.Service) []string {
 	for _, h := range ss.ExtraHosts {
 		add("--host", h)
 	}
+	if l := ss.Logging; l != nil {
+		add("--log-driver", l.Driver)
+		for _, k := range slices.Sorted(maps.Keys(l.Options)) {
+			add("--log-opt", k+"="+l.Options[k])
+		}
+	}
+	if u := ss.Rollback; u != nil {
+		if u.Parallelism != nil {
+			add("--rollback-parallelism", strconv.Itoa(*u.Parallelism))
+		}
+		add("--rollback-delay", string(u.Delay))
+		add("--rollback-monitor", string(u.Monitor))
+		add("--rollback-failure-action", u.FailureAction)
+		add("--rollback-order", u.Order)
+	}
+	add("--endpoint-mode", ss.EndpointMode)
 	return append(args, lab.ImageTestApp)
 }
 
@@ -410,6 +454,34 @@ func cliChecks(s *spec.Service) []cliCheck {
 		add(u.FailureAction != "", "UpdateConfig.FailureAction", update(func(c *swarm.UpdateConfig) any { return c.FailureAction }))
 		add(u.Order != "", "UpdateConfig.Order", update(func(c *swarm.UpdateConfig) any { return c.Order }))
 	}
+
+	rollback := func(f func(*swarm.UpdateConfig) any) func(swarm.ServiceSpec) any {
+		return func(x swarm.ServiceSpec) any {
+			if x.RollbackConfig == nil {
+				return cliUnset
+			}
+			return f(x.RollbackConfig)
+		}
+	}
+	if u := ss.Rollback; u != nil {
+		add(u.Parallelism != nil, "RollbackConfig.Parallelism", rollback(func(c *swarm.UpdateConfig) any { return c.Parallelism }))
+		add(u.Delay != "", "RollbackConfig.Delay", rollback(func(c *swarm.UpdateConfig) any { return c.Delay }))
+		add(u.Monitor != "", "RollbackConfig.Monitor", rollback(func(c *swarm.UpdateConfig) any { return c.Monitor }))
+		add(u.FailureAction != "", "RollbackConfig.FailureAction", rollback(func(c *swarm.UpdateConfig) any { return c.FailureAction }))
+		add(u.Order != "", "RollbackConfig.Order", rollback(func(c *swarm.UpdateConfig) any { return c.Order }))
+	}
+	add(ss.Logging != nil, "LogDriver", func(x swarm.ServiceSpec) any {
+		if x.TaskTemplate.LogDriver == nil {
+			return cliUnset
+		}
+		return *x.TaskTemplate.LogDriver
+	})
+	add(ss.EndpointMode != "", "EndpointSpec.Mode", func(x swarm.ServiceSpec) any {
+		if x.EndpointSpec == nil {
+			return cliUnset
+		}
+		return x.EndpointSpec.Mode
+	})
 
 	restart := func(f func(*swarm.RestartPolicy) any) func(swarm.ServiceSpec) any {
 		return func(x swarm.ServiceSpec) any {
