@@ -706,6 +706,27 @@ func TestMappingAgreesWithDockerCLI(t *testing.T) {
 				if st.Message != "" {
 					t.Errorf("second cluster.EnsureService changed the service: %s", st.Message)
 				}
+
+				// A hand edit is drift, and the next pass puts the
+				// document's values back.
+				enginetest.CLI(t, "service", "update", "--detach", "--cap-add", "CAP_SYS_ADMIN", "--hostname", "hand-edited", ours.Metadata.Name)
+				st, err = cluster.EnsureService(ctx, d, in)
+				if err != nil {
+					t.Fatalf("cluster.EnsureService after a hand edit: %+v, %v", st, err)
+				}
+				if !strings.HasPrefix(st.Message, "updated: drift in ") {
+					t.Errorf("cluster.EnsureService after a hand edit: %q, want an update for drift", st.Message)
+				}
+				reverted := cliInspect(t, ours.Metadata.Name).Spec
+				for _, c := range checks {
+					if want, got := c.get(byCLI), c.get(reverted); c.field != "Mode" && !reflect.DeepEqual(want, got) {
+						t.Errorf("%s after the hand edit was reverted: Docker holds %s, want %s", c.field, cliShow(got), cliShow(want))
+					}
+				}
+				if cs := reverted.TaskTemplate.ContainerSpec; cs.Hostname == "hand-edited" || slices.Contains(cs.CapabilityAdd, "CAP_SYS_ADMIN") && !slices.Contains(byCLI.TaskTemplate.ContainerSpec.CapabilityAdd, "CAP_SYS_ADMIN") {
+					t.Errorf("the hand edit is still there: hostname %q, capAdd %q", cs.Hostname, cs.CapabilityAdd)
+				}
+				t.Logf("hand edit reverted: %s", st.Message)
 			})
 		}
 	})
