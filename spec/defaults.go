@@ -18,6 +18,12 @@ const (
 	ModeGlobal     = "global"
 )
 
+// Endpoint modes.
+const (
+	EndpointVIP   = "vip"
+	EndpointDNSRR = "dnsrr"
+)
+
 // Mount types.
 const (
 	MountBind   = "bind"

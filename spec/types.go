@@ -141,6 +141,73 @@ type ServiceSpec struct {
 	Secrets     []string          `json:"secrets,omitempty"`
 	Healthcheck *Healthcheck      `json:"healthcheck,omitempty"`
 	Consul      *ConsulService    `json:"consul,omitempty"`
+
+	// User is the user the container's process runs as: a name or UID,
+	// optionally with a group (":group" or ":GID").
+	User string `json:"user,omitempty"`
+	// Workdir is the container's working directory, an absolute path.
+	Workdir string `json:"workdir,omitempty"`
+	// Hostname is the container's hostname; Swarm expands it as a
+	// template for each task ("web-{{.Task.Slot}}").
+	Hostname string `json:"hostname,omitempty"`
+	// StopSignal is the signal that stops the container ("SIGTERM",
+	// "TERM" or "15"); empty is the image's or Docker's default.
+	StopSignal string `json:"stopSignal,omitempty"`
+	// StopGracePeriod is how long Docker waits after the stop signal
+	// before it kills the container; empty is Docker's default (10s).
+	StopGracePeriod Duration `json:"stopGracePeriod,omitempty"`
+	// Init runs an init process as PID 1 that reaps zombies and forwards
+	// signals; unset is the daemon's default.
+	Init *bool `json:"init,omitempty"`
+	// ReadOnly mounts the container's root filesystem read-only.
+	ReadOnly bool `json:"readOnly,omitempty"`
+	// CapAdd and CapDrop are Linux capabilities added to and dropped from
+	// Docker's default set ("NET_ADMIN" or "CAP_NET_ADMIN", or "ALL"); see
+	// Capabilities for what Docker is given.
+	CapAdd  []string `json:"capAdd,omitempty"`
+	CapDrop []string `json:"capDrop,omitempty"`
+	// Sysctls are namespaced kernel parameters set in the task's
+	// container ("net.ipv4.ip_forward": "1").
+	Sysctls map[string]string `json:"sysctls,omitempty"`
+	// Ulimits are resource limits of the container's processes, by name
+	// ("nofile": {soft: 1024, hard: 2048}).
+	Ulimits map[string]Ulimit `json:"ulimits,omitempty"`
+	// DNS is the container's resolver configuration; unset fields are
+	// the daemon's.
+	DNS *DNSConfig `json:"dns,omitempty"`
+	// ExtraHosts are "host:ip" entries added to the container's
+	// /etc/hosts, as docker's --host takes them; see Hosts.
+	ExtraHosts []string `json:"extraHosts,omitempty"`
+	// Logging is the log driver of the task's container; unset is the
+	// daemon's default.
+	Logging *Logging `json:"logging,omitempty"`
+	// Rollback is how Swarm rolls an update back, with the update
+	// policy's fields and defaults; its failure action is continue or
+	// pause.
+	Rollback *UpdatePolicy `json:"rollback,omitempty"`
+	// EndpointMode is how other services reach this one: vip (a virtual
+	// IP, Swarm's default) or dnsrr (DNS round robin over the tasks).
+	EndpointMode string `json:"endpointMode,omitempty"`
+}
+
+// Logging is a Docker log driver and its options.
+type Logging struct {
+	Driver  string            `json:"driver"`
+	Options map[string]string `json:"options,omitempty"`
+}
+
+// DNSConfig is what the container's /etc/resolv.conf holds: name server
+// addresses, search domains and resolver options ("ndots:2").
+type DNSConfig struct {
+	Servers []string `json:"servers,omitempty"`
+	Search  []string `json:"search,omitempty"`
+	Options []string `json:"options,omitempty"`
+}
+
+// Ulimit is a soft and a hard limit, as setrlimit takes them.
+type Ulimit struct {
+	Soft int64 `json:"soft"`
+	Hard int64 `json:"hard"`
 }
 
 // Scaling bounds what the scale API may do.

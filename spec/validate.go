@@ -382,11 +382,13 @@ func addDuration(errs *ErrorList, p string, d Duration, zeroOK bool) {
 }
 
 var (
-	failureActions   = []string{"continue", "pause", "rollback"}
-	updateOrders     = []string{"start-first", "stop-first"}
-	restartConds     = []string{"none", "on-failure", "any"}
-	mountTypes       = []string{"bind", "volume", "tmpfs"}
-	healthcheckFirst = []string{"NONE", "CMD", "CMD-SHELL"}
+	failureActions = []string{"continue", "pause", "rollback"}
+	// A rollback that fails cannot be rolled back in turn.
+	rollbackFailureActions = []string{"continue", "pause"}
+	updateOrders           = []string{"start-first", "stop-first"}
+	restartConds           = []string{"none", "on-failure", "any"}
+	mountTypes             = []string{"bind", "volume", "tmpfs"}
+	healthcheckFirst       = []string{"NONE", "CMD", "CMD-SHELL"}
 )
 
 // Docker's lower bounds on resources. The engine refuses a memory limit
@@ -495,17 +497,10 @@ func validateServiceSpec(errs *ErrorList, s *ServiceSpec, labels map[string]stri
 		validateResources(errs, r)
 	}
 	if u := s.Update; u != nil {
-		if u.Parallelism != nil && *u.Parallelism < 0 {
-			errs.add("spec.update.parallelism", "must not be negative")
-		}
-		addDuration(errs, "spec.update.delay", u.Delay, true)
-		if u.FailureAction != "" && !slices.Contains(failureActions, u.FailureAction) {
-			errs.add("spec.update.failureAction", fmt.Sprintf("must be one of %s, not %q", strings.Join(failureActions, ", "), u.FailureAction))
-		}
-		if u.Order != "" && !slices.Contains(updateOrders, u.Order) {
-			errs.add("spec.update.order", fmt.Sprintf("must be start-first or stop-first, not %q", u.Order))
-		}
-		addDuration(errs, "spec.update.monitor", u.Monitor, true)
+		validateUpdatePolicy(errs, "spec.update", u, failureActions)
+	}
+	if u := s.Rollback; u != nil {
+		validateUpdatePolicy(errs, "spec.rollback", u, rollbackFailureActions)
 	}
 	if r := s.Restart; r != nil {
 		if r.Condition != "" && !slices.Contains(restartConds, r.Condition) {
@@ -540,6 +535,23 @@ func validateServiceSpec(errs *ErrorList, s *ServiceSpec, labels map[string]stri
 	if c := s.Consul; c != nil {
 		validateConsul(errs, c)
 	}
+	validateContainer(errs, s, labels)
+}
+
+// validateUpdatePolicy checks an update or rollback policy at p; actions
+// are the failure actions it may take.
+func validateUpdatePolicy(errs *ErrorList, p string, u *UpdatePolicy, actions []string) {
+	if u.Parallelism != nil && *u.Parallelism < 0 {
+		errs.add(p+".parallelism", "must not be negative")
+	}
+	addDuration(errs, p+".delay", u.Delay, true)
+	if u.FailureAction != "" && !slices.Contains(actions, u.FailureAction) {
+		errs.add(p+".failureAction", fmt.Sprintf("must be one of %s, not %q", strings.Join(actions, ", "), u.FailureAction))
+	}
+	if u.Order != "" && !slices.Contains(updateOrders, u.Order) {
+		errs.add(p+".order", fmt.Sprintf("must be start-first or stop-first, not %q", u.Order))
+	}
+	addDuration(errs, p+".monitor", u.Monitor, true)
 }
 
 func validateScaling(errs *ErrorList, sc *Scaling, replicas *int, global bool) {

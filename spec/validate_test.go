@@ -45,6 +45,20 @@ func TestValidateMessages(t *testing.T) {
 			"spec.consul.check.deregisterAfter: must be at least 1m (Consul's reaper ignores less)"},
 		{"replicas outside the bounds", serviceHeader + "spec: {image: web, networks: [vlan40], replicas: 1, scaling: {min: 2, max: 4}}",
 			"spec.replicas: 1 is outside scaling.min..scaling.max (2..4)"},
+		{"relative workdir", serviceHeader + "spec: {image: web, networks: [vlan40], workdir: srv}",
+			`spec.workdir: "srv" must be an absolute path`},
+		{"unknown stop signal", serviceHeader + "spec: {image: web, networks: [vlan40], stopSignal: SIGFOO}",
+			`spec.stopSignal: "SIGFOO" is not a signal: a name such as SIGTERM or TERM, or a number 1-64`},
+		{"unknown capability", serviceHeader + "spec: {image: web, networks: [vlan40], capAdd: [NET_ADMIN, NET_FLY]}",
+			`spec.capAdd[1]: "NET_FLY" is not a Linux capability such as NET_ADMIN or CAP_NET_ADMIN, or ALL`},
+		{"ulimit soft above hard", serviceHeader + "spec: {image: web, networks: [vlan40], ulimits: {nofile: {soft: 4096, hard: 1024}}}",
+			"spec.ulimits.nofile.soft: 4096 is more than the hard limit 1024"},
+		{"extra host without address", serviceHeader + "spec: {image: web, networks: [vlan40], extraHosts: [db.local]}",
+			`spec.extraHosts[0]: "db.local" must be host:ip, such as db.local:10.0.0.5`},
+		{"rollback that rolls back", serviceHeader + "spec: {image: web, networks: [vlan40], rollback: {failureAction: rollback}}",
+			`spec.rollback.failureAction: must be one of continue, pause, not "rollback"`},
+		{"hostname template", serviceHeader + "spec: {image: web, networks: [vlan40], hostname: 'web-{{.Task.Number}}'}",
+			`spec.hostname: is expanded by Swarm as a template, which fails: 1:11: executing "expansion" at <.Task.Number>: can't evaluate field Number in type struct { ID string; Name string; Slot string }`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

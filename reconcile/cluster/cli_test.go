@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os/exec"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -121,10 +123,113 @@ spec:
   healthcheck: {test: ["CMD", "/app", "-health"], interval: 250ms, timeout: 1.5s, startPeriod: 0s}
 `
 
+// cliFields are documents for the container, security, DNS, logging and
+// endpoint fields, each created both with the docker CLI and through
+// cluster.EnsureService (TestMappingAgreesWithDockerCLI/EnsureServiceFields).
+const cliFields = `
+apiVersion: swarmvlan/v1
+kind: Service
+metadata: {name: fields-container}
+spec:
+  image: app:1
+  networks: [vlan40]
+  user: "1000:1000"
+  workdir: /srv/app
+  hostname: "web-{{.Task.Slot}}.{{.Node.Hostname}}"
+  stopSignal: SIGINT
+  stopGracePeriod: 1m30s
+  init: true
+  readOnly: true
+---
+apiVersion: swarmvlan/v1
+kind: Service
+metadata: {name: fields-container-2}
+spec:
+  image: app:1
+  networks: [vlan40]
+  user: nobody
+  hostname: plain-host
+  stopSignal: "15"
+  stopGracePeriod: 0s
+  init: false
+---
+apiVersion: swarmvlan/v1
+kind: Service
+metadata: {name: fields-security}
+spec:
+  image: app:1
+  networks: [vlan40]
+  capAdd: [net_admin, CAP_SYS_TIME, Chown]
+  capDrop: [NET_ADMIN, mknod]
+  sysctls: {net.ipv4.ip_forward: "1", net.ipv4.ip_local_port_range: "1024 65000", kernel.shmmax: "68719476736"}
+  ulimits:
+    nofile: {soft: 1024, hard: 2048}
+    core: {soft: 0, hard: 0}
+    nproc: {soft: 512, hard: 512}
+---
+apiVersion: swarmvlan/v1
+kind: Service
+metadata: {name: fields-all-caps}
+spec:
+  image: app:1
+  networks: [vlan40]
+  capAdd: [ALL]
+  capDrop: [all, NET_RAW]
+---
+apiVersion: swarmvlan/v1
+kind: Service
+metadata: {name: fields-dns}
+spec:
+  image: app:1
+  networks: [vlan40]
+  dns:
+    servers: [10.0.0.2, "2001:db8::53"]
+    search: [lab.example.com, example.com]
+    options: ["ndots:2", "timeout:1", rotate]
+  extraHosts: ["db.local:10.0.0.5", "v6.local:fd00::5", "db.local:10.0.0.6"]
+---
+apiVersion: swarmvlan/v1
+kind: Service
+metadata: {name: fields-dns-search}
+spec:
+  image: app:1
+  networks: [vlan40]
+  dns: {search: [corp]}
+---
+apiVersion: swarmvlan/v1
+kind: Service
+metadata: {name: fields-rollout}
+spec:
+  image: app:1
+  networks: [vlan40]
+  logging: {driver: json-file, options: {max-size: 10m, max-file: "3"}}
+  rollback: {parallelism: 3, delay: 1m30s, monitor: 500ms, failureAction: continue, order: start-first}
+  endpointMode: dnsrr
+---
+apiVersion: swarmvlan/v1
+kind: Service
+metadata: {name: fields-rollout-2}
+spec:
+  image: app:1
+  networks: [vlan40]
+  logging: {driver: none}
+  rollback: {parallelism: 0, failureAction: pause}
+  endpointMode: vip
+---
+apiVersion: swarmvlan/v1
+kind: Service
+metadata: {name: fields-rollout-3}
+spec:
+  image: app:1
+  networks: [vlan40]
+  rollback: {delay: 2s}
+`
+
 // cliDocuments are every valid Service document and the inline ones.
 func cliDocuments(t *testing.T) []sourcedService {
 	t.Helper()
-	return append(validServices(t), servicesIn(t, "inline", []byte(cliExtra))...)
+	docs := append(validServices(t), servicesIn(t, "inline", []byte(cliExtra))...)
+	return append(docs, servicesIn(t, "fields", []byte(cliFields))...)
 }
 
 // cliArgs is the `docker service create` command line for the document's
@@ -193,6 +298,59 @@ func cliArgs(name string, s *spec.Service) []string {
 			add("--health-start-period", string(h.StartPeriod))
 		}
 	}
+	add("--user", ss.User)
+	add("--workdir", ss.Workdir)
+	add("--hostname", ss.Hostname)
+	add("--stop-signal", ss.StopSignal)
+	add("--stop-grace-period", string(ss.StopGracePeriod))
+	if ss.Init != nil {
+		args = append(args, "--init="+strconv.FormatBool(*ss.Init))
+	}
+	if ss.ReadOnly {
+		args = append(args, "--read-only")
+	}
+	for _, c := range ss.CapAdd {
+		add("--cap-add", c)
+	}
+	for _, c := range ss.CapDrop {
+		add("--cap-drop", c)
+	}
+	for _, k := range slices.Sorted(maps.Keys(ss.Sysctls)) {
+		add("--sysctl", k+"="+ss.Sysctls[k])
+	}
+	for _, k := range slices.Sorted(maps.Keys(ss.Ulimits)) {
+		add("--ulimit", fmt.Sprintf("%s=%d:%d", k, ss.Ulimits[k].Soft, ss.Ulimits[k].Hard))
+	}
+	if d := ss.DNS; d != nil {
+		for _, v := range d.Servers {
+			add("--dns", v)
+		}
+		for _, v := range d.Search {
+			add("--dns-search", v)
+		}
+		for _, v := range d.Options {
+			add("--dns-option", v)
+		}
+	}
+	for _, h := range ss.ExtraHosts {
+		add("--host", h)
+	}
+	if l := ss.Logging; l != nil {
+		add("--log-driver", l.Driver)
+		for _, k := range slices.Sorted(maps.Keys(l.Options)) {
+			add("--log-opt", k+"="+l.Options[k])
+		}
+	}
+	if u := ss.Rollback; u != nil {
+		if u.Parallelism != nil {
+			add("--rollback-parallelism", strconv.Itoa(*u.Parallelism))
+		}
+		add("--rollback-delay", string(u.Delay))
+		add("--rollback-monitor", string(u.Monitor))
+		add("--rollback-failure-action", u.FailureAction)
+		add("--rollback-order", u.Order)
+	}
+	add("--endpoint-mode", ss.EndpointMode)
 	return append(args, lab.ImageTestApp)
 }
 
@@ -297,6 +455,34 @@ func cliChecks(s *spec.Service) []cliCheck {
 		add(u.Order != "", "UpdateConfig.Order", update(func(c *swarm.UpdateConfig) any { return c.Order }))
 	}
 
+	rollback := func(f func(*swarm.UpdateConfig) any) func(swarm.ServiceSpec) any {
+		return func(x swarm.ServiceSpec) any {
+			if x.RollbackConfig == nil {
+				return cliUnset
+			}
+			return f(x.RollbackConfig)
+		}
+	}
+	if u := ss.Rollback; u != nil {
+		add(u.Parallelism != nil, "RollbackConfig.Parallelism", rollback(func(c *swarm.UpdateConfig) any { return c.Parallelism }))
+		add(u.Delay != "", "RollbackConfig.Delay", rollback(func(c *swarm.UpdateConfig) any { return c.Delay }))
+		add(u.Monitor != "", "RollbackConfig.Monitor", rollback(func(c *swarm.UpdateConfig) any { return c.Monitor }))
+		add(u.FailureAction != "", "RollbackConfig.FailureAction", rollback(func(c *swarm.UpdateConfig) any { return c.FailureAction }))
+		add(u.Order != "", "RollbackConfig.Order", rollback(func(c *swarm.UpdateConfig) any { return c.Order }))
+	}
+	add(ss.Logging != nil, "LogDriver", func(x swarm.ServiceSpec) any {
+		if x.TaskTemplate.LogDriver == nil {
+			return cliUnset
+		}
+		return *x.TaskTemplate.LogDriver
+	})
+	add(ss.EndpointMode != "", "EndpointSpec.Mode", func(x swarm.ServiceSpec) any {
+		if x.EndpointSpec == nil {
+			return cliUnset
+		}
+		return x.EndpointSpec.Mode
+	})
+
 	restart := func(f func(*swarm.RestartPolicy) any) func(swarm.ServiceSpec) any {
 		return func(x swarm.ServiceSpec) any {
 			if x.TaskTemplate.RestartPolicy == nil {
@@ -330,6 +516,43 @@ func cliChecks(s *spec.Service) []cliCheck {
 		add(!none && h.Retries != 0, "Healthcheck.Retries", health(func(c *container.HealthConfig) any { return c.Retries }))
 		add(!none && h.StartPeriod != "", "Healthcheck.StartPeriod", health(func(c *container.HealthConfig) any { return c.StartPeriod }))
 	}
+
+	ctr := func(f func(*swarm.ContainerSpec) any) func(swarm.ServiceSpec) any {
+		return func(x swarm.ServiceSpec) any {
+			if x.TaskTemplate.ContainerSpec == nil {
+				return cliUnset
+			}
+			return f(x.TaskTemplate.ContainerSpec)
+		}
+	}
+	add(ss.User != "", "ContainerSpec.User", ctr(func(c *swarm.ContainerSpec) any { return c.User }))
+	add(ss.Workdir != "", "ContainerSpec.Dir", ctr(func(c *swarm.ContainerSpec) any { return c.Dir }))
+	add(ss.Hostname != "", "ContainerSpec.Hostname", ctr(func(c *swarm.ContainerSpec) any { return c.Hostname }))
+	add(ss.StopSignal != "", "ContainerSpec.StopSignal", ctr(func(c *swarm.ContainerSpec) any { return c.StopSignal }))
+	add(ss.StopGracePeriod != "", "ContainerSpec.StopGracePeriod", ctr(func(c *swarm.ContainerSpec) any { return cliDeref(c.StopGracePeriod) }))
+	add(ss.Init != nil, "ContainerSpec.Init", ctr(func(c *swarm.ContainerSpec) any { return cliDeref(c.Init) }))
+	add(ss.ReadOnly, "ContainerSpec.ReadOnly", ctr(func(c *swarm.ContainerSpec) any { return c.ReadOnly }))
+	caps := len(ss.CapAdd)+len(ss.CapDrop) > 0
+	add(caps, "ContainerSpec.CapabilityAdd", ctr(func(c *swarm.ContainerSpec) any { return c.CapabilityAdd }))
+	add(caps, "ContainerSpec.CapabilityDrop", ctr(func(c *swarm.ContainerSpec) any { return c.CapabilityDrop }))
+	add(len(ss.Sysctls) > 0, "ContainerSpec.Sysctls", ctr(func(c *swarm.ContainerSpec) any { return c.Sysctls }))
+	add(ss.DNS != nil, "ContainerSpec.DNSConfig", ctr(func(c *swarm.ContainerSpec) any {
+		// The docker CLI stores an empty DNSConfig when given no --dns
+		// flag; nil and empty mean the same.
+		if c.DNSConfig == nil {
+			return swarm.DNSConfig{}
+		}
+		return *c.DNSConfig
+	}))
+	add(len(ss.ExtraHosts) > 0, "ContainerSpec.Hosts", ctr(func(c *swarm.ContainerSpec) any { return c.Hosts }))
+	add(len(ss.Ulimits) > 0, "ContainerSpec.Ulimits", ctr(func(c *swarm.ContainerSpec) any {
+		// The order is not part of the meaning: compared by name.
+		m := map[string]container.Ulimit{}
+		for _, u := range c.Ulimits {
+			m[u.Name] = *u
+		}
+		return m
+	}))
 	return out
 }
 
@@ -439,6 +662,71 @@ func TestMappingAgreesWithDockerCLI(t *testing.T) {
 					}
 				}
 				t.Logf("%d fields compared: docker %s", len(checks), strings.Join(args, " "))
+			})
+		}
+	})
+
+	// The product's own path for the fields of cliFields: what Docker holds
+	// after cluster.EnsureService equals what it holds after the docker CLI
+	// is given the same text, and a second pass finds nothing to change
+	// (Docker stores no value of its own for them that reads as drift).
+	t.Run("EnsureServiceFields", func(t *testing.T) {
+		owner := "cli-test-" + suffix
+		for i, doc := range servicesIn(t, "fields", []byte(cliFields)) {
+			s := doc.svc
+			t.Run(s.Metadata.Name, func(t *testing.T) {
+				cliName := fmt.Sprintf("svfcli%02d%s", i, suffix)
+				args := cliArgs(cliName, s)
+				enginetest.CLI(t, args...)
+				cliRemoveLater(t, cliName)
+
+				ours := *s
+				ours.Metadata.Name = fmt.Sprintf("svfens%02d%s", i, suffix)
+				cliRemoveLater(t, ours.Metadata.Name)
+				in := cluster.ServiceInput{Service: &ours, Replicas: 0, VLANs: []string{}, Owner: owner}
+				if st, err := cluster.EnsureService(ctx, d, in); err != nil {
+					t.Fatalf("cluster.EnsureService: %+v, %v", st, err)
+				}
+				byCLI, byUs := cliInspect(t, cliName).Spec, cliInspect(t, ours.Metadata.Name).Spec
+				checks := cliChecks(s)
+				for _, c := range checks {
+					if c.field == "Mode" {
+						continue
+					}
+					if want, got := c.get(byCLI), c.get(byUs); !reflect.DeepEqual(want, got) {
+						t.Errorf("%s: after cluster.EnsureService Docker holds %s, after the docker CLI %s\n  docker %s",
+							c.field, cliShow(got), cliShow(want), strings.Join(args, " "))
+					}
+				}
+				t.Logf("%d fields compared between docker %s and cluster.EnsureService", len(checks)-1, strings.Join(args, " "))
+				st, err := cluster.EnsureService(ctx, d, in)
+				if err != nil {
+					t.Fatalf("cluster.EnsureService again: %+v, %v", st, err)
+				}
+				if st.Message != "" {
+					t.Errorf("second cluster.EnsureService changed the service: %s", st.Message)
+				}
+
+				// A hand edit is drift, and the next pass puts the
+				// document's values back.
+				enginetest.CLI(t, "service", "update", "--detach", "--cap-add", "CAP_SYS_ADMIN", "--hostname", "hand-edited", ours.Metadata.Name)
+				st, err = cluster.EnsureService(ctx, d, in)
+				if err != nil {
+					t.Fatalf("cluster.EnsureService after a hand edit: %+v, %v", st, err)
+				}
+				if !strings.HasPrefix(st.Message, "updated: drift in ") {
+					t.Errorf("cluster.EnsureService after a hand edit: %q, want an update for drift", st.Message)
+				}
+				reverted := cliInspect(t, ours.Metadata.Name).Spec
+				for _, c := range checks {
+					if want, got := c.get(byCLI), c.get(reverted); c.field != "Mode" && !reflect.DeepEqual(want, got) {
+						t.Errorf("%s after the hand edit was reverted: Docker holds %s, want %s", c.field, cliShow(got), cliShow(want))
+					}
+				}
+				if cs := reverted.TaskTemplate.ContainerSpec; cs.Hostname == "hand-edited" || slices.Contains(cs.CapabilityAdd, "CAP_SYS_ADMIN") && !slices.Contains(byCLI.TaskTemplate.ContainerSpec.CapabilityAdd, "CAP_SYS_ADMIN") {
+					t.Errorf("the hand edit is still there: hostname %q, capAdd %q", cs.Hostname, cs.CapabilityAdd)
+				}
+				t.Logf("hand edit reverted: %s", st.Message)
 			})
 		}
 	})

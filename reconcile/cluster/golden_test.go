@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"bytes"
 	"encoding/json"
+	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,6 +36,11 @@ type goldenFix struct {
 	old, new float64
 }
 
+// goldenNew writes the golden ServiceSpec of a document that has none yet
+// (a new case under testdata/golden), and never touches an existing one:
+// go test -run TestGoldenServiceSpecs ./reconcile/cluster/ -golden-new
+var goldenNew = flag.Bool("golden-new", false, "write golden ServiceSpecs for documents that have none yet")
+
 // goldenName is the golden file of the service name documented in src.
 func goldenName(src, name string) string {
 	src = strings.TrimPrefix(strings.TrimPrefix(src, "../../"), "testdata/golden/")
@@ -64,7 +70,15 @@ func TestGoldenServiceSpecs(t *testing.T) {
 				t.Fatal(err)
 			}
 			got = append(got, '\n')
-			want, err := os.ReadFile(filepath.Join("testdata/golden", name))
+			file := filepath.Join("testdata/golden", name)
+			want, err := os.ReadFile(file)
+			if os.IsNotExist(err) && *goldenNew {
+				if err := os.WriteFile(file, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				t.Logf("wrote the new golden %s", file)
+				return
+			}
 			if err != nil {
 				t.Fatalf("no golden ServiceSpec for %s: %v", name, err)
 			}

@@ -145,7 +145,12 @@ func BuildServiceSpec(in ServiceInput) (swarm.ServiceSpec, error) {
 	out.TaskTemplate.Placement = svcPlacement(ss.Placement, nets)
 	out.TaskTemplate.Resources = svcResources(ss.Resources)
 	out.UpdateConfig = svcUpdateConfig(ss.Update)
+	out.RollbackConfig = svcUpdateConfig(ss.Rollback)
 	out.TaskTemplate.RestartPolicy = svcRestartPolicy(ss.Restart)
+	out.TaskTemplate.LogDriver = svcLogDriver(ss.Logging)
+	if ss.EndpointMode != "" {
+		out.EndpointSpec = &swarm.EndpointSpec{Mode: swarm.ResolutionMode(ss.EndpointMode)}
+	}
 
 	h, err := svcSpecHash(out)
 	if err != nil {
@@ -159,10 +164,36 @@ func BuildServiceSpec(in ServiceInput) (swarm.ServiceSpec, error) {
 // document never override the ownership labels.
 func svcContainerSpec(name string, ss spec.ServiceSpec) *swarm.ContainerSpec {
 	cs := &swarm.ContainerSpec{
-		Image:   ss.Image,
-		Command: append([]string(nil), ss.Command...),
-		Args:    append([]string(nil), ss.Args...),
-		Labels:  spec.OwnerLabels(spec.KindService, name),
+		Image:           ss.Image,
+		Command:         append([]string(nil), ss.Command...),
+		Args:            append([]string(nil), ss.Args...),
+		Labels:          spec.OwnerLabels(spec.KindService, name),
+		User:            ss.User,
+		Dir:             ss.Workdir,
+		Hostname:        ss.Hostname,
+		StopSignal:      ss.StopSignal,
+		StopGracePeriod: ss.StopGracePeriod.Ptr(),
+		ReadOnly:        ss.ReadOnly,
+	}
+	if ss.Init != nil {
+		v := *ss.Init
+		cs.Init = &v
+	}
+	cs.CapabilityAdd, cs.CapabilityDrop = ss.Capabilities()
+	if len(ss.Sysctls) > 0 {
+		cs.Sysctls = svcCopyMap(ss.Sysctls)
+	}
+	if d := ss.DNS; d != nil && len(d.Servers)+len(d.Search)+len(d.Options) > 0 {
+		cs.DNSConfig = &swarm.DNSConfig{
+			Nameservers: append([]string(nil), d.Servers...),
+			Search:      append([]string(nil), d.Search...),
+			Options:     append([]string(nil), d.Options...),
+		}
+	}
+	cs.Hosts = ss.Hosts()
+	for _, n := range ss.UlimitNames() {
+		u := ss.Ulimits[n]
+		cs.Ulimits = append(cs.Ulimits, &container.Ulimit{Name: n, Soft: u.Soft, Hard: u.Hard})
 	}
 	for k, v := range ss.Labels {
 		if _, own := cs.Labels[k]; !own {
@@ -240,7 +271,21 @@ func svcResources(r *spec.Resources) *swarm.ResourceRequirements {
 	return req
 }
 
-// svcUpdateConfig maps the rolling update policy. The engine stores its own
+// svcLogDriver maps the log driver; nil when the document sets none, so the
+// daemon's default applies.
+func svcLogDriver(l *spec.Logging) *swarm.Driver {
+	if l == nil {
+		return nil
+	}
+	d := &swarm.Driver{Name: l.Driver}
+	if len(l.Options) > 0 {
+		d.Options = svcCopyMap(l.Options)
+	}
+	return d
+}
+
+// svcUpdateConfig maps the rolling update policy, or the rollback policy
+// (same shape, same defaults). The engine stores its own
 // value for an empty failure action or order, and Docker reads parallelism
 // 0 as "all at once" while the CLI and Swarm default to one at a time: the
 // defaults are written out, or every resync would see drift.

@@ -374,9 +374,18 @@ func serviceStored(want swarm.ServiceSpec) *swarm.Service {
 	s := enginetest.Clone(want)
 	s.TaskTemplate.Runtime = swarm.RuntimeContainer
 	s.TaskTemplate.ContainerSpec.Isolation = container.IsolationDefault
-	s.TaskTemplate.ContainerSpec.DNSConfig = &swarm.DNSConfig{}
-	s.RollbackConfig = &swarm.UpdateConfig{Parallelism: 1, FailureAction: "pause", Monitor: 5 * time.Second, Order: "stop-first"}
-	s.EndpointSpec = &swarm.EndpointSpec{Mode: swarm.ResolutionModeVIP}
+	// Stored defaults stand only where the spec has none: what a spec
+	// sets is stored as sent (TestMappingAgreesWithDockerCLI's
+	// EnsureServiceFields checks that on the Engine).
+	if s.TaskTemplate.ContainerSpec.DNSConfig == nil {
+		s.TaskTemplate.ContainerSpec.DNSConfig = &swarm.DNSConfig{}
+	}
+	if s.RollbackConfig == nil {
+		s.RollbackConfig = &swarm.UpdateConfig{Parallelism: 1, FailureAction: "pause", Monitor: 5 * time.Second, Order: "stop-first"}
+	}
+	if s.EndpointSpec == nil {
+		s.EndpointSpec = &swarm.EndpointSpec{Mode: swarm.ResolutionModeVIP}
+	}
 	svc := &swarm.Service{ID: "svc1", Spec: s}
 	svc.Version.Index = 10
 	return svc
@@ -443,6 +452,66 @@ func TestServicePlan(t *testing.T) {
 				return s
 			},
 			serviceUpdate, "drift in TaskTemplate.ContainerSpec.Mounts"},
+		{"hand-added capability: update",
+			func(t *testing.T) swarm.ServiceSpec {
+				return build(t, 3, func(s *spec.Service) { s.Spec.CapAdd = []string{"NET_ADMIN"} })
+			},
+			func(t *testing.T) *swarm.Service {
+				s := serviceStored(build(t, 3, func(s *spec.Service) { s.Spec.CapAdd = []string{"NET_ADMIN"} }))
+				s.Spec.TaskTemplate.ContainerSpec.CapabilityAdd = append(s.Spec.TaskTemplate.ContainerSpec.CapabilityAdd, "CAP_SYS_ADMIN")
+				return s
+			},
+			serviceUpdate, "drift in TaskTemplate.ContainerSpec.CapabilityAdd"},
+		{"hand edits of the user, stop grace period, hosts and ulimits: update",
+			func(t *testing.T) swarm.ServiceSpec {
+				return build(t, 3, func(s *spec.Service) {
+					s.Spec.User, s.Spec.StopGracePeriod = "app", "30s"
+					s.Spec.ExtraHosts = []string{"db:10.0.0.5"}
+					s.Spec.Ulimits = map[string]spec.Ulimit{"nofile": {Soft: 1, Hard: 2}}
+				})
+			},
+			func(t *testing.T) *swarm.Service {
+				s := serviceStored(build(t, 3, func(s *spec.Service) {
+					s.Spec.User, s.Spec.StopGracePeriod = "app", "30s"
+					s.Spec.ExtraHosts = []string{"db:10.0.0.5"}
+					s.Spec.Ulimits = map[string]spec.Ulimit{"nofile": {Soft: 1, Hard: 2}}
+				}))
+				cs := s.Spec.TaskTemplate.ContainerSpec
+				cs.User, cs.StopGracePeriod = "root", servicePtr(time.Minute)
+				cs.Hosts = []string{"10.0.0.6 db"}
+				cs.Ulimits = []*container.Ulimit{{Name: "nofile", Soft: 1, Hard: 4}}
+				return s
+			},
+			serviceUpdate, "drift in TaskTemplate.ContainerSpec.Hosts, TaskTemplate.ContainerSpec.StopGracePeriod, TaskTemplate.ContainerSpec.Ulimits, TaskTemplate.ContainerSpec.User"},
+		{"hand-changed endpoint mode, rollback and log driver: update",
+			func(t *testing.T) swarm.ServiceSpec {
+				return build(t, 3, func(s *spec.Service) {
+					s.Spec.EndpointMode = spec.EndpointDNSRR
+					s.Spec.Rollback = &spec.UpdatePolicy{Delay: "5s"}
+					s.Spec.Logging = &spec.Logging{Driver: "json-file"}
+				})
+			},
+			func(t *testing.T) *swarm.Service {
+				s := serviceStored(build(t, 3, func(s *spec.Service) {
+					s.Spec.EndpointMode = spec.EndpointDNSRR
+					s.Spec.Rollback = &spec.UpdatePolicy{Delay: "5s"}
+					s.Spec.Logging = &spec.Logging{Driver: "json-file"}
+				}))
+				s.Spec.EndpointSpec = &swarm.EndpointSpec{Mode: swarm.ResolutionModeVIP}
+				s.Spec.RollbackConfig.Delay = time.Second
+				s.Spec.TaskTemplate.LogDriver = &swarm.Driver{Name: "local"}
+				return s
+			},
+			serviceUpdate, "drift in EndpointSpec.Mode, RollbackConfig.Delay, TaskTemplate.LogDriver.Name"},
+		{"engine's endpoint and rollback defaults when the document sets none are not drift",
+			func(t *testing.T) swarm.ServiceSpec { return build(t, 3, nil) },
+			func(t *testing.T) *swarm.Service {
+				s := serviceStored(build(t, 3, nil))
+				s.Spec.EndpointSpec = &swarm.EndpointSpec{Mode: swarm.ResolutionModeVIP}
+				s.Spec.RollbackConfig = &swarm.UpdateConfig{Parallelism: 1, FailureAction: "pause", Monitor: 5 * time.Second, Order: "stop-first"}
+				return s
+			},
+			serviceNone, ""},
 		{"forced update counter is not drift",
 			func(t *testing.T) swarm.ServiceSpec { return build(t, 3, nil) },
 			func(t *testing.T) *swarm.Service {
