@@ -46,6 +46,10 @@ func Main(m *testing.M) {
 	os.Exit(code)
 }
 
+// ReconcilerBinary is the reconciler binary Main built, for tests that run
+// it outside a lab cluster.
+func ReconcilerBinary() string { return reconcilerBin }
+
 // buildReconciler builds cmd/reconciler into dir.
 func buildReconciler(dir string) (string, error) {
 	root, err := lab.ModuleRoot()

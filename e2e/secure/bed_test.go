@@ -23,6 +23,7 @@ import (
 	"github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/client"
 
+	"swarmvlan/e2e/bed"
 	"swarmvlan/lab"
 )
 
@@ -98,7 +99,7 @@ func cleanEnv(extra ...string) []string {
 // namespace ns unless it is empty; it is killed when the test ends.
 func startRun(t testing.TB, name, ns string, env []string, args ...string) *proc {
 	t.Helper()
-	argv := append([]string{reconciler, "run", "--log-level", "info"}, args...)
+	argv := append([]string{bed.ReconcilerBinary(), "run", "--log-level", "info"}, args...)
 	if ns != "" {
 		argv = append([]string{"nsenter", "--net=/var/run/netns/" + ns}, argv...)
 	}
@@ -125,7 +126,7 @@ func startRun(t testing.TB, name, ns string, env []string, args ...string) *proc
 // and output.
 func command(t testing.TB, env []string, args ...string) (int, string, string) {
 	t.Helper()
-	cmd := exec.Command(reconciler, args...)
+	cmd := exec.Command(bed.ReconcilerBinary(), args...)
 	cmd.Env = cleanEnv(env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb

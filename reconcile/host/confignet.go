@@ -388,16 +388,6 @@ func configState(nets []network.Summary, want ConfigNetwork) (n network.Summary,
 	return all[0], networkConfigDiff(want, &all[0]), true
 }
 
-// configCurrent reports whether nets already hold want exactly as wanted,
-// so the pass makes no further Docker call for it.
-func configCurrent(nets []network.Summary, want ConfigNetwork) (network.Summary, bool) {
-	n, diff, found := configState(nets, want)
-	if !found || len(diff) > 0 {
-		return network.Summary{}, false
-	}
-	return n, true
-}
-
 // staleConfigNetworks names the VLANs whose swarmvlan config network
 // is on this Engine although the VLAN is no longer in the view; only VLANs
 // in known qualify. Sorted.

@@ -639,29 +639,6 @@ func TestHostNetHostReachesContainer(t *testing.T) {
 			c.Close()
 		}
 	}()
-	// dial connects from the host namespace and returns the local address
-	// the host used.
-	dial := func(timeout time.Duration) (string, error) {
-		var local, reply string
-		var err error
-		hostTestIn(t, hostNS, func() {
-			var c net.Conn
-			if c, err = net.DialTimeout("tcp", "10.40.1.10:8080", timeout); err != nil {
-				return
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(timeout))
-			local = c.LocalAddr().(*net.TCPAddr).IP.String()
-			var b []byte
-			b, err = io.ReadAll(c)
-			reply = string(b)
-		})
-		if err == nil && reply != "hello" {
-			err = fmt.Errorf("reply %q", reply)
-		}
-		return local, err
-	}
-
 	v := VLAN{Name: "vlan40", Trunk: "trk0", Promiscuous: true, Mode: "bridge",
 		Chunk: netip.MustParsePrefix("10.40.1.0/24"), ShimAddr: netip.MustParseAddr("10.40.1.255")}
 	hn := hostTestNew(t, hostNS)
@@ -680,7 +657,7 @@ func TestHostNetHostReachesContainer(t *testing.T) {
 			if err := hostTestCheck(h, v); err != nil {
 				t.Fatal(err)
 			}
-			local, err := dial(time.Second)
+			local, err := hostTestDial(t, hostNS, "10.40.1.10", time.Second)
 			if !s.hostAccess {
 				if err == nil {
 					t.Fatalf("container reached from %s without the shim", local)
