@@ -2,9 +2,11 @@
 #
 #   make run    start a local Consul agent (bin/consul, built on first use) and
 #               the reconciler with --role all against the local Docker Engine
-#   make test   build Consul if needed, prepare Docker (swarm mode), run every
-#               test, multi-host included, and a short fuzz pass; print each
-#               package's wall time at the end
+#   make test   build Consul if needed, prepare Docker (swarm mode), fetch and
+#               build the matrix's Engines and install qemu and the VM kernel
+#               (all cached), run every test, multi-host, VM and Engine matrix
+#               included, and a short fuzz pass; print each package's wall
+#               time and the Engine matrix at the end
 #   make image  build the reconciler image (FROM scratch, tagged with the
 #               version) and save it as bin/swarmvlan-reconciler-VERSION.tar
 #               for `docker load -i` on hosts without a registry
