@@ -70,44 +70,7 @@ func (s *Store) Apply(ctx context.Context, docs []SpecDoc, opts ApplyOptions) (A
 	if err := s.listed(prefix, meta, err); err != nil {
 		return res, fmt.Errorf("apply: read %s: %w", prefix, err)
 	}
-	stored := make(map[string]*api.KVPair, len(pairs))
-	for _, p := range pairs {
-		stored[p.Key] = p
-	}
-
-	docs = slices.Clone(docs)
-	slices.SortFunc(docs, func(a, b SpecDoc) int { return s.compareSpecKeys(a.Key, b.Key) })
-	var ops api.TxnOps
-	want := make(map[string]bool, len(docs))
-	for _, d := range docs {
-		want[d.Key] = true
-		p := stored[d.Key]
-		switch {
-		case p == nil:
-			res.Created = append(res.Created, d.Key)
-			ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVCAS, Key: d.Key, Value: d.Value, Index: 0}})
-		case equal(p.Value, d.Value):
-			res.Unchanged = append(res.Unchanged, d.Key)
-		default:
-			res.Changed = append(res.Changed, d.Key)
-			ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVCAS, Key: d.Key, Value: d.Value, Index: p.ModifyIndex}})
-		}
-	}
-	if opts.Prune {
-		var prune []*api.KVPair
-		for _, p := range pairs {
-			// Only keys this layout owns: anything else under spec/ was not
-			// put there by an apply and is left alone.
-			if _, _, ok := s.ParseSpecKey(p.Key); ok && !want[p.Key] {
-				prune = append(prune, p)
-			}
-		}
-		slices.SortFunc(prune, func(a, b *api.KVPair) int { return s.compareSpecKeys(b.Key, a.Key) })
-		for _, p := range prune {
-			res.Pruned = append(res.Pruned, p.Key)
-			ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVDeleteCAS, Key: p.Key, Index: p.ModifyIndex}})
-		}
-	}
+	res, ops := s.planSpec(pairs, docs, equal, opts.Prune)
 
 	chunks := TxnChunks(ops, MaxTxnOps)
 	if opts.DryRun {
@@ -129,6 +92,52 @@ func (s *Store) Apply(ctx context.Context, docs []SpecDoc, opts ApplyOptions) (A
 		res.Txns++
 	}
 	return res, nil
+}
+
+// planSpec computes the operations that make the spec tree, read as pairs,
+// hold docs: check-and-set writes of created and changed documents, VLANs
+// first, then (with prune) check-and-set deletes of the layout's keys that
+// docs do not hold, in the reverse order.
+func (s *Store) planSpec(pairs api.KVPairs, docs []SpecDoc, equal func(stored, doc []byte) bool, prune bool) (ApplyResult, api.TxnOps) {
+	var res ApplyResult
+	stored := make(map[string]*api.KVPair, len(pairs))
+	for _, p := range pairs {
+		stored[p.Key] = p
+	}
+	docs = slices.Clone(docs)
+	slices.SortFunc(docs, func(a, b SpecDoc) int { return s.compareSpecKeys(a.Key, b.Key) })
+	var ops api.TxnOps
+	want := make(map[string]bool, len(docs))
+	for _, d := range docs {
+		want[d.Key] = true
+		p := stored[d.Key]
+		switch {
+		case p == nil:
+			res.Created = append(res.Created, d.Key)
+			ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVCAS, Key: d.Key, Value: d.Value, Index: 0}})
+		case equal(p.Value, d.Value):
+			res.Unchanged = append(res.Unchanged, d.Key)
+		default:
+			res.Changed = append(res.Changed, d.Key)
+			ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVCAS, Key: d.Key, Value: d.Value, Index: p.ModifyIndex}})
+		}
+	}
+	if prune {
+		var gone []*api.KVPair
+		for _, p := range pairs {
+			// Only keys this layout owns: anything else under spec/ was not
+			// put there by an apply and is left alone.
+			if _, _, ok := s.ParseSpecKey(p.Key); ok && !want[p.Key] {
+				gone = append(gone, p)
+			}
+		}
+		slices.SortFunc(gone, func(a, b *api.KVPair) int { return s.compareSpecKeys(b.Key, a.Key) })
+		for _, p := range gone {
+			res.Pruned = append(res.Pruned, p.Key)
+			ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVDeleteCAS, Key: p.Key, Index: p.ModifyIndex}})
+		}
+	}
+	return res, ops
 }
 
 // checkDocs refuses keys outside the spec layout and duplicate keys,
