@@ -327,8 +327,15 @@ func (c *Controller) writeSyntheticStatus(ctx context.Context, k Key, out Outcom
 
 // WatchSpec keeps view in step with the spec prefix and passes the keys each
 // update changed to onChange. It returns when ctx is done.
+//
+// While a GitOps sync is marked in flight (state.SyncMarkerKey: the spec
+// tree may hold part of one commit and part of the next) the view is not
+// updated: it moves from one whole commit to the next when the marker goes.
+// The hold lasts at most state.SyncHoldMax from when this watch first saw
+// the marker, so a syncer that died mid-sync cannot freeze the view.
 func WatchSpec(ctx context.Context, store *state.Store, view *View, opts state.WatchOptions, onChange func([]Key), log *slog.Logger) error {
-	return store.WatchPrefix(ctx, store.SpecPrefix(), opts, func(pairs api.KVPairs, index uint64) {
+	h := &syncHold{max: state.SyncHoldMax}
+	apply := func(pairs api.KVPairs) {
 		ks := view.Sync(pairs)
 		if n := view.Held(); n > 0 {
 			log.Warn("spec prefix read empty; keeping documents in force", "documents", n)
@@ -341,5 +348,71 @@ func WatchSpec(ctx context.Context, store *state.Store, view *View, opts state.W
 		if len(ks) > 0 {
 			onChange(ks)
 		}
+	}
+	defer h.stop()
+	return store.WatchPrefix(ctx, store.SpecPrefix(), opts, func(pairs api.KVPairs, index uint64) {
+		h.deliver(pairs, store.SyncMarkerIn(pairs), apply, log)
 	})
+}
+
+// syncHold holds spec listings back while a sync is in flight, up to max.
+type syncHold struct {
+	max time.Duration
+
+	mu      sync.Mutex
+	since   time.Time   // when the marker was first seen; zero: no hold
+	pending api.KVPairs // the newest listing held back
+	timer   *time.Timer // delivers pending when the bound passes
+	expired bool        // the bound passed for the marker in force
+}
+
+// deliver passes pairs to apply unless marker is set and the hold is within
+// its bound; a held listing is applied when the bound passes, unless a
+// newer listing came first.
+func (h *syncHold) deliver(pairs api.KVPairs, marker *state.SyncMarker, apply func(api.KVPairs), log *slog.Logger) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if marker == nil {
+		if !h.since.IsZero() {
+			log.Info("sync finished; spec changes in force", "held", time.Since(h.since).Round(time.Millisecond))
+		}
+		h.reset()
+		apply(pairs)
+		return
+	}
+	if h.expired {
+		apply(pairs)
+		return
+	}
+	if h.since.IsZero() {
+		h.since = time.Now()
+		log.Info("sync in flight; holding spec changes back", "commit", marker.Commit, "max", h.max)
+		h.timer = time.AfterFunc(h.max, func() {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if h.since.IsZero() || h.expired {
+				return
+			}
+			h.expired = true
+			log.Warn("sync still in flight after the bound; applying the spec as it is", "held", time.Since(h.since).Round(time.Millisecond))
+			if h.pending != nil {
+				apply(h.pending)
+				h.pending = nil
+			}
+		})
+	}
+	h.pending = pairs
+}
+
+func (h *syncHold) reset() {
+	if h.timer != nil {
+		h.timer.Stop()
+	}
+	h.since, h.pending, h.timer, h.expired = time.Time{}, nil, nil, false
+}
+
+func (h *syncHold) stop() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.reset()
 }
