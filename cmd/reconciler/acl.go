@@ -11,7 +11,7 @@ import (
 )
 
 // aclRoles are the roles acl-policy knows, in the order the usage lists them.
-var aclRoles = []string{"manager", "host", "operator"}
+var aclRoles = []string{"manager", "host", "operator", "gitops"}
 
 // aclRule is one rule of a Consul ACL policy and why the role needs it.
 type aclRule struct {
@@ -25,7 +25,7 @@ type aclRule struct {
 
 func cmdACLPolicy(ctx context.Context, c *cli, args []string) error {
 	fs := c.flags()
-	role := fs.String("role", "", "the policy of this role: manager (run --role manager), host (run --role host) or operator (apply, delete, get, status, diff, plan, scale)")
+	role := fs.String("role", "", "the policy of this role: manager (run --role manager), host (run --role host), operator (apply, delete, get, status, diff, plan, scale) or gitops (beside manager, with --git-url)")
 	servicePrefix := fs.String("service-prefix", "", "the start shared by the Consul service names the Service documents register (spec.consul.service, default the document's name); empty: every name")
 	if _, err := parse(fs, args); err != nil {
 		return err
@@ -106,6 +106,17 @@ func aclPolicy(role string, s *state.Store, services string) ([]aclRule, error) 
 			{"key_prefix", s.ScalePrefix(), "write",
 				"scale writes a service's scale intent with check-and-set, as the scale API does."},
 		}, nil
+	case "gitops":
+		return []aclRule{
+			{"key_prefix", prefix, "list", readAll.why + "\nThe sync compares the spec tree with the commit and reads its own record."},
+			{"key_prefix", s.SpecPrefix(), "write",
+				"The leader's sync writes and prunes documents (fenced check-and-set transactions) and the in-flight\n" +
+					"marker " + s.SyncMarkerKey() + " of a sync that spans several transactions."},
+			{"key", s.SyncStatusKey(), "write",
+				"The sync record: the commit in force, the last attempt, its problems, drift corrections."},
+			{"key", s.SyncTriggerKey(), "write",
+				"A manager that receives a push webhook while another leads passes it on through this key."},
+		}, nil
 	case "":
 		return nil, fmt.Errorf("--role: give one of %s", strings.Join(aclRoles, ", "))
 	}
@@ -120,9 +131,10 @@ func writeACLPolicy(w io.Writer, role, prefix, services string, rules []aclRule)
 		"manager":  "reconciler run --role manager",
 		"host":     "reconciler run --role host",
 		"operator": "the reconciler commands apply, delete, diff, get, plan, scale and status",
+		"gitops":   "reconciler run --role manager --git-url (the GitOps sync), beside the manager policy",
 	}[role]
 	fmt.Fprintf(w, "# swarmvlan's Consul ACL policy for the %s role: %s.\n", role, what)
-	if role != "operator" {
+	if role == "manager" || role == "host" {
 		fmt.Fprintf(w, "# reconciler run --role all needs a token holding both the manager and the host policy.\n")
 	}
 	fmt.Fprintf(w, "# KV prefix %q; service names starting with %q.\n", prefix, services)

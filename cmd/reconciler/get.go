@@ -114,6 +114,9 @@ func cmdStatus(ctx context.Context, c *cli, args []string) error {
 		fmt.Fprintln(c.stdout, string(b))
 		return nil
 	}
+	if err := printSyncLine(ctx, c.stdout, store); err != nil {
+		return err
+	}
 	return printStatusTable(c, store, all, specs)
 }
 

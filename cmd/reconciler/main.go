@@ -31,7 +31,7 @@ Usage:
   reconciler plan     [VLAN] [-f PATH]... [-o table|json]         range plan now and as it would be; writes nothing
   reconciler version  [-o text|json] [--client]                   build, Go and Docker Engine versions
   reconciler probe    [--url URL]                                 exit 0 if a daemon's health URL answers 200 (container health checks)
-  reconciler acl-policy --role manager|host|operator [--service-prefix S]   the Consul ACL policy a role needs (HCL)
+  reconciler acl-policy --role manager|host|operator|gitops [--service-prefix S] the Consul ACL policy a role needs (HCL)
 
 PATH is a file, a directory (every .yaml, .yml and .json in it) or - for stdin.
 KIND is vlan, service or host (or their plurals).

@@ -50,6 +50,9 @@ type daemon struct {
 
 	// hostEnqueue feeds the host role's agent, when it runs.
 	hostEnqueue func([]reconcile.Key)
+
+	// git is the GitOps sync, when --git-url is set.
+	git *gitSync
 }
 
 func cmdRun(ctx context.Context, c *cli, args []string) error {
@@ -57,6 +60,7 @@ func cmdRun(ctx context.Context, c *cli, args []string) error {
 	role := fs.String("role", "all", "manager (leader-elected cluster reconcilers), host (this node's kernel and Docker state) or all")
 	listen := fs.String("listen", "", "HTTP address for /healthz, /readyz, /metrics and the scale API (empty: none; a manager then serves /healthz alone on an ephemeral loopback port, for its leader check)")
 	api := registerAPIFlags(fs)
+	gitFlags := registerGitFlags(fs)
 	logFormat := fs.String("log-format", "text", "text or json")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	sessionTTL := fs.Duration("session-ttl", 10*time.Second, "TTL of the Consul session that holds this node's liveness key (Consul's minimum is 10s); the leader lock's session is bound to a health check instead")
@@ -125,6 +129,9 @@ func cmdRun(ctx context.Context, c *cli, args []string) error {
 		d.leader = d.cluster.Controller()
 	}
 	if err := d.initHTTP(api); err != nil {
+		return err
+	}
+	if err := d.initGit(gitFlags, hostname); err != nil {
 		return err
 	}
 	var ln, healthLn net.Listener
@@ -219,7 +226,9 @@ func (d *daemon) campaign(ctx context.Context) error {
 		d.logFirstReconcile()
 		d.leading.Store(true)
 		d.fenced.lead.Store(lead)
+		stopGit := d.startGitSync(lead)
 		err = d.cluster.Run(lead)
+		stopGit()
 		d.fenced.lead.Store(nil)
 		d.leading.Store(false)
 		if ctx.Err() != nil {
