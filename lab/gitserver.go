@@ -2,8 +2,16 @@ package lab
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/cgi"
@@ -27,6 +35,8 @@ type GitServerOptions struct {
 	Addr string
 	// Username and Password, when set, are required (HTTP basic auth).
 	Username, Password string
+	// TLS serves HTTPS with a certificate of its own (GitServer.CAFile).
+	TLS bool
 }
 
 // GitServer is a real git server for a test: a bare repository served by
@@ -37,6 +47,8 @@ type GitServer struct {
 	URL string
 	// Bare is the served repository's directory.
 	Bare string
+	// CAFile is the PEM certificate clients must trust (with TLS).
+	CAFile string
 
 	work string
 	srv  *http.Server
@@ -93,10 +105,47 @@ func StartGitServer(t testing.TB, opts GitServerOptions) *GitServer {
 		t.Fatalf("git server: listen %s: %v", addr, err)
 	}
 	g.srv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	scheme := "http"
+	if opts.TLS {
+		cert, pemCert, err := selfSigned(ln.Addr().(*net.TCPAddr).IP)
+		if err != nil {
+			t.Fatalf("git server: certificate: %v", err)
+		}
+		g.CAFile = filepath.Join(dir, "ca.pem")
+		if err := os.WriteFile(g.CAFile, pemCert, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		scheme = "https"
+	}
 	go g.srv.Serve(ln)
 	t.Cleanup(func() { g.srv.Close() })
-	g.URL = "http://" + ln.Addr().String() + "/docs.git"
+	g.URL = scheme + "://" + ln.Addr().String() + "/docs.git"
 	return g
+}
+
+// selfSigned makes a certificate for ip, valid for a day.
+func selfSigned(ip net.IP) (tls.Certificate, []byte, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: "swarmvlan test git server"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IPAddresses:           []net.IP{ip},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
 }
 
 // SetDown makes the server answer 503 to everything (true) or serve again.

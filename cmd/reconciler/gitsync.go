@@ -27,6 +27,7 @@ type gitFlags struct {
 	allowEmpty                            *bool
 	username, passwordFile, tokenFile     *string
 	sshKey, knownHosts, webhookSecretFile *string
+	caFile                                *string
 }
 
 // registerGitFlags adds the GitOps sync's flags to run's flag set.
@@ -43,6 +44,7 @@ func registerGitFlags(fs *flag.FlagSet) *gitFlags {
 		tokenFile:         fs.String("git-token-file", "", "file holding an HTTPS access token (sent as the password, user --git-username or x-access-token)"),
 		sshKey:            fs.String("git-ssh-key", "", "private key file for an ssh URL (unencrypted)"),
 		knownHosts:        fs.String("git-known-hosts", "", "known_hosts file the SSH server's key must be in (required with an ssh URL)"),
+		caFile:            fs.String("git-ca-file", "", "PEM certificates trusted for an https URL beside the system's roots"),
 		webhookSecretFile: fs.String("git-webhook-secret-file", "", "file holding the webhook secret that POST /v1/git/webhook checks (also $"+webhookSecretEnv+"); without one, webhooks are off"),
 		txnPause:          fs.Duration("git-txn-pause", 0, "pause between the transactions of one sync (a fault drill: a leader killed in it leaves a cut sync for the next to finish)"),
 	}
@@ -86,7 +88,7 @@ func (d *daemon) initGit(f *gitFlags, holder string) error {
 	}
 	src, err := gitsync.NewSource(*f.url, *f.branch, *f.path, gitsync.Credentials{
 		Username: *f.username, PasswordFile: *f.passwordFile, TokenFile: *f.tokenFile,
-		SSHKeyFile: *f.sshKey, KnownHostsFile: *f.knownHosts,
+		SSHKeyFile: *f.sshKey, KnownHostsFile: *f.knownHosts, CAFile: *f.caFile,
 	})
 	if err != nil {
 		return err

@@ -21,11 +21,16 @@ import (
 	"swarmvlan/lab"
 )
 
-// TestBasicAuth fetches from a git server that wants a password, read from
-// a file; without it the fetch fails, and no error shows the password.
+// TestBasicAuth fetches over HTTPS from a git server that wants a
+// password, read from a file; without it the fetch fails, and no error
+// shows the password. The server's certificate is trusted through
+// --git-ca-file only.
 func TestBasicAuth(t *testing.T) {
 	const password = "hunter2-very-secret"
-	g := lab.StartGitServer(t, lab.GitServerOptions{Username: "sync", Password: password})
+	g := lab.StartGitServer(t, lab.GitServerOptions{Username: "sync", Password: password, TLS: true})
+	if !strings.HasPrefix(g.URL, "https://") {
+		t.Fatalf("not an https server: %s", g.URL)
+	}
 	hash := g.Commit(t, map[string]string{"vlan.yaml": vlanDoc("vlan40")}, "docs")
 	dir := t.TempDir()
 	pwFile := filepath.Join(dir, "pw")
@@ -36,6 +41,9 @@ func TestBasicAuth(t *testing.T) {
 	defer cancel()
 
 	fetch := func(rawURL string, c Credentials) (Commit, error) {
+		if c.CAFile == "" {
+			c.CAFile = g.CAFile
+		}
 		src, err := NewSource(rawURL, "", "", c)
 		if err != nil {
 			t.Fatal(err)
@@ -55,13 +63,19 @@ func TestBasicAuth(t *testing.T) {
 	if c, err := fetch(g.URL, Credentials{Username: "sync", TokenFile: pwFile}); err != nil || c.Hash != hash {
 		t.Fatalf("with the token file: %v %v", c, err)
 	}
-	withCreds := strings.Replace(g.URL, "http://", "http://sync:"+password+"@", 1)
+	withCreds := strings.Replace(g.URL, "https://", "https://sync:"+password+"@", 1)
 	if c, err := fetch(withCreds, Credentials{}); err != nil || c.Hash != hash {
 		t.Fatalf("with credentials in the URL: %v %v", c, err)
 	}
 	_, err := fetch(g.URL, Credentials{})
 	if err == nil || !strings.Contains(err.Error(), "authentication required") {
 		t.Fatalf("without credentials: %v", err)
+	}
+	// Without the CA the certificate is refused.
+	empty := filepath.Join(dir, "empty.pem")
+	os.WriteFile(empty, nil, 0o644)
+	if _, err := fetch(g.URL, Credentials{Username: "sync", PasswordFile: pwFile, CAFile: empty}); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("untrusted certificate: %v", err)
 	}
 	wrong := filepath.Join(dir, "wrong")
 	os.WriteFile(wrong, []byte("nope"), 0o600)

@@ -74,7 +74,7 @@ func (r *Repo) Source() Source { return r.src }
 // its head commit if it is not here yet and returns it. Errors carry no
 // credentials.
 func (r *Repo) Fetch(ctx context.Context) (Commit, error) {
-	refs, err := r.remote.ListContext(ctx, &git.ListOptions{Auth: r.src.Auth})
+	refs, err := r.remote.ListContext(ctx, &git.ListOptions{Auth: r.src.Auth, CABundle: r.src.CABundle})
 	if err != nil {
 		if errors.Is(err, transport.ErrEmptyRemoteRepository) {
 			return Commit{}, fmt.Errorf("git: %s: the repository has no commit", r.src.URL)
@@ -101,7 +101,7 @@ func (r *Repo) Fetch(ctx context.Context) (Commit, error) {
 	if _, err := r.repo.CommitObject(hash); err != nil {
 		spec := config.RefSpec(fmt.Sprintf("+refs/heads/%s:refs/remotes/origin/%s", branch, branch))
 		err := r.remote.FetchContext(ctx, &git.FetchOptions{
-			RefSpecs: []config.RefSpec{spec}, Auth: r.src.Auth, Tags: git.NoTags, Force: true,
+			RefSpecs: []config.RefSpec{spec}, Auth: r.src.Auth, CABundle: r.src.CABundle, Tags: git.NoTags, Force: true,
 		})
 		if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
 			return Commit{}, fmt.Errorf("git: fetch %s from %s: %s", branch, r.src.URL, r.src.Redact(err))

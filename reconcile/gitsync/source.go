@@ -35,6 +35,8 @@ type Credentials struct {
 	// KnownHostsFile lists the SSH server keys accepted; required with
 	// SSHKeyFile: there is no accept-any-host-key mode.
 	KnownHostsFile string
+	// CAFile holds PEM certificates trusted for https beside the system's.
+	CAFile string
 }
 
 // Source is a repository to sync from.
@@ -47,6 +49,8 @@ type Source struct {
 	Path string
 	// Auth is how go-git authenticates, nil for none.
 	Auth transport.AuthMethod
+	// CABundle is trusted for https beside the system's roots.
+	CABundle []byte
 
 	secrets []string
 }
@@ -118,6 +122,11 @@ func NewSource(rawURL, branch, path string, c Credentials) (Source, error) {
 		u.User = nil
 	}
 	src.URL = u.String()
+	if c.CAFile != "" {
+		if src.CABundle, err = os.ReadFile(c.CAFile); err != nil {
+			return Source{}, fmt.Errorf("--git-ca-file: %w", err)
+		}
+	}
 	switch {
 	case c.PasswordFile != "" && c.TokenFile != "":
 		return Source{}, errors.New("--git-password-file and --git-token-file: give one")
