@@ -214,7 +214,11 @@ func (s *Syncer) SyncOnce(ctx context.Context, lead *state.Leadership) Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	src := s.cfg.Repo.Source()
-	s.cur.Repo, s.cur.Branch, s.cur.Path, s.cur.DriftMode = src.URL, src.Branch, src.Path, s.cfg.Drift
+	s.cur.Repo, s.cur.Path, s.cur.DriftMode = src.URL, src.Path, s.cfg.Drift
+	if src.Branch != "" {
+		// Else the branch the remote's HEAD named at the last fetch stays.
+		s.cur.Branch = src.Branch
+	}
 	s.cur.LastAttempt = time.Now().UTC()
 	head, err := s.cfg.Repo.Fetch(ctx)
 	if err != nil {

@@ -219,7 +219,7 @@ func TestUnreachableRepositoryDeletesNothing(t *testing.T) {
 	w.git.SetDown(true)
 	for range 3 {
 		st := s.SyncOnce(w.ctx, w.lead)
-		if st.LastResult != ResultUnreachable || !strings.Contains(st.LastError, "503") || st.Commit.Hash != hash {
+		if st.LastResult != ResultUnreachable || !strings.Contains(st.LastError, "503") || st.Commit.Hash != hash || st.Branch != "main" {
 			t.Fatalf("while down: %+v", st)
 		}
 	}
