@@ -187,12 +187,20 @@ func (b *Bed) swarmReport() string {
 // StartReconciler starts (or starts again) the reconciler of h.
 func (b *Bed) StartReconciler(h *lab.Host) *lab.Process {
 	b.t.Helper()
+	return b.StartReconcilerWith(h)
+}
+
+// StartReconcilerWith starts (or starts again) the reconciler of h with
+// extra run flags after the bed's own.
+func (b *Bed) StartReconcilerWith(h *lab.Host, extra ...string) *lab.Process {
+	b.t.Helper()
 	role := "host"
 	if h.Manager {
 		role = "all"
 	}
-	p := h.StartProcess(b.owner, b.bin, "run", "--role", role, "--listen", reconcilerListen,
-		"--node-down-grace", nodeDownGrace.String())
+	args := append([]string{"run", "--role", role, "--listen", reconcilerListen,
+		"--node-down-grace", nodeDownGrace.String()}, extra...)
+	p := h.StartProcess(b.owner, b.bin, args...)
 	b.mu.Lock()
 	b.procs[h.Name] = p
 	b.mu.Unlock()
