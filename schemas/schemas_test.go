@@ -166,6 +166,10 @@ var schemaCannotExpress = map[string]string{
 	"svc-mount-source-template.yaml":              "whether a Swarm template runs needs a template engine",
 	"svc-hostname-template.yaml":                  "whether a Swarm template runs needs a template engine",
 	"svc-ulimit-soft-above-hard.yaml":             "compares two values of the document",
+	"svc-overlay-is-vlan.yaml":                    "relates overlays to networks",
+	"svc-overlay-twice.yaml":                      "uniqueness of one field across list items of two forms",
+	"svc-secret-target-twice.yaml":                "a target relates to another item's name or target",
+	"svc-config-target-twice.yaml":                "uniqueness of one field across list items",
 }
 
 func TestInvalidTestdataFailsSchemas(t *testing.T) {
@@ -385,6 +389,10 @@ func TestSchemaAgreesWithSpec(t *testing.T) {
 		{svc, "spec.rollback.order", []any{"start-first", "stop-first", "first"}},
 		{svc, "spec.rollback.parallelism", []any{0, 2, -1}},
 		{svc, "spec.rollback.monitor", durations},
+		{svc, "spec.secrets", []any{[]any{map[string]any{"name": "a", "target": "a.key", "uid": 1, "gid": 2, "mode": 0o400}}, []any{map[string]any{"name": "a", "target": "/etc/a"}}, []any{map[string]any{"name": "a", "target": "/etc/../a"}}, []any{map[string]any{"name": "a", "target": "x/a"}}, []any{map[string]any{"name": "a", "target": "/etc//a"}}, []any{map[string]any{"name": "a", "target": "/etc/a/"}}, []any{map[string]any{"name": "a", "target": "/"}}, []any{map[string]any{"name": "a", "target": "."}}, []any{map[string]any{"name": "a", "target": "..."}}, []any{map[string]any{"name": "a", "target": ".a"}}, []any{map[string]any{"name": "a", "target": "a\tb"}}, []any{map[string]any{"name": "a", "mode": 512}}, []any{map[string]any{"name": "a", "uid": -1}}, []any{map[string]any{"target": "a"}}}},
+		{svc, "spec.configs", []any{[]any{"app"}, []any{map[string]any{"name": "a", "target": "etc/a"}}, []any{map[string]any{"name": "a", "target": "/etc/a.conf", "mode": 0o644}}, []any{map[string]any{"name": "a", "target": "../a"}}, []any{map[string]any{"name": "a", "target": "etc/./a"}}, []any{map[string]any{"name": "a", "target": ""}}, []any{"a b"}}},
+		{svc, "spec.aliases", []any{[]any{"web"}, []any{"web.lab", "web_1"}, []any{"-web"}, []any{"web."}, []any{""}, []any{"a b"}}},
+		{svc, "spec.overlays", []any{[]any{"backend"}, []any{"my_net-1"}, []any{"my.net"}, []any{"net_"}, []any{map[string]any{"name": "backend", "aliases": []any{"api"}}}, []any{"_x"}, []any{map[string]any{"aliases": []any{"api"}}}, []any{map[string]any{"name": "b", "aliases": []any{"a", "a"}}}, []any{strings.Repeat("n", 63)}, []any{strings.Repeat("n", 64)}}},
 		{svc, "spec.endpointMode", []any{"vip", "dnsrr", "ingress", "VIP"}},
 		{svc, "spec.ulimits", []any{map[string]any{"nofile": map[string]any{"soft": 1024, "hard": 2048}}, map[string]any{"core": map[string]any{"soft": 0, "hard": 0}}, map[string]any{"nofile": map[string]any{"soft": 1024}}, map[string]any{"nofile": map[string]any{"soft": -1, "hard": 1}}, map[string]any{"files": map[string]any{"soft": 1, "hard": 1}}, map[string]any{"nofile": map[string]any{"soft": 1, "hard": 1, "x": 1}}}},
 		{svc, "spec.consul", []any{
@@ -567,6 +575,15 @@ func (d *drift) compare(path string, typ reflect.Type, schema map[string]any) {
 	}
 	s := d.resolve(schema)
 	want := jsonType(typ)
+	// A struct a document may also write as a bare string (a secret by
+	// name) is a oneOf of a string and the object: the object is compared.
+	if alts, ok := s["oneOf"].([]any); ok && want == "object" {
+		for _, a := range alts {
+			if a := d.resolve(a.(map[string]any)); a["type"] == "object" {
+				s = a
+			}
+		}
+	}
 	if got, _ := s["type"].(string); got != want {
 		d.t.Errorf("%s: schema type %q, Go type %s is %q", path, got, typ, want)
 		return

@@ -603,6 +603,10 @@ func decodeObject(n *node) (Object, ErrorList) {
 	return obj, nil
 }
 
+// nameForm is a struct a document may also write as a bare string, its
+// name: a secret "db_password" for {name: db_password}.
+type nameForm interface{ setName(string) }
+
 // typedDecoder fills Go values from a node tree, recording every mismatch
 // with its path and carrying on, so one pass reports all of them.
 type typedDecoder struct {
@@ -620,6 +624,10 @@ func (d *typedDecoder) value(v reflect.Value, n *node, path string) {
 		d.value(p.Elem(), n, path)
 		v.Set(p)
 	case reflect.Struct:
+		if nf, ok := v.Addr().Interface().(nameForm); ok && n.kind == scalarNode && n.typ == stringScalar {
+			nf.setName(n.text)
+			return
+		}
 		if n.kind != objectNode {
 			d.errs.add(path, "must be an object")
 			return

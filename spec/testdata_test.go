@@ -109,7 +109,7 @@ func TestSpecExamples(t *testing.T) {
 	if s.Spec.Placement.MaxPerNode != 1 || s.Spec.Placement.Preferences[0].Spread != "node.labels.rack" ||
 		s.Spec.Resources.Limits.Memory != "256Mi" || s.Spec.Resources.Reservations.CPUs != "0.1" ||
 		s.Spec.Update.Order != "start-first" || *s.Spec.Restart.MaxAttempts != 3 ||
-		!s.Spec.Mounts[0].ReadOnly || s.Spec.Secrets[0] != "db_password" || s.Spec.Healthcheck.Retries != 3 {
+		!s.Spec.Mounts[0].ReadOnly || s.Spec.Secrets[0].Name != "db_password" || s.Spec.Healthcheck.Retries != 3 {
 		t.Errorf("web spec = %+v", s.Spec)
 	}
 	if c := s.Spec.Consul; c.Port != 8080 || c.Meta["owner"] != "payments" || c.Check.HTTP != "/health" ||

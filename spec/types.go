@@ -138,7 +138,7 @@ type ServiceSpec struct {
 	Update      *UpdatePolicy     `json:"update,omitempty"`
 	Restart     *RestartPolicy    `json:"restart,omitempty"`
 	Mounts      []Mount           `json:"mounts,omitempty"`
-	Secrets     []string          `json:"secrets,omitempty"`
+	Secrets     []FileRef         `json:"secrets,omitempty"`
 	Healthcheck *Healthcheck      `json:"healthcheck,omitempty"`
 	Consul      *ConsulService    `json:"consul,omitempty"`
 
@@ -188,6 +188,13 @@ type ServiceSpec struct {
 	// EndpointMode is how other services reach this one: vip (a virtual
 	// IP, Swarm's default) or dnsrr (DNS round robin over the tasks).
 	EndpointMode string `json:"endpointMode,omitempty"`
+
+	// Configs are existing Swarm configs given to the task as files.
+	Configs []FileRef `json:"configs,omitempty"`
+	// Aliases are the task's DNS aliases on each of its VLANs.
+	Aliases []string `json:"aliases,omitempty"`
+	// Overlays are swarm networks the task joins beside its VLANs.
+	Overlays []NetworkAttachment `json:"overlays,omitempty"`
 }
 
 // Logging is a Docker log driver and its options.

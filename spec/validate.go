@@ -516,19 +516,8 @@ func validateServiceSpec(errs *ErrorList, s *ServiceSpec, labels map[string]stri
 	for i, m := range s.Mounts {
 		validateMount(errs, IndexPath("spec.mounts", i), m, targets, labels)
 	}
-	secrets := map[string]bool{}
-	for i, sec := range s.Secrets {
-		ip := IndexPath("spec.secrets", i)
-		switch {
-		case sec == "":
-			errs.add(ip, "must not be empty")
-		case len(sec) > 64 || !secretNameRe.MatchString(sec):
-			errs.add(ip, fmt.Sprintf("%q is not a Docker secret name: 1-64 letters, digits, '_', '.' or '-', starting and ending with a letter or digit", sec))
-		case secrets[sec]:
-			errs.add(ip, fmt.Sprintf("%s is listed twice", sec))
-		}
-		secrets[sec] = true
-	}
+	validateFiles(errs, s)
+	validateAttachments(errs, s)
 	if h := s.Healthcheck; h != nil {
 		validateHealthcheck(errs, h)
 	}

@@ -163,7 +163,7 @@ func ignoreCanceled(err error) error {
 // repaired at once; a reconnect of the event stream means events may have
 // been missed, so everything is looked at again.
 func (c *Cluster) watchDocker(ctx context.Context) {
-	for ev := range engine.Events(ctx, c.cfg.Docker, "service", "network", "node", "secret") {
+	for ev := range engine.Events(ctx, c.cfg.Docker, "service", "network", "node", "secret", "config") {
 		switch {
 		case ev.Type == engine.EventResync:
 			c.ctrl.EnqueueKind(spec.KindVLAN)
@@ -180,10 +180,15 @@ func (c *Cluster) watchDocker(ctx context.Context) {
 			if _, known := c.cfg.View.VLAN(name); known {
 				c.ctrl.Enqueue(reconcile.Key{Kind: spec.KindVLAN, Name: name})
 			}
-		case ev.Type == "secret":
-			// A service refused for a missing secret waits for it.
+		case ev.Type == "secret" || ev.Type == "config":
+			// A service refused for a missing secret or config waits for it.
 			for _, d := range c.cfg.View.List(spec.KindService) {
-				if slices.Contains(d.Object.(*spec.Service).Spec.Secrets, ev.Name) {
+				ss := &d.Object.(*spec.Service).Spec
+				names := ss.SecretNames()
+				if ev.Type == "config" {
+					names = ss.ConfigNames()
+				}
+				if slices.Contains(names, ev.Name) {
 					c.ctrl.Enqueue(d.Key)
 				}
 			}

@@ -30,7 +30,7 @@ func (e *RefusedError) Unwrap() error { return e.Err }
 // recorded and tried again when Docker announces the object or at the
 // periodic resync.
 type MissingError struct {
-	Kind  string // "secret"
+	Kind  string // "secret" or "config"
 	Name  string
 	Field string // the document field naming it
 }
@@ -65,6 +65,7 @@ var refusedFields = []struct{ word, field string }{
 	{"env", "spec.env"},
 	{"secret", "spec.secrets"},
 	{"network", "spec.networks"},
+	{"configreference", "spec.configs"},
 	{"image", "spec.image"},
 	{"reference", "spec.image"},
 	{"label", "metadata.labels"},

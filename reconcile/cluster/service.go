@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"reflect"
 	"sort"
 	"strconv"
@@ -139,7 +140,10 @@ func BuildServiceSpec(in ServiceInput) (swarm.ServiceSpec, error) {
 
 	nets := svcNetworks(in)
 	for _, n := range nets {
-		out.TaskTemplate.Networks = append(out.TaskTemplate.Networks, swarm.NetworkAttachmentConfig{Target: n})
+		out.TaskTemplate.Networks = append(out.TaskTemplate.Networks, swarm.NetworkAttachmentConfig{Target: n, Aliases: svcCopyList(ss.Aliases)})
+	}
+	for _, o := range ss.Overlays {
+		out.TaskTemplate.Networks = append(out.TaskTemplate.Networks, swarm.NetworkAttachmentConfig{Target: o.Name, Aliases: svcCopyList(o.Aliases)})
 	}
 
 	out.TaskTemplate.Placement = svcPlacement(ss.Placement, nets)
@@ -219,11 +223,19 @@ func svcContainerSpec(name string, ss spec.ServiceSpec) *swarm.ContainerSpec {
 		cs.Mounts = append(cs.Mounts, mount.Mount{Type: mount.Type(m.Type), Source: m.Source, Target: m.Target, ReadOnly: m.ReadOnly})
 	}
 	for _, s := range ss.Secrets {
-		// The same file target the docker CLI gives a secret named alone:
+		// A secret named alone gets what the docker CLI gives it:
 		// /run/secrets/<name>, root-owned, world-readable.
+		uid, gid := s.Owner()
 		cs.Secrets = append(cs.Secrets, &swarm.SecretReference{
-			SecretName: s,
-			File:       &swarm.SecretReferenceFileTarget{Name: s, UID: "0", GID: "0", Mode: 0o444},
+			SecretName: s.Name,
+			File:       &swarm.SecretReferenceFileTarget{Name: s.SecretTarget(), UID: uid, GID: gid, Mode: os.FileMode(s.FileMode())},
+		})
+	}
+	for _, c := range ss.Configs {
+		uid, gid := c.Owner()
+		cs.Configs = append(cs.Configs, &swarm.ConfigReference{
+			ConfigName: c.Name,
+			File:       &swarm.ConfigReferenceFileTarget{Name: c.ConfigTarget(), UID: uid, GID: gid, Mode: os.FileMode(c.FileMode())},
 		})
 	}
 	return cs
@@ -346,6 +358,14 @@ func svcWithoutReplicas(s swarm.ServiceSpec) swarm.ServiceSpec {
 		s.Mode.Replicated = &swarm.ReplicatedService{}
 	}
 	return s
+}
+
+// svcCopyList copies a list, nil when empty (as Docker stores none).
+func svcCopyList(l []string) []string {
+	if len(l) == 0 {
+		return nil
+	}
+	return append([]string(nil), l...)
 }
 
 func svcCopyMap(m map[string]string) map[string]string {
@@ -566,16 +586,21 @@ func svcDiffPaths(path string, w, h any, out *[]string) {
 type svcRefs struct {
 	networks map[string]string // swarm network name -> ID
 	secrets  map[string]string // secret name -> ID
+	configs  map[string]string // config name -> ID
 }
 
-// svcLoadRefs lists networks and secrets once, and only when some spec
-// refers to one, so a pass over many services costs at most two calls.
+// svcLoadRefs lists networks, secrets and configs once, and only when some
+// spec refers to one, so a pass over many services costs at most three
+// calls.
 func svcLoadRefs(ctx context.Context, d engine.Docker, specs ...swarm.ServiceSpec) (svcRefs, error) {
-	refs := svcRefs{networks: map[string]string{}, secrets: map[string]string{}}
-	var needNets, needSecrets bool
+	refs := svcRefs{networks: map[string]string{}, secrets: map[string]string{}, configs: map[string]string{}}
+	var needNets, needSecrets, needConfigs bool
 	for _, s := range specs {
 		needNets = needNets || len(s.TaskTemplate.Networks) > 0
-		needSecrets = needSecrets || (s.TaskTemplate.ContainerSpec != nil && len(s.TaskTemplate.ContainerSpec.Secrets) > 0)
+		if cs := s.TaskTemplate.ContainerSpec; cs != nil {
+			needSecrets = needSecrets || len(cs.Secrets) > 0
+			needConfigs = needConfigs || len(cs.Configs) > 0
+		}
 	}
 	if needNets {
 		nets, err := d.NetworkList(ctx, engine.Filter("scope", "swarm"))
@@ -598,11 +623,20 @@ func svcLoadRefs(ctx context.Context, d engine.Docker, specs ...swarm.ServiceSpe
 			refs.secrets[s.Spec.Name] = s.ID
 		}
 	}
+	if needConfigs {
+		configs, err := d.ConfigList(ctx, engine.Filter())
+		if err != nil {
+			return refs, fmt.Errorf("list configs: %w", err)
+		}
+		for _, c := range configs {
+			refs.configs[c.Spec.Name] = c.ID
+		}
+	}
 	return refs, nil
 }
 
-// svcResolve returns want with network names and secret names replaced by
-// IDs, without touching want itself.
+// svcResolve returns want with the names of networks, secrets and configs
+// replaced by IDs, without touching want itself.
 func svcResolve(want swarm.ServiceSpec, refs svcRefs) (swarm.ServiceSpec, error) {
 	out := want
 	if len(want.TaskTemplate.Networks) > 0 {
@@ -627,6 +661,20 @@ func svcResolve(want swarm.ServiceSpec, refs svcRefs) (swarm.ServiceSpec, error)
 			r := *s
 			r.SecretID = id
 			c.Secrets[i] = &r
+		}
+		out.TaskTemplate.ContainerSpec = &c
+	}
+	if cs := out.TaskTemplate.ContainerSpec; cs != nil && len(cs.Configs) > 0 {
+		c := *cs
+		c.Configs = make([]*swarm.ConfigReference, len(cs.Configs))
+		for i, r := range cs.Configs {
+			id, ok := refs.configs[r.ConfigName]
+			if !ok {
+				return want, &MissingError{Kind: "config", Name: r.ConfigName, Field: fmt.Sprintf("spec.configs[%d]", i)}
+			}
+			cr := *r
+			cr.ConfigID = id
+			c.Configs[i] = &cr
 		}
 		out.TaskTemplate.ContainerSpec = &c
 	}

@@ -51,7 +51,7 @@ func serviceTestWeb(name, vlan, secret, dataDir string) *spec.Service {
 			Update:      &spec.UpdatePolicy{Parallelism: servicePtr(1), Delay: "1s", FailureAction: "rollback", Order: "start-first"},
 			Restart:     &spec.RestartPolicy{Condition: "on-failure", Delay: "1s", MaxAttempts: servicePtr(3), Window: "60s"},
 			Mounts:      []spec.Mount{{Type: "bind", Source: dataDir, Target: "/data", ReadOnly: true}},
-			Secrets:     []string{secret},
+			Secrets:     []spec.FileRef{{Name: secret}},
 			Healthcheck: &spec.Healthcheck{Test: []string{"CMD", "/app", "-health"}, Interval: "1s", Timeout: "2s", Retries: 3},
 			Consul:      &spec.ConsulService{Service: "web", Port: 8080},
 		},

@@ -56,6 +56,7 @@ type Docker interface {
 	ContainerList(ctx context.Context, f filters.Args) ([]container.Summary, error)
 
 	SecretList(ctx context.Context, f filters.Args) ([]swarm.Secret, error)
+	ConfigList(ctx context.Context, f filters.Args) ([]swarm.Config, error)
 
 	// Events streams engine and cluster events from now until ctx is done
 	// or the stream breaks; a broken stream reports one error on the
@@ -75,7 +76,7 @@ var methods = []string{
 	"ServiceList", "ServiceInspect", "ServiceCreate", "ServiceUpdate", "ServiceRemove",
 	"TaskList",
 	"NodeList", "NodeInspect", "NodeUpdate",
-	"ContainerList", "SecretList", "Events",
+	"ContainerList", "SecretList", "ConfigList", "Events",
 }
 
 // CallCounter counts calls per method; safe for concurrent use.
@@ -214,6 +215,11 @@ func (e *apiEngine) ContainerList(ctx context.Context, f filters.Args) ([]contai
 func (e *apiEngine) SecretList(ctx context.Context, f filters.Args) ([]swarm.Secret, error) {
 	e.calls.Add("SecretList")
 	return e.cli.SecretList(ctx, swarm.SecretListOptions{Filters: f})
+}
+
+func (e *apiEngine) ConfigList(ctx context.Context, f filters.Args) ([]swarm.Config, error) {
+	e.calls.Add("ConfigList")
+	return e.cli.ConfigList(ctx, swarm.ConfigListOptions{Filters: f})
 }
 
 func (e *apiEngine) Events(ctx context.Context, f filters.Args) (<-chan events.Message, <-chan error) {

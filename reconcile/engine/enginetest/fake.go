@@ -37,6 +37,7 @@ type Fake struct {
 	Tasks      []swarm.Task
 	Containers []container.Summary
 	Secrets    []swarm.Secret
+	Configs    []swarm.Config
 	// fail holds errors to return from the next calls of a method.
 	fail map[string][]error
 	// OnNetworkCreate may alter what "Docker" makes, to imitate engine
@@ -428,6 +429,15 @@ func (f *Fake) SecretList(ctx context.Context, flt filters.Args) ([]swarm.Secret
 		return nil, err
 	}
 	return Clone(f.Secrets), nil
+}
+
+func (f *Fake) ConfigList(ctx context.Context, flt filters.Args) ([]swarm.Config, error) {
+	f.Mu.Lock()
+	defer f.Mu.Unlock()
+	if err := f.call("ConfigList"); err != nil {
+		return nil, err
+	}
+	return Clone(f.Configs), nil
 }
 
 func (f *Fake) Events(ctx context.Context, flt filters.Args) (<-chan events.Message, <-chan error) {
