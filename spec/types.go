@@ -97,9 +97,13 @@ type VLANSpec struct {
 	RangePlan   RangePlan `json:"rangePlan"`
 }
 
-// RangePlan says how the subnet is split into per-host chunks.
+// RangePlan says how the subnet's addresses are handed out: split into
+// per-host chunks (mode chunks, the default), or leased one by one from a
+// single pool shared by every host (mode cluster).
 type RangePlan struct {
-	ChunkPrefix int               `json:"chunkPrefix"`
+	// Mode is RangeModeChunks ("" too) or RangeModeCluster.
+	Mode        string            `json:"mode,omitempty"`
+	ChunkPrefix int               `json:"chunkPrefix,omitempty"`
 	Pool        []string          `json:"pool,omitempty"`
 	Exclude     []string          `json:"exclude,omitempty"`
 	Pinned      map[string]string `json:"pinned,omitempty"`
