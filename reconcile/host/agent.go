@@ -76,6 +76,22 @@ type Config struct {
 	// SyncRegistrations registers this node's running tasks of services
 	// with the local Consul agent; nil leaves registration off.
 	SyncRegistrations func(ctx context.Context, services []*spec.Service) error
+	// IPAM serves swarmvlan's IPAM plugin for cluster-mode VLANs and
+	// leases the host's shim addresses on them; nil: cluster-mode VLANs
+	// are not set up on this host, and their status says why.
+	IPAM IPAMServer
+}
+
+// IPAMServer is the IPAM plugin as the host role drives it
+// (reconcile/ipam.Server).
+type IPAMServer interface {
+	// Ensure serves the plugin's socket when on, and stops when not.
+	Ensure(on bool) error
+	// Serving reports whether the socket is served, or why not.
+	Serving() (bool, error)
+	// ShimAddress leases (or returns the lease of) this host's shim
+	// address on a cluster-mode VLAN.
+	ShimAddress(ctx context.Context, vlan string) (netip.Addr, error)
 }
 
 // reportSame compares what the leader acts on, leaving Updated out.
@@ -151,6 +167,9 @@ type Agent struct {
 	// network, so a disagreement with the Engine backs off instead of
 	// re-creating the network on every pass its own events trigger.
 	remade map[string]*remade
+	// shims are this host's shim addresses on cluster-mode VLANs, as
+	// leased; kept through Consul outages.
+	shims map[string]netip.Addr
 	// lastPass is how long the last network reconcile took, by part.
 	lastPass passTimes
 }
@@ -178,6 +197,7 @@ func NewAgent(cfg Config) *Agent {
 		lastWant:    map[string]VLAN{},
 		known:       map[string]bool{},
 		remade:      map[string]*remade{},
+		shims:       map[string]netip.Addr{},
 	}
 	return a
 }
@@ -509,6 +529,9 @@ type vlanWant struct {
 	Gateway netip.Addr
 	// Chunk is the chunk as allocated, for status ("" without one).
 	Chunk string
+	// Cluster is set for a cluster-mode VLAN: no chunk, the addresses
+	// come from swarmvlan's IPAM plugin.
+	Cluster bool
 	// Problem is why the VLAN cannot be set up here whatever the kernel
 	// and Docker do (an allocation outside the subnet).
 	Problem string
@@ -530,8 +553,12 @@ func desired(vlans []*spec.VLAN, host *spec.Host, chunks map[string]string) []vl
 				Mode:        v.Spec.Mode,
 				Driver:      spec.VLANDriver(v.Spec.Driver),
 			},
-			Driver: v.Spec.Driver,
-			Chunk:  chunks[v.Metadata.Name],
+			Driver:  v.Spec.Driver,
+			Chunk:   chunks[v.Metadata.Name],
+			Cluster: v.RangeMode() == spec.RangeModeCluster,
+		}
+		if w.Cluster {
+			w.Chunk = ""
 		}
 		subnet, err := netip.ParsePrefix(v.Spec.Subnet)
 		if err != nil {
@@ -620,7 +647,7 @@ func vlanStatusOf(w vlanWant, o observedVLAN) VLANStatus {
 		st.Link, st.Shim, st.Route = o.Net.Link, o.Net.Shim, o.Net.Route
 	}
 	linkOK := !o.Managed || (o.Net != nil && o.Net.Link == "ok")
-	hasChunk := w.Net.Chunk.IsValid()
+	hasChunk := w.Net.Chunk.IsValid() || w.Cluster
 	switch {
 	case o.Config != nil:
 		st.ConfigNetwork = o.Config.State
@@ -698,9 +725,11 @@ func (a *Agent) converge(ctx context.Context) (p *netPass, ok bool) {
 	vlans, inView, held := a.viewVLANs()
 	host, _ := a.cfg.View.Host(hostname)
 	want := desired(vlans, host, chunks)
+	ipamErrs := a.clusterWants(ctx, want)
 
 	p = &netPass{Status: Status{Hostname: hostname, VLANs: map[string]VLANStatus{}},
 		Report: state.NodeReport{Hostname: hostname, VLANs: map[string]state.NodeVLANReport{}}}
+	p.Errs = append(p.Errs, ipamErrs...)
 
 	// Docker first: a VLAN gone from the spec keeps its links while its
 	// config network stays, so removal decides what the kernel keeps.
@@ -733,7 +762,7 @@ func (a *Agent) converge(ctx context.Context) (p *netPass, ok bool) {
 			o.Net = &s
 		}
 		linkOK := !o.Managed || (o.Net != nil && o.Net.Link == "ok")
-		if w.Problem == "" && w.Net.Chunk.IsValid() && linkOK {
+		if w.Problem == "" && (w.Net.Chunk.IsValid() || w.Cluster) && linkOK {
 			o.Config = a.ensureConfig(ctx, nets, listErr, w, p)
 		}
 		st := vlanStatusOf(w, o)
@@ -756,6 +785,57 @@ func (a *Agent) converge(ctx context.Context) (p *netPass, ok bool) {
 	p.Status.Summary = statusSummary(p.Status)
 	p.Times.Total = time.Since(start)
 	return p, true
+}
+
+// clusterWants completes the wants of cluster-mode VLANs: the plugin is
+// served while there is one, and each gets this host's shim address (a
+// lease of the pool). A VLAN whose plugin is not served, or whose shim
+// address cannot be leased yet, gets the problem that says so and is not
+// ready. The errors make the pass retry.
+func (a *Agent) clusterWants(ctx context.Context, want []vlanWant) []error {
+	some := false
+	for _, w := range want {
+		some = some || w.Cluster
+	}
+	if a.cfg.IPAM == nil {
+		for i := range want {
+			if want[i].Cluster && want[i].Problem == "" {
+				want[i].Problem = "rangePlan.mode cluster needs swarmvlan's IPAM plugin, which this host role does not serve"
+			}
+		}
+		return nil
+	}
+	var errs []error
+	if err := a.cfg.IPAM.Ensure(some); err != nil {
+		errs = append(errs, err)
+	}
+	serving, serveErr := a.cfg.IPAM.Serving()
+	for i := range want {
+		w := &want[i]
+		if !w.Cluster || w.Problem != "" {
+			continue
+		}
+		if !serving {
+			w.Problem = "ipam plugin not served: " + errText(serveErr)
+			continue
+		}
+		if !w.Net.HostAccess {
+			continue
+		}
+		shim, ok := a.shims[w.Net.Name]
+		if !ok {
+			var err error
+			if shim, err = a.cfg.IPAM.ShimAddress(ctx, w.Net.Name); err != nil {
+				w.Problem = "shim address: " + err.Error()
+				errs = append(errs, err)
+				continue
+			}
+			a.shims[w.Net.Name] = shim
+		}
+		w.Net.ShimAddr = shim
+		w.Net.Chunk = netip.PrefixFrom(shim, shim.BitLen())
+	}
+	return errs
 }
 
 // viewVLANs reads the VLANs in force from the view, the names the pass

@@ -22,10 +22,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"sync/atomic"
 	"time"
@@ -473,36 +471,3 @@ func quarantineOf(v *spec.VLAN) time.Duration {
 	return d
 }
 
-// Serve listens on path (a stale socket of a previous run is removed) and
-// serves the plugin until ctx ends. It returns once listening, so the host
-// role can serve the socket before any task starts: Docker looks a plugin
-// up again only after a back-off of up to 30 s.
-func (p *Plugin) Serve(ctx context.Context, path string) (<-chan error, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("ipam plugin: %w", err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("ipam plugin: remove stale socket: %w", err)
-	}
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("ipam plugin: listen: %w", err)
-	}
-	srv := &http.Server{Handler: p.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan error, 1)
-	go func() {
-		err := srv.Serve(l)
-		if errors.Is(err, http.ErrServerClosed) {
-			err = nil
-		}
-		done <- err
-	}()
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-		_ = os.Remove(path)
-	}()
-	return done, nil
-}
