@@ -191,8 +191,15 @@ func (b *Bed) StartReconciler(h *lab.Host) *lab.Process {
 	if h.Manager {
 		role = "all"
 	}
-	p := h.StartProcess(b.owner, b.bin, "run", "--role", role, "--listen", reconcilerListen,
-		"--node-down-grace", nodeDownGrace.String())
+	args := []string{"run", "--role", role, "--listen", reconcilerListen, "--node-down-grace", nodeDownGrace.String()}
+	var p *lab.Process
+	if ns := h.MountNamespace(); ns != "" {
+		// In the host's mount namespace, so the IPAM plugin's socket is
+		// under the /run of this host's dockerd alone.
+		p = h.StartProcess(b.owner, "nsenter", append([]string{"--mount=" + ns, "--", b.bin}, args...)...)
+	} else {
+		p = h.StartProcess(b.owner, b.bin, args...)
+	}
 	b.mu.Lock()
 	b.procs[h.Name] = p
 	b.mu.Unlock()

@@ -10,11 +10,14 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/swarm"
 	"github.com/hashicorp/consul/api"
@@ -170,6 +173,13 @@ type Agent struct {
 	// shims are this host's shim addresses on cluster-mode VLANs, as
 	// leased; kept through Consul outages.
 	shims map[string]netip.Addr
+	// taskRoutes are the addresses of this host's containers on each
+	// cluster-mode VLAN, as last listed: kept while Docker is away.
+	taskRoutes map[string][]netip.Prefix
+	// cluster is set while a cluster-mode VLAN is in force: container
+	// starts and stops then also wake the network pass (the shim routes
+	// each task's address).
+	cluster atomic.Bool
 	// lastPass is how long the last network reconcile took, by part.
 	lastPass passTimes
 }
@@ -198,6 +208,7 @@ func NewAgent(cfg Config) *Agent {
 		known:       map[string]bool{},
 		remade:      map[string]*remade{},
 		shims:       map[string]netip.Addr{},
+		taskRoutes:  map[string][]netip.Prefix{},
 	}
 	return a
 }
@@ -307,7 +318,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			case ev.Type == "network":
 				a.enqueue(true, false)
 			case ev.Type == "container" && !strings.HasPrefix(ev.Action, "exec_"):
-				a.enqueue(false, true)
+				a.enqueue(a.cluster.Load() && (ev.Action == "start" || ev.Action == "die"), true)
 			}
 		}
 		return nil
@@ -805,9 +816,15 @@ func (a *Agent) clusterWants(ctx context.Context, want []vlanWant) []error {
 		}
 		return nil
 	}
+	a.cluster.Store(some)
 	var errs []error
 	if err := a.cfg.IPAM.Ensure(some); err != nil {
 		errs = append(errs, err)
+	}
+	if some {
+		if err := a.listTaskRoutes(ctx, want); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	serving, serveErr := a.cfg.IPAM.Serving()
 	for i := range want {
@@ -832,10 +849,46 @@ func (a *Agent) clusterWants(ctx context.Context, want []vlanWant) []error {
 			}
 			a.shims[w.Net.Name] = shim
 		}
-		w.Net.ShimAddr = shim
-		w.Net.Chunk = netip.PrefixFrom(shim, shim.BitLen())
+		w.Net.Cluster, w.Net.ShimAddr = true, shim
+		w.Net.TaskRoutes = a.taskRoutes[w.Net.Name]
 	}
 	return errs
+}
+
+// listTaskRoutes reads the addresses of this host's containers on every
+// cluster-mode VLAN's swarm network (named after the VLAN) into
+// a.taskRoutes. With Docker away the last list stays in force.
+func (a *Agent) listTaskRoutes(ctx context.Context, want []vlanWant) error {
+	ctrs, err := a.cfg.Docker.ContainerList(ctx, engine.Filter("status", "running"))
+	if err != nil {
+		return fmt.Errorf("list containers for the shim routes: %w", err)
+	}
+	for _, w := range want {
+		if w.Cluster {
+			a.taskRoutes[w.Net.Name] = taskRoutesOf(ctrs, w.Net.Name, w.Subnet)
+		}
+	}
+	return nil
+}
+
+// taskRoutesOf collects the /32 of every container's address on network
+// name inside subnet, sorted. Pure.
+func taskRoutesOf(ctrs []container.Summary, name string, subnet netip.Prefix) []netip.Prefix {
+	var out []netip.Prefix
+	for _, c := range ctrs {
+		if c.NetworkSettings == nil {
+			continue
+		}
+		ep := c.NetworkSettings.Networks[name]
+		if ep == nil {
+			continue
+		}
+		if ip, err := netip.ParseAddr(ep.IPAddress); err == nil && subnet.Contains(ip) {
+			out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
+		}
+	}
+	slices.SortFunc(out, comparePrefix)
+	return slices.Compact(out)
 }
 
 // viewVLANs reads the VLANs in force from the view, the names the pass

@@ -470,4 +470,3 @@ func quarantineOf(v *spec.VLAN) time.Duration {
 	}
 	return d
 }
-
