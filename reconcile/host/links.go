@@ -3,8 +3,8 @@ package host
 import (
 	"fmt"
 	"maps"
-	"slices"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"swarmvlan/reconcile/kernel"
