@@ -1,0 +1,37 @@
+package cluster
+
+import (
+	"net/netip"
+	"reflect"
+	"testing"
+	"time"
+
+	"swarmvlan/state"
+)
+
+func TestPlanLeases(t *testing.T) {
+	now := time.Date(2026, 12, 2, 4, 0, 0, 0, time.UTC)
+	q := 10 * time.Minute
+	ago := func(d time.Duration) *time.Time { t := now.Add(-d); return &t }
+	a := func(s string) netip.Addr { return netip.MustParseAddr(s) }
+	have := map[netip.Addr]state.LeaseEntry{
+		a("10.0.0.2"): {Lease: state.Lease{Node: "up"}},                             // held, node in the swarm (down or not)
+		a("10.0.0.3"): {Lease: state.Lease{Node: "up", Kind: state.LeaseShim}},      // its shim
+		a("10.0.0.4"): {Lease: state.Lease{Node: "gone"}},                           // node removed: quarantine starts
+		a("10.0.0.5"): {Lease: state.Lease{Node: "up", Released: ago(time.Minute)}}, // in quarantine
+		a("10.0.0.6"): {Lease: state.Lease{Node: "gone", Released: ago(q)}},         // quarantine over
+	}
+	p := planLeases(have, map[string]bool{"up": true}, now, q)
+	if !reflect.DeepEqual(p.Release, []netip.Addr{a("10.0.0.4")}) {
+		t.Errorf("release %v", p.Release)
+	}
+	if !reflect.DeepEqual(p.Delete, []netip.Addr{a("10.0.0.6")}) {
+		t.Errorf("delete %v", p.Delete)
+	}
+	if p.Held["up"] != 2 || len(p.Held) != 1 || p.Quarantined != 2 {
+		t.Errorf("held %v quarantined %d", p.Held, p.Quarantined)
+	}
+	if want := now.Add(q - time.Minute); !p.NextRelease.Equal(want) {
+		t.Errorf("next release %s, want %s", p.NextRelease, want)
+	}
+}
