@@ -195,3 +195,85 @@ func quarantineOf(v *spec.VLAN) time.Duration {
 	}
 	return v.Spec.RangePlan.Quarantine.Duration()
 }
+
+// LeasePreview is one node's leases on a cluster-mode VLAN, for
+// `reconciler plan`.
+type LeasePreview struct {
+	Hostname string `json:"hostname"`
+	Node     string `json:"node"`
+	// InSwarm is false for a node removed from the swarm: its leases go
+	// into quarantine at the leader's next pass.
+	InSwarm bool `json:"inSwarm"`
+	// Shim is the node's shim address; Tasks its task addresses.
+	Shim  string   `json:"shim,omitempty"`
+	Tasks []string `json:"tasks,omitempty"`
+}
+
+// ClusterPreview is a cluster-mode VLAN's pool and leases as they stand.
+type ClusterPreview struct {
+	PoolSize    int            `json:"poolSize"`
+	Free        int            `json:"free"`
+	Quarantined int            `json:"quarantined"`
+	Nodes       []LeasePreview `json:"nodes"`
+}
+
+// PreviewLeases summarises a cluster-mode VLAN's leases per node. Pure.
+func PreviewLeases(vlan *spec.VLAN, nodes []SwarmNode, have map[netip.Addr]state.LeaseEntry, now time.Time) (ClusterPreview, error) {
+	pool, err := vlan.Pool()
+	if err != nil {
+		return ClusterPreview{}, err
+	}
+	q := quarantineOf(vlan)
+	inSwarm := map[string]string{}
+	for _, n := range nodes {
+		inSwarm[n.ID] = n.Hostname
+	}
+	byNode := map[string]*LeasePreview{}
+	out := ClusterPreview{PoolSize: pool.Size()}
+	for _, a := range slices.SortedFunc(mapKeys(have), netip.Addr.Compare) {
+		e := have[a]
+		if !e.Held() {
+			if !e.Free(now, q) {
+				out.Quarantined++
+			}
+			continue
+		}
+		np := byNode[e.Node]
+		if np == nil {
+			name, ok := inSwarm[e.Node]
+			if !ok {
+				name = e.Hostname
+			}
+			np = &LeasePreview{Hostname: name, Node: e.Node, InSwarm: ok}
+			byNode[e.Node] = np
+		}
+		if e.Kind == state.LeaseShim {
+			np.Shim = a.String()
+		} else {
+			np.Tasks = append(np.Tasks, a.String())
+		}
+	}
+	for _, n := range nodes {
+		if byNode[n.ID] == nil {
+			byNode[n.ID] = &LeasePreview{Hostname: n.Hostname, Node: n.ID, InSwarm: true}
+		}
+	}
+	for _, np := range byNode {
+		out.Nodes = append(out.Nodes, *np)
+	}
+	slices.SortFunc(out.Nodes, func(a, b LeasePreview) int { return strings.Compare(a.Hostname+a.Node, b.Hostname+b.Node) })
+	out.Free = len(freeOf(pool, have, now, q))
+	return out, nil
+}
+
+// freeOf lists the pool's addresses no lease holds or keeps in quarantine.
+func freeOf(pool *spec.AddressPool, have map[netip.Addr]state.LeaseEntry, now time.Time, q time.Duration) []netip.Addr {
+	var out []netip.Addr
+	pool.Each(func(a netip.Addr) bool {
+		if e, ok := have[a]; !ok || e.Free(now, q) {
+			out = append(out, a)
+		}
+		return true
+	})
+	return out
+}
