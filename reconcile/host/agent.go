@@ -95,7 +95,14 @@ type IPAMServer interface {
 	// ShimAddress leases (or returns the lease of) this host's shim
 	// address on a cluster-mode VLAN.
 	ShimAddress(ctx context.Context, vlan string) (netip.Addr, error)
+	// GC releases this node's task leases on vlan that none of its
+	// endpoints (have) holds any more.
+	GC(ctx context.Context, vlan string, have []netip.Addr) (int, error)
 }
+
+// leaseGCPeriod is how often the network pass collects this node's
+// leases that no endpoint holds.
+var leaseGCPeriod = 30 * time.Second
 
 // reportSame compares what the leader acts on, leaving Updated out.
 func reportSame(a, b *state.NodeReport) bool {
@@ -180,6 +187,8 @@ type Agent struct {
 	// starts and stops then also wake the network pass (the shim routes
 	// each task's address).
 	cluster atomic.Bool
+	// lastGC is when the leases were last collected.
+	lastGC time.Time
 	// lastPass is how long the last network reconcile took, by part.
 	lastPass passTimes
 }
@@ -863,12 +872,29 @@ func (a *Agent) listTaskRoutes(ctx context.Context, want []vlanWant) error {
 	if err != nil {
 		return fmt.Errorf("list containers for the shim routes: %w", err)
 	}
+	gc := time.Since(a.lastGC) >= leaseGCPeriod
+	var errs []error
 	for _, w := range want {
-		if w.Cluster {
-			a.taskRoutes[w.Net.Name] = taskRoutesOf(ctrs, w.Net.Name, w.Subnet)
+		if !w.Cluster {
+			continue
+		}
+		routes := taskRoutesOf(ctrs, w.Net.Name, w.Subnet)
+		a.taskRoutes[w.Net.Name] = routes
+		if !gc || w.Problem != "" {
+			continue
+		}
+		have := make([]netip.Addr, 0, len(routes))
+		for _, r := range routes {
+			have = append(have, r.Addr())
+		}
+		if _, err := a.cfg.IPAM.GC(ctx, w.Net.Name, have); err != nil {
+			errs = append(errs, err)
 		}
 	}
-	return nil
+	if gc && len(errs) == 0 {
+		a.lastGC = time.Now()
+	}
+	return errors.Join(errs...)
 }
 
 // taskRoutesOf collects the /32 of every container's address on network

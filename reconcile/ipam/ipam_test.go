@@ -303,3 +303,21 @@ func TestConcurrentRequests(t *testing.T) {
 		t.Fatalf("%d distinct addresses (%d failures), want 60", len(got), got[""])
 	}
 }
+
+func TestOrphans(t *testing.T) {
+	now := time.Date(2026, 12, 2, 4, 0, 0, 0, time.UTC)
+	a := func(s string) netip.Addr { return netip.MustParseAddr(s) }
+	old := now.Add(-time.Hour)
+	leases := map[netip.Addr]state.LeaseEntry{
+		a("10.0.0.2"): {Lease: state.Lease{Node: "n1", Kind: state.LeaseTask, Created: old}},                   // endpoint gone: orphan
+		a("10.0.0.3"): {Lease: state.Lease{Node: "n1", Kind: state.LeaseTask, Created: old}},                   // endpoint there
+		a("10.0.0.4"): {Lease: state.Lease{Node: "n1", Kind: state.LeaseTask, Created: now.Add(-time.Second)}}, // starting
+		a("10.0.0.5"): {Lease: state.Lease{Node: "n2", Kind: state.LeaseTask, Created: old}},                   // another node's
+		a("10.0.0.6"): {Lease: state.Lease{Node: "n1", Kind: state.LeaseShim, Created: old}},                   // the shim
+		a("10.0.0.7"): {Lease: state.Lease{Node: "n1", Kind: state.LeaseTask, Created: old, Released: &old}},   // released already
+	}
+	got := Orphans(leases, "n1", []netip.Addr{a("10.0.0.3")}, now, time.Minute)
+	if len(got) != 1 || got[0] != a("10.0.0.2") {
+		t.Errorf("orphans = %v, want [10.0.0.2]", got)
+	}
+}

@@ -145,3 +145,57 @@ func (s *Server) ShimAddress(ctx context.Context, vlan string) (netip.Addr, erro
 	}
 	return netip.Addr{}, fmt.Errorf("vlan %q: shim address: pool %s exhausted", vlan, pool.Subnet)
 }
+
+// LeaseGrace is how old a task lease must be before GC may release it for
+// want of an endpoint: Docker asks for the address before the endpoint
+// exists, and a container may be between a restart's stop and start.
+var LeaseGrace = 2 * time.Minute
+
+// GC releases, through quarantine, this node's task leases on vlan that
+// no endpoint on this node holds (have: the addresses of its containers on
+// the VLAN, as the Engine reports them) and that are older than
+// LeaseGrace: a release Docker's call never delivered (the plugin was
+// away) does not leak for long. Only this node's own leases are touched,
+// and only from what its own Engine reports: a partitioned node's
+// containers may still be on the VLAN, so a session or a node seen down
+// never frees anything here.
+func (s *Server) GC(ctx context.Context, vlan string, have []netip.Addr) (int, error) {
+	p := s.p
+	node, _, err := p.identity()
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, ConsulTimeout)
+	defer cancel()
+	leases, err := p.cfg.Leases.Leases(ctx, vlan)
+	if err != nil {
+		return 0, fmt.Errorf("vlan %q: lease gc: %w", vlan, err)
+	}
+	now := p.cfg.Now()
+	n := 0
+	for _, a := range Orphans(leases, node, have, now, LeaseGrace) {
+		if err := p.cfg.Leases.ReleaseLease(ctx, vlan, a, node, now.UTC()); err != nil {
+			return n, fmt.Errorf("vlan %q: lease gc: %w", vlan, err)
+		}
+		p.cfg.Log.Info("lease released: no endpoint holds it", "vlan", vlan, "address", a)
+		n++
+	}
+	return n, nil
+}
+
+// Orphans lists node's task leases in force that no address in have holds
+// and that are older than grace. Pure.
+func Orphans(leases map[netip.Addr]state.LeaseEntry, node string, have []netip.Addr, now time.Time, grace time.Duration) []netip.Addr {
+	held := map[netip.Addr]bool{}
+	for _, a := range have {
+		held[a] = true
+	}
+	var out []netip.Addr
+	for a, e := range leases {
+		if e.Held() && e.Node == node && e.Kind == state.LeaseTask && !held[a] && now.Sub(e.Created) >= grace {
+			out = append(out, a)
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
+}
