@@ -192,6 +192,11 @@ type ServiceSpec struct {
 	// EndpointMode is how other services reach this one: vip (a virtual
 	// IP, Swarm's default) or dnsrr (DNS round robin over the tasks).
 	EndpointMode string `json:"endpointMode,omitempty"`
+	// Addresses is how a replicated service's tasks get their addresses
+	// on VLANs in rangePlan.mode cluster: any (the default) or sticky (the
+	// task of slot N gets its slot's address again when it is replaced,
+	// when that is unambiguous; see the README's "Cluster IPAM mode").
+	Addresses string `json:"addresses,omitempty"`
 }
 
 // Logging is a Docker log driver and its options.

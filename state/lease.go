@@ -43,6 +43,10 @@ type Lease struct {
 	// gets the address again.
 	Service string `json:"service,omitempty"`
 	Slot    int    `json:"slot,omitempty"`
+	// ReservedFor is the node ID the leader reserved a released sticky
+	// address for: the node its slot's next task is assigned to. No other
+	// node takes it meanwhile.
+	ReservedFor string `json:"reservedFor,omitempty"`
 }
 
 // Held reports whether the lease is in force (not released).
@@ -171,6 +175,13 @@ func (s *Store) DeleteLease(ctx context.Context, vlan string, addr netip.Addr, m
 		return false, fmt.Errorf("key %q: delete: %w", key, s.denied(OpKVWrite, key, err))
 	}
 	return ok, nil
+}
+
+// UpdateLease rewrites the lease of addr with f's change if it is
+// unchanged since modifyIndex; false says another writer won.
+func (s *Store) UpdateLease(ctx context.Context, vlan string, addr netip.Addr, l Lease, modifyIndex uint64) (bool, error) {
+	l.Address = addr.String()
+	return s.CASJSON(ctx, s.LeaseKey(vlan, addr), l, modifyIndex)
 }
 
 // LeaseValue encodes a lease for a fenced leader write (Leadership.CAS).

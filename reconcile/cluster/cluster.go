@@ -79,13 +79,14 @@ func New(cfg Config) *Cluster {
 	}
 	c := &Cluster{cfg: cfg, reports: map[string]state.NodeReport{}, scales: map[string]uint64{}}
 	c.ctrl = &reconcile.Controller{Store: cfg.Store, View: cfg.View, Log: cfg.Log, Workers: cfg.Workers, Resync: cfg.Resync,
-		Periodic: []reconcile.Key{{Kind: kindNodeLabels, Name: "all"}, {Kind: kindDiscoveryGC, Name: "all"}, {Kind: kindServiceResync, Name: "all"}},
+		Periodic: []reconcile.Key{{Kind: kindNodeLabels, Name: "all"}, {Kind: kindDiscoveryGC, Name: "all"}, {Kind: kindServiceResync, Name: "all"}, {Kind: kindSticky, Name: "all"}},
 		Batched:  []string{spec.KindService}}
 	c.ctrl.Register(spec.KindVLAN, reconcile.ReconcilerFunc(c.reconcileVLAN))
 	c.ctrl.Register(spec.KindService, reconcile.ReconcilerFunc(c.reconcileService))
 	c.ctrl.Register(kindNodeLabels, reconcile.ReconcilerFunc(c.reconcileNodeLabels))
 	c.ctrl.Register(kindDiscoveryGC, reconcile.ReconcilerFunc(c.reconcileDiscoveryGC))
 	c.ctrl.Register(kindServiceResync, reconcile.ReconcilerFunc(c.reconcileServiceResync))
+	c.ctrl.Register(kindSticky, reconcile.ReconcilerFunc(c.reconcileSticky))
 	return c
 }
 

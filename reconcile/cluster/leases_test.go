@@ -35,3 +35,22 @@ func TestPlanLeases(t *testing.T) {
 		t.Errorf("next release %s, want %s", p.NextRelease, want)
 	}
 }
+
+func TestPlanReservations(t *testing.T) {
+	now := time.Date(2026, 12, 2, 4, 0, 0, 0, time.UTC)
+	a := func(s string) netip.Addr { return netip.MustParseAddr(s) }
+	have := map[netip.Addr]state.LeaseEntry{
+		a("10.0.0.2"): {Lease: state.Lease{Node: "n1", Service: "web", Slot: 1, Released: &now}},                    // slot 1 released: reserve for n2
+		a("10.0.0.3"): {Lease: state.Lease{Node: "n1", Service: "web", Slot: 2}},                                    // slot 2 held: not reserved
+		a("10.0.0.4"): {Lease: state.Lease{Node: "n1", Service: "web", Slot: 3, Released: &now, ReservedFor: "n3"}}, // no pending task: drop
+		a("10.0.0.5"): {Lease: state.Lease{Node: "n1", Service: "db", Slot: 1, Released: &now}},                     // another service
+		a("10.0.0.6"): {Lease: state.Lease{Node: "n1", Service: "web", Slot: 4, Released: &now, ReservedFor: "n1"}}, // already reserved
+	}
+	reserve, drop := planReservations("web", have, []pendingSlot{{Slot: 1, Node: "n2"}, {Slot: 2, Node: "n2"}, {Slot: 4, Node: "n1"}})
+	if !reflect.DeepEqual(reserve, map[netip.Addr]string{a("10.0.0.2"): "n2"}) {
+		t.Errorf("reserve %v", reserve)
+	}
+	if !reflect.DeepEqual(drop, []netip.Addr{a("10.0.0.4")}) {
+		t.Errorf("drop %v", drop)
+	}
+}

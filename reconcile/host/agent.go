@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,6 +26,7 @@ import (
 
 	"swarmvlan/reconcile"
 	"swarmvlan/reconcile/engine"
+	"swarmvlan/reconcile/ipam"
 	"swarmvlan/spec"
 	"swarmvlan/state"
 	"swarmvlan/state/backoff"
@@ -98,6 +100,9 @@ type IPAMServer interface {
 	// GC releases this node's task leases on vlan that none of its
 	// endpoints (have) holds any more.
 	GC(ctx context.Context, vlan string, have []netip.Addr) (int, error)
+	// Annotate records the sticky slot each of this node's addresses on
+	// vlan serves.
+	Annotate(ctx context.Context, vlan string, slots map[netip.Addr]ipam.SlotRef) error
 }
 
 // leaseGCPeriod is how often the network pass collects this node's
@@ -189,6 +194,8 @@ type Agent struct {
 	cluster atomic.Bool
 	// lastGC is when the leases were last collected.
 	lastGC time.Time
+	// annotated is the sticky slots last recorded per VLAN.
+	annotated map[string]string
 	// lastPass is how long the last network reconcile took, by part.
 	lastPass passTimes
 }
@@ -218,6 +225,7 @@ func NewAgent(cfg Config) *Agent {
 		remade:      map[string]*remade{},
 		shims:       map[string]netip.Addr{},
 		taskRoutes:  map[string][]netip.Prefix{},
+		annotated:   map[string]string{},
 	}
 	return a
 }
@@ -880,6 +888,16 @@ func (a *Agent) listTaskRoutes(ctx context.Context, want []vlanWant) error {
 		}
 		routes := taskRoutesOf(ctrs, w.Net.Name, w.Subnet)
 		a.taskRoutes[w.Net.Name] = routes
+		if w.Problem == "" {
+			slots := stickySlots(ctrs, w.Net.Name, w.Subnet, a.stickyServices())
+			if key := fmt.Sprint(slots); a.annotated[w.Net.Name] != key {
+				if err := a.cfg.IPAM.Annotate(ctx, w.Net.Name, slots); err != nil {
+					errs = append(errs, err)
+				} else {
+					a.annotated[w.Net.Name] = key
+				}
+			}
+		}
 		if !gc || w.Problem != "" {
 			continue
 		}
@@ -895,6 +913,46 @@ func (a *Agent) listTaskRoutes(ctx context.Context, want []vlanWant) error {
 		a.lastGC = time.Now()
 	}
 	return errors.Join(errs...)
+}
+
+// stickyServices names the services in force with addresses: sticky.
+func (a *Agent) stickyServices() map[string]bool {
+	out := map[string]bool{}
+	for _, d := range a.cfg.View.List(spec.KindService) {
+		if svc := d.Object.(*spec.Service); svc.Spec.Addresses == spec.AddressesSticky {
+			out[svc.Metadata.Name] = true
+		}
+	}
+	return out
+}
+
+// stickySlots maps the address on network name of every task container of
+// a sticky service to its slot, read from the labels Swarm gives task
+// containers (com.docker.swarm.task.name is "<service>.<slot>.<task id>").
+// Pure.
+func stickySlots(ctrs []container.Summary, name string, subnet netip.Prefix, sticky map[string]bool) map[netip.Addr]ipam.SlotRef {
+	out := map[netip.Addr]ipam.SlotRef{}
+	for _, c := range ctrs {
+		svc := c.Labels["com.docker.swarm.service.name"]
+		if !sticky[svc] || c.NetworkSettings == nil || c.NetworkSettings.Networks[name] == nil {
+			continue
+		}
+		rest, ok := strings.CutPrefix(c.Labels["com.docker.swarm.task.name"], svc+".")
+		if !ok {
+			continue
+		}
+		slotText, _, _ := strings.Cut(rest, ".")
+		slot, err := strconv.Atoi(slotText)
+		if err != nil || slot < 1 {
+			continue
+		}
+		ip, err := netip.ParseAddr(c.NetworkSettings.Networks[name].IPAddress)
+		if err != nil || !subnet.Contains(ip) {
+			continue
+		}
+		out[ip] = ipam.SlotRef{Service: svc, Slot: slot}
+	}
+	return out
 }
 
 // taskRoutesOf collects the /32 of every container's address on network

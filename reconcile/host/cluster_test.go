@@ -9,6 +9,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
 
+	"swarmvlan/reconcile/ipam"
 	"swarmvlan/reconcile/kernel"
 	"swarmvlan/spec"
 )
@@ -104,5 +105,25 @@ func TestClusterConfigNetwork(t *testing.T) {
 	had := network.Inspect{ConfigOnly: true, Options: old.Options, Labels: old.Labels, IPAM: *old.IPAM}
 	if d := networkConfigDiff(cn, &had); !slices.Contains(d, "ipam driver default -> swarmvlan") {
 		t.Errorf("chunks network against cluster want: %v", d)
+	}
+}
+
+func TestStickySlots(t *testing.T) {
+	ctr := func(svc, task, ip string) container.Summary {
+		return container.Summary{
+			Labels:          map[string]string{"com.docker.swarm.service.name": svc, "com.docker.swarm.task.name": task},
+			NetworkSettings: &container.NetworkSettingsSummary{Networks: map[string]*network.EndpointSettings{"v40": {IPAddress: ip}}},
+		}
+	}
+	ctrs := []container.Summary{
+		ctr("web", "web.3.abc", "10.40.0.9"),
+		ctr("web", "web.x.abc", "10.40.0.10"),
+		ctr("db", "db.1.abc", "10.40.0.11"),
+		ctr("web", "web.4.def", "10.41.0.1"),
+	}
+	got := stickySlots(ctrs, "v40", netip.MustParsePrefix("10.40.0.0/16"), map[string]bool{"web": true})
+	want := map[netip.Addr]ipam.SlotRef{netip.MustParseAddr("10.40.0.9"): {Service: "web", Slot: 3}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("stickySlots = %v, want %v", got, want)
 	}
 }

@@ -60,12 +60,7 @@ type Leases interface {
 	Leases(ctx context.Context, vlan string) (map[netip.Addr]state.LeaseEntry, error)
 	TakeLease(ctx context.Context, vlan string, addr netip.Addr, l state.Lease, modifyIndex uint64) error
 	ReleaseLease(ctx context.Context, vlan string, addr netip.Addr, node string, now time.Time) error
-}
-
-// Reservations hands RequestAddress the sticky address reserved for the
-// task starting on this node, when exactly one such task is pending.
-type Reservations interface {
-	Claim(ctx context.Context, vlan, node string) (netip.Addr, state.Lease, bool)
+	UpdateLease(ctx context.Context, vlan string, addr netip.Addr, l state.Lease, modifyIndex uint64) (bool, error)
 }
 
 // Config is what the plugin needs.
@@ -77,9 +72,6 @@ type Config struct {
 	VLANs func() []*spec.VLAN
 	// Identity is this node's swarm ID and hostname; empty until known.
 	Identity func() (nodeID, hostname string)
-	// Reservations, when set, may hand RequestAddress a sticky address
-	// reserved for the one task starting on this node.
-	Reservations Reservations
 	Log          *slog.Logger
 	// Now is the clock (tests); nil is time.Now.
 	Now func() time.Time
@@ -314,18 +306,6 @@ func (p *Plugin) requestAddress(ctx context.Context, req requestAddressRequest) 
 		p.stats.Leased.Add(1)
 		return requestAddressResponse{Address: cidr(want, pool), Data: map[string]string{}}, nil
 	}
-	if p.cfg.Reservations != nil {
-		if a, l, ok := p.cfg.Reservations.Claim(ctx, vlan, node); ok {
-			lease.Service, lease.Slot = l.Service, l.Slot
-			if err := p.takeExact(ctx, vlan, pool, a, lease, 0); err == nil {
-				p.stats.Leased.Add(1)
-				p.cfg.Log.Info("sticky address", "vlan", vlan, "address", a, "service", l.Service, "slot", l.Slot)
-				return requestAddressResponse{Address: cidr(a, pool), Data: map[string]string{}}, nil
-			} else {
-				p.cfg.Log.Warn("sticky address not available; a fresh one instead", "vlan", vlan, "address", a, "service", l.Service, "slot", l.Slot, "err", err)
-			}
-		}
-	}
 	a, err := p.takeAny(ctx, vlan, pool, lease, quarantine)
 	if err != nil {
 		return requestAddressResponse{}, err
@@ -384,6 +364,21 @@ func (p *Plugin) takeAny(ctx context.Context, vlan string, pool *spec.AddressPoo
 		if err != nil {
 			return netip.Addr{}, consulErr(vlan, "read leases", err)
 		}
+		if a, e, ok := reservedFor(have, lease.Node); ok {
+			// The one sticky address reserved for this node: the task
+			// starting is its slot's (see the README for when this holds).
+			l := lease
+			l.Service, l.Slot = e.Service, e.Slot
+			err := p.cfg.Leases.TakeLease(ctx, vlan, a, l, e.ModifyIndex)
+			if err == nil {
+				p.cfg.Log.Info("sticky address", "vlan", vlan, "address", a, "service", e.Service, "slot", e.Slot)
+				return a, nil
+			}
+			if !errors.Is(err, state.ErrLeaseTaken) {
+				return netip.Addr{}, consulErr(vlan, "take lease", err)
+			}
+			continue
+		}
 		free := FreeAddresses(pool, have, p.cfg.Now(), quarantine)
 		if len(free) == 0 {
 			return netip.Addr{}, fmt.Errorf("swarmvlan ipam: vlan %q: pool %s exhausted: %d addresses, all leased or in quarantine", vlan, pool.Subnet, pool.Size())
@@ -406,6 +401,22 @@ func (p *Plugin) takeAny(ctx context.Context, vlan string, pool *spec.AddressPoo
 	}
 }
 
+// reservedFor returns the released sticky lease reserved for node, when
+// there is exactly one: with two, the plugin cannot tell which of the two
+// starting tasks is asking (Docker does not say), so neither is used.
+func reservedFor(have map[netip.Addr]state.LeaseEntry, node string) (netip.Addr, state.LeaseEntry, bool) {
+	var out netip.Addr
+	var entry state.LeaseEntry
+	n := 0
+	for a, e := range have {
+		if !e.Held() && e.ReservedFor == node && e.Service != "" {
+			out, entry = a, e
+			n++
+		}
+	}
+	return out, entry, n == 1
+}
+
 // FreeCandidate is an address that may be leased and the ModifyIndex its
 // check-and-set must name (0: no key yet).
 type FreeCandidate struct {
@@ -424,7 +435,7 @@ func FreeAddresses(pool *spec.AddressPool, have map[netip.Addr]state.LeaseEntry,
 		switch {
 		case !ok:
 			out = append(out, FreeCandidate{Addr: a})
-		case e.Free(now, quarantine):
+		case e.Free(now, quarantine) && e.ReservedFor == "":
 			out = append(out, FreeCandidate{Addr: a, ModifyIndex: e.ModifyIndex})
 		}
 		return true

@@ -70,6 +70,14 @@ func (f *fakeLeases) ReleaseLease(ctx context.Context, vlan string, a netip.Addr
 	return nil
 }
 
+func (f *fakeLeases) UpdateLease(ctx context.Context, vlan string, a netip.Addr, l state.Lease, idx uint64) (bool, error) {
+	err := f.TakeLease(ctx, vlan, a, l, idx)
+	if errors.Is(err, state.ErrLeaseTaken) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
 const clusterVLAN = "apiVersion: swarmvlan/v1\nkind: VLAN\nmetadata: {name: v40}\nspec: {trunk: eth0, subnet: 10.5.0.0/29, rangePlan: {mode: cluster, quarantine: 1m}}"
 
 type rig struct {
@@ -319,5 +327,44 @@ func TestOrphans(t *testing.T) {
 	got := Orphans(leases, "n1", []netip.Addr{a("10.0.0.3")}, now, time.Minute)
 	if len(got) != 1 || got[0] != a("10.0.0.2") {
 		t.Errorf("orphans = %v, want [10.0.0.2]", got)
+	}
+}
+
+// TestStickyReservation: the one released sticky address reserved for
+// this node is handed out, quarantine or not; with two reserved for it the
+// plugin cannot tell which task asks and hands out a fresh one; no other
+// node takes a reserved address.
+func TestStickyReservation(t *testing.T) {
+	r := newRig(t, clusterVLAN)
+	released := r.now
+	sticky := netip.MustParseAddr("10.5.0.4")
+	r.leases.kv[sticky] = state.LeaseEntry{Lease: state.Lease{Node: "n2", Kind: state.LeaseTask, Service: "web", Slot: 3,
+		Released: &released, ReservedFor: "n1"}, ModifyIndex: 100}
+	r.leases.index = 100
+	if a, e := r.request("", nil); a != "10.5.0.4/29" || e != "" {
+		t.Fatalf("sticky request = %q %q", a, e)
+	}
+	if l := r.leases.kv[sticky]; l.Node != "n1" || l.Service != "web" || l.Slot != 3 || l.ReservedFor != "" || !l.Held() {
+		t.Fatalf("sticky lease after taking: %+v", l)
+	}
+
+	// Two reserved for n1: ambiguous.
+	r = newRig(t, clusterVLAN)
+	for i, s := range []string{"10.5.0.4", "10.5.0.5"} {
+		r.leases.kv[netip.MustParseAddr(s)] = state.LeaseEntry{Lease: state.Lease{Node: "n2", Kind: state.LeaseTask, Service: "web", Slot: i + 1,
+			Released: &released, ReservedFor: "n1"}, ModifyIndex: uint64(100 + i)}
+	}
+	r.leases.index = 200
+	a, e := r.request("", nil)
+	if e != "" || a == "10.5.0.4/29" || a == "10.5.0.5/29" {
+		t.Fatalf("ambiguous: %q %q, want a fresh address", a, e)
+	}
+	// Another node never gets a reserved one, even after quarantine.
+	r.node = "n3"
+	r.now = r.now.Add(time.Hour)
+	for range 3 {
+		if a, _ := r.request("", nil); a == "10.5.0.4/29" || a == "10.5.0.5/29" {
+			t.Fatalf("n3 got reserved %s", a)
+		}
 	}
 }

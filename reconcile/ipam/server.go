@@ -199,3 +199,56 @@ func Orphans(leases map[netip.Addr]state.LeaseEntry, node string, have []netip.A
 	slices.SortFunc(out, netip.Addr.Compare)
 	return out
 }
+
+// SlotRef names a replicated service's task slot.
+type SlotRef struct {
+	Service string
+	Slot    int
+}
+
+// Annotate records, on this node's leases of vlan, the sticky slot each
+// address serves (slots: address -> slot of the running task holding it),
+// so that the slot's next task can get the address again. A slot that got
+// a fresh address no longer claims its old one.
+func (s *Server) Annotate(ctx context.Context, vlan string, slots map[netip.Addr]SlotRef) error {
+	p := s.p
+	node, _, err := p.identity()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, ConsulTimeout)
+	defer cancel()
+	have, err := p.cfg.Leases.Leases(ctx, vlan)
+	if err != nil {
+		return fmt.Errorf("vlan %q: sticky slots: %w", vlan, err)
+	}
+	held := map[SlotRef]netip.Addr{}
+	for a, ref := range slots {
+		held[ref] = a
+		e, ok := have[a]
+		if !ok || !e.Held() || e.Node != node || (e.Service == ref.Service && e.Slot == ref.Slot) {
+			continue
+		}
+		l := e.Lease
+		l.Service, l.Slot = ref.Service, ref.Slot
+		if _, err := p.cfg.Leases.UpdateLease(ctx, vlan, a, l, e.ModifyIndex); err != nil {
+			return fmt.Errorf("vlan %q: sticky slot of %s: %w", vlan, a, err)
+		}
+	}
+	for a, e := range have {
+		ref := SlotRef{e.Service, e.Slot}
+		if e.Held() || e.Service == "" {
+			continue
+		}
+		if now, ok := held[ref]; ok && now != a {
+			p.cfg.Log.Warn("sticky slot got a fresh address: its address was not free for it", "vlan", vlan,
+				"service", ref.Service, "slot", ref.Slot, "sticky", a, "fresh", now)
+			l := e.Lease
+			l.Service, l.Slot, l.ReservedFor = "", 0, ""
+			if _, err := p.cfg.Leases.UpdateLease(ctx, vlan, a, l, e.ModifyIndex); err != nil {
+				return fmt.Errorf("vlan %q: sticky slot of %s: %w", vlan, a, err)
+			}
+		}
+	}
+	return nil
+}
