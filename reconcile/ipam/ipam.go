@@ -72,7 +72,7 @@ type Config struct {
 	VLANs func() []*spec.VLAN
 	// Identity is this node's swarm ID and hostname; empty until known.
 	Identity func() (nodeID, hostname string)
-	Log          *slog.Logger
+	Log      *slog.Logger
 	// Now is the clock (tests); nil is time.Now.
 	Now func() time.Time
 }
