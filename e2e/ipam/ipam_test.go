@@ -314,5 +314,9 @@ func TestClusterMode(t *testing.T) {
 			}
 		}
 		t.Logf("45 tasks over the hosts %v, converged in %s", per, took.Round(time.Second))
+		deleteService(s, "web")
 	})
+
+	t.Run("cluster/sticky", func(t *testing.T) { checkSticky(t, b.For(t)) })
+	t.Run("figures", func(t *testing.T) { checkFigures(t, b.For(t)) })
 }
