@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"swarmvlan/spec"
 	"swarmvlan/state"
 )
 
@@ -52,5 +53,37 @@ func TestPlanReservations(t *testing.T) {
 	}
 	if !reflect.DeepEqual(drop, []netip.Addr{a("10.0.0.4")}) {
 		t.Errorf("drop %v", drop)
+	}
+}
+
+func TestPreviewLeases(t *testing.T) {
+	o, err := spec.Decode([]byte("apiVersion: swarmvlan/v1\nkind: VLAN\nmetadata: {name: v}\nspec: {trunk: eth0, subnet: 10.0.0.0/29, rangePlan: {mode: cluster, quarantine: 1m}}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 12, 2, 4, 0, 0, 0, time.UTC)
+	a := func(s string) netip.Addr { return netip.MustParseAddr(s) }
+	have := map[netip.Addr]state.LeaseEntry{
+		a("10.0.0.2"): {Lease: state.Lease{Node: "n1", Hostname: "h1", Kind: state.LeaseTask}},
+		a("10.0.0.6"): {Lease: state.Lease{Node: "n1", Hostname: "h1", Kind: state.LeaseShim}},
+		a("10.0.0.3"): {Lease: state.Lease{Node: "gone", Hostname: "h9", Kind: state.LeaseTask}},
+		a("10.0.0.4"): {Lease: state.Lease{Node: "n1", Kind: state.LeaseTask, Released: &now}},
+	}
+	p, err := PreviewLeases(o.(*spec.VLAN), []SwarmNode{{ID: "n1", Hostname: "h1"}, {ID: "n2", Hostname: "h2"}}, have, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A /29: 5 usable (less network, broadcast, gateway .1); 3 held, 1 in
+	// quarantine, 1 free.
+	if p.PoolSize != 5 || p.Free != 1 || p.Quarantined != 1 {
+		t.Errorf("pool %d free %d quarantined %d", p.PoolSize, p.Free, p.Quarantined)
+	}
+	want := []LeasePreview{
+		{Hostname: "h1", Node: "n1", InSwarm: true, Shim: "10.0.0.6", Tasks: []string{"10.0.0.2"}},
+		{Hostname: "h2", Node: "n2", InSwarm: true},
+		{Hostname: "h9", Node: "gone", Tasks: []string{"10.0.0.3"}},
+	}
+	if !reflect.DeepEqual(p.Nodes, want) {
+		t.Errorf("nodes\n got %+v\nwant %+v", p.Nodes, want)
 	}
 }
