@@ -78,7 +78,7 @@ func TestClusterFaults(t *testing.T) {
 			ls, err := leases(ctx, s)
 			out := map[netip.Addr]state.Lease{}
 			for a, l := range ls {
-				if l.Node == h3.ID {
+				if l.Node == h3.ID && l.Released == nil {
 					out[a] = l
 				}
 			}
@@ -181,14 +181,16 @@ func TestClusterFaults(t *testing.T) {
 
 	t.Run("consul-away", func(t *testing.T) {
 		s := b.For(t)
-		before, err := s.Running(s.Ctx, "web")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lsBefore, err := leases(s.Ctx, s)
-		if err != nil {
-			t.Fatal(err)
-		}
+		var before []bed.Task
+		var lsBefore map[netip.Addr]state.Lease
+		s.WaitFor("web converged before the outage", 3*time.Minute, func(ctx context.Context) error {
+			var err error
+			if before, err = checkClusterOn(ctx, s, burstSubnet, "web", 12, false); err != nil {
+				return err
+			}
+			lsBefore, err = leases(ctx, s)
+			return err
+		})
 		up := s.Up()
 		for _, h := range up {
 			h.KillConsul()
@@ -253,7 +255,7 @@ func TestClusterFaults(t *testing.T) {
 		}
 		for _, tk := range before {
 			if l := lsAfter[tk.Addr]; l.Released != nil || l.Node != lsBefore[tk.Addr].Node {
-				t.Errorf("lease %s of running task %s changed during the outage: %+v", tk.Addr, tk.TaskID, l)
+				t.Errorf("lease %s of running task %s on %s changed during the outage: %+v, was %+v", tk.Addr, tk.TaskID, tk.Host, l, lsBefore[tk.Addr])
 			}
 		}
 		// The leader sets the spec's 12 again; everything converges.

@@ -38,11 +38,15 @@ func startTimes(t *testing.T, s *bed.Bed, n int) (chunks, cluster []time.Duratio
 	d := s.Docker(s.H1)
 	ctx := s.Ctx
 	mk := func(name string, ipamCfg *network.IPAM) string {
-		resp, err := d.NetworkCreate(ctx, name, network.CreateOptions{Driver: "macvlan",
-			Options: map[string]string{"parent": lab.TrunkInterface}, IPAM: ipamCfg})
-		if err != nil {
-			t.Fatalf("network %s: %v", name, err)
-		}
+		var resp network.CreateResponse
+		// The VLAN's own network leaves h1 once its last task there is
+		// gone; until then the parent is taken.
+		s.WaitFor("network "+name, 2*time.Minute, func(ctx context.Context) error {
+			var err error
+			resp, err = d.NetworkCreate(ctx, name, network.CreateOptions{Driver: "macvlan",
+				Options: map[string]string{"parent": lab.TrunkInterface}, IPAM: ipamCfg})
+			return err
+		})
 		t.Cleanup(func() { _ = d.NetworkRemove(context.Background(), resp.ID) })
 		return resp.ID
 	}

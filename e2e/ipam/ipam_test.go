@@ -79,10 +79,12 @@ func newBed(t *testing.T) *bed.Bed {
 	return b
 }
 
-// leases reads the VLAN's leases from Consul.
+// leases reads the VLAN's leases from Consul, consistently: right after
+// the servers restart, a default read may come from a leader whose state
+// has not caught up with its log yet.
 func leases(ctx context.Context, b *bed.Bed) (map[netip.Addr]state.Lease, error) {
 	prefix := bed.KVPrefix + "state/leases/" + bed.VLANName + "/"
-	pairs, _, err := b.Consul(b.H1).KV().List(prefix, (&api.QueryOptions{}).WithContext(ctx))
+	pairs, _, err := b.Consul(b.H1).KV().List(prefix, (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
 	if err != nil {
 		return nil, err
 	}

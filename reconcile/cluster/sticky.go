@@ -18,11 +18,11 @@ import (
 // pending tasks of services with addresses: sticky.
 const kindSticky = "StickyAddresses"
 
-// stickyPoll is how often the pass looks at pending tasks: Swarm starts a
-// replacement task after its restart delay (5 s by default), and the
-// reservation must be in Consul before the task's container asks the
-// plugin for an address.
-var stickyPoll = time.Second
+// stickyPoll is how often the pass looks at pending tasks: the
+// reservation must be in Consul between Swarm assigning the replacement
+// task to a node and the task's container asking that node's plugin for
+// an address, which on a quiet node is well under a second.
+var stickyPoll = 250 * time.Millisecond
 
 // pendingSlot is a task of a sticky service that is not running yet, and
 // the node Swarm assigned it to.
@@ -104,6 +104,8 @@ func (c *Cluster) reconcileSticky(ctx context.Context, _ reconcile.Key, _ *recon
 		for _, t := range tasks {
 			if pendingTask(t) && t.Slot > 0 {
 				pending = append(pending, pendingSlot{Slot: t.Slot, Node: t.NodeID})
+				c.cfg.Log.Info("sticky slot pending", "service", svc.Metadata.Name, "slot", t.Slot, "node", t.NodeID,
+					"state", t.Status.State, "desired", t.DesiredState)
 			}
 		}
 		for _, vlan := range vlans {
