@@ -84,6 +84,8 @@ func startTimes(t *testing.T, s *bed.Bed, n int) (chunks, cluster []time.Duratio
 // against mode chunks on h1, and the lease requests per second the lab's
 // three Consul servers sustain through the plugin's handler.
 func checkFigures(t *testing.T, s *bed.Bed) {
+	s.Apply(vlanDoc("cluster"))
+	s.WaitFor("vlan ready on every host", 2*time.Minute, func(ctx context.Context) error { return vlanReady(ctx, s) })
 	const n = 20
 	ch, cl := startTimes(t, s, n)
 	p50c, p99c := percentile(ch, 0.5), percentile(ch, 0.99)
