@@ -911,6 +911,18 @@ func (h *Host) Consul(t testing.TB) *api.Client {
 	return cli
 }
 
+// MountNamespace is the file of the host's mount namespace
+// (ClusterOptions.MountNamespace), "" without one. A process entered into
+// it (nsenter --mount=FILE) shares the host's /run with its dockerd, so a
+// plugin socket it serves under /run/docker/plugins is that dockerd's
+// alone.
+func (h *Host) MountNamespace() string {
+	if h.mountns == nil {
+		return ""
+	}
+	return h.mountns.file()
+}
+
 // Exec returns a command that runs name inside the host: in its network
 // and UTS namespaces, with DOCKER_HOST set to the host's daemon and
 // CONSUL_HTTP_ADDR to its agent on 127.0.0.1:8500.

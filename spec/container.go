@@ -127,4 +127,19 @@ func validateEndpoint(errs *ErrorList, s *ServiceSpec) {
 	default:
 		errs.add("spec.endpointMode", fmt.Sprintf("must be vip or dnsrr, not %q", s.EndpointMode))
 	}
+	switch s.Addresses {
+	case "", AddressesAny:
+	case AddressesSticky:
+		if s.Mode == ModeGlobal {
+			errs.add("spec.addresses", "sticky needs mode replicated: a global service's tasks have no slot")
+		}
+	default:
+		errs.add("spec.addresses", fmt.Sprintf("must be any or sticky, not %q", s.Addresses))
+	}
 }
+
+// Service address policies (spec.addresses).
+const (
+	AddressesAny    = "any"
+	AddressesSticky = "sticky"
+)

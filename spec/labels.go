@@ -21,6 +21,9 @@ const (
 	// reports a config-only network's IPAM as null although it is in force,
 	// so what can be read back on every Engine is the label.
 	LabelIPAM = "io.swarmvlan.ipam"
+	// LabelIPAMDriver records the IPAM driver of a cluster-mode VLAN's
+	// config-only network (absent: Docker's default), for the same reason.
+	LabelIPAMDriver = "io.swarmvlan.ipam-driver"
 )
 
 // NodeLabelPrefix starts the node label the leader sets to NodeLabelReady on

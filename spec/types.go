@@ -97,9 +97,13 @@ type VLANSpec struct {
 	RangePlan   RangePlan `json:"rangePlan"`
 }
 
-// RangePlan says how the subnet is split into per-host chunks.
+// RangePlan says how the subnet's addresses are handed out: split into
+// per-host chunks (mode chunks, the default), or leased one by one from a
+// single pool shared by every host (mode cluster).
 type RangePlan struct {
-	ChunkPrefix int               `json:"chunkPrefix"`
+	// Mode is RangeModeChunks ("" too) or RangeModeCluster.
+	Mode        string            `json:"mode,omitempty"`
+	ChunkPrefix int               `json:"chunkPrefix,omitempty"`
 	Pool        []string          `json:"pool,omitempty"`
 	Exclude     []string          `json:"exclude,omitempty"`
 	Pinned      map[string]string `json:"pinned,omitempty"`
@@ -195,6 +199,11 @@ type ServiceSpec struct {
 	Aliases []string `json:"aliases,omitempty"`
 	// Overlays are swarm networks the task joins beside its VLANs.
 	Overlays []NetworkAttachment `json:"overlays,omitempty"`
+	// Addresses is how a replicated service's tasks get their addresses
+	// on VLANs in rangePlan.mode cluster: any (the default) or sticky (the
+	// task of slot N gets its slot's address again when it is replaced,
+	// when that is unambiguous; see the README's "Cluster IPAM mode").
+	Addresses string `json:"addresses,omitempty"`
 }
 
 // Logging is a Docker log driver and its options.

@@ -232,9 +232,17 @@ func validateRange(errs *ErrorList, s *VLANSpec) {
 
 	rp := &s.RangePlan
 	const cp = "spec.rangePlan.chunkPrefix"
+	cluster := rp.Mode == RangeModeCluster
+	switch rp.Mode {
+	case "", RangeModeChunks, RangeModeCluster:
+	default:
+		errs.add("spec.rangePlan.mode", fmt.Sprintf("%q is not a mode: chunks or cluster", rp.Mode))
+	}
 	bits := rp.ChunkPrefix
 	bitsOK := false
 	switch {
+	case cluster && bits == 0:
+		// One pool for every host: no chunks to size.
 	case subnetOK && (bits < subnet.Bits() || bits > maxChunkPrefix):
 		if bits == 0 {
 			errs.add(cp, fmt.Sprintf("required: between %d and %d (subnet is /%d)", subnet.Bits(), maxChunkPrefix, subnet.Bits()))
@@ -270,7 +278,7 @@ func validateRange(errs *ErrorList, s *VLANSpec) {
 	if bitsOK && len(rp.Pool) == 0 {
 		pool = []netip.Prefix{subnet}
 	}
-	if bitsOK {
+	if bitsOK && !cluster {
 		n := 0
 		for _, p := range pool {
 			if n += 1 << min(bits-p.Bits(), 30); n > MaxChunks {
@@ -299,6 +307,9 @@ func validateRange(errs *ErrorList, s *VLANSpec) {
 		host  string
 	}
 	var pins []pin
+	if cluster && len(rp.Pinned) > 0 {
+		errs.add("spec.rangePlan.pinned", "pinned chunks need mode chunks; mode cluster hands out addresses one by one")
+	}
 	for _, host := range sortedKeys(rp.Pinned) {
 		hp := KeyPath("spec.rangePlan.pinned", host)
 		if msg := hostname(host); msg != "" {

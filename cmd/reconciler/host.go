@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"swarmvlan/reconcile/host"
+	"swarmvlan/reconcile/ipam"
 	"swarmvlan/reconcile/kernel"
 	"swarmvlan/spec"
 )
@@ -31,7 +32,23 @@ func (d *daemon) startHost(ctx context.Context, g *errgroup.Group, resync time.D
 	} else {
 		hn = host.NewNet(k)
 	}
-	agent := host.NewAgent(host.Config{
+	var agent *host.Agent
+	plugin := ipam.New(ipam.Config{
+		Leases: d.store,
+		VLAN:   d.view.VLAN,
+		VLANs: func() []*spec.VLAN {
+			var out []*spec.VLAN
+			for _, doc := range d.view.List(spec.KindVLAN) {
+				out = append(out, doc.Object.(*spec.VLAN))
+			}
+			return out
+		},
+		Identity: func() (string, string) { return agent.Identity() },
+		Log:      log.With("ipam", "plugin"),
+	})
+	ipamServer := ipam.NewServer(plugin, d.ipamSocket)
+	agent = host.NewAgent(host.Config{
+		IPAM:   ipamServer,
 		Store:  d.store,
 		Docker: docker,
 		View:   d.view,
@@ -56,6 +73,7 @@ func (d *daemon) startHost(ctx context.Context, g *errgroup.Group, resync time.D
 		if hn != nil {
 			defer hn.Close()
 		}
+		defer ipamServer.Close()
 		return agent.Run(ctx)
 	})
 	return nil

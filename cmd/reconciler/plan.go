@@ -114,8 +114,19 @@ func cmdPlan(ctx context.Context, c *cli, args []string) error {
 
 	now := time.Now()
 	for _, name := range names {
-		p, err := cluster.PreviewRangePlan(want[name], hosts, nodes, allocs[name], now)
-		if err != nil {
+		var p cluster.RangePreview
+		if v := want[name]; v.RangeMode() == spec.RangeModeCluster {
+			have, err := store.Leases(ctx, name)
+			if err != nil {
+				return err
+			}
+			cp, err := cluster.PreviewLeases(v, nodes, have, now)
+			if err != nil {
+				return err
+			}
+			p = cluster.RangePreview{VLAN: name, Subnet: v.Spec.Subnet, Gateway: v.Spec.Gateway, Pool: v.Spec.RangePlan.Pool,
+				Exclude: v.Spec.RangePlan.Exclude, Quarantine: string(v.Spec.RangePlan.Quarantine), Mode: spec.RangeModeCluster, Cluster: &cp}
+		} else if p, err = cluster.PreviewRangePlan(v, hosts, nodes, allocs[name], now); err != nil {
 			return err
 		}
 		pv := planVLAN{RangePreview: p}
@@ -227,6 +238,7 @@ func rangeChanges(old, cur *spec.VLAN, oldHosts, curHosts []*spec.Host) []string
 	o, n := old.Spec, cur.Spec
 	field("subnet", o.Subnet, n.Subnet)
 	field("gateway", o.Gateway, n.Gateway)
+	field("rangePlan.mode", old.RangeMode(), cur.RangeMode())
 	field("rangePlan.chunkPrefix", o.RangePlan.ChunkPrefix, n.RangePlan.ChunkPrefix)
 	field("rangePlan.pool", o.RangePlan.Pool, n.RangePlan.Pool)
 	field("rangePlan.exclude", o.RangePlan.Exclude, n.RangePlan.Exclude)
@@ -275,6 +287,9 @@ func printPlanVLAN(w io.Writer, v planVLAN) error {
 	gw := v.Gateway
 	if gw == "" {
 		gw = "none"
+	}
+	if v.Cluster != nil {
+		return printClusterVLAN(w, v, gw)
 	}
 	fmt.Fprintf(w, "VLAN %s: subnet %s, gateway %s, /%d chunks, quarantine %s", v.VLAN, v.Subnet, gw, v.ChunkPrefix, v.Quarantine)
 	if !v.InKV {
@@ -357,4 +372,42 @@ func planSortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// printClusterVLAN prints a cluster-mode VLAN: its pool and the leases per
+// node.
+func printClusterVLAN(w io.Writer, v planVLAN, gw string) error {
+	c := v.Cluster
+	pool := "the subnet"
+	if len(v.Pool) > 0 {
+		pool = strings.Join(v.Pool, ", ")
+	}
+	fmt.Fprintf(w, "VLAN %s: subnet %s, gateway %s, mode cluster (one pool, leased address by address), quarantine %s", v.VLAN, v.Subnet, gw, v.Quarantine)
+	if !v.InKV {
+		fmt.Fprint(w, " (new: not in KV yet)")
+	}
+	fmt.Fprintf(w, "\n  pool: %s: %d address(es), %d free, %d in quarantine\n", pool, c.PoolSize, c.Free, c.Quarantined)
+	if len(v.Exclude) > 0 {
+		fmt.Fprintf(w, "  exclude: %s\n", strings.Join(v.Exclude, ", "))
+	}
+	for _, ch := range v.Changes {
+		fmt.Fprintf(w, "  change: %s\n", ch)
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  HOSTNAME\tNODE\tSHIM\tLEASES\tADDRESSES\tNOTE")
+	for _, n := range c.Nodes {
+		note := ""
+		if !n.InSwarm {
+			note = "not in the swarm: leases go into quarantine"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\n", planDash(n.Hostname), n.Node, planDash(n.Shim), len(n.Tasks), planDash(strings.Join(n.Tasks, " ")), note)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(c.Nodes) == 0 {
+		fmt.Fprintln(w, "  (no nodes)")
+	}
+	return nil
 }

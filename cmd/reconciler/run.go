@@ -20,6 +20,7 @@ import (
 	"swarmvlan/reconcile"
 	"swarmvlan/reconcile/cluster"
 	"swarmvlan/reconcile/engine"
+	"swarmvlan/reconcile/ipam"
 	"swarmvlan/state"
 	"swarmvlan/state/backoff"
 )
@@ -53,6 +54,10 @@ type daemon struct {
 
 	// git is the GitOps sync, when --git-url is set.
 	git *gitSync
+
+	// ipamSocket is where the host role serves the IPAM plugin while the
+	// node has a cluster-mode VLAN.
+	ipamSocket string
 }
 
 func cmdRun(ctx context.Context, c *cli, args []string) error {
@@ -70,6 +75,7 @@ func cmdRun(ctx context.Context, c *cli, args []string) error {
 	dockerHost := fs.String("docker-host", "", "Docker Engine address (default: DOCKER_HOST or the local socket)")
 	nodeName := fs.String("node-name", envOr("SWARMVLAN_NODE_NAME", ""), "name this process gives itself in the leader lock and logs (default: the hostname)")
 	nodeDownGrace := fs.Duration("node-down-grace", time.Minute, "how long a node must be down in Swarm before the leader removes its tasks' entries from Consul's catalog")
+	ipamSocket := fs.String("ipam-socket", ipam.SocketPath, "the unix socket the host role serves swarmvlan's IPAM plugin on while the node has a VLAN in rangePlan.mode cluster (the Engine finds plugins under /run/docker/plugins/)")
 	// A bad variable is reported after the command line is read, so run -h
 	// still shows the help.
 	envErr := flagsFromEnv(fs)
@@ -105,10 +111,11 @@ func cmdRun(ctx context.Context, c *cli, args []string) error {
 		hostname, _ = os.Hostname()
 	}
 	d := &daemon{
-		role:  *role,
-		log:   log,
-		store: store,
-		view:  reconcile.NewView(store.SpecPrefix()),
+		role:       *role,
+		ipamSocket: *ipamSocket,
+		log:        log,
+		store:      store,
+		view:       reconcile.NewView(store.SpecPrefix()),
 		leaderOpts: state.LeaderOptions{
 			SessionTTL: *sessionTTL,
 			LockDelay:  *lockDelay,

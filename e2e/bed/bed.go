@@ -200,7 +200,14 @@ func (b *Bed) StartReconcilerWith(h *lab.Host, extra ...string) *lab.Process {
 	}
 	args := append([]string{"run", "--role", role, "--listen", reconcilerListen,
 		"--node-down-grace", nodeDownGrace.String()}, extra...)
-	p := h.StartProcess(b.owner, b.bin, args...)
+	var p *lab.Process
+	if ns := h.MountNamespace(); ns != "" {
+		// In the host's mount namespace, so the IPAM plugin's socket is
+		// under the /run of this host's dockerd alone.
+		p = h.StartProcess(b.owner, "nsenter", append([]string{"--mount=" + ns, "--", b.bin}, args...)...)
+	} else {
+		p = h.StartProcess(b.owner, b.bin, args...)
+	}
 	b.mu.Lock()
 	b.procs[h.Name] = p
 	b.mu.Unlock()

@@ -79,13 +79,14 @@ func New(cfg Config) *Cluster {
 	}
 	c := &Cluster{cfg: cfg, reports: map[string]state.NodeReport{}, scales: map[string]uint64{}}
 	c.ctrl = &reconcile.Controller{Store: cfg.Store, View: cfg.View, Log: cfg.Log, Workers: cfg.Workers, Resync: cfg.Resync,
-		Periodic: []reconcile.Key{{Kind: kindNodeLabels, Name: "all"}, {Kind: kindDiscoveryGC, Name: "all"}, {Kind: kindServiceResync, Name: "all"}},
+		Periodic: []reconcile.Key{{Kind: kindNodeLabels, Name: "all"}, {Kind: kindDiscoveryGC, Name: "all"}, {Kind: kindServiceResync, Name: "all"}, {Kind: kindSticky, Name: "all"}},
 		Batched:  []string{spec.KindService}}
 	c.ctrl.Register(spec.KindVLAN, reconcile.ReconcilerFunc(c.reconcileVLAN))
 	c.ctrl.Register(spec.KindService, reconcile.ReconcilerFunc(c.reconcileService))
 	c.ctrl.Register(kindNodeLabels, reconcile.ReconcilerFunc(c.reconcileNodeLabels))
 	c.ctrl.Register(kindDiscoveryGC, reconcile.ReconcilerFunc(c.reconcileDiscoveryGC))
 	c.ctrl.Register(kindServiceResync, reconcile.ReconcilerFunc(c.reconcileServiceResync))
+	c.ctrl.Register(kindSticky, reconcile.ReconcilerFunc(c.reconcileSticky))
 	return c
 }
 
@@ -294,12 +295,19 @@ func (c *Cluster) sweep(ctx context.Context) error {
 
 // VLANDetails is the leader's part of status/vlans/<name>.
 type VLANDetails struct {
-	Summary     string              `json:"summary"`
-	Allocations map[string]string   `json:"allocations,omitempty"` // hostname -> chunk
-	Quarantined map[string]string   `json:"quarantined,omitempty"` // chunk -> until (RFC 3339)
-	Unallocated []string            `json:"unallocated,omitempty"`
-	Network     state.NetworkStatus `json:"network"`
-	Problems    []string            `json:"problems,omitempty"`
+	Summary string `json:"summary"`
+	// Mode is the range plan's mode when it is cluster ("" for chunks).
+	Mode string `json:"mode,omitempty"`
+	// Leases counts, in mode cluster, the addresses each node holds
+	// (hostname -> count, shim included); LeasesQuarantined those released
+	// and not yet free.
+	Leases            map[string]int      `json:"leases,omitempty"`
+	LeasesQuarantined int                 `json:"leasesQuarantined,omitempty"`
+	Allocations       map[string]string   `json:"allocations,omitempty"` // hostname -> chunk
+	Quarantined       map[string]string   `json:"quarantined,omitempty"` // chunk -> until (RFC 3339)
+	Unallocated       []string            `json:"unallocated,omitempty"`
+	Network           state.NetworkStatus `json:"network"`
+	Problems          []string            `json:"problems,omitempty"`
 }
 
 func (c *Cluster) ownerID() string {
@@ -326,6 +334,12 @@ func (c *Cluster) reconcileVLAN(ctx context.Context, k reconcile.Key, doc *recon
 		return c.removeVLAN(ctx, lead, k.Name)
 	}
 	vlan := doc.Object.(*spec.VLAN)
+	if vlan.RangeMode() == spec.RangeModeCluster {
+		return c.reconcileClusterVLAN(ctx, lead, k, vlan)
+	}
+	if out, refused := c.refuseChunksOverLeases(ctx, k.Name); refused {
+		return out
+	}
 	plan, err := vlan.Plan()
 	if err != nil {
 		return reconcile.Terminal(fmt.Errorf("vlan %q: plan: %w", k.Name, err))
@@ -422,6 +436,38 @@ func (c *Cluster) reconcileVLAN(ctx context.Context, k reconcile.Key, doc *recon
 		out = reconcile.Done()
 	}
 	return out.With(&det, readyCondition(ready, strings.Join(why, "; ")))
+}
+
+// refuseChunksOverLeases refuses mode chunks on a VLAN whose addresses
+// were leased in mode cluster while tasks still use it: chunks handed out
+// now would overlap the running tasks' addresses. Once no service uses the
+// VLAN the leases are forgotten and chunks are planned.
+func (c *Cluster) refuseChunksOverLeases(ctx context.Context, vlan string) (reconcile.Outcome, bool) {
+	have, err := c.cfg.Store.Leases(ctx, vlan)
+	if err != nil {
+		return reconcile.Retry(fmt.Errorf("vlan %q: read leases: %w", vlan, err)), true
+	}
+	if len(have) == 0 {
+		return reconcile.Done(), false
+	}
+	users, err := c.vlanUsers(ctx, vlan)
+	if err != nil {
+		return reconcile.Retry(fmt.Errorf("vlan %q: users: %w", vlan, err)), true
+	}
+	if len(users) > 0 {
+		msg := fmt.Sprintf("rangePlan.mode chunks refused while addresses leased in mode cluster are in use by %s: remove those services (or set mode cluster again) first", strings.Join(users, ", "))
+		return reconcile.Poll(10*time.Second).With(&VLANDetails{Summary: msg, Problems: []string{msg}}, readyCondition(false, msg)), true
+	}
+	lead, err := c.leadership()
+	if err != nil {
+		return reconcile.Retry(err), true
+	}
+	for a, e := range have {
+		if _, err := lead.Delete(ctx, c.cfg.Store.LeaseKey(vlan, a), e.ModifyIndex); err != nil {
+			return reconcile.Retry(fmt.Errorf("vlan %q: forget lease %s for mode chunks: %w", vlan, a, err)), true
+		}
+	}
+	return reconcile.Done(), false
 }
 
 // removeVLAN removes the swarm network once no service uses it, then the

@@ -40,6 +40,10 @@ type RangePreview struct {
 	Problems []string `json:"problems,omitempty"`
 	// NextRelease is when the earliest quarantine would end.
 	NextRelease *time.Time `json:"nextRelease,omitempty"`
+	// Mode is the range plan's mode; Cluster, in mode cluster, the pool
+	// and the leases per node (the chunk fields are then empty).
+	Mode    string          `json:"mode"`
+	Cluster *ClusterPreview `json:"cluster,omitempty"`
 }
 
 // ChunkState is what a chunk is used for.

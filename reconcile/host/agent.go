@@ -10,11 +10,15 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/swarm"
 	"github.com/hashicorp/consul/api"
@@ -22,6 +26,7 @@ import (
 
 	"swarmvlan/reconcile"
 	"swarmvlan/reconcile/engine"
+	"swarmvlan/reconcile/ipam"
 	"swarmvlan/spec"
 	"swarmvlan/state"
 	"swarmvlan/state/backoff"
@@ -76,7 +81,33 @@ type Config struct {
 	// SyncRegistrations registers this node's running tasks of services
 	// with the local Consul agent; nil leaves registration off.
 	SyncRegistrations func(ctx context.Context, services []*spec.Service) error
+	// IPAM serves swarmvlan's IPAM plugin for cluster-mode VLANs and
+	// leases the host's shim addresses on them; nil: cluster-mode VLANs
+	// are not set up on this host, and their status says why.
+	IPAM IPAMServer
 }
+
+// IPAMServer is the IPAM plugin as the host role drives it
+// (reconcile/ipam.Server).
+type IPAMServer interface {
+	// Ensure serves the plugin's socket when on, and stops when not.
+	Ensure(on bool) error
+	// Serving reports whether the socket is served, or why not.
+	Serving() (bool, error)
+	// ShimAddress leases (or returns the lease of) this host's shim
+	// address on a cluster-mode VLAN.
+	ShimAddress(ctx context.Context, vlan string) (netip.Addr, error)
+	// GC releases this node's task leases on vlan that none of its
+	// endpoints (have) holds any more.
+	GC(ctx context.Context, vlan string, have []netip.Addr) (int, error)
+	// Annotate records the sticky slot each of this node's addresses on
+	// vlan serves.
+	Annotate(ctx context.Context, vlan string, slots map[netip.Addr]ipam.SlotRef) error
+}
+
+// leaseGCPeriod is how often the network pass collects this node's
+// leases that no endpoint holds.
+var leaseGCPeriod = 30 * time.Second
 
 // reportSame compares what the leader acts on, leaving Updated out.
 func reportSame(a, b *state.NodeReport) bool {
@@ -151,6 +182,20 @@ type Agent struct {
 	// network, so a disagreement with the Engine backs off instead of
 	// re-creating the network on every pass its own events trigger.
 	remade map[string]*remade
+	// shims are this host's shim addresses on cluster-mode VLANs, as
+	// leased; kept through Consul outages.
+	shims map[string]netip.Addr
+	// taskRoutes are the addresses of this host's containers on each
+	// cluster-mode VLAN, as last listed: kept while Docker is away.
+	taskRoutes map[string][]netip.Prefix
+	// cluster is set while a cluster-mode VLAN is in force: container
+	// starts and stops then also wake the network pass (the shim routes
+	// each task's address).
+	cluster atomic.Bool
+	// lastGC is when the leases were last collected.
+	lastGC time.Time
+	// annotated is the sticky slots last recorded per VLAN.
+	annotated map[string]string
 	// lastPass is how long the last network reconcile took, by part.
 	lastPass passTimes
 }
@@ -178,6 +223,9 @@ func NewAgent(cfg Config) *Agent {
 		lastWant:    map[string]VLAN{},
 		known:       map[string]bool{},
 		remade:      map[string]*remade{},
+		shims:       map[string]netip.Addr{},
+		taskRoutes:  map[string][]netip.Prefix{},
+		annotated:   map[string]string{},
 	}
 	return a
 }
@@ -287,7 +335,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			case ev.Type == "network":
 				a.enqueue(true, false)
 			case ev.Type == "container" && !strings.HasPrefix(ev.Action, "exec_"):
-				a.enqueue(false, true)
+				a.enqueue(a.cluster.Load() && (ev.Action == "start" || ev.Action == "die"), true)
 			}
 		}
 		return nil
@@ -509,6 +557,9 @@ type vlanWant struct {
 	Gateway netip.Addr
 	// Chunk is the chunk as allocated, for status ("" without one).
 	Chunk string
+	// Cluster is set for a cluster-mode VLAN: no chunk, the addresses
+	// come from swarmvlan's IPAM plugin.
+	Cluster bool
 	// Problem is why the VLAN cannot be set up here whatever the kernel
 	// and Docker do (an allocation outside the subnet).
 	Problem string
@@ -530,8 +581,12 @@ func desired(vlans []*spec.VLAN, host *spec.Host, chunks map[string]string) []vl
 				Mode:        v.Spec.Mode,
 				Driver:      spec.VLANDriver(v.Spec.Driver),
 			},
-			Driver: v.Spec.Driver,
-			Chunk:  chunks[v.Metadata.Name],
+			Driver:  v.Spec.Driver,
+			Chunk:   chunks[v.Metadata.Name],
+			Cluster: v.RangeMode() == spec.RangeModeCluster,
+		}
+		if w.Cluster {
+			w.Chunk = ""
 		}
 		subnet, err := netip.ParsePrefix(v.Spec.Subnet)
 		if err != nil {
@@ -620,7 +675,7 @@ func vlanStatusOf(w vlanWant, o observedVLAN) VLANStatus {
 		st.Link, st.Shim, st.Route = o.Net.Link, o.Net.Shim, o.Net.Route
 	}
 	linkOK := !o.Managed || (o.Net != nil && o.Net.Link == "ok")
-	hasChunk := w.Net.Chunk.IsValid()
+	hasChunk := w.Net.Chunk.IsValid() || w.Cluster
 	switch {
 	case o.Config != nil:
 		st.ConfigNetwork = o.Config.State
@@ -698,9 +753,11 @@ func (a *Agent) converge(ctx context.Context) (p *netPass, ok bool) {
 	vlans, inView, held := a.viewVLANs()
 	host, _ := a.cfg.View.Host(hostname)
 	want := desired(vlans, host, chunks)
+	ipamErrs := a.clusterWants(ctx, want)
 
 	p = &netPass{Status: Status{Hostname: hostname, VLANs: map[string]VLANStatus{}},
 		Report: state.NodeReport{Hostname: hostname, VLANs: map[string]state.NodeVLANReport{}}}
+	p.Errs = append(p.Errs, ipamErrs...)
 
 	// Docker first: a VLAN gone from the spec keeps its links while its
 	// config network stays, so removal decides what the kernel keeps.
@@ -733,7 +790,7 @@ func (a *Agent) converge(ctx context.Context) (p *netPass, ok bool) {
 			o.Net = &s
 		}
 		linkOK := !o.Managed || (o.Net != nil && o.Net.Link == "ok")
-		if w.Problem == "" && w.Net.Chunk.IsValid() && linkOK {
+		if w.Problem == "" && (w.Net.Chunk.IsValid() || w.Cluster) && linkOK {
 			o.Config = a.ensureConfig(ctx, nets, listErr, w, p)
 		}
 		st := vlanStatusOf(w, o)
@@ -756,6 +813,166 @@ func (a *Agent) converge(ctx context.Context) (p *netPass, ok bool) {
 	p.Status.Summary = statusSummary(p.Status)
 	p.Times.Total = time.Since(start)
 	return p, true
+}
+
+// clusterWants completes the wants of cluster-mode VLANs: the plugin is
+// served while there is one, and each gets this host's shim address (a
+// lease of the pool). A VLAN whose plugin is not served, or whose shim
+// address cannot be leased yet, gets the problem that says so and is not
+// ready. The errors make the pass retry.
+func (a *Agent) clusterWants(ctx context.Context, want []vlanWant) []error {
+	some := false
+	for _, w := range want {
+		some = some || w.Cluster
+	}
+	if a.cfg.IPAM == nil {
+		for i := range want {
+			if want[i].Cluster && want[i].Problem == "" {
+				want[i].Problem = "rangePlan.mode cluster needs swarmvlan's IPAM plugin, which this host role does not serve"
+			}
+		}
+		return nil
+	}
+	a.cluster.Store(some)
+	var errs []error
+	if err := a.cfg.IPAM.Ensure(some); err != nil {
+		errs = append(errs, err)
+	}
+	if some {
+		if err := a.listTaskRoutes(ctx, want); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	serving, serveErr := a.cfg.IPAM.Serving()
+	for i := range want {
+		w := &want[i]
+		if !w.Cluster || w.Problem != "" {
+			continue
+		}
+		if !serving {
+			w.Problem = "ipam plugin not served: " + errText(serveErr)
+			continue
+		}
+		if !w.Net.HostAccess {
+			continue
+		}
+		shim, ok := a.shims[w.Net.Name]
+		if !ok {
+			var err error
+			if shim, err = a.cfg.IPAM.ShimAddress(ctx, w.Net.Name); err != nil {
+				w.Problem = "shim address: " + err.Error()
+				errs = append(errs, err)
+				continue
+			}
+			a.shims[w.Net.Name] = shim
+		}
+		w.Net.Cluster, w.Net.ShimAddr = true, shim
+		w.Net.TaskRoutes = a.taskRoutes[w.Net.Name]
+	}
+	return errs
+}
+
+// listTaskRoutes reads the addresses of this host's containers on every
+// cluster-mode VLAN's swarm network (named after the VLAN) into
+// a.taskRoutes. With Docker away the last list stays in force.
+func (a *Agent) listTaskRoutes(ctx context.Context, want []vlanWant) error {
+	ctrs, err := a.cfg.Docker.ContainerList(ctx, engine.Filter("status", "running"))
+	if err != nil {
+		return fmt.Errorf("list containers for the shim routes: %w", err)
+	}
+	gc := time.Since(a.lastGC) >= leaseGCPeriod
+	var errs []error
+	for _, w := range want {
+		if !w.Cluster {
+			continue
+		}
+		routes := taskRoutesOf(ctrs, w.Net.Name, w.Subnet)
+		a.taskRoutes[w.Net.Name] = routes
+		if w.Problem == "" {
+			slots := stickySlots(ctrs, w.Net.Name, w.Subnet, a.stickyServices())
+			if key := fmt.Sprint(slots); a.annotated[w.Net.Name] != key {
+				if err := a.cfg.IPAM.Annotate(ctx, w.Net.Name, slots); err != nil {
+					errs = append(errs, err)
+				} else {
+					a.annotated[w.Net.Name] = key
+				}
+			}
+		}
+		if !gc || w.Problem != "" {
+			continue
+		}
+		have := make([]netip.Addr, 0, len(routes))
+		for _, r := range routes {
+			have = append(have, r.Addr())
+		}
+		if _, err := a.cfg.IPAM.GC(ctx, w.Net.Name, have); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if gc && len(errs) == 0 {
+		a.lastGC = time.Now()
+	}
+	return errors.Join(errs...)
+}
+
+// stickyServices names the services in force with addresses: sticky.
+func (a *Agent) stickyServices() map[string]bool {
+	out := map[string]bool{}
+	for _, d := range a.cfg.View.List(spec.KindService) {
+		if svc := d.Object.(*spec.Service); svc.Spec.Addresses == spec.AddressesSticky {
+			out[svc.Metadata.Name] = true
+		}
+	}
+	return out
+}
+
+// stickySlots maps the address on network name of every task container of
+// a sticky service to its slot, read from the labels Swarm gives task
+// containers (com.docker.swarm.task.name is "<service>.<slot>.<task id>").
+// Pure.
+func stickySlots(ctrs []container.Summary, name string, subnet netip.Prefix, sticky map[string]bool) map[netip.Addr]ipam.SlotRef {
+	out := map[netip.Addr]ipam.SlotRef{}
+	for _, c := range ctrs {
+		svc := c.Labels["com.docker.swarm.service.name"]
+		if !sticky[svc] || c.NetworkSettings == nil || c.NetworkSettings.Networks[name] == nil {
+			continue
+		}
+		rest, ok := strings.CutPrefix(c.Labels["com.docker.swarm.task.name"], svc+".")
+		if !ok {
+			continue
+		}
+		slotText, _, _ := strings.Cut(rest, ".")
+		slot, err := strconv.Atoi(slotText)
+		if err != nil || slot < 1 {
+			continue
+		}
+		ip, err := netip.ParseAddr(c.NetworkSettings.Networks[name].IPAddress)
+		if err != nil || !subnet.Contains(ip) {
+			continue
+		}
+		out[ip] = ipam.SlotRef{Service: svc, Slot: slot}
+	}
+	return out
+}
+
+// taskRoutesOf collects the /32 of every container's address on network
+// name inside subnet, sorted. Pure.
+func taskRoutesOf(ctrs []container.Summary, name string, subnet netip.Prefix) []netip.Prefix {
+	var out []netip.Prefix
+	for _, c := range ctrs {
+		if c.NetworkSettings == nil {
+			continue
+		}
+		ep := c.NetworkSettings.Networks[name]
+		if ep == nil {
+			continue
+		}
+		if ip, err := netip.ParseAddr(ep.IPAddress); err == nil && subnet.Contains(ip) {
+			out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
+		}
+	}
+	slices.SortFunc(out, comparePrefix)
+	return slices.Compact(out)
 }
 
 // viewVLANs reads the VLANs in force from the view, the names the pass

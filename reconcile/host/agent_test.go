@@ -610,7 +610,7 @@ func TestHostVLANFromConfig(t *testing.T) {
 			opts := networkConfigWant(w.configNetwork())
 			n := network.Summary{Name: spec.ConfigNetworkName(tc.want.Name), ConfigOnly: true, Options: opts.Options, Labels: opts.Labels, IPAM: *opts.IPAM}
 			got, ok := vlanFromConfig(tc.want.Name, n)
-			if !ok || got != tc.want {
+			if !ok || !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("rebuilt\n got %+v (%v)\nwant %+v", got, ok, tc.want)
 			}
 		})
@@ -648,7 +648,7 @@ func TestHostConvergeKeepsLinksOfUnseenVLAN(t *testing.T) {
 	}
 	want := VLAN{Name: "old", Trunk: "eth1", ID: 7, Driver: "macvlan", Promiscuous: true, HostAccess: true, Mode: "bridge",
 		Chunk: netip.MustParsePrefix("10.7.3.0/24"), ShimAddr: netip.MustParseAddr("10.7.3.255")}
-	if got := a.lastWant["old"]; got != want {
+	if got := a.lastWant["old"]; !reflect.DeepEqual(got, want) {
 		t.Errorf("links kept for old\n got %+v\nwant %+v", got, want)
 	}
 }

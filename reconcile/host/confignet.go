@@ -48,6 +48,19 @@ type ConfigNetwork struct {
 	// as the aux address "shim"; invalid means no shim.
 	ShimAddr netip.Addr
 	MTU      int // 0 = the driver's default
+	// Cluster makes the network's IPAM driver swarmvlan's plugin
+	// (spec.IPAMDriver), with the VLAN named in an IPAM option so the
+	// plugin maps the pool back to it; IPRange and ShimAddr are then unset:
+	// the plugin leases every address from the one pool.
+	Cluster bool
+}
+
+// ipamDriverOf is the IPAM driver a config network is made with.
+func ipamDriverOf(want ConfigNetwork) string {
+	if want.Cluster {
+		return spec.IPAMDriver
+	}
+	return "default"
 }
 
 // networkConfigWant renders the options and IPAM a config network is created
@@ -75,12 +88,17 @@ func networkConfigWant(want ConfigNetwork) network.CreateOptions {
 	labels := spec.OwnerLabels(spec.KindVLAN, want.VLAN)
 	labels[spec.LabelDriver] = spec.VLANDriver(want.Driver)
 	labels[spec.LabelIPAM] = formatIPAMLabel(ipam)
+	var ipamOpts map[string]string
+	if want.Cluster {
+		labels[spec.LabelIPAMDriver] = spec.IPAMDriver
+		ipamOpts = map[string]string{spec.IPAMOptVLAN: want.VLAN}
+	}
 	// No Scope: the engine refuses operator fields on a config-only
 	// network, which is always local.
 	return network.CreateOptions{
 		ConfigOnly: true,
 		Options:    opts,
-		IPAM:       &network.IPAM{Driver: "default", Config: []network.IPAMConfig{ipam}},
+		IPAM:       &network.IPAM{Driver: ipamDriverOf(want), Options: ipamOpts, Config: []network.IPAMConfig{ipam}},
 		Labels:     labels,
 	}
 }
@@ -179,6 +197,7 @@ func networkConfigDiff(want ConfigNetwork, have *network.Inspect) []string {
 	modeKey := networkModeKey(want.Driver)
 	add("mode", have.Options[modeKey], w.Options[modeKey])
 	add("mtu", have.Options[networkOptMTU], w.Options[networkOptMTU])
+	add("ipam driver", ipamDriverHave(have), ipamDriverOf(want))
 	h, pools, ok := configIPAM(have.IPAM, have.Labels)
 	if !ok {
 		return diff
@@ -355,8 +374,32 @@ func RemoveConfigNetwork(ctx context.Context, d engine.Docker, vlan string) (sta
 	return engine.RemoveNetwork(ctx, d, st, have.ID, vlan)
 }
 
+// ipamDriverHave is the IPAM driver a config network holds: what the
+// Engine reports, else the label it was made with, else Docker's default.
+func ipamDriverHave(have *network.Inspect) string {
+	if d := have.IPAM.Driver; d != "" && d != "default" {
+		return d
+	}
+	if d := have.Labels[spec.LabelIPAMDriver]; d != "" {
+		return d
+	}
+	return "default"
+}
+
 // configNetwork is the config-only network the VLAN needs on this node.
 func (w vlanWant) configNetwork() ConfigNetwork {
+	if w.Cluster {
+		return ConfigNetwork{
+			VLAN:    w.Net.Name,
+			Driver:  w.Driver,
+			Parent:  spec.SubInterfaceName(w.Net.Trunk, w.Net.ID),
+			Mode:    w.Net.Mode,
+			Subnet:  w.Subnet,
+			Gateway: w.Gateway,
+			MTU:     w.Net.MTU,
+			Cluster: true,
+		}
+	}
 	return ConfigNetwork{
 		VLAN:     w.Net.Name,
 		Driver:   w.Driver,

@@ -2,7 +2,9 @@ package host
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"swarmvlan/reconcile/kernel"
@@ -42,7 +44,34 @@ type VLAN struct {
 	Chunk netip.Prefix
 	// ShimAddr is the shim's address, the last address of the chunk
 	// (computed by the caller, who also keeps it out of Docker's allocation).
+	// In cluster mode it is the host's leased shim address.
 	ShimAddr netip.Addr
+	// Cluster is set for a VLAN in rangePlan.mode cluster: no chunk; the
+	// shim holds ShimAddr and routes the addresses of this host's own
+	// tasks (TaskRoutes), since any host's task may have any address.
+	Cluster    bool
+	TaskRoutes []netip.Prefix
+}
+
+// hasShimAddr says whether the shim gets its address (and routes) yet:
+// with a chunk, or in cluster mode with a leased address.
+func (v VLAN) hasShimAddr() bool {
+	if v.Cluster {
+		return v.ShimAddr.IsValid()
+	}
+	return v.Chunk.IsValid()
+}
+
+// shimRoutes are the destinations routed through the shim: the chunk, or
+// in cluster mode each of this host's tasks.
+func (v VLAN) shimRoutes() []netip.Prefix {
+	if v.Cluster {
+		return v.TaskRoutes
+	}
+	if v.Chunk.IsValid() {
+		return []netip.Prefix{v.Chunk.Masked()}
+	}
+	return nil
 }
 
 // NetStatus is the observed per-VLAN result for status/nodes/<node>.
@@ -299,7 +328,7 @@ func (p *linkPlanner) claim(v VLAN) {
 	} else {
 		p.claims[shim] = v.Name
 	}
-	if v.Chunk.IsValid() && p.shimProblem[v.Name] == "" {
+	if v.Chunk.IsValid() && !v.Cluster && p.shimProblem[v.Name] == "" {
 		switch {
 		case !v.ShimAddr.IsValid():
 			p.shimProblem[v.Name] = fmt.Sprintf("no shim address for chunk %s", v.Chunk)
@@ -539,10 +568,13 @@ func (p *linkPlanner) shim(v VLAN, parent string, parentIndex int, parentNew boo
 			}
 		}
 	}
-	wantAddr, chunk := netip.Prefix{}, netip.Prefix{}
-	if v.Chunk.IsValid() {
+	wantAddr := netip.Prefix{}
+	if v.hasShimAddr() {
 		wantAddr = netip.PrefixFrom(v.ShimAddr, v.ShimAddr.BitLen())
-		chunk = v.Chunk.Masked()
+	}
+	wantRoutes := map[netip.Prefix]bool{}
+	for _, r := range v.shimRoutes() {
+		wantRoutes[r.Masked()] = true
 	}
 	hasAddr := false
 	for _, a := range addrs {
@@ -556,20 +588,20 @@ func (p *linkPlanner) shim(v VLAN, parent string, parentIndex int, parentNew boo
 				Why: fmt.Sprintf("stray address %s on %s", a, name)})
 		}
 	}
-	hasRoute := false
+	hasRoute := map[netip.Prefix]bool{}
 	for _, r := range routes {
 		switch {
 		case r.Protocol == kernel.ProtoKernel || r.Dst.Addr().IsLinkLocalUnicast():
 			// Routes the kernel derives from addresses come and go with them.
-		case r.Dst == chunk && r.Scope == kernel.ScopeLink && !hasRoute:
-			hasRoute = true
+		case wantRoutes[r.Dst] && r.Scope == kernel.ScopeLink && !hasRoute[r.Dst]:
+			hasRoute[r.Dst] = true
 		default:
 			p.add(v, linkPartRoute, linkAction{Op: linkDelRoute, Link: name, Index: s.Index, Addr: r.Dst,
 				Scope: r.Scope, Proto: r.Protocol, Metric: r.Priority,
 				Why: fmt.Sprintf("stray route %s on %s", r.Dst, name)})
 		}
 	}
-	if !v.Chunk.IsValid() {
+	if !v.hasShimAddr() {
 		p.block(v, linkPartShim, reasonNoChunk)
 		p.block(v, linkPartRoute, reasonNoChunk)
 		return
@@ -582,22 +614,40 @@ func (p *linkPlanner) shim(v VLAN, parent string, parentIndex int, parentNew boo
 		p.add(v, linkPartShim, linkAction{Op: linkAddAddr, Link: name, Index: index, Addr: wantAddr,
 			Why: fmt.Sprintf("address %s missing on %s", wantAddr, name)})
 	}
-	if hasRoute {
-		return
+	for _, dst := range slices.SortedFunc(maps.Keys(wantRoutes), comparePrefix) {
+		if hasRoute[dst] {
+			continue
+		}
+		if via, taken := p.routedElsewhere(dst, s); taken {
+			p.block(v, linkPartRoute, fmt.Sprintf("route to %s already exists via %s", dst, via))
+			return
+		}
+		p.add(v, linkPartRoute, linkAction{Op: linkAddRoute, Link: name, Index: index, Addr: dst,
+			Why: fmt.Sprintf("route to %s via %s missing", dst, name)})
 	}
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return a.Bits() - b.Bits()
+}
+
+// routedElsewhere says whether dst is already routed through another
+// link than the shim s (one not being deleted), and which.
+func (p *linkPlanner) routedElsewhere(dst netip.Prefix, s *kernel.Link) (string, bool) {
 	for _, r := range p.have.Routes {
-		if r.Dst != chunk || (s != nil && r.LinkIndex == s.Index) || p.deleted[r.LinkIndex] {
+		if r.Dst != dst || (s != nil && r.LinkIndex == s.Index) || p.deleted[r.LinkIndex] {
 			continue
 		}
 		via := fmt.Sprintf("link %d", r.LinkIndex)
 		if l := p.byIndex[r.LinkIndex]; l != nil {
 			via = l.Name
 		}
-		p.block(v, linkPartRoute, fmt.Sprintf("route to %s already exists via %s", chunk, via))
-		return
+		return via, true
 	}
-	p.add(v, linkPartRoute, linkAction{Op: linkAddRoute, Link: name, Index: index, Addr: chunk,
-		Why: fmt.Sprintf("route to %s via %s missing", chunk, name)})
+	return "", false
 }
 
 // releasePromisc switches promiscuous mode off on trunks this reconciler
@@ -697,8 +747,8 @@ func interestOf(want []VLAN, have kernel.Observed) *linkInterest {
 		in.names[spec.SubInterfaceName(v.Trunk, v.ID)] = true
 		if v.HostAccess {
 			in.names[spec.ShimName(v.Name)] = true
-			if v.Chunk.IsValid() {
-				in.chunks[v.Chunk.Masked()] = true
+			for _, r := range v.shimRoutes() {
+				in.chunks[r.Masked()] = true
 			}
 		}
 	}

@@ -1,0 +1,370 @@
+package ipam
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"swarmvlan/spec"
+	"swarmvlan/state"
+)
+
+// fakeLeases is a lease store with Consul's check-and-set rule.
+type fakeLeases struct {
+	mu    sync.Mutex
+	index uint64
+	kv    map[netip.Addr]state.LeaseEntry
+	down  bool
+}
+
+func (f *fakeLeases) Leases(ctx context.Context, vlan string) (map[netip.Addr]state.LeaseEntry, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return nil, errors.New("dial tcp 127.0.0.1:8500: connection refused")
+	}
+	out := map[netip.Addr]state.LeaseEntry{}
+	for k, v := range f.kv {
+		out[k] = v
+	}
+	return out, nil
+}
+
+func (f *fakeLeases) TakeLease(ctx context.Context, vlan string, a netip.Addr, l state.Lease, idx uint64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return errors.New("connection refused")
+	}
+	if f.kv[a].ModifyIndex != idx {
+		return state.ErrLeaseTaken
+	}
+	f.index++
+	l.Address = a.String()
+	f.kv[a] = state.LeaseEntry{Lease: l, ModifyIndex: f.index}
+	return nil
+}
+
+func (f *fakeLeases) ReleaseLease(ctx context.Context, vlan string, a netip.Addr, node string, now time.Time) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e, ok := f.kv[a]
+	if !ok || !e.Held() {
+		return nil
+	}
+	if e.Node != node {
+		return errors.New("leased to node " + e.Node + ", not to this node " + node)
+	}
+	e.Released = &now
+	f.index++
+	e.ModifyIndex = f.index
+	f.kv[a] = e
+	return nil
+}
+
+func (f *fakeLeases) UpdateLease(ctx context.Context, vlan string, a netip.Addr, l state.Lease, idx uint64) (bool, error) {
+	err := f.TakeLease(ctx, vlan, a, l, idx)
+	if errors.Is(err, state.ErrLeaseTaken) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+const clusterVLAN = "apiVersion: swarmvlan/v1\nkind: VLAN\nmetadata: {name: v40}\nspec: {trunk: eth0, subnet: 10.5.0.0/29, rangePlan: {mode: cluster, quarantine: 1m}}"
+
+type rig struct {
+	t      *testing.T
+	leases *fakeLeases
+	now    time.Time
+	node   string
+	h      http.Handler
+}
+
+func newRig(t *testing.T, doc string) *rig {
+	o, err := spec.Decode([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := o.(*spec.VLAN)
+	r := &rig{t: t, leases: &fakeLeases{kv: map[netip.Addr]state.LeaseEntry{}}, now: time.Date(2026, 12, 2, 4, 0, 0, 0, time.UTC), node: "n1"}
+	p := New(Config{
+		Leases: r.leases,
+		VLAN: func(name string) (*spec.VLAN, bool) {
+			return v, name == v.Metadata.Name
+		},
+		VLANs:    func() []*spec.VLAN { return []*spec.VLAN{v} },
+		Identity: func() (string, string) { return r.node, "host-" + r.node },
+		Now:      func() time.Time { return r.now },
+	})
+	r.h = p.Handler()
+	return r
+}
+
+// call posts body to method and decodes the answer into out; it returns
+// the Err of a refused request.
+func (r *rig) call(method string, body any, out any) string {
+	r.t.Helper()
+	b, _ := json.Marshal(body)
+	rec := httptest.NewRecorder()
+	r.h.ServeHTTP(rec, httptest.NewRequest("POST", "/"+method, bytes.NewReader(b)))
+	if ct := rec.Header().Get("Content-Type"); ct != ContentType {
+		r.t.Errorf("%s: content type %q", method, ct)
+	}
+	if rec.Code != http.StatusOK {
+		var e errorResponse
+		_ = json.Unmarshal(rec.Body.Bytes(), &e)
+		if e.Err == "" {
+			r.t.Fatalf("%s: status %d without Err: %s", method, rec.Code, rec.Body)
+		}
+		return e.Err
+	}
+	if out != nil {
+		if err := json.Unmarshal(rec.Body.Bytes(), out); err != nil {
+			r.t.Fatal(err)
+		}
+	}
+	return ""
+}
+
+func (r *rig) request(addr string, opts map[string]string) (string, string) {
+	var resp requestAddressResponse
+	e := r.call("IpamDriver.RequestAddress", requestAddressRequest{PoolID: "v40/10.5.0.0/29", Address: addr, Options: opts}, &resp)
+	return resp.Address, e
+}
+
+func TestHandshake(t *testing.T) {
+	r := newRig(t, clusterVLAN)
+	var act map[string][]string
+	r.call("Plugin.Activate", nil, &act)
+	if len(act["Implements"]) != 1 || act["Implements"][0] != "IpamDriver" {
+		t.Errorf("activate = %v", act)
+	}
+	var caps capabilitiesResponse
+	r.call("IpamDriver.GetCapabilities", struct{}{}, &caps)
+	var spaces addressSpacesResponse
+	r.call("IpamDriver.GetDefaultAddressSpaces", struct{}{}, &spaces)
+	if spaces.LocalDefaultAddressSpace == "" || spaces.GlobalDefaultAddressSpace == "" {
+		t.Errorf("address spaces = %+v", spaces)
+	}
+}
+
+func TestRequestPool(t *testing.T) {
+	r := newRig(t, clusterVLAN)
+	tests := []struct {
+		name   string
+		req    requestPoolRequest
+		wantID string
+		err    string
+	}{
+		{"by option", requestPoolRequest{Pool: "10.5.0.0/29", Options: map[string]string{spec.IPAMOptVLAN: "v40"}}, "v40/10.5.0.0/29", ""},
+		{"by subnet", requestPoolRequest{Pool: "10.5.0.0/29"}, "v40/10.5.0.0/29", ""},
+		{"unknown subnet", requestPoolRequest{Pool: "10.6.0.0/24"}, "", "no cluster-mode VLAN has this subnet"},
+		{"unknown vlan", requestPoolRequest{Pool: "10.5.0.0/29", Options: map[string]string{spec.IPAMOptVLAN: "nope"}}, "", `vlan "nope": no such VLAN`},
+		{"wrong subnet", requestPoolRequest{Pool: "10.5.0.0/28", Options: map[string]string{spec.IPAMOptVLAN: "v40"}}, "", "the VLAN's subnet is 10.5.0.0/29"},
+		{"ip-range", requestPoolRequest{Pool: "10.5.0.0/29", SubPool: "10.5.0.0/30"}, "", "ip-range"},
+		{"v6", requestPoolRequest{V6: true}, "", "IPv6"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r.t = t
+			var resp requestPoolResponse
+			e := r.call("IpamDriver.RequestPool", tt.req, &resp)
+			if tt.err != "" {
+				if !strings.Contains(e, tt.err) {
+					t.Errorf("err %q, want %q", e, tt.err)
+				}
+				return
+			}
+			if e != "" || resp.PoolID != tt.wantID || resp.Pool != "10.5.0.0/29" {
+				t.Errorf("resp %+v err %q", resp, e)
+			}
+		})
+	}
+	// Every node gets the same ID; releasing it frees nothing.
+	r.t = t
+	r.request("", nil)
+	if e := r.call("IpamDriver.ReleasePool", releasePoolRequest{PoolID: "v40/10.5.0.0/29"}, nil); e != "" {
+		t.Fatal(e)
+	}
+	if n := heldCount(r.leases); n != 1 {
+		t.Errorf("after ReleasePool %d leases held, want 1", n)
+	}
+}
+
+func heldCount(f *fakeLeases) int {
+	n := 0
+	for _, e := range f.kv {
+		if e.Held() {
+			n++
+		}
+	}
+	return n
+}
+
+func TestAddresses(t *testing.T) {
+	r := newRig(t, clusterVLAN)
+	// The gateway, asked by every node, is never leased.
+	for range 2 {
+		if a, e := r.request("", map[string]string{"RequestAddressType": "com.docker.network.gateway"}); a != "10.5.0.1/29" || e != "" {
+			t.Fatalf("gateway = %q %q", a, e)
+		}
+	}
+	// A /29 less network, broadcast and gateway: five addresses, distinct,
+	// then exhaustion.
+	seen := map[string]bool{}
+	for range 5 {
+		a, e := r.request("", nil)
+		if e != "" || seen[a] || a == "10.5.0.1/29" {
+			t.Fatalf("request: %q %q (seen %v)", a, e, seen)
+		}
+		seen[a] = true
+	}
+	if _, e := r.request("", nil); !strings.Contains(e, "exhausted") {
+		t.Fatalf("sixth request: %q", e)
+	}
+	// Another node may not release this node's address.
+	r.node = "n2"
+	if e := r.call("IpamDriver.ReleaseAddress", releaseAddressRequest{PoolID: "v40/10.5.0.0/29", Address: "10.5.0.2"}, nil); !strings.Contains(e, "not to this node n2") {
+		t.Fatalf("foreign release: %q", e)
+	}
+	// The owner releases: quarantined, not handed out again until it ends.
+	r.node = "n1"
+	if e := r.call("IpamDriver.ReleaseAddress", releaseAddressRequest{PoolID: "v40/10.5.0.0/29", Address: "10.5.0.2"}, nil); e != "" {
+		t.Fatal(e)
+	}
+	if _, e := r.request("", nil); !strings.Contains(e, "exhausted") {
+		t.Fatalf("during quarantine: %q", e)
+	}
+	if _, e := r.request("10.5.0.2", nil); !strings.Contains(e, "quarantine") {
+		t.Fatalf("exact during quarantine: %q", e)
+	}
+	r.now = r.now.Add(time.Minute)
+	if a, e := r.request("", nil); a != "10.5.0.2/29" || e != "" {
+		t.Fatalf("after quarantine: %q %q", a, e)
+	}
+	// An exact request for an address this node holds is answered with it
+	// (a replay); one another node holds is refused.
+	if a, e := r.request("10.5.0.2", nil); a != "10.5.0.2/29" || e != "" {
+		t.Fatalf("replay: %q %q", a, e)
+	}
+	r.node = "n2"
+	if _, e := r.request("10.5.0.2", nil); !strings.Contains(e, "leased to node n1") {
+		t.Fatalf("exact foreign: %q", e)
+	}
+	if _, e := r.request("10.5.0.7", nil); !strings.Contains(e, "not in the VLAN's pool") {
+		t.Fatalf("broadcast: %q", e)
+	}
+}
+
+func TestConsulAway(t *testing.T) {
+	r := newRig(t, clusterVLAN)
+	r.leases.down = true
+	_, e := r.request("", nil)
+	if !strings.Contains(e, "consul unreachable, no address handed out") {
+		t.Fatalf("consul away: %q", e)
+	}
+	if len(r.leases.kv) != 0 {
+		t.Fatal("lease written with consul away")
+	}
+}
+
+func TestUnknownIdentity(t *testing.T) {
+	r := newRig(t, clusterVLAN)
+	r.node = ""
+	if _, e := r.request("", nil); !strings.Contains(e, "identity is not known") {
+		t.Fatalf("no identity: %q", e)
+	}
+}
+
+// TestConcurrentRequests: many requests at once on one store never hand
+// out an address twice.
+func TestConcurrentRequests(t *testing.T) {
+	r := newRig(t, strings.Replace(clusterVLAN, "10.5.0.0/29", "10.5.0.0/26", 1))
+	var mu sync.Mutex
+	got := map[string]int{}
+	var wg sync.WaitGroup
+	for range 60 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b, _ := json.Marshal(requestAddressRequest{PoolID: "v40/10.5.0.0/26"})
+			rec := httptest.NewRecorder()
+			r.h.ServeHTTP(rec, httptest.NewRequest("POST", "/IpamDriver.RequestAddress", bytes.NewReader(b)))
+			var resp requestAddressResponse
+			_ = json.Unmarshal(rec.Body.Bytes(), &resp)
+			mu.Lock()
+			got[resp.Address]++
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	// 61 usable addresses, 60 requests: all succeed, all distinct.
+	if len(got) != 60 || got[""] > 0 {
+		t.Fatalf("%d distinct addresses (%d failures), want 60", len(got), got[""])
+	}
+}
+
+func TestOrphans(t *testing.T) {
+	now := time.Date(2026, 12, 2, 4, 0, 0, 0, time.UTC)
+	a := func(s string) netip.Addr { return netip.MustParseAddr(s) }
+	old := now.Add(-time.Hour)
+	leases := map[netip.Addr]state.LeaseEntry{
+		a("10.0.0.2"): {Lease: state.Lease{Node: "n1", Kind: state.LeaseTask, Created: old}},                   // endpoint gone: orphan
+		a("10.0.0.3"): {Lease: state.Lease{Node: "n1", Kind: state.LeaseTask, Created: old}},                   // endpoint there
+		a("10.0.0.4"): {Lease: state.Lease{Node: "n1", Kind: state.LeaseTask, Created: now.Add(-time.Second)}}, // starting
+		a("10.0.0.5"): {Lease: state.Lease{Node: "n2", Kind: state.LeaseTask, Created: old}},                   // another node's
+		a("10.0.0.6"): {Lease: state.Lease{Node: "n1", Kind: state.LeaseShim, Created: old}},                   // the shim
+		a("10.0.0.7"): {Lease: state.Lease{Node: "n1", Kind: state.LeaseTask, Created: old, Released: &old}},   // released already
+	}
+	got := Orphans(leases, "n1", []netip.Addr{a("10.0.0.3")}, now, time.Minute)
+	if len(got) != 1 || got[0] != a("10.0.0.2") {
+		t.Errorf("orphans = %v, want [10.0.0.2]", got)
+	}
+}
+
+// TestStickyReservation: the one released sticky address reserved for
+// this node is handed out, quarantine or not; with two reserved for it the
+// plugin cannot tell which task asks and hands out a fresh one; no other
+// node takes a reserved address.
+func TestStickyReservation(t *testing.T) {
+	r := newRig(t, clusterVLAN)
+	released := r.now
+	sticky := netip.MustParseAddr("10.5.0.4")
+	r.leases.kv[sticky] = state.LeaseEntry{Lease: state.Lease{Node: "n2", Kind: state.LeaseTask, Service: "web", Slot: 3,
+		Released: &released, ReservedFor: "n1"}, ModifyIndex: 100}
+	r.leases.index = 100
+	if a, e := r.request("", nil); a != "10.5.0.4/29" || e != "" {
+		t.Fatalf("sticky request = %q %q", a, e)
+	}
+	if l := r.leases.kv[sticky]; l.Node != "n1" || l.Service != "web" || l.Slot != 3 || l.ReservedFor != "" || !l.Held() {
+		t.Fatalf("sticky lease after taking: %+v", l)
+	}
+
+	// Two reserved for n1: ambiguous.
+	r = newRig(t, clusterVLAN)
+	for i, s := range []string{"10.5.0.4", "10.5.0.5"} {
+		r.leases.kv[netip.MustParseAddr(s)] = state.LeaseEntry{Lease: state.Lease{Node: "n2", Kind: state.LeaseTask, Service: "web", Slot: i + 1,
+			Released: &released, ReservedFor: "n1"}, ModifyIndex: uint64(100 + i)}
+	}
+	r.leases.index = 200
+	a, e := r.request("", nil)
+	if e != "" || a == "10.5.0.4/29" || a == "10.5.0.5/29" {
+		t.Fatalf("ambiguous: %q %q, want a fresh address", a, e)
+	}
+	// Another node never gets a reserved one, even after quarantine.
+	r.node = "n3"
+	r.now = r.now.Add(time.Hour)
+	for range 3 {
+		if a, _ := r.request("", nil); a == "10.5.0.4/29" || a == "10.5.0.5/29" {
+			t.Fatalf("n3 got reserved %s", a)
+		}
+	}
+}

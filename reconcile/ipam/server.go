@@ -1,0 +1,254 @@
+package ipam
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"swarmvlan/state"
+)
+
+// Server serves the plugin on its socket while this node has a
+// cluster-mode VLAN, and leases the host's shim addresses. The socket is
+// made only when needed, so an installation without cluster-mode VLANs
+// leaves /run/docker/plugins alone.
+type Server struct {
+	p    *Plugin
+	path string
+
+	mu      sync.Mutex
+	srv     *http.Server
+	done    chan struct{}
+	lastErr error
+}
+
+// NewServer returns a server of p on the socket at path.
+func NewServer(p *Plugin, path string) *Server { return &Server{p: p, path: path} }
+
+// Plugin returns the served plugin.
+func (s *Server) Plugin() *Plugin { return s.p }
+
+// Ensure serves the socket when on and stops serving when not; it does
+// nothing when that already holds. A stale socket of an earlier run is
+// replaced.
+func (s *Server) Ensure(on bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case on && s.srv != nil:
+		return nil
+	case !on && s.srv == nil:
+		return nil
+	case !on:
+		s.stopLocked()
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(s.path), 0o755); err != nil {
+		s.lastErr = fmt.Errorf("ipam plugin: %w", err)
+		return s.lastErr
+	}
+	if err := os.Remove(s.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.lastErr = fmt.Errorf("ipam plugin: remove stale socket %s: %w", s.path, err)
+		return s.lastErr
+	}
+	l, err := net.Listen("unix", s.path)
+	if err != nil {
+		s.lastErr = fmt.Errorf("ipam plugin: listen on %s: %w", s.path, err)
+		return s.lastErr
+	}
+	srv := &http.Server{Handler: s.p.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(l)
+	}()
+	s.srv, s.done, s.lastErr = srv, done, nil
+	s.p.cfg.Log.Info("ipam plugin serving", "socket", s.path)
+	return nil
+}
+
+func (s *Server) stopLocked() {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	_ = s.srv.Shutdown(ctx)
+	<-s.done
+	_ = os.Remove(s.path)
+	s.srv, s.done = nil, nil
+	s.p.cfg.Log.Info("ipam plugin stopped", "socket", s.path)
+}
+
+// Serving reports whether the socket is served, or why not.
+func (s *Server) Serving() (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.srv != nil, s.lastErr
+}
+
+// Close stops serving.
+func (s *Server) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.srv != nil {
+		s.stopLocked()
+	}
+}
+
+// ShimAddress returns this host's shim address on a cluster-mode VLAN: the
+// address it already holds as a shim lease, else the highest free address
+// of the pool, leased now. The shim's lease is the host's own: Docker
+// never sees the address, and it ends only with the node (the leader
+// frees the leases of nodes removed from the swarm).
+func (s *Server) ShimAddress(ctx context.Context, vlan string) (netip.Addr, error) {
+	p := s.p
+	v, pool, err := p.clusterVLAN(vlan)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	node, hostname, err := p.identity()
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, ConsulTimeout)
+	defer cancel()
+	have, err := p.cfg.Leases.Leases(ctx, vlan)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("vlan %q: shim address: %w", vlan, err)
+	}
+	var mine []netip.Addr
+	for a, e := range have {
+		if e.Held() && e.Kind == state.LeaseShim && e.Node == node {
+			mine = append(mine, a)
+		}
+	}
+	if len(mine) > 0 {
+		slices.SortFunc(mine, netip.Addr.Compare)
+		return mine[0], nil
+	}
+	free := FreeAddresses(pool, have, p.cfg.Now(), quarantineOf(v))
+	for i := len(free) - 1; i >= 0; i-- {
+		l := state.Lease{Node: node, Hostname: hostname, Kind: state.LeaseShim, Created: p.cfg.Now().UTC()}
+		err := p.cfg.Leases.TakeLease(ctx, vlan, free[i].Addr, l, free[i].ModifyIndex)
+		if err == nil {
+			return free[i].Addr, nil
+		}
+		if !errors.Is(err, state.ErrLeaseTaken) {
+			return netip.Addr{}, fmt.Errorf("vlan %q: shim address: %w", vlan, err)
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("vlan %q: shim address: pool %s exhausted", vlan, pool.Subnet)
+}
+
+// LeaseGrace is how old a task lease must be before GC may release it for
+// want of an endpoint: Docker asks for the address before the endpoint
+// exists, and a container may be between a restart's stop and start.
+var LeaseGrace = 2 * time.Minute
+
+// GC releases, through quarantine, this node's task leases on vlan that
+// no endpoint on this node holds (have: the addresses of its containers on
+// the VLAN, as the Engine reports them) and that are older than
+// LeaseGrace: a release Docker's call never delivered (the plugin was
+// away) does not leak for long. Only this node's own leases are touched,
+// and only from what its own Engine reports: a partitioned node's
+// containers may still be on the VLAN, so a session or a node seen down
+// never frees anything here.
+func (s *Server) GC(ctx context.Context, vlan string, have []netip.Addr) (int, error) {
+	p := s.p
+	node, _, err := p.identity()
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, ConsulTimeout)
+	defer cancel()
+	leases, err := p.cfg.Leases.Leases(ctx, vlan)
+	if err != nil {
+		return 0, fmt.Errorf("vlan %q: lease gc: %w", vlan, err)
+	}
+	now := p.cfg.Now()
+	n := 0
+	for _, a := range Orphans(leases, node, have, now, LeaseGrace) {
+		if err := p.cfg.Leases.ReleaseLease(ctx, vlan, a, node, now.UTC()); err != nil {
+			return n, fmt.Errorf("vlan %q: lease gc: %w", vlan, err)
+		}
+		p.cfg.Log.Info("lease released: no endpoint holds it", "vlan", vlan, "address", a)
+		n++
+	}
+	return n, nil
+}
+
+// Orphans lists node's task leases in force that no address in have holds
+// and that are older than grace. Pure.
+func Orphans(leases map[netip.Addr]state.LeaseEntry, node string, have []netip.Addr, now time.Time, grace time.Duration) []netip.Addr {
+	held := map[netip.Addr]bool{}
+	for _, a := range have {
+		held[a] = true
+	}
+	var out []netip.Addr
+	for a, e := range leases {
+		if e.Held() && e.Node == node && e.Kind == state.LeaseTask && !held[a] && now.Sub(e.Created) >= grace {
+			out = append(out, a)
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
+}
+
+// SlotRef names a replicated service's task slot.
+type SlotRef struct {
+	Service string
+	Slot    int
+}
+
+// Annotate records, on this node's leases of vlan, the sticky slot each
+// address serves (slots: address -> slot of the running task holding it),
+// so that the slot's next task can get the address again. A slot that got
+// a fresh address no longer claims its old one.
+func (s *Server) Annotate(ctx context.Context, vlan string, slots map[netip.Addr]SlotRef) error {
+	p := s.p
+	node, _, err := p.identity()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, ConsulTimeout)
+	defer cancel()
+	have, err := p.cfg.Leases.Leases(ctx, vlan)
+	if err != nil {
+		return fmt.Errorf("vlan %q: sticky slots: %w", vlan, err)
+	}
+	held := map[SlotRef]netip.Addr{}
+	for a, ref := range slots {
+		held[ref] = a
+		e, ok := have[a]
+		if !ok || !e.Held() || e.Node != node || (e.Service == ref.Service && e.Slot == ref.Slot) {
+			continue
+		}
+		l := e.Lease
+		l.Service, l.Slot = ref.Service, ref.Slot
+		if _, err := p.cfg.Leases.UpdateLease(ctx, vlan, a, l, e.ModifyIndex); err != nil {
+			return fmt.Errorf("vlan %q: sticky slot of %s: %w", vlan, a, err)
+		}
+	}
+	for a, e := range have {
+		ref := SlotRef{e.Service, e.Slot}
+		if e.Held() || e.Service == "" {
+			continue
+		}
+		if now, ok := held[ref]; ok && now != a {
+			p.cfg.Log.Warn("sticky slot got a fresh address: its address was not free for it", "vlan", vlan,
+				"service", ref.Service, "slot", ref.Slot, "sticky", a, "fresh", now)
+			l := e.Lease
+			l.Service, l.Slot, l.ReservedFor = "", 0, ""
+			if _, err := p.cfg.Leases.UpdateLease(ctx, vlan, a, l, e.ModifyIndex); err != nil {
+				return fmt.Errorf("vlan %q: sticky slot of %s: %w", vlan, a, err)
+			}
+		}
+	}
+	return nil
+}
