@@ -33,6 +33,9 @@ type ServiceInput struct {
 	// Owner is the installation the service belongs to (the
 	// io.swarmvlan.owner label); empty leaves the label off.
 	Owner string
+	// NetworkIDs, if it holds every swarm network the service joins (name
+	// -> ID), resolves them without listing the Engine's networks.
+	NetworkIDs map[string]string
 }
 
 // TaskStatus is one current task of a service.
@@ -570,11 +573,18 @@ type svcRefs struct {
 
 // svcLoadRefs lists networks and secrets once, and only when some spec
 // refers to one, so a pass over many services costs at most two calls.
-func svcLoadRefs(ctx context.Context, d engine.Docker, specs ...swarm.ServiceSpec) (svcRefs, error) {
+// Networks are not listed when known (name -> ID) holds every one.
+func svcLoadRefs(ctx context.Context, d engine.Docker, known map[string]string, specs ...swarm.ServiceSpec) (svcRefs, error) {
 	refs := svcRefs{networks: map[string]string{}, secrets: map[string]string{}}
 	var needNets, needSecrets bool
 	for _, s := range specs {
-		needNets = needNets || len(s.TaskTemplate.Networks) > 0
+		for _, n := range s.TaskTemplate.Networks {
+			if id, ok := known[n.Target]; ok {
+				refs.networks[n.Target] = id
+			} else {
+				needNets = true
+			}
+		}
 		needSecrets = needSecrets || (s.TaskTemplate.ContainerSpec != nil && len(s.TaskTemplate.ContainerSpec.Secrets) > 0)
 	}
 	if needNets {
@@ -667,7 +677,7 @@ func EnsureService(ctx context.Context, d engine.Docker, in ServiceInput) (Servi
 	}
 	name := want.Name
 	st := ServiceStatus{Name: name, Desired: svcDesired(want)}
-	refs, err := svcLoadRefs(ctx, d, want)
+	refs, err := svcLoadRefs(ctx, d, in.NetworkIDs, want)
 	if err != nil {
 		st.Message = err.Error()
 		return st, fmt.Errorf("service %q: %w", name, err)
@@ -948,7 +958,7 @@ func ServiceResync(ctx context.Context, d engine.Docker, ins []ServiceInput) (Se
 		}
 		wants = append(wants, w)
 	}
-	refs, err := svcLoadRefs(ctx, d, wants...)
+	refs, err := svcLoadRefs(ctx, d, nil, wants...)
 	if err != nil {
 		return res, err
 	}
