@@ -47,6 +47,15 @@ func (f *fencedDocker) fence(ctx context.Context, verb, object string, write fun
 	return err
 }
 
+// ServiceInspect is the read before a service update: the proof the
+// update's fence needs is read meanwhile.
+func (f *fencedDocker) ServiceInspect(ctx context.Context, name string) (swarm.Service, error) {
+	if l := f.lead.Load(); l != nil {
+		l.Prefetch()
+	}
+	return f.Docker.ServiceInspect(ctx, name)
+}
+
 func (f *fencedDocker) NetworkCreate(ctx context.Context, name string, opts network.CreateOptions) (id string, err error) {
 	err = f.fence(ctx, "network create", name, func(ctx context.Context) (err error) {
 		id, err = f.Docker.NetworkCreate(ctx, name, opts)
