@@ -292,7 +292,7 @@ func figure(tb testing.TB, name string, d time.Duration) {
 	lab.Figure(tb, name, d.Round(10*time.Microsecond).String())
 }
 
-// TestLeaderLatencyFigures prints the latency figures of 60 changes of
+// TestLeaderLatencyFigures prints the latency figures of 40 changes of
 // each path, so that every test run shows them. The goals (KV put p50 at
 // most 1.3× the direct inspect+update, scale 1.5×, scale p99 at most
 // 100 ms) are figures to read, not assertions: the machine is shared.
@@ -301,7 +301,7 @@ func TestLeaderLatencyFigures(t *testing.T) {
 	if testing.Short() {
 		t.Skip("needs Consul and the machine's Engine")
 	}
-	n := 60
+	n := 40
 	if v := os.Getenv("SWARMVLAN_LATENCY_CHANGES"); v != "" {
 		fmt.Sscan(v, &n)
 	}
