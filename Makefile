@@ -28,7 +28,7 @@ LDFLAGS    := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 export SWARMVLAN_CONSUL := $(CONSUL)
 
-.PHONY: all build image test unit lint fuzz consul run run-consul stop bench docker engines clean demo demo-down
+.PHONY: all build image test unit lint fuzz consul run run-consul stop bench bench-latency bench-scale docker engines clean demo demo-down
 
 all: build
 
@@ -75,14 +75,18 @@ unit:
 # time budget" says what each may take.
 # The Engine matrix's table (per Engine, each test's outcome and time) is
 # printed after the summary.
+# The figures the tests measure (FIGURE lines, lab.Figure) are printed
+# after it too: a passing package prints nothing of its own.
 test: export SWARMVLAN_ENGINE_REPORT := $(RUN_DIR)/test-times/engine-matrix.txt
+test: export SWARMVLAN_FIGURES := $(RUN_DIR)/test-times/figures.txt
 test: consul docker engines lint
 	@scripts/ensure-vm.sh
-	@rm -f $(SWARMVLAN_ENGINE_REPORT)
+	@rm -f $(SWARMVLAN_ENGINE_REPORT) $(SWARMVLAN_FIGURES)
 	@status=0; scripts/test-times.sh $(RUN_DIR)/test-times \
 		'test=$(GO) test -count=1 -p 1 -timeout 60m $(TESTFLAGS) ./...' \
 		'fuzz=$(MAKE) --no-print-directory fuzz' || status=$$?; \
 	if [ -f $(SWARMVLAN_ENGINE_REPORT) ]; then echo "== Engine matrix (e2e/engines) =="; cat $(SWARMVLAN_ENGINE_REPORT); fi; \
+	if [ -f $(SWARMVLAN_FIGURES) ]; then echo "== Figures =="; cat $(SWARMVLAN_FIGURES); fi; \
 	exit $$status
 
 fuzz:
@@ -90,6 +94,22 @@ fuzz:
 
 bench: consul docker
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./...
+
+# bench-latency prints, in one run, the watch's wake-up and storm figures
+# and the leader's KV put -> Docker and scale request -> Docker latencies,
+# each beside its baseline, over 100 changes of each path (about 3
+# minutes; root, the local Engine; make test runs the same with 40).
+bench-latency: consul docker
+	@set -o pipefail; SWARMVLAN_LATENCY_CHANGES=100 $(GO) test -count=1 -p 1 -v -timeout 20m -run '^(TestWatchPacingFigures|TestLeaderLatencyFigures)$$' \
+		./state ./cmd/reconciler | grep -E 'FIGURE|^(ok|FAIL|--- )'
+
+# bench-scale measures the leader at 10,000 services (replicas 0) and 200
+# simulated nodes: creating them, RSS, a no-op resync, idle Consul
+# requests, a new leader's cold start (SWARMVLAN_SCALE_SERVICES changes
+# the count). Creating 10,000 Swarm services takes long on Engine 20.10.
+bench-scale: consul docker
+	@set -o pipefail; $(GO) test -count=1 -p 1 -timeout 4h -run '^$$' -bench '^BenchmarkLeaderAtScale$$' -benchtime 1x \
+		./cmd/reconciler | grep -E 'FIGURE|^(ok|FAIL|--- )|services in'
 
 # run starts a dev Consul agent (unless one answers already) and the
 # reconciler in the foreground with every role. Ctrl-C stops both.

@@ -63,6 +63,20 @@ func TestFenceProvesTheLockOnlyWhenWriting(t *testing.T) {
 	if _, reqs := write(); reqs != 1 {
 		t.Errorf("write after ProofMaxAge: %d proof requests, want 1", reqs)
 	}
+
+	// Prefetch reads the proof ahead (one request, even when asked twice
+	// at once); the write that follows within ProofMaxAge makes none.
+	time.Sleep(ProofMaxAge)
+	before := s.Requests()
+	l.Prefetch()
+	l.Prefetch()
+	eventually(t, 5*time.Second, "the prefetched proof", func() bool { return s.Requests() > before })
+	if left, reqs := write(); reqs != 0 || left <= l.WriteDeadline() {
+		t.Errorf("write after Prefetch: %d proof requests, %v left", reqs, left)
+	}
+	if n := s.Requests() - before; n != 1 {
+		t.Errorf("Prefetch twice and a write: %d requests, want 1", n)
+	}
 }
 
 // TestFencedWriteEndsBeforeASuccessorLeads: the leader's session is

@@ -75,6 +75,8 @@ type Leadership struct {
 	// newest read that showed the lock held was sent.
 	proofMu   sync.Mutex
 	proofSent time.Time
+	// prefetching is set while a Prefetch read is under way.
+	prefetching atomic.Bool
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -245,6 +247,21 @@ func (l *Leadership) Fence(ctx context.Context, write func(ctx context.Context) 
 	wctx, cancel := context.WithDeadline(ctx, sent.Add(ProofMaxAge+l.WriteDeadline()))
 	defer cancel()
 	return write(wctx)
+}
+
+// Prefetch starts, in the background, the read Fence would make if the
+// proof is stale, so that a write expected shortly (after the inspect
+// that precedes an update) finds it done instead of waiting for it. The
+// proof's meaning is unchanged: a write still starts within ProofMaxAge
+// of the read being sent, or Fence reads again.
+func (l *Leadership) Prefetch() {
+	if l.ctx.Err() != nil || !l.prefetching.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer l.prefetching.Store(false)
+		_, _ = l.proof(l.ctx)
+	}()
 }
 
 // proof returns when a read showing the lock held was sent, less than

@@ -202,9 +202,3 @@ func TestGitSyncDaemons(t *testing.T) {
 		t.Errorf("b's spec watch did not hold back during the sync")
 	}
 }
-
-// figure logs a measured figure in the FIGURE form the e2e suites use.
-func figure(t *testing.T, name string, d time.Duration) {
-	t.Helper()
-	t.Logf("FIGURE %s: %s", name, d.Round(time.Millisecond))
-}

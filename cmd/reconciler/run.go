@@ -128,7 +128,7 @@ func cmdRun(ctx context.Context, c *cli, args []string) error {
 	}
 	defer d.docker.Close()
 	if *role == "manager" || *role == "all" {
-		d.fenced = &fencedDocker{Docker: d.docker}
+		d.fenced = &fencedDocker{Docker: d.docker, log: log.With("controller", "leader")}
 		d.cluster = cluster.New(cluster.Config{
 			Store: store, Docker: d.fenced, View: d.view, Log: log.With("controller", "leader"),
 			Workers: *workers, Resync: *resync, NodeDownGrace: *nodeDownGrace,

@@ -32,6 +32,11 @@ type swarmBed struct {
 	docker  *client.Client
 	base    string // http://addr of the daemon
 	service string
+	vlan    string
+	kv      *api.KV
+	store   *state.Store
+	daemon  *proc
+	agent   *lab.ConsulAgent
 }
 
 // startSwarmBed builds the test image, puts a VLAN on a fresh veth trunk,
@@ -41,6 +46,21 @@ type swarmBed struct {
 // service at start replicas. Everything it makes is removed at the end,
 // after the daemon is stopped so it cannot re-create anything.
 func startSwarmBed(t testing.TB, start, min, max int) *swarmBed {
+	t.Helper()
+	return startSwarmBedWith(t, start, min, max, swarmBedOptions{})
+}
+
+// swarmBedOptions change how startSwarmBedWith runs the daemon.
+type swarmBedOptions struct {
+	// consulAddr, if set, is the address the daemon is given for the
+	// agent at agentAddr (a counting proxy in front of it).
+	consulAddr func(agentAddr string) string
+	// args are extra flags of the daemon.
+	args []string
+}
+
+// startSwarmBedWith is startSwarmBed with the daemon run as opts say.
+func startSwarmBedWith(t testing.TB, start, min, max int, opts swarmBedOptions) *swarmBed {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create a veth pair as macvlan parent")
@@ -96,7 +116,11 @@ func startSwarmBed(t testing.TB, start, min, max int) *swarmBed {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, addr := startRunHTTP(t, agent.Addr, "bed", tokenFile(t, testToken), "--docker-host", "", "--log-level", "info")
+	daemonConsul := agent.Addr
+	if opts.consulAddr != nil {
+		daemonConsul = opts.consulAddr(agent.Addr)
+	}
+	daemon, addr := startRunHTTP(t, daemonConsul, "bed", append([]string{tokenFile(t, testToken), "--docker-host", "", "--log-level", "info"}, opts.args...)...)
 
 	put := func(kind, name, doc string) {
 		t.Helper()
@@ -148,7 +172,7 @@ spec:
   replicas: %d
   scaling: {min: %d, max: %d}
 `, service, lab.ImageTestApp, vlan, start, min, max))
-	bed := &swarmBed{docker: cli, base: "http://" + addr, service: service}
+	bed := &swarmBed{docker: cli, base: "http://" + addr, service: service, vlan: vlan, kv: kv, store: store, daemon: daemon, agent: agent}
 	waitFor(t, 60*time.Second, "the service in Docker", func() bool { return bed.replicas(t) == start })
 	return bed
 }

@@ -6,12 +6,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"swarmvlan/lab"
 )
 
 // Figure logs a measured figure in a form easy to grep from the test log.
 func Figure(t testing.TB, name string, d time.Duration) {
 	t.Helper()
-	t.Logf("FIGURE %s: %s", name, d.Round(10*time.Millisecond))
+	lab.Figure(t, name, d.Round(10*time.Millisecond).String())
 }
 
 // LogTime is the time= field of a reconciler log line (slog's text format).

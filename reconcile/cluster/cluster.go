@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -63,7 +64,17 @@ type Cluster struct {
 	mu      sync.Mutex
 	reports map[string]state.NodeReport // node ID -> last report from its host role
 	scales  map[string]uint64           // state/scale key -> ModifyIndex seen
-	down    nodeDownTracker
+	// intents are the scale intents the scale watch last delivered, by
+	// service (nil value: unreadable), and intentsOf the term whose watch
+	// delivered them: a service's reconcile takes its intent from there
+	// instead of asking Consul, once this term's watch has answered.
+	intents   map[string]*state.ScaleIntent
+	intentsOf *state.Leadership
+	// netIDs are the swarm networks' IDs, by VLAN, as the VLAN reconcile
+	// last found them ready: a service's reconcile resolves its networks
+	// from here instead of listing them.
+	netIDs map[string]string
+	down   nodeDownTracker
 }
 
 // New returns the leader's reconcilers.
@@ -77,7 +88,7 @@ func New(cfg Config) *Cluster {
 	if cfg.NodeDownGrace <= 0 {
 		cfg.NodeDownGrace = time.Minute
 	}
-	c := &Cluster{cfg: cfg, reports: map[string]state.NodeReport{}, scales: map[string]uint64{}}
+	c := &Cluster{cfg: cfg, reports: map[string]state.NodeReport{}, scales: map[string]uint64{}, netIDs: map[string]string{}}
 	c.ctrl = &reconcile.Controller{Store: cfg.Store, View: cfg.View, Log: cfg.Log, Workers: cfg.Workers, Resync: cfg.Resync,
 		Periodic: []reconcile.Key{{Kind: kindNodeLabels, Name: "all"}, {Kind: kindDiscoveryGC, Name: "all"}, {Kind: kindServiceResync, Name: "all"}, {Kind: kindSticky, Name: "all"}},
 		Batched:  []string{spec.KindService}}
@@ -147,7 +158,9 @@ func (c *Cluster) Run(lead *state.Leadership) error {
 		return ignoreCanceled(c.cfg.Store.WatchPrefix(ctx, c.cfg.Store.NodePrefix(), state.WatchOptions{}, c.onNodeReports))
 	})
 	g.Go(func() error {
-		return ignoreCanceled(c.cfg.Store.WatchPrefix(ctx, c.cfg.Store.ScalePrefix(), state.WatchOptions{}, c.onScaleIntents))
+		return ignoreCanceled(c.cfg.Store.WatchPrefix(ctx, c.cfg.Store.ScalePrefix(), state.WatchOptions{}, func(pairs api.KVPairs, idx uint64) {
+			c.onScaleIntents(lead, pairs, idx)
+		}))
 	})
 	g.Go(func() error { c.sweepLoop(ctx); return nil })
 	return g.Wait()
@@ -215,16 +228,28 @@ func (c *Cluster) onNodeReports(pairs api.KVPairs, _ uint64) {
 	c.ctrl.EnqueueKind(spec.KindVLAN)
 }
 
-func (c *Cluster) onScaleIntents(pairs api.KVPairs, _ uint64) {
+func (c *Cluster) onScaleIntents(lead *state.Leadership, pairs api.KVPairs, _ uint64) {
 	c.mu.Lock()
 	seen := map[string]uint64{}
+	intents := make(map[string]*state.ScaleIntent, len(pairs))
 	var changed []string
 	for _, p := range pairs {
 		seen[p.Key] = p.ModifyIndex
-		if name, ok := c.cfg.Store.ParseScaleKey(p.Key); ok && c.scales[p.Key] != p.ModifyIndex {
+		name, ok := c.cfg.Store.ParseScaleKey(p.Key)
+		if !ok {
+			continue
+		}
+		var si state.ScaleIntent
+		if json.Unmarshal(p.Value, &si) == nil {
+			intents[name] = &si
+		} else {
+			intents[name] = nil
+		}
+		if c.scales[p.Key] != p.ModifyIndex {
 			changed = append(changed, name)
 		}
 	}
+	c.intents, c.intentsOf = intents, lead
 	for k := range c.scales {
 		if _, still := seen[k]; still {
 			continue
@@ -408,6 +433,13 @@ func (c *Cluster) reconcileVLAN(ctx context.Context, k reconcile.Key, doc *recon
 	}
 	netSt, netErr := EnsureSwarmNetwork(ctx, c.cfg.Docker, SwarmNetwork{VLAN: k.Name, Driver: vlan.Spec.Driver})
 	det.Network = netSt
+	c.mu.Lock()
+	if netSt.State == state.NetworkReady && netSt.ID != "" {
+		c.netIDs[k.Name] = netSt.ID
+	} else {
+		delete(c.netIDs, k.Name)
+	}
+	c.mu.Unlock()
 
 	ready := netSt.State == state.NetworkReady && len(det.Unallocated) == 0 && len(det.Problems) == 0
 	var why []string
@@ -474,6 +506,9 @@ func (c *Cluster) refuseChunksOverLeases(ctx context.Context, vlan string) (reco
 // allocations. While a service still uses the network it stays, and the
 // status says what blocks removal.
 func (c *Cluster) removeVLAN(ctx context.Context, lead *state.Leadership, name string) reconcile.Outcome {
+	c.mu.Lock()
+	delete(c.netIDs, name)
+	c.mu.Unlock()
 	st, err := RemoveSwarmNetwork(ctx, c.cfg.Docker, name)
 	if err != nil {
 		return reconcile.Retry(err).With(&VLANDetails{Network: st})
@@ -536,7 +571,7 @@ func (c *Cluster) reconcileService(ctx context.Context, k reconcile.Key, doc *re
 		err := fmt.Errorf("service %q: spec.networks: no VLAN document named %s", k.Name, strings.Join(missing, ", "))
 		return reconcile.Terminal(err).With(nil, readyCondition(false, err.Error()))
 	}
-	intent, _, found, err := c.cfg.Store.ScaleIntent(ctx, k.Name)
+	intent, found, err := c.scaleIntent(ctx, k.Name)
 	if err != nil {
 		return reconcile.Retry(fmt.Errorf("service %q: read scale intent: %w", k.Name, err))
 	}
@@ -545,7 +580,19 @@ func (c *Cluster) reconcileService(ctx context.Context, k reconcile.Key, doc *re
 		scaled = &intent.Replicas
 	}
 	replicas := EffectiveReplicas(svc, scaled)
-	st, err := EnsureService(ctx, c.cfg.Docker, ServiceInput{Service: svc, Replicas: replicas, Owner: c.ownerID()})
+	c.mu.Lock()
+	netIDs := maps.Clone(c.netIDs)
+	c.mu.Unlock()
+	st, err := EnsureService(ctx, c.cfg.Docker, ServiceInput{Service: svc, Replicas: replicas, Owner: c.ownerID(), NetworkIDs: netIDs})
+	if err != nil {
+		// A network re-created since (a new ID) fails the update; the
+		// retry lists them.
+		c.mu.Lock()
+		for _, n := range svc.Spec.Networks {
+			delete(c.netIDs, n)
+		}
+		c.mu.Unlock()
+	}
 	det := &ServiceDetails{Replicas: replicas, Scaled: scaled, Service: st}
 	det.Summary = fmt.Sprintf("%d/%d tasks running", st.Running, st.Desired)
 	if err != nil {
@@ -566,6 +613,26 @@ func (c *Cluster) reconcileService(ctx context.Context, k reconcile.Key, doc *re
 		}
 	}
 	return out.With(det, readyCondition(ready, msg))
+}
+
+// scaleIntent is the service's scale intent as this term's scale watch
+// last delivered it (the watch queues the service again when it changes),
+// read from Consul before that watch has answered or when the delivered
+// value was unreadable (the read then reports why).
+func (c *Cluster) scaleIntent(ctx context.Context, name string) (state.ScaleIntent, bool, error) {
+	lead, _ := c.leadership()
+	c.mu.Lock()
+	si, found := c.intents[name]
+	fresh := lead != nil && c.intentsOf == lead && (si != nil || !found)
+	c.mu.Unlock()
+	if fresh {
+		if !found {
+			return state.ScaleIntent{}, false, nil
+		}
+		return *si, true, nil
+	}
+	intent, _, found, err := c.cfg.Store.ScaleIntent(ctx, name)
+	return intent, found, err
 }
 
 // reconcileServiceResync converges every service in one pass (one Docker

@@ -34,6 +34,9 @@ type ServiceInput struct {
 	// Owner is the installation the service belongs to (the
 	// io.swarmvlan.owner label); empty leaves the label off.
 	Owner string
+	// NetworkIDs, if it holds every swarm network the service joins (name
+	// -> ID), resolves them without listing the Engine's networks.
+	NetworkIDs map[string]string
 }
 
 // TaskStatus is one current task of a service.
@@ -591,12 +594,18 @@ type svcRefs struct {
 
 // svcLoadRefs lists networks, secrets and configs once, and only when some
 // spec refers to one, so a pass over many services costs at most three
-// calls.
-func svcLoadRefs(ctx context.Context, d engine.Docker, specs ...swarm.ServiceSpec) (svcRefs, error) {
+// calls. Networks are not listed when known (name -> ID) holds every one.
+func svcLoadRefs(ctx context.Context, d engine.Docker, known map[string]string, specs ...swarm.ServiceSpec) (svcRefs, error) {
 	refs := svcRefs{networks: map[string]string{}, secrets: map[string]string{}, configs: map[string]string{}}
 	var needNets, needSecrets, needConfigs bool
 	for _, s := range specs {
-		needNets = needNets || len(s.TaskTemplate.Networks) > 0
+		for _, n := range s.TaskTemplate.Networks {
+			if id, ok := known[n.Target]; ok {
+				refs.networks[n.Target] = id
+			} else {
+				needNets = true
+			}
+		}
 		if cs := s.TaskTemplate.ContainerSpec; cs != nil {
 			needSecrets = needSecrets || len(cs.Secrets) > 0
 			needConfigs = needConfigs || len(cs.Configs) > 0
@@ -715,7 +724,7 @@ func EnsureService(ctx context.Context, d engine.Docker, in ServiceInput) (Servi
 	}
 	name := want.Name
 	st := ServiceStatus{Name: name, Desired: svcDesired(want)}
-	refs, err := svcLoadRefs(ctx, d, want)
+	refs, err := svcLoadRefs(ctx, d, in.NetworkIDs, want)
 	if err != nil {
 		st.Message = err.Error()
 		return st, fmt.Errorf("service %q: %w", name, err)
@@ -996,7 +1005,7 @@ func ServiceResync(ctx context.Context, d engine.Docker, ins []ServiceInput) (Se
 		}
 		wants = append(wants, w)
 	}
-	refs, err := svcLoadRefs(ctx, d, wants...)
+	refs, err := svcLoadRefs(ctx, d, nil, wants...)
 	if err != nil {
 		return res, err
 	}
