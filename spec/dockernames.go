@@ -1,6 +1,9 @@
 package spec
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"regexp"
 )
@@ -89,4 +92,17 @@ func validateServiceDockerName(errs *ErrorList, s string) {
 	if len(s) > maxDockerName || !dockerServiceNameRe.MatchString(s) {
 		errs.add("spec.dockerName", fmt.Sprintf("%q is not a Swarm service name: 1-%d letters, digits, '-' and '_', starting and ending with a letter or digit", s, maxDockerName))
 	}
+}
+
+// DocumentHash is the SHA-256 of a document's JSON encoding (map keys
+// sorted by encoding/json, so equal documents hash equal). The leader
+// compares it with the hash recorded when a service was adopted, to tell
+// an unchanged document from one the user has since changed.
+func DocumentHash(o Object) string {
+	b, err := json.Marshal(o)
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }

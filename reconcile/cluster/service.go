@@ -18,6 +18,7 @@ import (
 
 	"swarmvlan/reconcile/engine"
 	"swarmvlan/spec"
+	"swarmvlan/state"
 )
 
 // ServiceInput is everything EnsureService needs for one service.
@@ -33,6 +34,12 @@ type ServiceInput struct {
 	// Owner is the installation the service belongs to (the
 	// io.swarmvlan.owner label); empty leaves the label off.
 	Owner string
+	// NetworkNames maps a VLAN to its swarm network's Docker name when
+	// that is not the VLAN's name (spec.docker.network).
+	NetworkNames map[string]string
+	// Adopted are the services taken over from a hand-made setup, by
+	// service ID (see adopted.go).
+	Adopted map[string]state.AdoptedService
 }
 
 // TaskStatus is one current task of a service.
@@ -103,6 +110,7 @@ func BuildServiceSpec(in ServiceInput) (swarm.ServiceSpec, error) {
 		return swarm.ServiceSpec{}, errors.New("service: no document")
 	}
 	name := in.Service.Metadata.Name
+	dockerName := in.Service.DockerServiceName()
 	ss := in.Service.Spec
 	fail := func(err error) (swarm.ServiceSpec, error) {
 		return swarm.ServiceSpec{}, fmt.Errorf("service %q: %w", name, err)
@@ -117,7 +125,7 @@ func BuildServiceSpec(in ServiceInput) (swarm.ServiceSpec, error) {
 	cs := svcContainerSpec(name, ss)
 
 	out := swarm.ServiceSpec{
-		Annotations:  swarm.Annotations{Name: name, Labels: map[string]string{}},
+		Annotations:  swarm.Annotations{Name: dockerName, Labels: map[string]string{}},
 		TaskTemplate: swarm.TaskSpec{ContainerSpec: cs},
 	}
 	for k, v := range in.Service.Metadata.Labels {
@@ -139,7 +147,11 @@ func BuildServiceSpec(in ServiceInput) (swarm.ServiceSpec, error) {
 
 	nets := svcNetworks(in)
 	for _, n := range nets {
-		out.TaskTemplate.Networks = append(out.TaskTemplate.Networks, swarm.NetworkAttachmentConfig{Target: n})
+		target := n
+		if dn := in.NetworkNames[n]; dn != "" {
+			target = dn
+		}
+		out.TaskTemplate.Networks = append(out.TaskTemplate.Networks, swarm.NetworkAttachmentConfig{Target: target})
 	}
 
 	out.TaskTemplate.Placement = svcPlacement(ss.Placement, nets)
@@ -683,8 +695,12 @@ func EnsureService(ctx context.Context, d engine.Docker, in ServiceInput) (Servi
 			st.Message = err.Error()
 			return st, fmt.Errorf("service %q: inspect: %w", name, err)
 		}
-		act := planService(resolved, have)
-		id, msg, err := svcApply(ctx, d, resolved, have, act)
+		var id, msg string
+		if svcAdopted(in, have) {
+			id, msg, err = svcApplyAdopted(ctx, d, resolved, have)
+		} else {
+			id, msg, err = svcApply(ctx, d, resolved, have, planService(resolved, have))
+		}
 		if err != nil && engine.IsOutOfSequence(err) && attempt < svcMaxConflictRetries {
 			continue
 		}
@@ -939,6 +955,7 @@ func ServiceResync(ctx context.Context, d engine.Docker, ins []ServiceInput) (Se
 	}
 	var errs []error
 	wants := make([]swarm.ServiceSpec, 0, len(ins))
+	inOf := map[string]ServiceInput{}
 	for _, in := range ins {
 		w, err := BuildServiceSpec(in)
 		if err != nil {
@@ -947,6 +964,7 @@ func ServiceResync(ctx context.Context, d engine.Docker, ins []ServiceInput) (Se
 			continue
 		}
 		wants = append(wants, w)
+		inOf[w.Name] = in
 	}
 	refs, err := svcLoadRefs(ctx, d, wants...)
 	if err != nil {
@@ -973,7 +991,21 @@ func ServiceResync(ctx context.Context, d engine.Docker, ins []ServiceInput) (Se
 			}
 			for attempt := 0; ; attempt++ {
 				act := planService(resolved, have)
-				id, msg, err := svcApply(ctx, d, resolved, have, act)
+				var id, msg string
+				if svcAdopted(inOf[name], have) {
+					id, msg, err = svcApplyAdopted(ctx, d, resolved, have)
+					act.Kind = serviceNone
+					switch {
+					case errors.Is(err, errAdoptedWaiting):
+						// Its own reconcile (queued for the message)
+						// waits and reports.
+						err = nil
+					case err == nil && msg != "":
+						act.Kind = serviceUpdate
+					}
+				} else {
+					id, msg, err = svcApply(ctx, d, resolved, have, act)
+				}
 				if err != nil && engine.IsOutOfSequence(err) && attempt < svcMaxConflictRetries {
 					if have, err = svcInspect(ctx, d, name); err != nil {
 						return fmt.Errorf("inspect: %w", err)

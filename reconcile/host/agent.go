@@ -533,9 +533,11 @@ func desired(vlans []*spec.VLAN, host *spec.Host, chunks map[string]string) []vl
 				Mode:        v.Spec.Mode,
 				Driver:      spec.VLANDriver(v.Spec.Driver),
 			},
-			Driver:     v.Spec.Driver,
-			Chunk:      chunks[v.Metadata.Name],
-			ConfigName: v.ConfigNetworkDockerName(),
+			Driver: v.Spec.Driver,
+			Chunk:  chunks[v.Metadata.Name],
+		}
+		if n := v.ConfigNetworkDockerName(); n != spec.ConfigNetworkName(v.Metadata.Name) {
+			w.ConfigName = n
 		}
 		subnet, err := netip.ParsePrefix(v.Spec.Subnet)
 		if err != nil {
