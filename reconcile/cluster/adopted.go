@@ -144,3 +144,10 @@ func adoptedNetworkOK(adopted map[string]state.AdoptedNetwork, vlan, role, id st
 	rec, ok := adopted[id]
 	return ok && rec.VLAN == vlan && rec.Role == role
 }
+
+// ServiceDrift lists the fields (up to three levels deep,
+// "TaskTemplate.ContainerSpec.Privileges") where have differs from want,
+// leaving out what Docker fills in by itself, as drift detection compares
+// them. want must refer to networks and secrets by ID, as Docker stores
+// them.
+func ServiceDrift(want, have swarm.ServiceSpec) []string { return svcDrift(want, have) }
