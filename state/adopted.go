@@ -57,6 +57,9 @@ type AdoptedService struct {
 	SpecHash string `json:"specHash"`
 }
 
+// AdoptedPrefix holds every adoption record: <prefix>state/adopted/.
+func (s *Store) AdoptedPrefix() string { return s.prefix + adoptedDir }
+
 // AdoptedKey is the record of one adopted object:
 // <prefix>state/adopted/<kind>/<id>.
 func (s *Store) AdoptedKey(kind, id string) string {

@@ -32,6 +32,7 @@ Usage:
   reconciler version  [-o text|json] [--client]                   build, Go and Docker Engine versions
   reconciler probe    [--url URL]                                 exit 0 if a daemon's health URL answers 200 (container health checks)
   reconciler acl-policy --role manager|host|operator [--service-prefix S]   the Consul ACL policy a role needs (HCL)
+  reconciler adopt    [--dry-run] [--vlan-name-from config|swarm]  take a hand-made setup over as it is: documents and records
 
 PATH is a file, a directory (every .yaml, .yml and .json in it) or - for stdin.
 KIND is vlan, service or host (or their plurals).
@@ -77,6 +78,7 @@ func runMain(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		"version":    cmdVersion,
 		"probe":      cmdProbe,
 		"acl-policy": cmdACLPolicy,
+		"adopt":      cmdAdopt,
 	}
 	fn, ok := cmds[args[0]]
 	if !ok {

@@ -101,13 +101,15 @@ func (r Result) Refused() []Problem {
 func Infer(in Input) Result {
 	res := Result{Unexpressed: map[string][]string{}}
 	nodes := slices.Clone(in.Nodes)
-	sort.Slice(nodes, func(i, j int) bool { return cmp.Or(cmp.Compare(nodes[i].Hostname, nodes[j].Hostname), cmp.Compare(nodes[i].ID, nodes[j].ID)) < 0 })
+	sort.Slice(nodes, func(i, j int) bool {
+		return cmp.Or(cmp.Compare(nodes[i].Hostname, nodes[j].Hostname), cmp.Compare(nodes[i].ID, nodes[j].ID)) < 0
+	})
 	swarmNets := slices.Clone(in.SwarmNetworks)
 	sort.Slice(swarmNets, func(i, j int) bool { return swarmNets[i].Name < swarmNets[j].Name })
 
 	used := map[string]bool{}
-	vlanOf := map[string]string{}    // swarm network ID and name -> VLAN document name
-	netName := map[string]string{}   // swarm network ID -> name
+	vlanOf := map[string]string{}  // swarm network ID and name -> VLAN document name
+	netName := map[string]string{} // swarm network ID -> name
 	for _, sn := range swarmNets {
 		netName[sn.ID] = sn.Name
 		if sn.ConfigFrom.Network == "" || spec.Managed(sn.Labels) {
