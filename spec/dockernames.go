@@ -94,12 +94,17 @@ func validateServiceDockerName(errs *ErrorList, s string) {
 	}
 }
 
-// DocumentHash is the SHA-256 of a document's JSON encoding (map keys
-// sorted by encoding/json, so equal documents hash equal). The leader
-// compares it with the hash recorded when a service was adopted, to tell
-// an unchanged document from one the user has since changed.
-func DocumentHash(o Object) string {
-	b, err := json.Marshal(o)
+// AdoptionHash is the SHA-256 of the parts of a Service document that
+// shape its Swarm service's spec: the document's JSON encoding (map keys
+// sorted by encoding/json, so equal documents hash equal) without
+// spec.replicas, spec.scaling and spec.consul, which change no task. The
+// leader compares it with the hash recorded when a service was adopted, to
+// tell a document unchanged in what it asks of Swarm from one the user has
+// since changed.
+func AdoptionHash(s *Service) string {
+	c := *s
+	c.Spec.Replicas, c.Spec.Scaling, c.Spec.Consul = nil, nil, nil
+	b, err := json.Marshal(&c)
 	if err != nil {
 		return ""
 	}

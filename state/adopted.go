@@ -51,9 +51,9 @@ type AdoptedService struct {
 	Name string `json:"name"`
 	// Service is the Service document that describes it.
 	Service string `json:"service"`
-	// SpecHash is the spec hash of the document written at adoption: while
-	// the document is unchanged, the leader leaves the service's
-	// TaskTemplate as it was made (see reconcile/cluster).
+	// SpecHash is the document's spec.AdoptionHash when it was written at
+	// adoption: while the document hashes the same, the leader leaves the
+	// service's TaskTemplate as it was made (see reconcile/cluster).
 	SpecHash string `json:"specHash"`
 }
 

@@ -115,7 +115,7 @@ func cmdAdopt(ctx context.Context, c *cli, args []string) error {
 		}
 		spec.SetDefaults(dd)
 		if o.GetKind() == spec.KindService {
-			hashes[o.GetName()] = spec.DocumentHash(dd)
+			hashes[o.GetName()] = spec.AdoptionHash(dd.(*spec.Service))
 		}
 		if i > 0 {
 			out.WriteString("---\n")

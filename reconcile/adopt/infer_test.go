@@ -101,7 +101,7 @@ func TestInferRecipe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h := spec.DocumentHash(d); h != res.AdoptedServices[0].SpecHash {
+	if h := spec.AdoptionHash(d.(*spec.Service)); h != res.AdoptedServices[0].SpecHash {
 		t.Errorf("hash %s, recorded %s", h, res.AdoptedServices[0].SpecHash)
 	}
 }

@@ -72,7 +72,7 @@ func inferService(res *Result, s *swarm.Service, vlanOf, netName map[string]stri
 	if len(unexpressed) > 0 {
 		res.Unexpressed[name] = unexpressed
 	}
-	res.AdoptedServices = append(res.AdoptedServices, state.AdoptedService{ID: s.ID, Name: s.Spec.Name, Service: name, SpecHash: spec.DocumentHash(final)})
+	res.AdoptedServices = append(res.AdoptedServices, state.AdoptedService{ID: s.ID, Name: s.Spec.Name, Service: name, SpecHash: spec.AdoptionHash(final.(*spec.Service))})
 }
 
 // serviceUnexpressed maps the document back onto a swarm spec the way the

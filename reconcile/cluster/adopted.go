@@ -38,7 +38,7 @@ func svcAdopted(in ServiceInput, have *swarm.Service) bool {
 		return false
 	}
 	rec, ok := in.Adopted[have.ID]
-	return ok && rec.Service == in.Service.Metadata.Name && rec.SpecHash != "" && rec.SpecHash == spec.DocumentHash(in.Service)
+	return ok && rec.Service == in.Service.Metadata.Name && rec.SpecHash != "" && rec.SpecHash == spec.AdoptionHash(in.Service)
 }
 
 // svcAdoptedSpec is have with want's service-level labels, the readiness
