@@ -79,7 +79,7 @@ func cmdAdopt(ctx context.Context, c *cli, args []string) error {
 		fmt.Fprintln(c.stderr, "adopt:", p.String())
 	}
 	if refused := res.Refused(); len(refused) > 0 {
-		fmt.Fprintf(c.stderr, "adopt: refused (%d problem(s) above marked below); nothing was written\n", len(refused))
+		fmt.Fprintf(c.stderr, "adopt: refused for %d problem(s); nothing was written\n", len(refused))
 		for _, p := range refused {
 			fmt.Fprintln(c.stderr, "  refused:", p.String())
 		}

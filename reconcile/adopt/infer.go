@@ -215,7 +215,7 @@ func inferVLAN(res *Result, nodes []Node, sn network.Inspect, nameFrom string, u
 			"start swarmvlan's host role on every node (it reports the node's config-only networks), then run adopt again")
 	}
 	if len(lacking) > 0 {
-		problem(false, fmt.Sprintf("node %s has no config network %s: the service's tasks cannot run there", strings.Join(lacking, ", "), cfgName),
+		problem(false, fmt.Sprintf("node %s has no config network %s: no task on %s can run there", strings.Join(lacking, ", "), cfgName, sn.Name),
 			fmt.Sprintf("nothing to do by hand: after adoption swarmvlan gives the node a chunk of its own and creates %s there", cfgName))
 	}
 
