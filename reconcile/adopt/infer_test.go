@@ -208,3 +208,27 @@ func TestDNSName(t *testing.T) {
 		}
 	}
 }
+
+func TestInferNameFromSwarm(t *testing.T) {
+	in := recipe(map[string]string{"node1": "172.80.1.0/24"})
+	in.NameFrom = NameFromSwarm
+	res := Infer(in)
+	if len(res.VLANs) != 1 || res.VLANs[0].Metadata.Name != "swarm-vlan40-net" {
+		t.Fatalf("vlans %+v, problems %v", res.VLANs, res.Problems)
+	}
+	if len(res.Services) != 1 || !slices.Equal(res.Services[0].Spec.Networks, []string{"swarm-vlan40-net"}) {
+		t.Errorf("services %+v", res.Services)
+	}
+}
+
+// What swarmvlan made itself is not adopted again: its config networks
+// carry its labels, so the host role does not report them, and its
+// services carry them too.
+func TestInferSkipsSwarmvlansOwn(t *testing.T) {
+	in := recipe(map[string]string{"node1": "172.80.1.0/24"})
+	in.Nodes[0].ConfigNetworks = nil
+	in.Services[0].Spec.Labels = spec.OwnerLabels(spec.KindService, "web")
+	if res := Infer(in); len(res.VLANs)+len(res.Services)+len(res.Networks) != 0 {
+		t.Errorf("adopted swarmvlan's own objects: %+v", res)
+	}
+}
