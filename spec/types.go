@@ -95,6 +95,21 @@ type VLANSpec struct {
 	Promiscuous *bool     `json:"promiscuous,omitempty"`
 	HostAccess  *bool     `json:"hostAccess,omitempty"`
 	RangePlan   RangePlan `json:"rangePlan"`
+
+	// Docker names the VLAN's Docker networks when they are not
+	// swarmvlan's own names: networks made by hand and taken over by
+	// `reconciler adopt` keep the names they were made with (Docker cannot
+	// rename a network). See VLANDockerNames.
+	Docker *VLANDockerNames `json:"docker,omitempty"`
+}
+
+// VLANDockerNames are the Docker names of a VLAN's networks; an empty name
+// is swarmvlan's own (ConfigNetworkName, NetworkName).
+type VLANDockerNames struct {
+	// ConfigNetwork is the name of the per-node --config-only network.
+	ConfigNetwork string `json:"configNetwork,omitempty"`
+	// Network is the name of the swarm-scoped network.
+	Network string `json:"network,omitempty"`
 }
 
 // RangePlan says how the subnet's addresses are handed out: split into
@@ -204,6 +219,11 @@ type ServiceSpec struct {
 	// task of slot N gets its slot's address again when it is replaced,
 	// when that is unambiguous; see the README's "Cluster IPAM mode").
 	Addresses string `json:"addresses,omitempty"`
+	// DockerName is the Swarm service's name when it is not
+	// metadata.name: a service made by hand (or by docker stack deploy,
+	// "stack_web") and taken over by `reconciler adopt` keeps its name,
+	// since Swarm cannot rename a service.
+	DockerName string `json:"dockerName,omitempty"`
 }
 
 // Logging is a Docker log driver and its options.

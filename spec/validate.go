@@ -27,6 +27,7 @@ func Validate(o Object) error {
 		validateHeader(&errs, o.APIVersion, o.Kind, KindVLAN)
 		validateMeta(&errs, o.Metadata, dnsLabel)
 		validateVLANSpec(&errs, &o.Spec)
+		validateVLANDockerNames(&errs, o.Metadata.Name, o.Spec.Docker)
 	case *Service:
 		if o == nil {
 			errs.add("", "no document")
@@ -35,6 +36,7 @@ func Validate(o Object) error {
 		validateHeader(&errs, o.APIVersion, o.Kind, KindService)
 		validateMeta(&errs, o.Metadata, dnsLabel)
 		validateServiceSpec(&errs, &o.Spec, o.Metadata.Labels)
+		validateServiceDockerName(&errs, o.Spec.DockerName)
 	case *Host:
 		if o == nil {
 			errs.add("", "no document")
@@ -320,7 +322,9 @@ func validateRange(errs *ErrorList, s *VLANSpec) {
 			continue
 		}
 		switch {
-		case bitsOK && pfx.Bits() != bits:
+		case bitsOK && pfx.Bits() != bits && (s.Docker == nil || pfx.Bits() > maxChunkPrefix):
+			// A VLAN taken over from a hand-made setup keeps the ranges
+			// as they were cut, whatever their size.
 			errs.add(hp, fmt.Sprintf("%s must be exactly one /%d chunk", pfx, bits))
 		case !inside(subnet, pfx):
 			errs.add(hp, fmt.Sprintf("%s is outside the subnet %s", pfx, subnet))

@@ -190,6 +190,27 @@ type NodeReport struct {
 	VLANs map[string]NodeVLANReport `json:"vlans"`
 	// Updated is when the value was written.
 	Updated time.Time `json:"updated"`
+	// ConfigNetworks are the node's --config-only networks with a parent
+	// interface (macvlan or ipvlan) that swarmvlan did not make: what
+	// `reconciler adopt` reads, from any manager, of every node's
+	// hand-made setup. The leader's Engine shows only its own node's.
+	ConfigNetworks []NodeConfigNetwork `json:"configNetworks,omitempty"`
+}
+
+// NodeConfigNetwork is one config-only network as its node's Engine
+// reports it.
+type NodeConfigNetwork struct {
+	ID      string            `json:"id"`
+	Name    string            `json:"name"`
+	Parent  string            `json:"parent"`
+	Options map[string]string `json:"options,omitempty"`
+	// Subnet, IPRange and Gateway are the network's one address pool;
+	// Pools counts the pools (adopt takes over only one).
+	Subnet  string            `json:"subnet,omitempty"`
+	IPRange string            `json:"ipRange,omitempty"`
+	Gateway string            `json:"gateway,omitempty"`
+	Aux     map[string]string `json:"aux,omitempty"`
+	Pools   int               `json:"pools"`
 }
 
 // NodeVLANReport is one VLAN's readiness on a node.

@@ -105,6 +105,8 @@ func aclPolicy(role string, s *state.Store, services string) ([]aclRule, error) 
 				"apply writes and prunes documents (check-and-set transactions); delete removes one."},
 			{"key_prefix", s.ScalePrefix(), "write",
 				"scale writes a service's scale intent with check-and-set, as the scale API does."},
+			{"key_prefix", s.AdoptedPrefix(), "write",
+				"adopt records the hand-made networks and services it takes over, by Docker ID."},
 		}, nil
 	case "gitops":
 		return []aclRule{
@@ -130,7 +132,7 @@ func writeACLPolicy(w io.Writer, role, prefix, services string, rules []aclRule)
 	what := map[string]string{
 		"manager":  "reconciler run --role manager",
 		"host":     "reconciler run --role host",
-		"operator": "the reconciler commands apply, delete, diff, get, plan, scale and status",
+		"operator": "the reconciler commands adopt, apply, delete, diff, get, plan, scale and status",
 		"gitops":   "reconciler run --role manager --git-url (the GitOps sync), beside the manager policy",
 	}[role]
 	fmt.Fprintf(w, "# swarmvlan's Consul ACL policy for the %s role: %s.\n", role, what)

@@ -12,6 +12,7 @@ import (
 	"swarmvlan/reconcile/ipam"
 	"swarmvlan/reconcile/kernel"
 	"swarmvlan/spec"
+	"swarmvlan/state"
 )
 
 // startHost starts the host role in g: this node's kernel state for its
@@ -58,7 +59,20 @@ func (d *daemon) startHost(ctx context.Context, g *errgroup.Group, resync time.D
 		NodeTTL: d.leaderOpts.SessionTTL,
 		Resync:  resync,
 		SyncRegistrations: func(ctx context.Context, services []*spec.Service) error {
-			st, err := registrar.Sync(ctx, host.RegistrationTargets(services))
+			var adopted map[string]state.AdoptedService
+			for _, s := range services {
+				if s.Spec.DockerName == "" {
+					continue
+				}
+				// Only a service with a Docker name of its own can be
+				// adopted: the records are read for those alone.
+				var err error
+				if adopted, err = d.store.AdoptedServicesList(ctx); err != nil {
+					return err
+				}
+				break
+			}
+			st, err := registrar.Sync(ctx, host.RegistrationTargetsFor(services, d.view.VLAN, adopted))
 			if len(st.Registered)+len(st.Deregistered) > 0 {
 				log.Info("consul registrations", "registered", len(st.Registered), "deregistered", len(st.Deregistered), "tasks", len(st.Tasks))
 			}

@@ -34,6 +34,7 @@ Usage:
   reconciler acl-policy --role manager|host|operator|gitops [--service-prefix S] the Consul ACL policy a role needs (HCL)
   reconciler convert  -f compose.yml [-f override.yml]... [--vlan NETWORK[=VLAN]]... [-o DIR] [--strict]
                                                                   Service documents from compose files; keys that do not map to stderr
+  reconciler adopt    [--dry-run] [--vlan-name-from config|swarm]  take a hand-made setup over as it is: documents and records
 
 PATH is a file, a directory (every .yaml, .yml and .json in it) or - for stdin.
 KIND is vlan, service or host (or their plurals).
@@ -80,6 +81,7 @@ func runMain(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		"probe":      cmdProbe,
 		"acl-policy": cmdACLPolicy,
 		"convert":    cmdConvert,
+		"adopt":      cmdAdopt,
 	}
 	fn, ok := cmds[args[0]]
 	if !ok {

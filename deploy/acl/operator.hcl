@@ -1,4 +1,4 @@
-# swarmvlan's Consul ACL policy for the operator role: the reconciler commands apply, delete, diff, get, plan, scale and status.
+# swarmvlan's Consul ACL policy for the operator role: the reconciler commands adopt, apply, delete, diff, get, plan, scale and status.
 # KV prefix "swarmvlan/"; service names starting with "".
 # Made by: reconciler acl-policy --role operator --prefix swarmvlan/
 #
@@ -20,5 +20,10 @@ key_prefix "swarmvlan/spec/" {
 
 # scale writes a service's scale intent with check-and-set, as the scale API does.
 key_prefix "swarmvlan/state/scale/" {
+  policy = "write"
+}
+
+# adopt records the hand-made networks and services it takes over, by Docker ID.
+key_prefix "swarmvlan/state/adopted/" {
   policy = "write"
 }

@@ -408,3 +408,17 @@ func (b *Bed) SetHeartbeat(d time.Duration) {
 		b.t.Fatal(err)
 	}
 }
+
+// ReconcilerTry runs a reconciler subcommand inside h1 and returns its
+// standard output and error apart, and its error, without failing the
+// test: for commands expected to fail.
+func (b *Bed) ReconcilerTry(args ...string) (stdout, stderr string, err error) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.Ctx, time.Minute)
+	defer cancel()
+	cmd := b.H1.Exec(ctx, b.bin, args...)
+	var o, e strings.Builder
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err = cmd.Run()
+	return o.String(), e.String(), err
+}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -296,6 +295,11 @@ func (c *Cluster) sweep(ctx context.Context) error {
 		return err
 	}
 	for name, s := range svcs {
+		if doc := s.Spec.Labels[spec.LabelName]; doc != "" && doc != name {
+			// A service under a Docker name of its own (spec.dockerName)
+			// belongs to the document its labels name.
+			name = doc
+		}
 		k := reconcile.Key{Kind: spec.KindService, Name: name}
 		_, valid := c.cfg.View.Get(k)
 		_, invalid := c.cfg.View.Invalid(k)
@@ -431,7 +435,15 @@ func (c *Cluster) reconcileVLAN(ctx context.Context, k reconcile.Key, doc *recon
 		}
 		det.Allocations[name] = a.Chunk
 	}
-	netSt, netErr := EnsureSwarmNetwork(ctx, c.cfg.Docker, SwarmNetwork{VLAN: k.Name, Driver: vlan.Spec.Driver})
+	sw := SwarmNetwork{VLAN: k.Name, Driver: vlan.Spec.Driver, Name: vlan.NetworkDockerName(), ConfigName: vlan.ConfigNetworkDockerName()}
+	if vlan.Spec.Docker != nil {
+		// Only a VLAN with Docker names of its own can have adopted
+		// networks: the records are read for those alone.
+		if sw.Adopted, err = c.cfg.Store.AdoptedNetworksList(ctx); err != nil {
+			return reconcile.Retry(fmt.Errorf("vlan %q: %w", k.Name, err))
+		}
+	}
+	netSt, netErr := EnsureSwarmNetwork(ctx, c.cfg.Docker, sw)
 	det.Network = netSt
 	c.mu.Lock()
 	if netSt.State == state.NetworkReady && netSt.ID != "" {
@@ -580,11 +592,28 @@ func (c *Cluster) reconcileService(ctx context.Context, k reconcile.Key, doc *re
 		scaled = &intent.Replicas
 	}
 	replicas := EffectiveReplicas(svc, scaled)
+	names := c.networkNames(svc)
+	// The swarm networks' IDs by Docker name, which the service's
+	// attachments name.
 	c.mu.Lock()
-	netIDs := maps.Clone(c.netIDs)
+	netIDs := make(map[string]string, len(c.netIDs))
+	for vlan, id := range c.netIDs {
+		if dn := names[vlan]; dn != "" {
+			vlan = dn
+		}
+		netIDs[vlan] = id
+	}
 	c.mu.Unlock()
-	st, err := EnsureService(ctx, c.cfg.Docker, ServiceInput{Service: svc, Replicas: replicas, Owner: c.ownerID(), NetworkIDs: netIDs})
-	if err != nil {
+	in := ServiceInput{Service: svc, Replicas: replicas, Owner: c.ownerID(), NetworkNames: names, NetworkIDs: netIDs}
+	if svc.Spec.DockerName != "" {
+		// Only a service with a Docker name of its own can be adopted:
+		// the records are read for those alone.
+		if in.Adopted, err = c.cfg.Store.AdoptedServicesList(ctx); err != nil {
+			return reconcile.Retry(fmt.Errorf("service %q: %w", k.Name, err))
+		}
+	}
+	st, err := EnsureService(ctx, c.cfg.Docker, in)
+	if err != nil && !errors.Is(err, errAdoptedWaiting) {
 		// A network re-created since (a new ID) fails the update; the
 		// retry lists them.
 		c.mu.Lock()
@@ -595,6 +624,9 @@ func (c *Cluster) reconcileService(ctx context.Context, k reconcile.Key, doc *re
 	}
 	det := &ServiceDetails{Replicas: replicas, Scaled: scaled, Service: st}
 	det.Summary = fmt.Sprintf("%d/%d tasks running", st.Running, st.Desired)
+	if errors.Is(err, errAdoptedWaiting) {
+		return reconcile.Poll(2*time.Second).With(det, readyCondition(false, st.Message))
+	}
 	if err != nil {
 		out := reconcile.Retry(err)
 		if serviceErrTerminal(err) {
@@ -635,6 +667,21 @@ func (c *Cluster) scaleIntent(ctx context.Context, name string) (state.ScaleInte
 	return intent, found, err
 }
 
+// networkNames maps the VLANs a service joins to their swarm networks'
+// Docker names, where those differ from the VLAN's name.
+func (c *Cluster) networkNames(svc *spec.Service) map[string]string {
+	var out map[string]string
+	for _, n := range svc.Spec.Networks {
+		if v, ok := c.cfg.View.VLAN(n); ok && v.NetworkDockerName() != n {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[n] = v.NetworkDockerName()
+		}
+	}
+	return out
+}
+
 // reconcileServiceResync converges every service in one pass (one Docker
 // list, no update for a service that already matches) and hands the services
 // that needed a change, failed, or are not yet running everywhere to their
@@ -648,6 +695,7 @@ func (c *Cluster) reconcileServiceResync(ctx context.Context, _ reconcile.Key, _
 		return reconcile.Retry(err)
 	}
 	var ins []ServiceInput
+	var adopted map[string]state.AdoptedService
 	for _, d := range c.cfg.View.List(spec.KindService) {
 		svc := d.Object.(*spec.Service)
 		ready := true
@@ -664,7 +712,16 @@ func (c *Cluster) reconcileServiceResync(ctx context.Context, _ reconcile.Key, _
 		if si, ok := intents[d.Key.Name]; ok {
 			scaled = &si.Replicas
 		}
-		ins = append(ins, ServiceInput{Service: svc, Replicas: EffectiveReplicas(svc, scaled), Owner: c.ownerID()})
+		in := ServiceInput{Service: svc, Replicas: EffectiveReplicas(svc, scaled), Owner: c.ownerID(), NetworkNames: c.networkNames(svc)}
+		if svc.Spec.DockerName != "" {
+			if adopted == nil {
+				if adopted, err = c.cfg.Store.AdoptedServicesList(ctx); err != nil {
+					return reconcile.Retry(err)
+				}
+			}
+			in.Adopted = adopted
+		}
+		ins = append(ins, in)
 	}
 	res, err := ServiceResync(ctx, c.cfg.Docker, ins)
 	for name, st := range res.Statuses {

@@ -120,7 +120,10 @@ func (p *rangePlanner) keepHeld(have map[string]state.Allocation, inSwarm map[st
 				a.Left = nil // back before the quarantine ended: keeps its chunk
 				p.res.Put[id] = a
 			}
-			if !valid[chunk] || !p.plan.Subnet.Contains(chunk.Addr()) || chunk.Bits() != p.plan.ChunkBits {
+			// A pinned chunk may have a size of its own (a range made by
+			// hand and adopted as it was cut).
+			pinnedHere := p.pinned[a.Hostname] == chunk
+			if !valid[chunk] || !p.plan.Subnet.Contains(chunk.Addr()) || (chunk.Bits() != p.plan.ChunkBits && !pinnedHere) {
 				p.res.Problems = append(p.res.Problems, fmt.Sprintf("node %s (%s) holds %s, which the new plan no longer contains; the chunk stays until the node leaves the swarm", a.Hostname, id, chunk))
 			}
 			if want, ok := p.pinned[a.Hostname]; ok && want != chunk {
@@ -149,9 +152,19 @@ func (p *rangePlanner) keepHeld(have map[string]state.Allocation, inSwarm map[st
 // lowest free one. Pinned nodes go first, and pinned chunks are never
 // handed to another node.
 func (p *rangePlanner) allocate(want []SwarmNode) {
-	reservedPins := map[netip.Prefix]bool{}
+	var pins []netip.Prefix
 	for _, c := range p.pinned {
-		reservedPins[c] = true
+		pins = append(pins, c)
+	}
+	// A pinned chunk of another size than the plan's overlaps chunks of
+	// the plan without being one of them.
+	reserved := func(c netip.Prefix) bool {
+		for _, pin := range pins {
+			if pin.Overlaps(c) {
+				return true
+			}
+		}
+		return false
 	}
 	var rest []SwarmNode
 	for _, n := range want {
@@ -171,7 +184,7 @@ func (p *rangePlanner) allocate(want []SwarmNode) {
 	next := 0
 	chunks := p.plan.Chunks
 	for _, n := range rest {
-		for next < len(chunks) && (p.holder(chunks[next]) != "" || reservedPins[chunks[next]]) {
+		for next < len(chunks) && (p.holder(chunks[next]) != "" || reserved(chunks[next])) {
 			next++
 		}
 		if next == len(chunks) {

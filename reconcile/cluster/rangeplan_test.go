@@ -110,6 +110,23 @@ func TestPlanAllocations(t *testing.T) {
 			wantPut: map[string]string{"n1": "172.80.1.0/24"},
 		},
 		{
+			// An adopted range of another size is pinned as it was cut:
+			// a new node gets no chunk inside it.
+			name:    "pinned chunk of another size",
+			plan:    testPlan("172.80.1.0/24", "172.80.2.0/24", "172.80.3.0/24", "172.80.4.0/24"),
+			pinned:  map[string]string{"h1": "172.80.0.0/23", "h2": "172.80.2.0/24"},
+			nodes:   []SwarmNode{n1, n2, n3},
+			wantPut: map[string]string{"n1": "172.80.0.0/23", "n2": "172.80.2.0/24", "n3": "172.80.3.0/24"},
+		},
+		{
+			name:    "held pinned chunk of another size is no problem",
+			plan:    testPlan("172.80.1.0/24", "172.80.2.0/24"),
+			pinned:  map[string]string{"h1": "172.80.0.0/23"},
+			nodes:   []SwarmNode{n1},
+			have:    map[string]state.Allocation{"n1": alloc("n1", "h1", "172.80.0.0/23", nil)},
+			wantPut: map[string]string{},
+		},
+		{
 			name:        "plan change that would move a chunk in use is refused",
 			plan:        testPlan("172.80.5.0/24"),
 			nodes:       []SwarmNode{n1},

@@ -19,6 +19,7 @@ import (
 
 	"swarmvlan/reconcile/engine"
 	"swarmvlan/spec"
+	"swarmvlan/state"
 )
 
 // ServiceInput is everything EnsureService needs for one service.
@@ -37,6 +38,12 @@ type ServiceInput struct {
 	// NetworkIDs, if it holds every swarm network the service joins (name
 	// -> ID), resolves them without listing the Engine's networks.
 	NetworkIDs map[string]string
+	// NetworkNames maps a VLAN to its swarm network's Docker name when
+	// that is not the VLAN's name (spec.docker.network).
+	NetworkNames map[string]string
+	// Adopted are the services taken over from a hand-made setup, by
+	// service ID (see adopted.go).
+	Adopted map[string]state.AdoptedService
 }
 
 // TaskStatus is one current task of a service.
@@ -107,6 +114,7 @@ func BuildServiceSpec(in ServiceInput) (swarm.ServiceSpec, error) {
 		return swarm.ServiceSpec{}, errors.New("service: no document")
 	}
 	name := in.Service.Metadata.Name
+	dockerName := in.Service.DockerServiceName()
 	ss := in.Service.Spec
 	fail := func(err error) (swarm.ServiceSpec, error) {
 		return swarm.ServiceSpec{}, fmt.Errorf("service %q: %w", name, err)
@@ -121,7 +129,7 @@ func BuildServiceSpec(in ServiceInput) (swarm.ServiceSpec, error) {
 	cs := svcContainerSpec(name, ss)
 
 	out := swarm.ServiceSpec{
-		Annotations:  swarm.Annotations{Name: name, Labels: map[string]string{}},
+		Annotations:  swarm.Annotations{Name: dockerName, Labels: map[string]string{}},
 		TaskTemplate: swarm.TaskSpec{ContainerSpec: cs},
 	}
 	for k, v := range in.Service.Metadata.Labels {
@@ -143,7 +151,11 @@ func BuildServiceSpec(in ServiceInput) (swarm.ServiceSpec, error) {
 
 	nets := svcNetworks(in)
 	for _, n := range nets {
-		out.TaskTemplate.Networks = append(out.TaskTemplate.Networks, swarm.NetworkAttachmentConfig{Target: n, Aliases: svcCopyList(ss.Aliases)})
+		target := n
+		if dn := in.NetworkNames[n]; dn != "" {
+			target = dn
+		}
+		out.TaskTemplate.Networks = append(out.TaskTemplate.Networks, swarm.NetworkAttachmentConfig{Target: target, Aliases: svcCopyList(ss.Aliases)})
 	}
 	for _, o := range ss.Overlays {
 		out.TaskTemplate.Networks = append(out.TaskTemplate.Networks, swarm.NetworkAttachmentConfig{Target: o.Name, Aliases: svcCopyList(o.Aliases)})
@@ -740,8 +752,12 @@ func EnsureService(ctx context.Context, d engine.Docker, in ServiceInput) (Servi
 			st.Message = err.Error()
 			return st, fmt.Errorf("service %q: inspect: %w", name, err)
 		}
-		act := planService(resolved, have)
-		id, msg, err := svcApply(ctx, d, resolved, have, act)
+		var id, msg string
+		if svcAdopted(in, have) {
+			id, msg, err = svcApplyAdopted(ctx, d, resolved, have)
+		} else {
+			id, msg, err = svcApply(ctx, d, resolved, have, planService(resolved, have))
+		}
 		if err != nil && engine.IsOutOfSequence(err) && attempt < svcMaxConflictRetries {
 			continue
 		}
@@ -996,6 +1012,7 @@ func ServiceResync(ctx context.Context, d engine.Docker, ins []ServiceInput) (Se
 	}
 	var errs []error
 	wants := make([]swarm.ServiceSpec, 0, len(ins))
+	inOf := map[string]ServiceInput{}
 	for _, in := range ins {
 		w, err := BuildServiceSpec(in)
 		if err != nil {
@@ -1004,6 +1021,7 @@ func ServiceResync(ctx context.Context, d engine.Docker, ins []ServiceInput) (Se
 			continue
 		}
 		wants = append(wants, w)
+		inOf[w.Name] = in
 	}
 	refs, err := svcLoadRefs(ctx, d, nil, wants...)
 	if err != nil {
@@ -1030,7 +1048,21 @@ func ServiceResync(ctx context.Context, d engine.Docker, ins []ServiceInput) (Se
 			}
 			for attempt := 0; ; attempt++ {
 				act := planService(resolved, have)
-				id, msg, err := svcApply(ctx, d, resolved, have, act)
+				var id, msg string
+				if svcAdopted(inOf[name], have) {
+					id, msg, err = svcApplyAdopted(ctx, d, resolved, have)
+					act.Kind = serviceNone
+					switch {
+					case errors.Is(err, errAdoptedWaiting):
+						// Its own reconcile (queued for the message)
+						// waits and reports.
+						err = nil
+					case err == nil && msg != "":
+						act.Kind = serviceUpdate
+					}
+				} else {
+					id, msg, err = svcApply(ctx, d, resolved, have, act)
+				}
 				if err != nil && engine.IsOutOfSequence(err) && attempt < svcMaxConflictRetries {
 					if have, err = svcInspect(ctx, d, name); err != nil {
 						return fmt.Errorf("inspect: %w", err)

@@ -21,6 +21,35 @@ import (
 type SwarmNetwork struct {
 	VLAN   string
 	Driver string // macvlan (default) | ipvlan
+	// Name and ConfigName are the Docker names of the swarm network and
+	// of the config networks it is made from; empty are swarmvlan's own
+	// (spec.NetworkName, spec.ConfigNetworkName).
+	Name, ConfigName string
+	// Adopted are the networks taken over from a hand-made setup, by
+	// Docker ID: such a network carries no labels and is swarmvlan's by
+	// its record.
+	Adopted map[string]state.AdoptedNetwork
+}
+
+func (w SwarmNetwork) name() string {
+	if w.Name != "" {
+		return w.Name
+	}
+	return spec.NetworkName(w.VLAN)
+}
+
+func (w SwarmNetwork) configName() string {
+	if w.ConfigName != "" {
+		return w.ConfigName
+	}
+	return spec.ConfigNetworkName(w.VLAN)
+}
+
+// owned reports whether n is this VLAN's swarm network (see
+// networkSwarmOwned), or its adopted one.
+func (w SwarmNetwork) owned(n *network.Inspect) bool {
+	return n.ConfigFrom.Network == w.configName() || spec.Managed(n.Labels) ||
+		adoptedNetworkOK(w.Adopted, w.VLAN, state.AdoptedSwarmNetwork, n.ID)
 }
 
 func networkOrNone(s string) string {
@@ -58,7 +87,7 @@ func networkSwarmWrong(want SwarmNetwork, have *network.Inspect) []string {
 	if have.Scope != "swarm" {
 		wrong = append(wrong, fmt.Sprintf("scope %s, want swarm", networkOrNone(have.Scope)))
 	}
-	if cf := spec.ConfigNetworkName(want.VLAN); have.ConfigFrom.Network != cf {
+	if cf := want.configName(); have.ConfigFrom.Network != cf {
 		wrong = append(wrong, fmt.Sprintf("config-from %s, want %s", networkOrNone(have.ConfigFrom.Network), cf))
 	}
 	if have.ConfigOnly {
@@ -91,13 +120,15 @@ func networkPlanSwarm(want SwarmNetwork, have *network.Inspect, users []string) 
 	switch {
 	case have == nil:
 		return reconcile.Plan{Action: reconcile.ActionCreate, Reason: "absent"}
-	case !networkSwarmOwned(want.VLAN, have):
-		return reconcile.Plan{Action: reconcile.ActionConflict, Reason: (&engine.ConflictError{Kind: "network", Name: want.VLAN}).Error()}
+	case !want.owned(have):
+		return reconcile.Plan{Action: reconcile.ActionConflict, Reason: (&engine.ConflictError{Kind: "network", Name: want.name()}).Error()}
 	}
 	wrong := networkSwarmWrong(want, have)
 	switch {
 	case len(wrong) == 0:
 		return reconcile.Plan{Action: reconcile.ActionNone}
+	case adoptedNetworkOK(want.Adopted, want.VLAN, state.AdoptedSwarmNetwork, have.ID):
+		return reconcile.Plan{Action: reconcile.ActionBlocked, Reason: "adopted network differs: " + strings.Join(wrong, ", ") + "; it is never re-created"}
 	case len(users) > 0:
 		return reconcile.Plan{Action: reconcile.ActionBlocked, Reason: fmt.Sprintf("in use by %s; drain first (wrong: %s)", networkUsersText(users), strings.Join(wrong, ", "))}
 	}
@@ -151,14 +182,17 @@ func networkSwarmUsers(ctx context.Context, d engine.Docker, n *network.Inspect)
 // waiting and asks for a requeue. What Docker made is inspected and checked
 // (driver, scope, config-from); a wrong network is recreated when unused.
 func EnsureSwarmNetwork(ctx context.Context, d engine.Docker, want SwarmNetwork) (state.NetworkStatus, error) {
-	st := state.NetworkStatus{Name: want.VLAN}
-	cfgName := spec.ConfigNetworkName(want.VLAN)
-	cfg, err := engine.FindNetwork(ctx, d, cfgName, configOwned)
+	st := state.NetworkStatus{Name: want.name()}
+	cfgName := want.configName()
+	cfgOwned := func(n *network.Inspect) bool {
+		return configOwned(n) || adoptedNetworkOK(want.Adopted, want.VLAN, state.AdoptedConfigNetwork, n.ID)
+	}
+	cfg, err := engine.FindNetwork(ctx, d, cfgName, cfgOwned)
 	if err != nil {
 		return st.Failed(err), fmt.Errorf("vlan %q: find config network: %w", want.VLAN, err)
 	}
 	switch {
-	case cfg != nil && !spec.Managed(cfg.Labels):
+	case cfg != nil && !cfgOwned(cfg):
 		cerr := &engine.ConflictError{Kind: "network", Name: cfgName}
 		st.State, st.Message = state.NetworkError, cerr.Error()
 		return st, fmt.Errorf("vlan %q: %w", want.VLAN, cerr)
@@ -168,14 +202,14 @@ func EnsureSwarmNetwork(ctx context.Context, d engine.Docker, want SwarmNetwork)
 		return st, nil
 	}
 
-	have, err := engine.FindNetwork(ctx, d, want.VLAN, func(n *network.Inspect) bool { return networkSwarmOwned(want.VLAN, n) })
+	have, err := engine.FindNetwork(ctx, d, want.name(), want.owned)
 	if err != nil {
 		return st.Failed(err), fmt.Errorf("vlan %q: find swarm network: %w", want.VLAN, err)
 	}
 	if have != nil {
 		st.ID = have.ID
 		// The list is a summary; the inspection is what Docker holds.
-		if networkSwarmOwned(want.VLAN, have) {
+		if want.owned(have) {
 			full, err := d.NetworkInspect(ctx, have.ID)
 			if err != nil && !engine.IsNotFound(err) {
 				return st.Failed(err), fmt.Errorf("vlan %q: inspect swarm network: %w", want.VLAN, err)
@@ -186,7 +220,7 @@ func EnsureSwarmNetwork(ctx context.Context, d engine.Docker, want SwarmNetwork)
 		}
 	}
 	var users []string
-	if have != nil && networkSwarmOwned(want.VLAN, have) && len(networkSwarmWrong(want, have)) > 0 {
+	if have != nil && want.owned(have) && len(networkSwarmWrong(want, have)) > 0 {
 		if users, err = networkSwarmUsers(ctx, d, have); err != nil {
 			return st.Failed(err), fmt.Errorf("vlan %q: swarm network users: %w", want.VLAN, err)
 		}
@@ -214,13 +248,13 @@ func EnsureSwarmNetwork(ctx context.Context, d engine.Docker, want SwarmNetwork)
 
 	// No labels or options: the engine refuses both next to ConfigFrom
 	// (see networkSwarmOwned).
-	id, err := d.NetworkCreate(ctx, want.VLAN, network.CreateOptions{
+	id, err := d.NetworkCreate(ctx, want.name(), network.CreateOptions{
 		Driver:     spec.VLANDriver(want.Driver),
 		Scope:      "swarm",
 		ConfigFrom: &network.ConfigReference{Network: cfgName},
 	})
 	if err != nil {
-		return state.NetworkStatus{Name: want.VLAN}.Failed(err), fmt.Errorf("vlan %q: create swarm network: %w", want.VLAN, err)
+		return state.NetworkStatus{Name: want.name()}.Failed(err), fmt.Errorf("vlan %q: create swarm network: %w", want.VLAN, err)
 	}
 	st.ID = id
 	made, err := networkInspectAllocated(ctx, d, id)

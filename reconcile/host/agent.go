@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
+	"reflect"
 	"slices"
 	"sort"
 	"strconv"
@@ -114,7 +115,7 @@ func reportSame(a, b *state.NodeReport) bool {
 	if a == nil || b == nil {
 		return a == b
 	}
-	return a.Hostname == b.Hostname && maps.Equal(a.VLANs, b.VLANs)
+	return a.Hostname == b.Hostname && maps.Equal(a.VLANs, b.VLANs) && reflect.DeepEqual(a.ConfigNetworks, b.ConfigNetworks)
 }
 
 // Status is the Details of status/nodes/<nodeID>: what the host role
@@ -560,6 +561,8 @@ type vlanWant struct {
 	// Cluster is set for a cluster-mode VLAN: no chunk, the addresses
 	// come from swarmvlan's IPAM plugin.
 	Cluster bool
+	// ConfigName is the config network's Docker name (spec.docker).
+	ConfigName string
 	// Problem is why the VLAN cannot be set up here whatever the kernel
 	// and Docker do (an allocation outside the subnet).
 	Problem string
@@ -587,6 +590,9 @@ func desired(vlans []*spec.VLAN, host *spec.Host, chunks map[string]string) []vl
 		}
 		if w.Cluster {
 			w.Chunk = ""
+		}
+		if n := v.ConfigNetworkDockerName(); n != spec.ConfigNetworkName(v.Metadata.Name) {
+			w.ConfigName = n
 		}
 		subnet, err := netip.ParsePrefix(v.Spec.Subnet)
 		if err != nil {
@@ -706,7 +712,7 @@ func vlanStatusOf(w vlanWant, o observedVLAN) VLANStatus {
 			st.Reason = "host network not ready"
 		}
 	case o.Config == nil || o.Config.State != state.NetworkReady:
-		st.Reason = "config network " + spec.ConfigNetworkName(w.Net.Name) + " " + st.ConfigNetwork
+		st.Reason = "config network " + w.configNetwork().name() + " " + st.ConfigNetwork
 	}
 	st.Ready = st.Reason == ""
 	return st
@@ -729,6 +735,9 @@ type netPass struct {
 	Errs       []error
 	Requeue    bool
 	Times      passTimes
+	// adopted are the adopted networks by ID, read when a VLAN names its
+	// Docker networks (nil otherwise, or when they could not be read).
+	adopted map[string]state.AdoptedNetwork
 }
 
 // converge runs one pass over every VLAN of this host: it removes the
@@ -758,6 +767,20 @@ func (a *Agent) converge(ctx context.Context) (p *netPass, ok bool) {
 	p = &netPass{Status: Status{Hostname: hostname, VLANs: map[string]VLANStatus{}},
 		Report: state.NodeReport{Hostname: hostname, VLANs: map[string]state.NodeVLANReport{}}}
 	p.Errs = append(p.Errs, ipamErrs...)
+	for _, v := range vlans {
+		if v.Spec.Docker == nil || a.cfg.Store == nil {
+			continue
+		}
+		// Only a VLAN with Docker names of its own can have adopted
+		// networks: the records are read for those alone.
+		adopted, err := a.cfg.Store.AdoptedNetworksList(ctx)
+		if err != nil {
+			p.Errs = append(p.Errs, err)
+			adopted = nil
+		}
+		p.adopted = adopted
+		break
+	}
 
 	// Docker first: a VLAN gone from the spec keeps its links while its
 	// config network stays, so removal decides what the kernel keeps.
@@ -769,6 +792,9 @@ func (a *Agent) converge(ctx context.Context) (p *netPass, ok bool) {
 		p.DockerAway = true
 	}
 	keep := a.removeStale(ctx, p, nets, listErr, inView, held, chunks)
+	if listErr == nil {
+		p.Report.ConfigNetworks = handMadeConfigNetworks(nets)
+	}
 	dockerTime := time.Since(dockerStart)
 
 	hvs := a.kernelWant(want, keep, nets, listErr)
@@ -1071,9 +1097,12 @@ func (a *Agent) kernelWant(want []vlanWant, keep map[string]string, nets []netwo
 // writes never make it spin.
 func (a *Agent) ensureConfig(ctx context.Context, nets []network.Summary, listErr error, w vlanWant, p *netPass) *state.NetworkStatus {
 	want := w.configNetwork()
-	name := spec.ConfigNetworkName(w.Net.Name)
+	name := want.name()
 	if listErr != nil {
 		return &state.NetworkStatus{Name: name, State: state.NetworkError, Message: listErr.Error()}
+	}
+	if st, ok := a.adoptedConfig(nets, w, p); ok {
+		return st
 	}
 	n, diff, found := configState(nets, want)
 	if found && len(diff) == 0 {
@@ -1186,4 +1215,30 @@ func (a *Agent) reconcileNetwork(ctx context.Context) reconcile.Outcome {
 	}
 	// The controller writes it to status/nodes/<nodeID> (see StatusOf).
 	return out.With(p.Status, readyCondition(p.Status))
+}
+
+// adoptedConfig handles a VLAN's config network that was taken over from a
+// hand-made setup (recorded by ID under state/adopted/networks): ok is
+// true when nets holds one under the wanted name, and st is then its
+// status. It is never re-created or removed.
+func (a *Agent) adoptedConfig(nets []network.Summary, w vlanWant, p *netPass) (st *state.NetworkStatus, ok bool) {
+	want := w.configNetwork()
+	var n network.Summary
+	for _, c := range nets {
+		if c.Name == want.name() && c.ConfigOnly && !spec.Managed(c.Labels) {
+			n, ok = c, true
+		}
+	}
+	if !ok || p.adopted == nil {
+		return nil, false
+	}
+	rec, adopted := p.adopted[n.ID]
+	if !adopted || rec.VLAN != w.Net.Name || rec.Role != state.AdoptedConfigNetwork {
+		return nil, false
+	}
+	if diff := adoptedConfigDiff(want, n); len(diff) > 0 {
+		return &state.NetworkStatus{Name: n.Name, ID: n.ID, State: state.NetworkError,
+			Message: "adopted network differs: " + strings.Join(diff, ", ") + "; it is never re-created: fix the document (spec.rangePlan.pinned) or re-make the network by hand"}, true
+	}
+	return &state.NetworkStatus{Name: n.Name, ID: n.ID, State: state.NetworkReady}, true
 }

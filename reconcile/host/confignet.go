@@ -35,7 +35,10 @@ func networkModeKey(driver string) string {
 // the local config network of the same name, which is how each node hands
 // out addresses from its own chunk only.
 type ConfigNetwork struct {
-	VLAN   string
+	VLAN string
+	// Name is the network's Docker name; empty is swarmvlan's own,
+	// spec.ConfigNetworkName(VLAN).
+	Name   string
 	Driver string // macvlan (default) | ipvlan
 	Parent string // the VLAN sub-interface (or trunk when untagged)
 	Mode   string // macvlan: bridge (default) | private | vepa | passthru; ipvlan: l2 (default) | l3
@@ -101,6 +104,14 @@ func networkConfigWant(want ConfigNetwork) network.CreateOptions {
 		IPAM:       &network.IPAM{Driver: ipamDriverOf(want), Options: ipamOpts, Config: []network.IPAMConfig{ipam}},
 		Labels:     labels,
 	}
+}
+
+// name is the config network's Docker name.
+func (c ConfigNetwork) name() string {
+	if c.Name != "" {
+		return c.Name
+	}
+	return spec.ConfigNetworkName(c.VLAN)
 }
 
 // configGateway is the gateway a config network is made with: the
@@ -234,7 +245,7 @@ func networkOrNone(s string) string {
 // nil when absent; users counts the running containers on networks made from
 // it (only consulted when something must change).
 func networkPlanConfig(want ConfigNetwork, have *network.Inspect, users int) reconcile.Plan {
-	name := spec.ConfigNetworkName(want.VLAN)
+	name := want.name()
 	switch {
 	case have == nil:
 		return reconcile.Plan{Action: reconcile.ActionCreate, Reason: "absent"}
@@ -294,7 +305,7 @@ func networkConfigUsers(ctx context.Context, d engine.Docker, name string) (int,
 // the old one stays and the status says "in use by N containers; drain
 // first" with no error: draining is the operator's decision.
 func EnsureConfigNetwork(ctx context.Context, d engine.Docker, want ConfigNetwork) (state.NetworkStatus, error) {
-	name := spec.ConfigNetworkName(want.VLAN)
+	name := want.name()
 	st := state.NetworkStatus{Name: name}
 	if !want.Subnet.IsValid() || want.Parent == "" {
 		st.State = state.NetworkError
@@ -402,6 +413,7 @@ func (w vlanWant) configNetwork() ConfigNetwork {
 	}
 	return ConfigNetwork{
 		VLAN:     w.Net.Name,
+		Name:     w.ConfigName,
 		Driver:   w.Driver,
 		Parent:   spec.SubInterfaceName(w.Net.Trunk, w.Net.ID),
 		Mode:     w.Net.Mode,
@@ -418,7 +430,7 @@ func (w vlanWant) configNetwork() ConfigNetwork {
 // is none, more than one, or one that is not swarmvlan's: EnsureConfigNetwork
 // then decides with a full inspection.
 func configState(nets []network.Summary, want ConfigNetwork) (n network.Summary, diff []string, found bool) {
-	name := spec.ConfigNetworkName(want.VLAN)
+	name := want.name()
 	var all []network.Summary
 	for _, n := range nets {
 		if n.Name == name {
@@ -489,4 +501,54 @@ func vlanFromConfig(vlan string, n network.Summary) (VLAN, bool) {
 		}
 	}
 	return hv, true
+}
+
+// handMadeConfigNetworks lists the config-only networks with a parent
+// interface (macvlan or ipvlan) in nets that swarmvlan did not make, for
+// the node report that `reconciler adopt` reads. Sorted by name.
+func handMadeConfigNetworks(nets []network.Summary) []state.NodeConfigNetwork {
+	var out []state.NodeConfigNetwork
+	for _, n := range nets {
+		if !n.ConfigOnly || spec.Managed(n.Labels) || n.Options[networkOptParent] == "" {
+			continue
+		}
+		r := state.NodeConfigNetwork{ID: n.ID, Name: n.Name, Parent: n.Options[networkOptParent], Options: n.Options, Pools: len(n.IPAM.Config)}
+		if len(n.IPAM.Config) > 0 {
+			c := n.IPAM.Config[0]
+			r.Subnet, r.IPRange, r.Gateway = c.Subnet, c.IPRange, c.Gateway
+			if len(c.AuxAddress) > 0 {
+				r.Aux = c.AuxAddress
+			}
+		}
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// adoptedConfigDiff lists what differs between the wanted config network
+// and an adopted one, which is taken over as it was made: its name, its
+// labels and its missing aux address are accepted, and only what decides
+// the node's addresses is compared (parent, subnet, ip-range). An adopted
+// network is never re-created: a difference is reported for the operator
+// to fix.
+func adoptedConfigDiff(want ConfigNetwork, have network.Summary) []string {
+	var diff []string
+	add := func(what, h, w string) {
+		if h != w {
+			diff = append(diff, fmt.Sprintf("%s %s, want %s", what, networkOrNone(h), networkOrNone(w)))
+		}
+	}
+	add("parent", have.Options[networkOptParent], want.Parent)
+	if len(have.IPAM.Config) == 0 {
+		return append(diff, "no address pool reported")
+	}
+	c := have.IPAM.Config[0]
+	add("subnet", c.Subnet, want.Subnet.Masked().String())
+	wr := ""
+	if want.IPRange.IsValid() {
+		wr = want.IPRange.Masked().String()
+	}
+	add("ip-range", c.IPRange, wr)
+	return diff
 }

@@ -34,6 +34,7 @@ const (
 // Labels the swarm executor puts on every task container.
 const (
 	registrationLabelServiceName = "com.docker.swarm.service.name"
+	registrationLabelServiceID   = "com.docker.swarm.service.id"
 	registrationLabelTaskID      = "com.docker.swarm.task.id"
 	registrationLabelTaskName    = "com.docker.swarm.task.name"
 )
@@ -73,6 +74,21 @@ type RegistrationTarget struct {
 	// VLAN is the network whose address is registered: spec.networks[0]
 	// unless set otherwise; empty means spec.networks[0].
 	VLAN string
+	// Network is the Docker name of VLAN's swarm network when it is not
+	// the VLAN's name (spec.docker.network).
+	Network string
+	// ServiceIDs are the IDs of the Swarm service when it was adopted
+	// (state/adopted/services): its task containers carry none of
+	// swarmvlan's labels and are found by service ID.
+	ServiceIDs []string
+}
+
+// network is the Docker name of the network whose address t registers.
+func (t RegistrationTarget) network() string {
+	if t.Network != "" {
+		return t.Network
+	}
+	return registrationVLAN(t)
 }
 
 // RegistrationStatus is what one Sync did and what is registered after it.
@@ -94,12 +110,30 @@ type RegistrationStatus struct {
 // first network. The map is never nil: an empty map is the explicit "no
 // service wants registration" that Sync acts on.
 func RegistrationTargets(services []*spec.Service) map[string]RegistrationTarget {
+	return RegistrationTargetsFor(services, nil, nil)
+}
+
+// RegistrationTargetsFor is RegistrationTargets with the Docker names of
+// the VLANs' networks (vlan looks a VLAN document up; nil: none) and the
+// adopted services by service ID, whose tasks are found by that ID.
+func RegistrationTargetsFor(services []*spec.Service, vlan func(string) (*spec.VLAN, bool), adopted map[string]state.AdoptedService) map[string]RegistrationTarget {
 	out := make(map[string]RegistrationTarget, len(services))
 	for _, s := range services {
 		if s == nil || s.Spec.Consul == nil || len(s.Spec.Networks) == 0 {
 			continue
 		}
-		out[s.Metadata.Name] = RegistrationTarget{Service: s, VLAN: s.Spec.Networks[0]}
+		t := RegistrationTarget{Service: s, VLAN: s.Spec.Networks[0]}
+		if vlan != nil {
+			if v, ok := vlan(t.VLAN); ok && v.NetworkDockerName() != t.VLAN {
+				t.Network = v.NetworkDockerName()
+			}
+		}
+		for _, id := range slices.Sorted(maps.Keys(adopted)) {
+			if adopted[id].Service == s.Metadata.Name {
+				t.ServiceIDs = append(t.ServiceIDs, id)
+			}
+		}
+		out[s.Metadata.Name] = t
 	}
 	return out
 }
@@ -144,6 +178,19 @@ func (r *Registrar) Sync(ctx context.Context, targets map[string]RegistrationTar
 	))
 	if err != nil {
 		return st, fmt.Errorf("registration: list task containers: %w", err)
+	}
+	for _, name := range slices.Sorted(maps.Keys(targets)) {
+		for _, id := range targets[name].ServiceIDs {
+			more, err := r.Docker.ContainerList(ctx, engine.Filter(
+				"label", registrationLabelServiceID+"="+id,
+				"label", registrationLabelTaskID,
+				"status", "running",
+			))
+			if err != nil {
+				return st, fmt.Errorf("registration: list task containers of adopted service %s: %w", id, err)
+			}
+			ctrs = append(ctrs, more...)
+		}
 	}
 	want, problems := registrationWant(node, r.Hostname, targets, ctrs)
 	st.Problems = problems
@@ -283,8 +330,22 @@ func registrationSame(w *api.AgentServiceRegistration, h *api.AgentService) bool
 func registrationWant(node, hostname string, targets map[string]RegistrationTarget, ctrs []container.Summary) (map[string]*api.AgentServiceRegistration, []string) {
 	want := map[string]*api.AgentServiceRegistration{}
 	var problems []string
+	byDockerName := map[string]string{}
+	byID := map[string]string{}
+	for name, t := range targets {
+		if t.Service != nil {
+			byDockerName[t.Service.DockerServiceName()] = name
+		}
+		for _, id := range t.ServiceIDs {
+			byID[id] = name
+		}
+	}
 	for _, c := range ctrs {
-		name := c.Labels[registrationLabelServiceName]
+		dockerName := c.Labels[registrationLabelServiceName]
+		name, ok := byID[c.Labels[registrationLabelServiceID]]
+		if !ok {
+			name = byDockerName[dockerName]
+		}
 		taskID := c.Labels[registrationLabelTaskID]
 		t, ok := targets[name]
 		// The engine filters on state already; checking again keeps a
@@ -297,12 +358,12 @@ func registrationWant(node, hostname string, targets map[string]RegistrationTarg
 			problems = append(problems, fmt.Sprintf("service %s: no network to register an address on", name))
 			continue
 		}
-		addr, ok := registrationAddress(c, vlan)
+		addr, ok := registrationAddress(c, t.network())
 		if !ok {
-			problems = append(problems, fmt.Sprintf("service %s task %s: no address on network %s", name, taskID, vlan))
+			problems = append(problems, fmt.Sprintf("service %s task %s: no address on network %s", name, taskID, t.network()))
 			continue
 		}
-		slot := registrationSlot(c.Labels[registrationLabelTaskName], name, taskID)
+		slot := registrationSlot(c.Labels[registrationLabelTaskName], dockerName, taskID)
 		reg := registrationFor(t.Service, vlan, node, hostname, taskID, slot, addr)
 		want[reg.ID] = reg
 	}

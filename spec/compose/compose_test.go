@@ -128,9 +128,10 @@ func TestConvertGolden(t *testing.T) {
 
 	// Together the files use every key that maps: each field a compose
 	// file can set is set in some converted document.
-	// Scaling, Consul and Addresses are swarmvlan's own: compose has no key
-	// for them.
-	composeless := map[string]bool{"Scaling": true, "Consul": true, "Addresses": true}
+	// Scaling, Consul and Addresses are swarmvlan's own, and DockerName
+	// names a service made by hand that adopt takes over: compose has no
+	// key for them.
+	composeless := map[string]bool{"Scaling": true, "Consul": true, "Addresses": true, "DockerName": true}
 	set := map[string]bool{}
 	for _, s := range all {
 		v := reflect.ValueOf(s.Spec)
