@@ -110,5 +110,6 @@ func (d *daemon) httpHandler() http.Handler {
 	if d.http.scale != nil {
 		mux.Handle("/v1/", d.http.scale.handler())
 	}
+	d.registerUI(mux)
 	return mux
 }
