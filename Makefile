@@ -78,6 +78,7 @@ unit:
 test: export SWARMVLAN_ENGINE_REPORT := $(RUN_DIR)/test-times/engine-matrix.txt
 test: consul docker engines lint
 	@scripts/ensure-vm.sh
+	@scripts/ensure-chromium.sh
 	@rm -f $(SWARMVLAN_ENGINE_REPORT)
 	@status=0; scripts/test-times.sh $(RUN_DIR)/test-times \
 		'test=$(GO) test -count=1 -p 1 -timeout 60m $(TESTFLAGS) ./...' \

@@ -2,17 +2,28 @@
 // /v1/events (Server-Sent Events). It asks the server for nothing else.
 "use strict";
 
-const page = { firstRender: 0, renders: 0, version: 0, skew: 0, data: null };
+// Times are ms since the navigation started: firstEvent is when the first
+// snapshot arrived, firstRender the first frame showing it (the VLANs),
+// complete when every section of it was in the DOM; renderMs is what the
+// last render took, renders counts the complete ones.
+const page = { scriptStart: performance.now(), firstEvent: 0, firstRender: 0, complete: 0, renderMs: 0, renders: 0, sections: {}, version: 0, pendingVersion: 0, skew: 0, data: null };
 window.swarmvlan = page;
 
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 
-// colour gives each host its own hue, stable across renders and managers.
-function colour(name) {
-  let h = 0;
-  for (const c of String(name)) h = (h * 31 + c.codePointAt(0)) >>> 0;
-  return `hsl(${(h * 137.508) % 360} 62% 52%)`;
+// palette is the number of host colours (classes c0.. in style.css). Hosts
+// take them in name order, so up to that many hosts never share one.
+// Classes, not inline styles: a style attribute per element is what makes
+// parsing thousands of them slow.
+const palette = 24;
+let colours = new Map();
+function setColours(o) {
+  const names = new Set();
+  for (const v of o.vlans) for (const s of v.slots) if (s.hostname || s.node) names.add(s.hostname || s.node);
+  for (const n of o.nodes) names.add(n.hostname || n.id);
+  colours = new Map([...names].sort().map((n, i) => [n, "c" + (i % palette)]));
 }
+const colour = (name) => colours.get(name) || "c0";
 
 function badge(ok, yes, no, cls) {
   return ok ? `<span class="badge ok">${esc(yes)}</span>` : `<span class="badge ${cls || "bad"}">${esc(no)}</span>`;
@@ -30,42 +41,46 @@ function errs(list) {
   return list && list.length ? `<ul class="errs">${list.map((e) => `<li>${esc(e)}</li>`).join("")}</ul>` : "";
 }
 
+// renderChunks is the chunk cards of a VLAN: holder, shim, task addresses.
+function renderChunks(v) {
+  const held = v.slots.filter((s) => s.kind === "chunk" || s.kind === "quarantined" || (s.kind === "free" && s.pinnedTo));
+  return held.map((s) => {
+    const name = s.hostname || s.node || "";
+    let state = "";
+    if (s.kind === "quarantined") state = ` <span class="badge warn">quarantined until ${esc(s.until)}</span>`;
+    else if (s.kind === "free") state = ` <span class="badge muted">free, pinned to ${esc(s.pinnedTo)}</span>`;
+    else if (s.down) state = ` <span class="badge bad">host down</span>`;
+    if (s.pinnedTo && s.kind !== "free") state += ` <span class="badge muted">pinned</span>`;
+    const tasks = (s.tasks || []).map((t) =>
+      `<li data-task-addr="${esc(t.address)}" data-task="${esc(t.id)}">${esc(t.address)} ${esc(t.service)}${t.slot ? "." + t.slot : ""} <i>${esc(t.state)}</i></li>`).join("");
+    return `<div class="chunk ${s.kind} ${colour(name)}${s.down ? " down" : ""}" data-chunk="${esc(s.cidr)}" data-node="${esc(name)}" data-down="${s.down ? "true" : "false"}"><b>${esc(s.cidr)}</b> ${esc(name)}${state}${s.shim ? `<small data-shim="${esc(s.shim)}">shim ${esc(s.shim)}</small>` : ""}<ul>${tasks || "<li>no tasks</li>"}</ul></div>`;
+  }).join("");
+}
+
+// renderVLAN is a VLAN's card with its map; the chunk cards go in after.
 function renderVLAN(v) {
   const net = v.network || "unknown";
   let map = "";
   if (v.drawn) {
+    // One cell per chunk-sized slot; kept lean, a VLAN may have thousands.
     map = `<div class="map" role="img" aria-label="${esc(v.subnet)}: ${v.slots.length} chunk-sized slots">` +
       v.slots.map((s) => {
-        const cls = ["slot", s.kind, s.down ? "down" : "", s.pinnedTo ? "pinned" : ""].join(" ");
-        const style = s.kind === "chunk" ? ` style="background:${colour(s.hostname || s.node)}"` : "";
-        const title = `${s.cidr} ${s.kind}${s.hostname ? " " + s.hostname : ""}${s.pinnedTo ? " (pinned to " + s.pinnedTo + ")" : ""}${s.down ? " (host agent down)" : ""}`;
-        return `<span class="${cls}"${style} title="${esc(title)}" data-slot="${esc(s.cidr)}"></span>`;
+        const host = s.hostname || s.node || "";
+        const cls = s.kind + (s.kind === "chunk" ? " " + colour(host) : "") + (s.down ? " down" : "") + (s.pinnedTo ? " pinned" : "");
+        return `<i class="slot ${cls}" title="${esc(s.cidr + " " + (host || s.kind) + (s.pinnedTo ? ", pinned to " + s.pinnedTo : "") + (s.down ? ", host down" : ""))}"></i>`;
       }).join("") + `</div>`;
   }
-  const held = v.slots.filter((s) => s.kind === "chunk" || s.kind === "quarantined" || (s.kind === "free" && s.pinnedTo));
-  const chunks = held.map((s) => {
-    const name = s.hostname || s.node || "";
-    let state = "";
-    if (s.kind === "quarantined") state = `<span class="badge warn">quarantined until ${esc(s.until)}</span>`;
-    else if (s.kind === "free") state = `<span class="badge muted">free, pinned to ${esc(s.pinnedTo)}</span>`;
-    else if (s.down) state = `<span class="badge bad">host down</span>`;
-    const tasks = (s.tasks || []).map((t) =>
-      `<li data-task-addr="${esc(t.address)}" data-task="${esc(t.id)}"><code>${esc(t.address)}</code> <span>${esc(t.service)}${t.slot ? "." + t.slot : ""}</span> <span class="muted">${esc(t.state)}</span></li>`).join("");
-    return `<div class="chunk ${s.kind}${s.down ? " down" : ""}" style="--c:${colour(name)}" data-chunk="${esc(s.cidr)}" data-node="${esc(name)}" data-down="${s.down ? "true" : "false"}">
-<div><code>${esc(s.cidr)}</code> <b>${esc(name)}</b> ${s.pinnedTo && s.kind !== "free" ? `<span class="badge muted">pinned</span>` : ""} ${state}</div>
-${s.shim ? `<div class="meta">shim <code data-shim="${esc(s.shim)}">${esc(s.shim)}</code></div>` : ""}
-<ul class="addrs">${tasks || `<li class="muted">no tasks</li>`}</ul></div>`;
-  }).join("");
   const hosts = [...new Set(v.slots.filter((s) => s.kind === "chunk").map((s) => s.hostname || s.node))];
+  const legend = hosts.length <= 40 ? hosts.map((h) => `<span><i class="slot chunk ${colour(h)}"></i>${esc(h)}</span>`).join("") : `<span>${hosts.length} hosts, one colour each</span>`;
   return `<div class="card" data-vlan="${esc(v.name)}">
 <h3>${esc(v.name)} <code>${esc(v.subnet)}</code> ${badge(v.ready, "ready", "not ready")} <span class="badge ${net === "ready" ? "ok" : "warn"}">swarm network ${esc(net)}</span></h3>
 <p class="meta">${v.id ? "802.1Q id " + v.id : "untagged"} on <code>${esc(v.trunk)}</code>${v.gateway ? ", gateway <code>" + esc(v.gateway) + "</code>" : ""}, chunks /${v.chunkPrefix}:
 ${v.allocated} allocated, ${v.quarantined} quarantined, ${v.free} free, ${v.excluded} excluded${v.drawn ? "" : " (too many slots to draw: chunks in use and excluded ranges only)"}</p>
 ${v.message && !v.ready ? `<p class="err">${esc(v.message)}</p>` : ""}${v.networkMessage ? `<p class="meta">network: ${esc(v.networkMessage)}</p>` : ""}
 ${errs(v.errors)}${map}
-<div class="legend">${hosts.map((h) => `<span><i style="background:${colour(h)}"></i>${esc(h)}</span>`).join("")}
+<div class="legend">${legend}
 <span><i class="slot free"></i>free</span><span><i class="slot excluded"></i>excluded</span><span><i class="slot quarantined"></i>quarantined</span><span><i class="slot down"></i>host down</span></div>
-<div class="chunks">${chunks}</div></div>`;
+<div class="chunks"></div></div>`;
 }
 
 function renderService(s) {
@@ -110,18 +125,55 @@ ${a.problems && a.problems.length ? `<p>Problems in KV:</p>${errs(a.problems)}` 
 <div class="card"><p>Status changes</p><ul class="changes">${changes}</ul></div>`;
 }
 
+// render puts a snapshot on the page: the VLANs at once, the other
+// sections in the tasks after, so a large cluster's map shows without
+// waiting for every task row and node card. A newer snapshot cancels the
+// rest of an older one's.
+let pending = [];
 function render(o) {
+  const start = performance.now();
+  for (const id of pending) id < 0 ? cancelAnimationFrame(-id) : clearTimeout(id);
+  pending = [];
   page.data = o;
+  setColours(o);
   page.skew = Date.now() - Date.parse(o.generated);
   const lead = o.leader ? (o.leader === o.manager ? `<b>${esc(o.manager)}</b> (leader)` : `<b>${esc(o.manager)}</b>, a follower; leader <b>${esc(o.leader)}</b>`) : `<b>${esc(o.manager)}</b>; no leader`;
   document.getElementById("who").innerHTML = `served by ${lead}`;
   const body = (id) => document.querySelector(`#${id} .body`);
-  body("vlans").innerHTML = o.vlans.length ? o.vlans.map(renderVLAN).join("") : `<p class="muted">${o.synced ? "No VLAN documents." : "Reading Consul…"}</p>`;
-  body("services").innerHTML = o.services.length ? o.services.map(renderService).join("") : `<p class="muted">No Service documents.</p>`;
-  body("nodes").innerHTML = o.nodes.length ? o.nodes.map((n) => renderNode(n, o.generated)).join("") : `<p class="muted">No host agent has reported.</p>`;
-  body("activity").innerHTML = renderActivity(o);
-  page.renders++;
-  if (!page.firstRender && o.synced) page.firstRender = performance.now();
+  const steps = [
+    ["vlans", () => o.vlans.length ? o.vlans.map(renderVLAN).join("") : `<p class="muted">${o.synced ? "No VLAN documents." : "Reading Consul…"}</p>`],
+    ["chunks", () => {
+      const boxes = document.querySelectorAll("#vlans .card[data-vlan] .chunks");
+      o.vlans.forEach((v, i) => { boxes[i].innerHTML = renderChunks(v); });
+    }],
+    ["services", () => o.services.length ? o.services.map(renderService).join("") : `<p class="muted">No Service documents.</p>`],
+    ["nodes", () => o.nodes.length ? o.nodes.map((n) => renderNode(n, o.generated)).join("") : `<p class="muted">No host agent has reported.</p>`],
+    ["activity", () => renderActivity(o)],
+  ];
+  const step = (i) => {
+    const t0 = performance.now();
+    const html = steps[i][1]();
+    if (html !== undefined) body(steps[i][0]).innerHTML = html;
+    page.sections[steps[i][0]] = Math.round(performance.now() - t0);
+    if (i + 1 < steps.length) {
+      // The next section after the next frame, so this one is painted
+      // first; firstRender is the first frame with the map in it.
+      const first = i === 0 && !page.firstRender && o.synced;
+      const frame = requestAnimationFrame(() => {
+        pending.push(setTimeout(() => {
+          if (first) page.firstRender = performance.now();
+          step(i + 1);
+        }, 0));
+      });
+      pending.push(-frame);
+      return;
+    }
+    page.renders++;
+    page.version = page.pendingVersion;
+    page.renderMs = performance.now() - start;
+    if (!page.complete && o.synced) page.complete = performance.now();
+  };
+  step(0);
 }
 
 // Report ages tick in the browser between snapshots.
@@ -135,7 +187,8 @@ function connect() {
   const conn = document.getElementById("conn");
   const es = new EventSource("/v1/events");
   es.addEventListener("overview", (e) => {
-    page.version = Number(e.lastEventId) || page.version + 1;
+    if (!page.firstEvent) page.firstEvent = performance.now();
+    page.pendingVersion = Number(e.lastEventId) || page.pendingVersion + 1;
     conn.dataset.state = "live";
     conn.textContent = "live";
     render(JSON.parse(e.data));
