@@ -9,6 +9,10 @@ import (
 	"github.com/hashicorp/consul/api"
 )
 
+// SectionTasks holds per-node task reports: each host role's running task
+// containers with their addresses, status/tasks/<node ID>.
+const SectionTasks = "tasks"
+
 // Tree is one listing of the whole prefix (a watch of Prefix() delivers
 // it) sorted into what the key layout says each key is: the documents'
 // raw pairs, the statuses, the allocations, the live node reports, the

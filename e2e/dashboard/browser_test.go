@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -70,12 +71,21 @@ func viewport(width, height int64, mobile bool) chromedp.Action[chromedp.Void] {
 }
 
 // waitFor polls a JavaScript predicate in tab ctx until it holds.
+// A navigation under way (a form's submit) ends the document the poll runs
+// in; the poll starts again in the next one.
 func waitFor(t *testing.T, ctx context.Context, timeout time.Duration, what, expr string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingInterval(20*time.Millisecond))); err != nil {
-		t.Fatalf("browser: %s: %v", what, err)
+	deadline := time.Now().Add(timeout)
+	for {
+		pctx, cancel := context.WithDeadline(ctx, deadline)
+		_, err := chromedp.Run(pctx, chromedp.Poll[bool](expr, chromedp.WithPollingInterval(20*time.Millisecond)))
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) || !strings.Contains(err.Error(), "context with specified id") {
+			t.Fatalf("browser: %s: %v", what, err)
+		}
 	}
 }
 

@@ -76,6 +76,10 @@ type Config struct {
 	// SyncRegistrations registers this node's running tasks of services
 	// with the local Consul agent; nil leaves registration off.
 	SyncRegistrations func(ctx context.Context, services []*spec.Service) error
+	// RunningTasks, when set, is called after each successful
+	// SyncRegistrations for the node's running tasks, recorded in
+	// status/tasks/<node ID> (written only when it changed).
+	RunningTasks func() []RunningTask
 }
 
 // reportSame compares what the leader acts on, leaving Updated out.
@@ -257,6 +261,9 @@ func (a *Agent) Run(ctx context.Context) error {
 			return []reconcile.Key{a.networkKey(), keyRegistrations}
 		},
 		StatusOf: func(k reconcile.Key) (string, string, bool) {
+			if k == keyRegistrations {
+				return state.SectionTasks, nodeID, nodeID != ""
+			}
 			return state.SectionNodes, k.Name, k.Kind == kindNetwork && k.Name != ""
 		},
 	}
@@ -497,7 +504,11 @@ func (a *Agent) reconcileRegistrations(ctx context.Context) reconcile.Outcome {
 		nodeID, _ := a.Identity()
 		return reconcile.Retry(fmt.Errorf("node %s: sync registrations: %w", nodeID, err))
 	}
-	return reconcile.Done()
+	if a.cfg.RunningTasks == nil {
+		return reconcile.Done()
+	}
+	_, hostname := a.Identity()
+	return reconcile.Done().With(NewTaskReport(hostname, a.cfg.RunningTasks()))
 }
 
 // vlanWant is what one VLAN needs on this host, from its document, the

@@ -267,10 +267,11 @@ func Build(in Input) *Overview {
 	live := func(node string) bool { _, ok := in.Tree.Nodes[node]; return ok }
 
 	o.Services = make([]Service, 0, len(in.Services))
+	reported := hostTasksOf(in.Tree)
 	var tasks []SlotTask
 	taskVLAN := map[int]string{} // index in tasks -> VLAN
 	for _, s := range in.Services {
-		svc := buildService(s, in, hostnames, live)
+		svc := buildService(s, in, hostnames, live, reported)
 		for _, t := range svc.Tasks {
 			for vlan, addr := range t.Addresses {
 				taskVLAN[len(tasks)] = vlan
@@ -320,6 +321,42 @@ func hostnamesOf(t state.Tree) map[string]string {
 	return out
 }
 
+// hostTask is one task as its node's host role reports it.
+type hostTask struct {
+	node string
+	task host.RunningTask
+}
+
+// hostTasksOf decodes the host roles' task reports (status/tasks/<node>),
+// by task ID.
+func hostTasksOf(t state.Tree) map[string]hostTask {
+	out := map[string]hostTask{}
+	for node, st := range t.Statuses[state.SectionTasks] {
+		var r host.TaskReport
+		if json.Unmarshal(st.Details, &r) != nil {
+			continue
+		}
+		for _, tk := range r.Tasks {
+			out[tk.ID] = hostTask{node: node, task: tk}
+		}
+	}
+	return out
+}
+
+// onNetworks is addrs limited to the networks nets.
+func onNetworks(addrs map[string]string, nets []string) map[string]string {
+	var out map[string]string
+	for _, n := range nets {
+		if a := addrs[n]; a != "" {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[n] = a
+		}
+	}
+	return out
+}
+
 func readyOf(st state.Status) (bool, string) {
 	for _, c := range st.Conditions {
 		if c.Type == "Ready" {
@@ -329,7 +366,11 @@ func readyOf(st state.Status) (bool, string) {
 	return false, ""
 }
 
-func buildService(s *spec.Service, in Input, hostnames map[string]string, live func(string) bool) Service {
+// buildService is a service from its document, the leader's status (the
+// tasks Swarm has), the host roles' reports (their addresses: the leader
+// learns them only for its own node's tasks; and tasks started since the
+// leader last wrote) and the checks.
+func buildService(s *spec.Service, in Input, hostnames map[string]string, live func(string) bool, reported map[string]hostTask) Service {
 	name := s.Metadata.Name
 	out := Service{
 		Name: name, Image: s.Spec.Image, Mode: s.Spec.Mode, Networks: s.Spec.Networks,
@@ -365,16 +406,44 @@ func buildService(s *spec.Service, in Input, hostnames map[string]string, live f
 	if s.Spec.Consul != nil {
 		out.Passing = 0
 	}
+	seen := map[string]bool{}
 	for _, t := range det.Service.Tasks {
+		seen[t.ID] = true
 		task := Task{ID: t.ID, Slot: t.Slot, Node: t.Node, Hostname: hostnames[t.Node], State: t.State,
-			Error: t.Err, Addresses: t.Addresses, NodeDown: t.Node != "" && !live(t.Node)}
-		if s.Spec.Consul != nil && in.Checks != nil {
-			task.Health = in.Checks[host.RegistrationServiceID(name, t.ID)]
-			if task.Health == state.CheckPassing {
-				out.Passing++
+			Error: t.Err, Addresses: onNetworks(t.Addresses, s.Spec.Networks), NodeDown: t.Node != "" && !live(t.Node)}
+		if r, ok := reported[t.ID]; ok {
+			for n, a := range onNetworks(r.task.Addresses, s.Spec.Networks) {
+				if task.Addresses == nil {
+					task.Addresses = map[string]string{}
+				}
+				if task.Addresses[n] == "" {
+					task.Addresses[n] = a
+				}
 			}
 		}
 		out.Tasks = append(out.Tasks, task)
+	}
+	// Tasks a live host runs that the leader has not recorded yet.
+	for id, r := range reported {
+		if r.task.Service != name || seen[id] || !live(r.node) {
+			continue
+		}
+		out.Tasks = append(out.Tasks, Task{ID: id, Slot: r.task.Slot, Node: r.node, Hostname: hostnames[r.node], State: "running",
+			Addresses: onNetworks(r.task.Addresses, s.Spec.Networks)})
+	}
+	sort.Slice(out.Tasks, func(i, j int) bool {
+		if out.Tasks[i].Slot != out.Tasks[j].Slot {
+			return out.Tasks[i].Slot < out.Tasks[j].Slot
+		}
+		return out.Tasks[i].ID < out.Tasks[j].ID
+	})
+	for i := range out.Tasks {
+		if s.Spec.Consul != nil && in.Checks != nil {
+			out.Tasks[i].Health = in.Checks[host.RegistrationServiceID(name, out.Tasks[i].ID)]
+			if out.Tasks[i].Health == state.CheckPassing {
+				out.Passing++
+			}
+		}
 	}
 	return out
 }

@@ -61,7 +61,7 @@ func testPairs(t *testing.T, s *state.Store) api.KVPairs {
 	svcDet := cluster.ServiceDetails{Replicas: 4, Service: cluster.ServiceStatus{Name: "web", Desired: 4, Running: 3, Tasks: []cluster.TaskStatus{
 		{ID: "t1", Slot: 1, Node: "n1", State: "running", Addresses: map[string]string{"v1": "10.0.1.2"}},
 		{ID: "t2", Slot: 2, Node: "n2", State: "running", Addresses: map[string]string{"v1": "10.0.2.2"}},
-		{ID: "t3", Slot: 3, Node: "n1", State: "running", Addresses: map[string]string{"v1": "10.0.1.3"}},
+		{ID: "t3", Slot: 3, Node: "n1", State: "running"}, // its address only in n1's report
 		{ID: "t4", Slot: 4, Node: "n1", State: "pending"},
 	}}}
 	st := state.Status{Conditions: []state.Condition{{Type: "Ready", Status: "False", Message: "3/4"}}, Details: mustJSON(t, svcDet)}
@@ -79,6 +79,15 @@ func testPairs(t *testing.T, s *state.Store) api.KVPairs {
 		{Key: s.NodeKey("n2"), Value: []byte(`{"hostname":"h2"}`)}, // no session: not live
 		{Key: s.StatusKey("services", "web"), Value: mustJSON(t, st)},
 		{Key: s.StatusKey("nodes", "n1"), Value: mustJSON(t, hostSt)},
+		// n1 runs t3 and t5 (started since the leader wrote); n2's agent
+		// is gone, so t9 of its last report is not shown.
+		{Key: s.StatusKey(state.SectionTasks, "n1"), Value: mustJSON(t, state.Status{Details: mustJSON(t, host.TaskReport{Hostname: "h1", Tasks: []host.RunningTask{
+			{ID: "t3", Service: "web", Slot: 3, Addresses: map[string]string{"v1": "10.0.1.3", "ingress": "10.255.0.4"}},
+			{ID: "t5", Service: "web", Slot: 5, Addresses: map[string]string{"v1": "10.0.1.5"}},
+		}})})},
+		{Key: s.StatusKey(state.SectionTasks, "n2"), Value: mustJSON(t, state.Status{Details: mustJSON(t, host.TaskReport{Hostname: "h2", Tasks: []host.RunningTask{
+			{ID: "t9", Service: "web", Slot: 9, Addresses: map[string]string{"v1": "10.0.2.9"}},
+		}})})},
 		{Key: s.StatusKey("vlans", "v1"), Value: mustJSON(t, state.Status{LastError: "boom", Details: mustJSON(t, cluster.VLANDetails{Network: state.NetworkStatus{State: "ready"}})})},
 		{Key: s.StatusKey(SyncSection, "main"), Value: []byte(`{"observedIndex":0,"conditions":[{"type":"Ready","status":"True"}],"details":{"commit":"abc123","repo":"git@x:y"}}`)},
 		{Key: s.ScaleKey("web"), Value: mustJSON(t, state.ScaleIntent{Replicas: 4, Reason: "load", UpdatedBy: "api"})},
@@ -107,7 +116,7 @@ func TestSourceSnapshot(t *testing.T) {
 		down               bool
 		tasks              int
 	}
-	want := []slot{{"excluded", "", "", false, 0}, {"chunk", "h1", "", false, 2}, {"chunk", "h2", "", true, 1}, {"quarantined", "h9", "h3", false, 0}}
+	want := []slot{{"excluded", "", "", false, 0}, {"chunk", "h1", "", false, 3}, {"chunk", "h2", "", true, 1}, {"quarantined", "h9", "h3", false, 0}}
 	if len(v.Slots) != len(want) || !v.Drawn {
 		t.Fatalf("slots %+v", v.Slots)
 	}
@@ -133,8 +142,14 @@ func TestSourceSnapshot(t *testing.T) {
 	if svc.Scale == nil || svc.Scale.Source != "api" || svc.Scale.Reason != "load" {
 		t.Errorf("scale %+v", svc.Scale)
 	}
-	if len(svc.Tasks) != 4 || svc.Tasks[1].Hostname != "h2" || !svc.Tasks[1].NodeDown || svc.Tasks[0].NodeDown || svc.Tasks[1].Health != "critical" {
+	if len(svc.Tasks) != 5 || svc.Tasks[1].Hostname != "h2" || !svc.Tasks[1].NodeDown || svc.Tasks[0].NodeDown || svc.Tasks[1].Health != "critical" {
 		t.Errorf("tasks %+v", svc.Tasks)
+	}
+	if t3 := svc.Tasks[2]; t3.ID != "t3" || len(t3.Addresses) != 1 || t3.Addresses["v1"] != "10.0.1.3" {
+		t.Errorf("t3 (address from its host's report, its other networks left out) = %+v", t3)
+	}
+	if t5 := svc.Tasks[4]; t5.ID != "t5" || t5.Node != "n1" || t5.Hostname != "h1" || t5.Addresses["v1"] != "10.0.1.5" {
+		t.Errorf("t5 (reported by its host, not yet by the leader) = %+v", t5)
 	}
 	if len(o.Nodes) != 2 || o.Nodes[0].Hostname != "h1" || !o.Nodes[0].Live || o.Nodes[1].Live {
 		t.Fatalf("nodes %+v", o.Nodes)

@@ -88,7 +88,7 @@ function renderService(s) {
   const rows = s.tasks.map((t) => {
     const addrs = Object.entries(t.addresses || {}).map(([n, a]) => `<code data-addr="${esc(a)}">${esc(a)}</code> <span class="muted">${esc(n)}</span>`).join("<br>");
     return `<tr data-task="${esc(t.id)}" data-slot="${t.slot || ""}" class="${t.nodeDown ? "down" : ""}">
-<td data-h="slot">${t.slot || "-"}</td><td data-h="node">${esc(t.hostname || t.node)}${t.nodeDown ? ' <span class="badge bad">host down</span>' : ""}</td>
+<td data-h="slot">${t.slot || "-"}</td><td data-h="node" data-node="${esc(t.hostname || t.node)}">${esc(t.hostname || t.node)}${t.nodeDown ? ' <span class="badge bad">host down</span>' : ""}</td>
 <td data-h="address">${addrs || '<span class="muted">none yet</span>'}</td><td data-h="docker">${esc(t.state)}${t.error ? `<div class="err">${esc(t.error)}</div>` : ""}</td><td data-h="consul">${health(t)}</td></tr>`;
   }).join("");
   const bounds = s.min || s.max ? ` within ${s.min}..${s.max || "∞"}` : "";
@@ -125,15 +125,19 @@ ${a.problems && a.problems.length ? `<p>Problems in KV:</p>${errs(a.problems)}` 
 <div class="card"><p>Status changes</p><ul class="changes">${changes}</ul></div>`;
 }
 
-// render puts a snapshot on the page: the VLANs at once, the other
-// sections in the tasks after, so a large cluster's map shows without
-// waiting for every task row and node card. A newer snapshot cancels the
-// rest of an older one's.
-let pending = [];
+// render puts a snapshot on the page. The first one goes in section by
+// section, the VLANs first and each next section after a frame, so a large
+// cluster's map shows without waiting for every task row and node card;
+// snapshots that arrive meanwhile wait for it, and the newest of them is
+// rendered next. Later snapshots replace every section at once.
+let rendering = false;
+let queued = null;
 function render(o) {
+  if (rendering) {
+    queued = o;
+    return;
+  }
   const start = performance.now();
-  for (const id of pending) id < 0 ? cancelAnimationFrame(-id) : clearTimeout(id);
-  pending = [];
   page.data = o;
   setColours(o);
   page.skew = Date.now() - Date.parse(o.generated);
@@ -150,29 +154,37 @@ function render(o) {
     ["nodes", () => o.nodes.length ? o.nodes.map((n) => renderNode(n, o.generated)).join("") : `<p class="muted">No host agent has reported.</p>`],
     ["activity", () => renderActivity(o)],
   ];
+  const progressive = !page.complete && o.synced;
   const step = (i) => {
     const t0 = performance.now();
     const html = steps[i][1]();
     if (html !== undefined) body(steps[i][0]).innerHTML = html;
     page.sections[steps[i][0]] = Math.round(performance.now() - t0);
-    if (i + 1 < steps.length) {
+    if (i + 1 < steps.length && progressive) {
       // The next section after the next frame, so this one is painted
       // first; firstRender is the first frame with the map in it.
-      const first = i === 0 && !page.firstRender && o.synced;
-      const frame = requestAnimationFrame(() => {
-        pending.push(setTimeout(() => {
-          if (first) page.firstRender = performance.now();
-          step(i + 1);
-        }, 0));
-      });
-      pending.push(-frame);
+      requestAnimationFrame(() => setTimeout(() => {
+        if (i === 0) page.firstRender = performance.now();
+        step(i + 1);
+      }, 0));
+      return;
+    }
+    if (i + 1 < steps.length) {
+      step(i + 1);
       return;
     }
     page.renders++;
     page.version = page.pendingVersion;
     page.renderMs = performance.now() - start;
     if (!page.complete && o.synced) page.complete = performance.now();
+    rendering = false;
+    if (queued) {
+      const next = queued;
+      queued = null;
+      render(next);
+    }
   };
+  rendering = progressive;
   step(0);
 }
 
