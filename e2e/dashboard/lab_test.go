@@ -222,6 +222,8 @@ func TestDashboardLab(t *testing.T) {
 	}
 
 	t.Run("chunks and addresses", func(t *testing.T) {
+		// The first snapshot goes in section by section: all of it first.
+		waitFor(t, ctx, 30*time.Second, "wait for the whole first snapshot", `swarmvlan.complete > 0`)
 		leader, err := b.Leader(b.Ctx)
 		if err != nil {
 			t.Fatal(err)
