@@ -81,6 +81,7 @@ test: export SWARMVLAN_ENGINE_REPORT := $(RUN_DIR)/test-times/engine-matrix.txt
 test: export SWARMVLAN_FIGURES := $(RUN_DIR)/test-times/figures.txt
 test: consul docker engines lint
 	@scripts/ensure-vm.sh
+	@scripts/ensure-chromium.sh
 	@rm -f $(SWARMVLAN_ENGINE_REPORT) $(SWARMVLAN_FIGURES)
 	@status=0; scripts/test-times.sh $(RUN_DIR)/test-times \
 		'test=$(GO) test -count=1 -p 1 -timeout 60m $(TESTFLAGS) ./...' \

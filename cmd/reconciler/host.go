@@ -81,6 +81,7 @@ func (d *daemon) startHost(ctx context.Context, g *errgroup.Group, resync time.D
 			}
 			return err
 		},
+		RunningTasks: registrar.Running,
 	})
 	d.hostEnqueue = agent.Enqueue
 	g.Go(func() error {

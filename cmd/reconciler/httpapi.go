@@ -111,5 +111,6 @@ func (d *daemon) httpHandler() http.Handler {
 		mux.Handle("/v1/", d.http.scale.handler())
 	}
 	d.gitRoutes(mux)
+	d.registerUI(mux)
 	return mux
 }

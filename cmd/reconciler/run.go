@@ -21,6 +21,7 @@ import (
 	"swarmvlan/reconcile/cluster"
 	"swarmvlan/reconcile/engine"
 	"swarmvlan/reconcile/ipam"
+	"swarmvlan/reconcile/overview"
 	"swarmvlan/state"
 	"swarmvlan/state/backoff"
 )
@@ -40,6 +41,7 @@ type daemon struct {
 	leading atomic.Bool
 	ready   atomic.Bool
 	http    *httpAPI
+	ui      *overview.Handler
 
 	// hookOnce wraps the leader controller's OnReconcile hook once, and
 	// termStarted is set at the start of each leadership term until its
@@ -66,6 +68,7 @@ func cmdRun(ctx context.Context, c *cli, args []string) error {
 	listen := fs.String("listen", "", "HTTP address for /healthz, /readyz, /metrics and the scale API (empty: none; a manager then serves /healthz alone on an ephemeral loopback port, for its leader check)")
 	api := registerAPIFlags(fs)
 	gitFlags := registerGitFlags(fs)
+	ui := registerUIFlags(fs)
 	logFormat := fs.String("log-format", "text", "text or json")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	sessionTTL := fs.Duration("session-ttl", 10*time.Second, "TTL of the Consul session that holds this node's liveness key (Consul's minimum is 10s); the leader lock's session is bound to a health check instead")
@@ -191,6 +194,7 @@ func cmdRun(ctx context.Context, c *cli, args []string) error {
 	if *role == "manager" || *role == "all" {
 		g.Go(func() error { return d.campaign(ctx) })
 	}
+	d.startUI(ctx, g, ui, ln, hostname)
 	if ln != nil {
 		d.log.Info("serving HTTP", "addr", ln.Addr().String(), "tls", d.http.tls != nil)
 		g.Go(func() error { return d.serveHTTP(ctx, ln, d.httpHandler(), d.http.tls) })

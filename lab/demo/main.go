@@ -8,10 +8,13 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -151,8 +154,15 @@ func upCluster(ctx context.Context, w io.Writer, c *lab.Cluster, built string, d
 	if err := copyFile(built, bin); err != nil {
 		return err
 	}
+	// Each reconciler listens on its host's management address, which
+	// this machine reaches, so the dashboard opens in a browser here; a
+	// listener beyond loopback wants a login, with this token.
+	token, err := uiToken(filepath.Join(c.Dir, "ui-token"))
+	if err != nil {
+		return err
+	}
 	for _, h := range c.Hosts() {
-		if _, err := h.StartDetached(bin, "run", "--role", "all", "--listen", "127.0.0.1:8480"); err != nil {
+		if _, err := h.StartDetached(bin, "run", "--role", "all", "--listen", net.JoinHostPort(h.Addr, dashboardPort), "--ui-token", token); err != nil {
 			return err
 		}
 	}
@@ -189,8 +199,25 @@ func upCluster(ctx context.Context, w io.Writer, c *lab.Cluster, built string, d
 	for _, a := range addrs {
 		fmt.Fprintf(w, "  %s\n", a)
 	}
-	printTour(w, c, bin, docs)
+	printTour(w, c, bin, docs, token)
 	return nil
+}
+
+// dashboardPort is where each demo host's reconciler serves HTTP.
+const dashboardPort = "8480"
+
+// uiToken makes the dashboard's login token and keeps it in path (the
+// cluster's run directory, removed with it).
+func uiToken(path string) (string, error) {
+	b := make([]byte, 12)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	token := hex.EncodeToString(b)
+	if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	return token, nil
 }
 
 // waitPassing waits until exactly n instances of service pass in Consul
@@ -249,10 +276,11 @@ func waitStatusReady(ctx context.Context, cli *api.Client, key string) error {
 }
 
 // printTour says how to look around and how to tear down.
-func printTour(w io.Writer, c *lab.Cluster, bin string, docs demoDocs) {
+func printTour(w io.Writer, c *lab.Cluster, bin string, docs demoDocs, token string) {
 	consul, _ := lab.ConsulBinary()
 	h1 := c.Host(1)
 	ns := func(h *lab.Host) string { return "sudo nsenter --net=" + h.Netns + " --" }
+	dash := func(h *lab.Host) string { return net.JoinHostPort(h.Addr, dashboardPort) }
 	fmt.Fprintf(w, `
 Demo cluster %s is up: hosts h1, h2, h3 (%s), each a network namespace with
 its own dockerd, Consul server and reconciler (run --role all); the VLAN rides
@@ -270,6 +298,13 @@ Look around (the same works on h2 and h3):
 Change something, for example scale through the document:
   sed 's/replicas: %d/replicas: 5/' %s/web.yaml | %s %s apply -f -
 
+Dashboard (every manager serves it; the page says which one leads):
+  http://%s/   log in with the token %s (kept in %s/ui-token)
+  the same on h2 and h3: %s
+  JSON: curl -H 'Authorization: Bearer %s' http://%s/v1/overview
+  The hosts' management addresses are reached from this machine only; from
+  elsewhere, tunnel: ssh -L %s:%s this-machine, then http://localhost:%s/
+
 Tear down: make demo-down   (or: go run ./lab/demo down %s)
 `,
 		c.ID, c.Subnet, c.TrunkBridge,
@@ -281,6 +316,9 @@ Tear down: make demo-down   (or: go run ./lab/demo down %s)
 		h1.ConsulAddr, docs.consul,
 		c.Dir,
 		docs.replicas, demoDir, ns(h1), bin,
+		dash(h1), token, c.Dir, strings.Join([]string{"http://" + dash(c.Host(2)) + "/", "http://" + dash(c.Host(3)) + "/"}, ", "),
+		token, dash(h1),
+		dashboardPort, dash(h1), dashboardPort,
 		c.ID)
 }
 

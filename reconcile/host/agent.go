@@ -86,6 +86,10 @@ type Config struct {
 	// leases the host's shim addresses on them; nil: cluster-mode VLANs
 	// are not set up on this host, and their status says why.
 	IPAM IPAMServer
+	// RunningTasks, when set, is called after each successful
+	// SyncRegistrations for the node's running tasks, recorded in
+	// status/tasks/<node ID> (written only when it changed).
+	RunningTasks func() []RunningTask
 }
 
 // IPAMServer is the IPAM plugin as the host role drives it
@@ -306,6 +310,9 @@ func (a *Agent) Run(ctx context.Context) error {
 			return []reconcile.Key{a.networkKey(), keyRegistrations}
 		},
 		StatusOf: func(k reconcile.Key) (string, string, bool) {
+			if k == keyRegistrations {
+				return state.SectionTasks, nodeID, nodeID != ""
+			}
 			return state.SectionNodes, k.Name, k.Kind == kindNetwork && k.Name != ""
 		},
 	}
@@ -546,7 +553,11 @@ func (a *Agent) reconcileRegistrations(ctx context.Context) reconcile.Outcome {
 		nodeID, _ := a.Identity()
 		return reconcile.Retry(fmt.Errorf("node %s: sync registrations: %w", nodeID, err))
 	}
-	return reconcile.Done()
+	if a.cfg.RunningTasks == nil {
+		return reconcile.Done()
+	}
+	_, hostname := a.Identity()
+	return reconcile.Done().With(NewTaskReport(hostname, a.cfg.RunningTasks()))
 }
 
 // vlanWant is what one VLAN needs on this host, from its document, the

@@ -64,6 +64,8 @@ type Registrar struct {
 	mu sync.Mutex
 	// node is NodeID, or what Docker said when NodeID was empty.
 	node string
+	// running is what the last Sync listed (see Running).
+	running []RunningTask
 }
 
 // RegistrationTarget is a managed Service that wants registration (has a
@@ -192,6 +194,7 @@ func (r *Registrar) Sync(ctx context.Context, targets map[string]RegistrationTar
 			ctrs = append(ctrs, more...)
 		}
 	}
+	r.running = runningTasks(ctrs)
 	want, problems := registrationWant(node, r.Hostname, targets, ctrs)
 	st.Problems = problems
 
