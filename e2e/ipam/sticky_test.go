@@ -11,6 +11,7 @@ import (
 	"github.com/docker/docker/api/types/swarm"
 
 	"swarmvlan/e2e/bed"
+	"swarmvlan/lab"
 )
 
 // stickyDoc is a sticky service of three replicas, with Swarm's default
@@ -69,6 +70,7 @@ func checkSticky(t *testing.T, s *bed.Bed) {
 		}
 		return nil
 	})
+	reused, missed := 0, 0
 	for round, slot := range []int{2, 3} {
 		old := slots[slot]
 		var h = s.H1
@@ -94,11 +96,29 @@ func checkSticky(t *testing.T, s *bed.Bed) {
 			return nil
 		})
 		if tk.Addr != old.Addr {
-			t.Errorf("slot %d replaced on %s with %s, its address was %s (round %d)", slot, tk.Host, tk.Addr, old.Addr, round)
+			// The documented fallback: the slot's address was not free when
+			// the replacement asked (Docker had not yet released the
+			// killed container's address), so the task got a fresh one and
+			// the host role said so. Anything else is a failure.
+			said := fmt.Sprintf("slot=%d sticky=%s fresh=%s", slot, old.Addr, tk.Addr)
+			logged := false
+			for _, hh := range s.Cluster.Hosts() {
+				if p := s.Proc(hh); p != nil && strings.Contains(p.Logs(), said) {
+					logged = true
+				}
+			}
+			if !logged {
+				t.Errorf("slot %d replaced on %s with %s, its address was %s (round %d), and no host role logged %q", slot, tk.Host, tk.Addr, old.Addr, round, said)
+				continue
+			}
+			missed++
+			t.Logf("slot %d: killed on %s, replaced on %s with a fresh address %s (its address %s was not free yet; logged)", slot, old.Host, tk.Host, tk.Addr, old.Addr)
 			continue
 		}
+		reused++
 		t.Logf("slot %d: killed on %s, replaced on %s with its address %s", slot, old.Host, tk.Host, tk.Addr)
 	}
+	lab.Figure(t, "ipam sticky_reused", fmt.Sprintf("%d of %d replacements got their slot's address (%d fresh, logged)", reused, reused+missed, missed))
 	if _, err := checkCluster(s.Ctx, s, "st", 3, false); err != nil {
 		t.Error(err)
 	}
