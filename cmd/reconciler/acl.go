@@ -65,6 +65,9 @@ func aclPolicy(role string, s *state.Store, services string) ([]aclRule, error) 
 				"The installation's ID, created once by the first leader; the Docker objects swarmvlan makes carry it."},
 			{"key_prefix", strings.TrimSuffix(s.AllocationPrefix(""), "/"), "write",
 				"Each node's chunk of each VLAN, allocated with check-and-set and released after the node's quarantine."},
+			{"key_prefix", strings.TrimSuffix(s.LeasePrefix(""), "/"), "write",
+				"VLANs in rangePlan.mode cluster: the leader releases the leases of nodes removed from the swarm,\n" +
+					"forgets them after their quarantine and reserves sticky slots' addresses (fenced check-and-set)."},
 			{"key_prefix", s.ScalePrefix(), "write",
 				"Scale intents: the scale API the managers serve writes them with check-and-set."},
 		}
@@ -92,6 +95,12 @@ func aclPolicy(role string, s *state.Store, services string) ([]aclRule, error) 
 					`A token for one node may name it instead: key "` + s.NodeKey("<swarm node ID>") + `".`},
 			{"key_prefix", s.StatusKey(state.SectionNodes, ""), "write",
 				"This node's status record (status/nodes/<swarm node ID>), written when it changes."},
+			{"key_prefix", s.StatusKey(state.SectionTasks, ""), "write",
+				"This node's running tasks and their addresses (status/tasks/<swarm node ID>), for the dashboard,\n" +
+					"written when they change."},
+			{"key_prefix", strings.TrimSuffix(s.LeasePrefix(""), "/"), "write",
+				"VLANs in rangePlan.mode cluster: the IPAM plugin's address leases (state/leases/<vlan>/<address>),\n" +
+					"taken, released into quarantine and slot-tagged by this node (check-and-set; the owner rule holds)."},
 			sessions,
 			{"service_prefix", services, "write",
 				"Register this node's running tasks with the local agent, with their health checks, and deregister them\n" +

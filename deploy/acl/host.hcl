@@ -25,6 +25,18 @@ key_prefix "swarmvlan/status/nodes/" {
   policy = "write"
 }
 
+# This node's running tasks and their addresses (status/tasks/<swarm node ID>), for the dashboard,
+# written when they change.
+key_prefix "swarmvlan/status/tasks/" {
+  policy = "write"
+}
+
+# VLANs in rangePlan.mode cluster: the IPAM plugin's address leases (state/leases/<vlan>/<address>),
+# taken, released into quarantine and slot-tagged by this node (check-and-set; the owner rule holds).
+key_prefix "swarmvlan/state/leases/" {
+  policy = "write"
+}
+
 # The process's Consul session (create, renew, destroy), which holds its keys and is deleted with them when
 # the process dies. Sessions belong to the local agent's node, whose name differs per host; a token for one
 # host may name it instead: session "<node name>".

@@ -30,6 +30,12 @@ key_prefix "swarmvlan/state/allocations/" {
   policy = "write"
 }
 
+# VLANs in rangePlan.mode cluster: the leader releases the leases of nodes removed from the swarm,
+# forgets them after their quarantine and reserves sticky slots' addresses (fenced check-and-set).
+key_prefix "swarmvlan/state/leases/" {
+  policy = "write"
+}
+
 # Scale intents: the scale API the managers serve writes them with check-and-set.
 key_prefix "swarmvlan/state/scale/" {
   policy = "write"
