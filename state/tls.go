@@ -130,7 +130,10 @@ func certNames(c *x509.Certificate) []string {
 // connBroken reports whether err is a connection closed under a request.
 func connBroken(err error) bool {
 	return errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) ||
-		errors.Is(err, io.ErrUnexpectedEOF)
+		errors.Is(err, io.ErrUnexpectedEOF) ||
+		// The HTTP/2 transport reports a connection the server closed
+		// during its preface this way, without the cause.
+		strings.Contains(err.Error(), "http2: client conn could not be established")
 }
 
 // probeTLS makes one TLS connection to addr and reads from it briefly: a
