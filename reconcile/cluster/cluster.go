@@ -463,22 +463,7 @@ func (c *Cluster) reconcileVLAN(ctx context.Context, k reconcile.Key, doc *recon
 	}
 	why = append(why, det.Problems...)
 	det.Summary = fmt.Sprintf("%d chunk(s) allocated, network %s", len(det.Allocations), netSt.State)
-	var out reconcile.Outcome
-	var conflict *engine.ConflictError
-	switch {
-	case errors.As(netErr, &conflict):
-		out = reconcile.Terminal(netErr)
-	case netErr != nil:
-		out = reconcile.Retry(netErr)
-	case netSt.Requeue:
-		// Waiting for a config network: host reports and Docker network
-		// events wake this sooner; the poll is a fallback.
-		out = reconcile.Poll(5 * time.Second)
-	case !res.NextRelease.IsZero():
-		out = reconcile.RequeueAfter(res.NextRelease.Sub(now) + time.Second)
-	default:
-		out = reconcile.Done()
-	}
+	out := vlanOutcome(netErr, netSt, res.NextRelease, now, reconcile.Done())
 	return out.With(&det, readyCondition(ready, strings.Join(why, "; ")))
 }
 
@@ -824,4 +809,24 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// vlanOutcome is what a VLAN's reconcile asks for next, in either range
+// mode: the swarm network's error, a wait for a config network (host
+// reports and Docker network events wake it sooner; the poll is a
+// fallback), the end of the next quarantine, or idle.
+func vlanOutcome(netErr error, netSt state.NetworkStatus, nextRelease, now time.Time, idle reconcile.Outcome) reconcile.Outcome {
+	var conflict *engine.ConflictError
+	switch {
+	case errors.As(netErr, &conflict):
+		return reconcile.Terminal(netErr)
+	case netErr != nil:
+		return reconcile.Retry(netErr)
+	case netSt.Requeue:
+		return reconcile.Poll(5 * time.Second)
+	case !nextRelease.IsZero():
+		return reconcile.RequeueAfter(nextRelease.Sub(now) + time.Second)
+	default:
+		return idle
+	}
 }

@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -161,21 +160,8 @@ func (c *Cluster) reconcileClusterVLAN(ctx context.Context, lead *state.Leadersh
 	}
 	why = append(why, det.Problems...)
 	det.Summary = fmt.Sprintf("mode cluster: %d address(es) leased, %d in quarantine, network %s", total, lp.Quarantined, netSt.State)
-	var out reconcile.Outcome
-	var conflict *engine.ConflictError
-	switch {
-	case errors.As(netErr, &conflict):
-		out = reconcile.Terminal(netErr)
-	case netErr != nil:
-		out = reconcile.Retry(netErr)
-	case netSt.Requeue:
-		out = reconcile.Poll(5 * time.Second)
-	case !lp.NextRelease.IsZero():
-		out = reconcile.RequeueAfter(lp.NextRelease.Sub(now) + time.Second)
-	default:
-		// Nodes leave the swarm without a KV change: look again.
-		out = reconcile.Poll(30 * time.Second)
-	}
+	// Nodes leave the swarm without a KV change: an idle pass looks again.
+	out := vlanOutcome(netErr, netSt, lp.NextRelease, now, reconcile.Poll(30*time.Second))
 	return out.With(&det, readyCondition(ready, strings.Join(why, "; ")))
 }
 
