@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"os"
 )
 
@@ -17,12 +18,15 @@ type httpAPI struct {
 	scale *scaleAPI
 	// tls is nil when serving plain HTTP.
 	tls *tls.Config
+	// pprof serves Go's profiles under /debug/pprof/ (--pprof).
+	pprof bool
 }
 
 // apiFlags are the run flags of the HTTP API.
 type apiFlags struct {
 	tokenFile, tlsCert, tlsKey             *string
 	alertServiceLabel, alertDirectionLabel *string
+	pprof                                  *bool
 }
 
 // registerAPIFlags adds the HTTP API's flags to run's flag set.
@@ -33,6 +37,7 @@ func registerAPIFlags(fs *flag.FlagSet) *apiFlags {
 		tlsKey:              fs.String("tls-key", "", "private key (PEM) of --tls-cert"),
 		alertServiceLabel:   fs.String("alert-service-label", "swarmvlan_service", "Alertmanager alert label naming the service to scale"),
 		alertDirectionLabel: fs.String("alert-direction-label", "swarmvlan_direction", "Alertmanager alert label holding up or down"),
+		pprof:               fs.Bool("pprof", false, "serve Go's runtime profiles (CPU, heap, goroutines) under /debug/pprof/ on --listen, without authentication: for a trusted network or a loopback listener"),
 	}
 }
 
@@ -48,7 +53,7 @@ func (d *daemon) initHTTP(f *apiFlags) error {
 	if d.docker != nil {
 		m.setDocker(d.docker)
 	}
-	h := &httpAPI{metrics: m}
+	h := &httpAPI{metrics: m, pprof: *f.pprof}
 	if (*f.tlsCert == "") != (*f.tlsKey == "") {
 		return errors.New("--tls-cert and --tls-key: give both or neither")
 	}
@@ -112,5 +117,12 @@ func (d *daemon) httpHandler() http.Handler {
 	}
 	d.gitRoutes(mux)
 	d.registerUI(mux)
+	if d.http.pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }

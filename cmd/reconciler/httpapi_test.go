@@ -109,6 +109,19 @@ next:
 	return nil
 }
 
+// TestDaemonPprof: --pprof serves Go's profiles on --listen.
+func TestDaemonPprof(t *testing.T) {
+	agent := lab.StartConsul(t)
+	_, addr := startRunHTTP(t, agent.Addr, "m1", "--pprof")
+	base := "http://" + addr
+	if code, body := get(t, http.DefaultClient, base+"/debug/pprof/heap?debug=1"); code != 200 || !strings.Contains(body, "heap profile") {
+		t.Errorf("/debug/pprof/heap: %d %.200q", code, body)
+	}
+	if code, body := get(t, http.DefaultClient, base+"/debug/pprof/profile?seconds=1"); code != 200 || len(body) == 0 {
+		t.Errorf("/debug/pprof/profile: %d, %d bytes", code, len(body))
+	}
+}
+
 func TestDaemonHealthReadinessAndMetrics(t *testing.T) {
 	agent := lab.StartConsul(t)
 	dir := t.TempDir()
@@ -122,6 +135,9 @@ func TestDaemonHealthReadinessAndMetrics(t *testing.T) {
 
 	if code, body := get(t, http.DefaultClient, base+"/healthz"); code != 200 || body != "ok\n" {
 		t.Errorf("/healthz: %d %q", code, body)
+	}
+	if code, body := get(t, http.DefaultClient, base+"/debug/pprof/heap?debug=1"); code == 200 && strings.Contains(body, "heap profile") {
+		t.Error("/debug/pprof/ served without --pprof")
 	}
 	waitFor(t, 30*time.Second, "/readyz to report a ready leader", func() bool {
 		code, body := get(t, http.DefaultClient, base+"/readyz")

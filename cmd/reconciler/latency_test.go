@@ -201,6 +201,9 @@ func latencyRun(tb testing.TB, changes int) (kv, scale latencyResult) {
 	}
 
 	kvSent := map[string]time.Time{}
+	// Each change of either path takes about 250 ms with its baseline.
+	profSeconds := max(1, changes/4)
+	waitProfile := cpuProfile(tb, b.base, "latency-kv", profSeconds)
 	for i := 1; i <= changes; i++ {
 		val := fmt.Sprintf("v%d", i)
 		time.Sleep(100 * time.Millisecond)
@@ -212,6 +215,9 @@ func latencyRun(tb testing.TB, changes int) (kv, scale latencyResult) {
 			s.TaskTemplate.ContainerSpec.Env = []string{"LOG_LEVEL=" + val}
 		}))
 	}
+	waitProfile()
+	heapProfile(tb, b.base, "latency-kv")
+	waitProfile = cpuProfile(tb, b.base, "latency-scale", profSeconds)
 	url := b.base + "/v1/services/" + b.service + "/scale"
 	var scaleAt []time.Time
 	for i := 0; i < changes; i++ {
@@ -231,6 +237,8 @@ func latencyRun(tb testing.TB, changes int) (kv, scale latencyResult) {
 			s.Mode.Replicated.Replicas = &want
 		}))
 	}
+	waitProfile()
+	heapProfile(tb, b.base, "latency-scale")
 	// Anything else the daemon updated shows up within a second.
 	time.Sleep(time.Second)
 	kv.extra, scale.extra = len(routes[kvID]), len(routes[scID])

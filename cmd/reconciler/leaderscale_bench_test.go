@@ -94,10 +94,13 @@ func scaleFigures(tb testing.TB, services, nodes int, idleWindow time.Duration) 
 	// A no-op resync pass: the next periodic ServiceResync, from the
 	// daemon's own histogram.
 	count, sum := resyncHistogram(tb, metrics)
+	// A profile over the next pass (one every 20 s).
+	waitProfile := cpuProfile(tb, b.base, fmt.Sprintf("scale%d-resync", services), 21)
 	waitFor(tb, time.Minute, "a periodic resync pass", func() bool {
 		c, _ := resyncHistogram(tb, metrics)
 		return c > count
 	})
+	waitProfile()
 	c2, s2 := resyncHistogram(tb, metrics)
 	pass := time.Duration((s2 - sum) / float64(c2-count) * float64(time.Second))
 	figure(tb, fmt.Sprintf("leader at %d services and %d nodes, no-op resync pass", services, nodes), pass)
@@ -109,6 +112,7 @@ func scaleFigures(tb testing.TB, services, nodes int, idleWindow time.Duration) 
 	rate := float64(reqs.Load()-before) / time.Since(at).Seconds()
 	lab.Figure(tb, fmt.Sprintf("leader at %d services and %d nodes, Consul requests per second while idle (a resync every 20 s included)", services, nodes), fmt.Sprintf("%.3f", rate))
 	rss, hwm := procMemory(tb, b.daemon.cmd.Process.Pid)
+	heapProfile(tb, b.base, fmt.Sprintf("scale%d-idle", services))
 	lab.Figure(tb, fmt.Sprintf("leader at %d services and %d nodes, RSS", services, nodes), fmt.Sprintf("%.1f MB (peak %.1f MB)", float64(rss)/(1<<20), float64(hwm)/(1<<20)))
 
 	// Cold start: the leader stops (its lock released), a new process
@@ -116,8 +120,9 @@ func scaleFigures(tb testing.TB, services, nodes int, idleWindow time.Duration) 
 	b.daemon.cmd.Process.Signal(syscall.SIGTERM)
 	b.daemon.cmd.Wait()
 	began := time.Now()
-	next, addr := startRunHTTP(tb, proxyAddr, "next", tokenFile(tb, testToken), "--docker-host", "", "--log-level", "info", "--resync", "1h")
+	next, addr := startRunHTTP(tb, proxyAddr, "next", append([]string{tokenFile(tb, testToken), "--docker-host", "", "--log-level", "info", "--resync", "1h"}, pprofArgs()...)...)
 	nextMetrics := "http://" + addr + "/metrics"
+	waitProfile = cpuProfile(tb, "http://"+addr, fmt.Sprintf("scale%d-coldstart", services), 30)
 	waitFor(tb, 30*time.Minute, "the new leader's first pass over every service", func() bool {
 		if !next.leading() {
 			return false
@@ -129,6 +134,8 @@ func scaleFigures(tb testing.TB, services, nodes int, idleWindow time.Duration) 
 	})
 	cold := time.Since(began)
 	figure(tb, fmt.Sprintf("leader at %d services, cold start of a new leader to its first pass done", services), cold)
+	waitProfile()
+	heapProfile(tb, "http://"+addr, fmt.Sprintf("scale%d-coldstart", services))
 	rss, hwm = procMemory(tb, next.cmd.Process.Pid)
 	lab.Figure(tb, fmt.Sprintf("leader at %d services and %d nodes, the new leader's RSS after its first pass", services, nodes), fmt.Sprintf("%.1f MB (peak %.1f MB)", float64(rss)/(1<<20), float64(hwm)/(1<<20)))
 	if n := countByPrefix(tb, b, prefix); n != services {

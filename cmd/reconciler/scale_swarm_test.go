@@ -120,7 +120,8 @@ func startSwarmBedWith(t testing.TB, start, min, max int, opts swarmBedOptions) 
 	if opts.consulAddr != nil {
 		daemonConsul = opts.consulAddr(agent.Addr)
 	}
-	daemon, addr := startRunHTTP(t, daemonConsul, "bed", append([]string{tokenFile(t, testToken), "--docker-host", "", "--log-level", "info"}, opts.args...)...)
+	args := append([]string{tokenFile(t, testToken), "--docker-host", "", "--log-level", "info"}, opts.args...)
+	daemon, addr := startRunHTTP(t, daemonConsul, "bed", append(args, pprofArgs()...)...)
 
 	put := func(kind, name, doc string) {
 		t.Helper()
