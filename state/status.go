@@ -3,8 +3,10 @@ package state
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/hashicorp/consul/api"
@@ -38,22 +40,79 @@ type Status struct {
 }
 
 // StatusWriter writes status keys only when their content changes. It
-// remembers what it last wrote per key, and on the first write of a key
-// compares with what KV holds, so a restarted process does not rewrite
-// identical statuses (each rewrite would bump the key's index and wake every
-// status watcher). It assumes it is the only writer of the keys it writes.
+// remembers (a digest of) what it last wrote per key, and on the first
+// write of a key compares with what KV holds, so a restarted process does
+// not rewrite identical statuses (each rewrite would bump the key's index
+// and wake every status watcher). Prime reads a whole section in one
+// request instead of one per key. It assumes it is the only writer of the
+// keys it writes.
 type StatusWriter struct {
 	store *Store
 	// lead, when set, fences every write and delete (Leadership.Txn).
 	lead *Leadership
 	mu   sync.Mutex
-	last map[string][]byte
+	last map[string]statusDigest
+	// primed are the section prefixes read whole by Prime: a key under one
+	// that last does not hold is absent from KV, unless unsure names it
+	// (a write or delete whose outcome is unknown).
+	primed []string
+	unsure map[string]bool
+}
+
+// statusDigest identifies a status value: SHA-256, truncated, of its
+// compact JSON. A digest instead of the value keeps the writer's memory
+// small with many objects.
+type statusDigest [16]byte
+
+func digestOf(value []byte) statusDigest {
+	sum := sha256.Sum256(value)
+	return statusDigest(sum[:16])
 }
 
 // NewStatusWriter returns a writer with an empty memory. Its writes are not
 // fenced: it is for the host role, whose status keys are its node's own.
 func (s *Store) NewStatusWriter() *StatusWriter {
-	return &StatusWriter{store: s, last: make(map[string][]byte)}
+	return &StatusWriter{store: s, last: make(map[string]statusDigest), unsure: map[string]bool{}}
+}
+
+// Prime reads every status key of section (status/<section>/) in one
+// request and remembers what each holds, so that the first Write of each
+// key compares with memory instead of reading the key. A failed read
+// leaves the writer as it was (each first Write then reads its key).
+func (w *StatusWriter) Prime(ctx context.Context, section string) error {
+	prefix := w.store.StatusPrefix() + section + "/"
+	pairs, meta, err := w.store.client.KV().List(prefix, (&api.QueryOptions{}).WithContext(ctx))
+	if err := w.store.listed(prefix, meta, err); err != nil {
+		return fmt.Errorf("status: list %s: %w", prefix, err)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, p := range pairs {
+		if _, known := w.last[p.Key]; !known && !w.unsure[p.Key] {
+			w.last[p.Key] = digestOf(compactJSON(p.Value))
+		}
+	}
+	w.primed = append(w.primed, prefix)
+	return nil
+}
+
+// known reports what the writer knows of key: its digest, absent from KV
+// (ok with present false), or nothing (ok false: KV must be read).
+func (w *StatusWriter) known(key string) (d statusDigest, present, ok bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if d, present := w.last[key]; present {
+		return d, true, true
+	}
+	if w.unsure[key] {
+		return d, false, false
+	}
+	for _, p := range w.primed {
+		if strings.HasPrefix(key, p) {
+			return d, false, true
+		}
+	}
+	return d, false, false
 }
 
 // NewStatusWriter returns a writer whose writes and deletes are fenced like
@@ -75,39 +134,39 @@ func (w *StatusWriter) Write(ctx context.Context, section, name string, st any) 
 	if err != nil {
 		return false, fmt.Errorf("status %s: encode: %w", key, err)
 	}
-	w.mu.Lock()
-	prev, known := w.last[key]
-	w.mu.Unlock()
+	digest := digestOf(value)
+	prev, present, known := w.known(key)
 	if !known {
 		pair, _, err := w.store.client.KV().Get(key, (&api.QueryOptions{}).WithContext(ctx))
 		if err != nil {
 			return false, fmt.Errorf("status %s: read: %w", key, w.store.denied(OpKVRead, key, err))
 		}
 		if pair != nil {
-			prev, known = compactJSON(pair.Value), true
+			prev, present = digestOf(compactJSON(pair.Value)), true
 		}
 	}
-	if known && bytes.Equal(prev, value) {
-		w.remember(key, value)
+	if present && prev == digest {
+		w.remember(key, digest)
 		return false, nil
 	}
 	if err := w.put(ctx, key, value); err != nil {
 		// Forget the key: whether the write landed is unknown, so the next
 		// Write must look at KV again.
-		w.forget(key)
+		w.forget(key, true)
 		return false, fmt.Errorf("status %s: write: %w", key, err)
 	}
-	w.remember(key, value)
+	w.remember(key, digest)
 	return true, nil
 }
 
 // Delete removes a status key.
 func (w *StatusWriter) Delete(ctx context.Context, section, name string) error {
 	key := w.store.StatusKey(section, name)
-	w.forget(key)
 	if err := w.delete(ctx, key); err != nil {
+		w.forget(key, true)
 		return fmt.Errorf("status %s: delete: %w", key, err)
 	}
+	w.forget(key, false)
 	return nil
 }
 
@@ -127,15 +186,24 @@ func (w *StatusWriter) delete(ctx context.Context, key string) error {
 	return w.store.denied(OpKVWrite, key, err)
 }
 
-func (w *StatusWriter) remember(key string, value []byte) {
+func (w *StatusWriter) remember(key string, d statusDigest) {
 	w.mu.Lock()
-	w.last[key] = value
+	w.last[key] = d
+	delete(w.unsure, key)
 	w.mu.Unlock()
 }
 
-func (w *StatusWriter) forget(key string) {
+// forget drops what the writer knows of key: after a delete (unsure
+// false: the key is gone), or after a write or delete whose outcome is
+// unknown (unsure: the next Write reads the key again).
+func (w *StatusWriter) forget(key string, unsure bool) {
 	w.mu.Lock()
 	delete(w.last, key)
+	if unsure {
+		w.unsure[key] = true
+	} else {
+		delete(w.unsure, key)
+	}
 	w.mu.Unlock()
 }
 

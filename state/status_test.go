@@ -206,3 +206,63 @@ func TestFencedStatusWriter(t *testing.T) {
 		t.Fatalf("new leader Write over the old leader's key = %v, %v; want written", changed, err)
 	}
 }
+
+// TestStatusWriterPrime: one list of a section stands in for the read
+// of each key's first write.
+func TestStatusWriterPrime(t *testing.T) {
+	a := newAgent(t)
+	ctx := testCtx(t)
+	s := storeFor(t, a.Addr)
+	ready := Status{ObservedIndex: 7, Conditions: []Condition{{Type: "Ready", Status: "True"}}}
+	failing := Status{ObservedIndex: 8, LastError: "boom"}
+	first := s.NewStatusWriter()
+	for _, name := range []string{"a", "b", "c"} {
+		if _, err := first.Write(ctx, "services", name, ready); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	w := s.NewStatusWriter()
+	before := s.Requests()
+	if err := w.Prime(ctx, "services"); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Requests() - before; got != 1 {
+		t.Fatalf("Prime sent %d requests, want 1", got)
+	}
+	for _, tc := range []struct {
+		name, section, object string
+		st                    Status
+		wantChanged           bool
+		wantRequests          uint64
+	}{
+		{"unchanged: nothing sent", "services", "a", ready, false, 0},
+		{"changed: one put", "services", "b", failing, true, 1},
+		{"absent from the list: one put, no read", "services", "new", ready, true, 1},
+		{"another section: read, then put", "vlans", "v", ready, true, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := s.Requests()
+			changed, err := w.Write(ctx, tc.section, tc.object, tc.st)
+			if err != nil || changed != tc.wantChanged {
+				t.Fatalf("Write = %v, %v; want %v", changed, err, tc.wantChanged)
+			}
+			if got := s.Requests() - before; got != tc.wantRequests {
+				t.Fatalf("Write sent %d requests, want %d", got, tc.wantRequests)
+			}
+		})
+	}
+	var got Status
+	if found, err := s.ReadStatus(ctx, "services", "b", &got); err != nil || !found || got.LastError != "boom" {
+		t.Fatalf("status b = %+v, %v, %v", got, found, err)
+	}
+	// Deleted through the writer: known absent, so the same content is
+	// written again without a read.
+	if err := w.Delete(ctx, "services", "a"); err != nil {
+		t.Fatal(err)
+	}
+	before = s.Requests()
+	if changed, err := w.Write(ctx, "services", "a", ready); err != nil || !changed || s.Requests()-before != 1 {
+		t.Fatalf("Write after Delete = %v, %v, %d requests; want a write alone", changed, err, s.Requests()-before)
+	}
+}
