@@ -44,11 +44,15 @@ type Controller struct {
 	// Periodic are synthetic keys (passes over many objects) queued at start
 	// and on every resync.
 	Periodic []Key
-	// Batched are kinds whose periodic resync a Periodic pass does in one go
-	// (one Docker list instead of one call per object). At start every
-	// object is still reconciled on its own: a new leader cannot know which
-	// statuses its predecessor left unwritten.
+	// Batched are kinds whose objects a Periodic pass reconciles in one go
+	// (one Docker list instead of one call per object), at start and on
+	// every resync: the pass records each object it converged with Settle
+	// and queues the others for their own reconcile.
 	Batched []string
+	// PrimeStatus are status sections the status writer reads whole (one
+	// request each) at the start of Run, so that the first write of each
+	// object's status compares with memory instead of reading its key.
+	PrimeStatus []string
 	// OnReconcile, when set, observes every reconcile (metrics).
 	OnReconcile func(kind string, d time.Duration, err error)
 	// Keys, when set, lists the keys of the first pass and of every resync
@@ -128,6 +132,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	} else if c.status == nil {
 		c.status = c.Store.NewStatusWriter()
 	}
+	status := c.status
 	c.mu.Unlock()
 	defer func() {
 		q.ShutDown()
@@ -135,7 +140,13 @@ func (c *Controller) Run(ctx context.Context) error {
 		c.queue = nil
 		c.mu.Unlock()
 	}()
-	c.resyncAll(q, true)
+	for _, section := range c.PrimeStatus {
+		if err := status.Prime(ctx, section); err != nil && ctx.Err() == nil {
+			// Each first write then reads its own key.
+			c.Log.Warn("read statuses", "section", section, "err", err)
+		}
+	}
+	c.resyncAll(q)
 	workers := c.Workers
 	if workers <= 0 {
 		workers = 4
@@ -165,7 +176,7 @@ func (c *Controller) Run(ctx context.Context) error {
 			case <-ctx.Done():
 				return nil
 			case <-t.C:
-				c.resyncAll(q, false)
+				c.resyncAll(q)
 			}
 		}
 	})
@@ -174,11 +185,11 @@ func (c *Controller) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
-// resyncAll queues every object, or (after start) its kind's batch pass.
-func (c *Controller) resyncAll(q *Queue, start bool) {
+// resyncAll queues every object, or its kind's batch pass.
+func (c *Controller) resyncAll(q *Queue) {
 	batched := map[string]bool{}
 	for _, k := range c.Batched {
-		batched[k] = !start
+		batched[k] = true
 	}
 	for _, k := range c.keys() {
 		if _, invalid := c.View.Invalid(k); !batched[k.Kind] || invalid {
@@ -242,6 +253,33 @@ func (c *Controller) process(ctx context.Context, q *Queue, k Key) {
 	}
 }
 
+// Settle records out as the outcome of k, converged by a pass over many
+// objects from the version of its document at index: its status is
+// written (when it changed) as its own reconcile would write it. It does
+// nothing, and reports false, when k is queued or being reconciled, or
+// its document moved on since index: its own reconcile then records it.
+func (c *Controller) Settle(ctx context.Context, k Key, index uint64, out Outcome) (bool, error) {
+	c.mu.Lock()
+	q, status := c.queue, c.status
+	c.mu.Unlock()
+	if q == nil || !q.Claim(k) {
+		return false, nil
+	}
+	defer q.Done(k)
+	doc, _ := c.View.Get(k)
+	bad, _ := c.View.Invalid(k)
+	if doc == nil || doc.ModifyIndex != index || ctx.Err() != nil {
+		return false, nil
+	}
+	if err := c.writeStatusWith(ctx, status, k, doc, bad, out); err != nil {
+		q.Add(k)
+		return false, err
+	}
+	q.Forget(k)
+	c.requeueDelay(k, out)
+	return true, nil
+}
+
 // requeueDelay is the wait before looking at k again: RequeueAfter, doubled
 // for every consecutive Poll outcome of k, capped at two minutes.
 func (c *Controller) requeueDelay(k Key, out Outcome) time.Duration {
@@ -264,14 +302,18 @@ func (c *Controller) requeueDelay(k Key, out Outcome) time.Duration {
 }
 
 func (c *Controller) writeStatus(ctx context.Context, k Key, doc *Doc, bad *DocError, out Outcome) error {
+	return c.writeStatusWith(ctx, c.status, k, doc, bad, out)
+}
+
+func (c *Controller) writeStatusWith(ctx context.Context, status *state.StatusWriter, k Key, doc *Doc, bad *DocError, out Outcome) error {
 	section := spec.Plural(k.Kind)
 	if section == "" {
 		// A synthetic key: a pass over many objects has no status of its
 		// own; the host agent's keys have one where StatusOf says.
-		return c.writeSyntheticStatus(ctx, k, out)
+		return c.writeSyntheticStatus(ctx, status, k, out)
 	}
 	if out.exit == exitGone && bad == nil {
-		return c.status.Delete(ctx, section, k.Name)
+		return status.Delete(ctx, section, k.Name)
 	}
 	st := state.Status{Conditions: append([]state.Condition(nil), out.Conditions...)}
 	var lastErrs []error
@@ -300,11 +342,11 @@ func (c *Controller) writeStatus(ctx context.Context, k Key, doc *Doc, bad *DocE
 		}
 		st.Details = b
 	}
-	_, err := c.status.Write(ctx, section, k.Name, st)
+	_, err := status.Write(ctx, section, k.Name, st)
 	return err
 }
 
-func (c *Controller) writeSyntheticStatus(ctx context.Context, k Key, out Outcome) error {
+func (c *Controller) writeSyntheticStatus(ctx context.Context, status *state.StatusWriter, k Key, out Outcome) error {
 	if c.StatusOf == nil || out.Details == nil {
 		return nil
 	}
@@ -321,7 +363,7 @@ func (c *Controller) writeSyntheticStatus(ctx context.Context, k Key, out Outcom
 		return fmt.Errorf("%s: encode status: %w", k, err)
 	}
 	st.Details = b
-	_, err = c.status.Write(ctx, section, name, st)
+	_, err = status.Write(ctx, section, name, st)
 	return err
 }
 

@@ -164,6 +164,23 @@ func (q *Queue) Get(ctx context.Context) (Key, bool) {
 	}
 }
 
+// Claim marks k processed by the caller, as Get does, if it is neither
+// waiting nor being processed; the caller then calls Done. A pass over
+// many objects claims each one it records, so that it never races the
+// object's own reconcile.
+func (q *Queue) Claim(k Key) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.shutdown || q.queued[k] || q.active[k] {
+		return false
+	}
+	if _, waiting := q.timers[k]; waiting {
+		return false
+	}
+	q.active[k] = true
+	return true
+}
+
 // Done marks k processed; if it was added meanwhile, it is queued again.
 func (q *Queue) Done(k Key) {
 	q.mu.Lock()

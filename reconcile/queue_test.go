@@ -140,3 +140,32 @@ func TestRequeueDelayGrowsWhilePolling(t *testing.T) {
 		t.Fatalf("poll delay after a settled outcome = %v, want reset to 5s", d)
 	}
 }
+
+func TestQueueClaim(t *testing.T) {
+	q := NewQueue(time.Millisecond, time.Second)
+	a, b, c := Key{"Service", "a"}, Key{"Service", "b"}, Key{"Service", "c"}
+	q.Add(a)
+	if q.Claim(a) {
+		t.Fatal("claimed a key that waits in the queue")
+	}
+	k, _ := q.Get(context.Background())
+	if q.Claim(k) {
+		t.Fatal("claimed a key being processed")
+	}
+	q.Done(k)
+	q.AddAfter(c, time.Hour)
+	if q.Claim(c) {
+		t.Fatal("claimed a key waiting for its retry")
+	}
+	if !q.Claim(b) {
+		t.Fatal("could not claim an idle key")
+	}
+	q.Add(b) // a change while claimed: queued once the claim is done
+	if q.Len() != 0 {
+		t.Fatal("a claimed key was handed out")
+	}
+	q.Done(b)
+	if q.Len() != 1 {
+		t.Fatalf("Len after Done = %d, want 1 (the change seen meanwhile)", q.Len())
+	}
+}
