@@ -73,7 +73,13 @@ type Cluster struct {
 	// last found them ready: a service's reconcile resolves its networks
 	// from here instead of listing them.
 	netIDs map[string]string
-	down   nodeDownTracker
+	// passedOf is the term in which the batch pass over the services last
+	// succeeded.
+	passedOf *state.Leadership
+	// planMemo is the batch pass's memory of the services it found
+	// matching (the controller runs one pass at a time).
+	planMemo ServicePlanMemo
+	down     nodeDownTracker
 }
 
 // New returns the leader's reconcilers.
@@ -90,7 +96,7 @@ func New(cfg Config) *Cluster {
 	c := &Cluster{cfg: cfg, reports: map[string]state.NodeReport{}, scales: map[string]uint64{}, netIDs: map[string]string{}}
 	c.ctrl = &reconcile.Controller{Store: cfg.Store, View: cfg.View, Log: cfg.Log, Workers: cfg.Workers, Resync: cfg.Resync,
 		Periodic: []reconcile.Key{{Kind: kindNodeLabels, Name: "all"}, {Kind: kindDiscoveryGC, Name: "all"}, {Kind: kindServiceResync, Name: "all"}, {Kind: kindSticky, Name: "all"}},
-		Batched:  []string{spec.KindService}}
+		Batched:  []string{spec.KindService}, PrimeStatus: []string{spec.Plural(spec.KindService), spec.Plural(spec.KindVLAN)}}
 	c.ctrl.Register(spec.KindVLAN, reconcile.ReconcilerFunc(c.reconcileVLAN))
 	c.ctrl.Register(spec.KindService, reconcile.ReconcilerFunc(c.reconcileService))
 	c.ctrl.Register(kindNodeLabels, reconcile.ReconcilerFunc(c.reconcileNodeLabels))
@@ -607,6 +613,12 @@ func (c *Cluster) reconcileService(ctx context.Context, k reconcile.Key, doc *re
 		}
 		c.mu.Unlock()
 	}
+	return serviceOutcome(replicas, scaled, st, err)
+}
+
+// serviceOutcome is a service's outcome and status from what EnsureService
+// (or the batch pass, for a service it found converged) observed.
+func serviceOutcome(replicas int, scaled *int, st ServiceStatus, err error) reconcile.Outcome {
 	det := &ServiceDetails{Replicas: replicas, Scaled: scaled, Service: st}
 	det.Summary = fmt.Sprintf("%d/%d tasks running", st.Running, st.Desired)
 	if errors.Is(err, errAdoptedWaiting) {
@@ -668,17 +680,30 @@ func (c *Cluster) networkNames(svc *spec.Service) map[string]string {
 }
 
 // reconcileServiceResync converges every service in one pass (one Docker
-// list, no update for a service that already matches) and hands the services
-// that needed a change, failed, or are not yet running everywhere to their
-// own reconcile, which records their status.
+// list, no update for a service that already matches), at the start of a
+// term and on every resync. A service it found converged and running
+// everywhere gets its status from the pass (written only when it
+// changed); one that needed a change, failed, or is not yet running
+// everywhere goes to its own reconcile, which records its status. When
+// the pass fails as a whole before one has succeeded in this term, every
+// service goes to its own reconcile, so each status says why.
 func (c *Cluster) reconcileServiceResync(ctx context.Context, _ reconcile.Key, _ *reconcile.Doc) reconcile.Outcome {
-	if _, err := c.leadership(); err != nil {
-		return reconcile.Retry(err)
-	}
-	intents, err := c.cfg.Store.ScaleIntents(ctx)
+	lead, err := c.leadership()
 	if err != nil {
 		return reconcile.Retry(err)
 	}
+	intents, err := c.scaleIntentsAll(ctx, lead)
+	if err != nil {
+		return reconcile.Retry(err)
+	}
+	// The documents the pass converges, by Docker name.
+	type passDoc struct {
+		key      reconcile.Key
+		index    uint64
+		replicas int
+		scaled   *int
+	}
+	docs := map[string]passDoc{}
 	var ins []ServiceInput
 	var adopted map[string]state.AdoptedService
 	for _, d := range c.cfg.View.List(spec.KindService) {
@@ -695,7 +720,8 @@ func (c *Cluster) reconcileServiceResync(ctx context.Context, _ reconcile.Key, _
 		}
 		var scaled *int
 		if si, ok := intents[d.Key.Name]; ok {
-			scaled = &si.Replicas
+			n := si.Replicas
+			scaled = &n
 		}
 		in := ServiceInput{Service: svc, Replicas: EffectiveReplicas(svc, scaled), Owner: c.ownerID(), NetworkNames: c.networkNames(svc)}
 		if svc.Spec.DockerName != "" {
@@ -706,17 +732,60 @@ func (c *Cluster) reconcileServiceResync(ctx context.Context, _ reconcile.Key, _
 			}
 			in.Adopted = adopted
 		}
+		docs[svc.DockerServiceName()] = passDoc{key: d.Key, index: d.ModifyIndex, replicas: in.Replicas, scaled: scaled}
 		ins = append(ins, in)
 	}
-	res, err := ServiceResync(ctx, c.cfg.Docker, ins)
-	for name, st := range res.Statuses {
-		if st.Message != "" || st.Running != st.Desired {
-			c.ctrl.Enqueue(reconcile.Key{Kind: spec.KindService, Name: name})
+	res, err := ServiceResyncMemo(ctx, c.cfg.Docker, ins, &c.planMemo)
+	c.mu.Lock()
+	first := c.passedOf != lead
+	if err == nil {
+		c.passedOf = lead
+	}
+	c.mu.Unlock()
+	var errs []error
+	for name, d := range docs {
+		st, observed := res.Statuses[name]
+		if !observed {
+			if first {
+				c.ctrl.Enqueue(d.key)
+			}
+			continue
 		}
+		if st.Message != "" || st.Running != st.Desired {
+			c.ctrl.Enqueue(d.key)
+			continue
+		}
+		if _, err := c.ctrl.Settle(ctx, d.key, d.index, serviceOutcome(d.replicas, d.scaled, st, nil)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		c.cfg.Log.Warn("service resync: write statuses", "failed", len(errs), "err", errs[0])
 	}
 	// Orphans (managed services without a document) are left to the sweep,
 	// which removes only this installation's.
 	return reconcile.Retry(err)
+}
+
+// scaleIntentsAll is every service's scale intent: as this term's scale
+// watch last delivered them, or read from Consul before it has answered
+// or while one it delivered was unreadable.
+func (c *Cluster) scaleIntentsAll(ctx context.Context, lead *state.Leadership) (map[string]state.ScaleIntent, error) {
+	c.mu.Lock()
+	fresh := c.intentsOf == lead
+	out := make(map[string]state.ScaleIntent, len(c.intents))
+	for name, si := range c.intents {
+		if si == nil {
+			fresh = false
+			break
+		}
+		out[name] = *si
+	}
+	c.mu.Unlock()
+	if fresh {
+		return out, nil
+	}
+	return c.cfg.Store.ScaleIntents(ctx)
 }
 
 // reconcileNodeLabels sets the readiness label of every managed VLAN on the

@@ -987,7 +987,7 @@ func taskProblems(tasks []TaskStatus) string {
 
 // ServiceResyncResult is the outcome of one ServiceResync pass.
 type ServiceResyncResult struct {
-	// Statuses holds every input service's status by name.
+	// Statuses holds every input service's status by Docker name.
 	Statuses map[string]ServiceStatus
 	// Created, Updated and Unchanged count the services by what the pass
 	// did to them.
@@ -1005,7 +1005,74 @@ type ServiceResyncResult struct {
 // is reported in its status and joined into the error; it never stops the
 // others.
 func ServiceResync(ctx context.Context, d engine.Docker, ins []ServiceInput) (ServiceResyncResult, error) {
+	return ServiceResyncMemo(ctx, d, ins, nil)
+}
+
+// ServicePlanMemo remembers, between passes, the services a pass found
+// matching what was wanted, with their Swarm version: a later pass that
+// finds one at the same version and wants the same of it skips the
+// comparison (planService's drift check), whose answer cannot have
+// changed. Any change of a service in Swarm moves its version. Safe for
+// one pass at a time.
+type ServicePlanMemo struct {
+	matched map[string]planMemo // Docker name ->
+}
+
+type planMemo struct {
+	id      string
+	version uint64
+	want    string
+}
+
+// svcWantKey identifies a resolved wanted spec for the memo: its spec
+// hash (the whole spec but the count, by names), the count, and the IDs
+// its names resolved to.
+func svcWantKey(want swarm.ServiceSpec) string {
+	var b strings.Builder
+	b.WriteString(want.Labels[spec.LabelSpecHash])
+	fmt.Fprintf(&b, "|%d|", svcReplicas(want))
+	for _, n := range want.TaskTemplate.Networks {
+		b.WriteString(n.Target)
+		b.WriteByte(',')
+	}
+	if cs := want.TaskTemplate.ContainerSpec; cs != nil {
+		for _, r := range cs.Secrets {
+			b.WriteString(r.SecretID)
+			b.WriteByte(',')
+		}
+		for _, r := range cs.Configs {
+			b.WriteString(r.ConfigID)
+			b.WriteByte(',')
+		}
+	}
+	return b.String()
+}
+
+// ServiceResyncMemo is ServiceResync with a memo of the services found
+// unchanged (nil: none).
+func ServiceResyncMemo(ctx context.Context, d engine.Docker, ins []ServiceInput, memo *ServicePlanMemo) (ServiceResyncResult, error) {
 	res := ServiceResyncResult{Statuses: make(map[string]ServiceStatus, len(ins))}
+	matched := map[string]planMemo{}
+	defer func() {
+		if memo != nil {
+			memo.matched = matched
+		}
+	}()
+	plan := func(name string, want swarm.ServiceSpec, have *swarm.Service) serviceAction {
+		key := ""
+		if memo != nil && have != nil {
+			key = svcWantKey(want)
+			if m, ok := memo.matched[name]; ok && m.id == have.ID && m.version == have.Version.Index && m.want == key {
+				matched[name] = m
+				return serviceAction{Kind: serviceNone}
+			}
+		}
+		act := planService(want, have)
+		if key != "" && act.Kind == serviceNone {
+			matched[name] = planMemo{id: have.ID, version: have.Version.Index, want: key}
+		}
+		return act
+	}
 	managed, err := ListManagedServices(ctx, d)
 	if err != nil {
 		return res, err
@@ -1016,7 +1083,12 @@ func ServiceResync(ctx context.Context, d engine.Docker, ins []ServiceInput) (Se
 	for _, in := range ins {
 		w, err := BuildServiceSpec(in)
 		if err != nil {
-			res.Statuses[svcName(in)] = ServiceStatus{Name: svcName(in), Message: err.Error()}
+			// Keyed by Docker name, as every other status of the pass.
+			name := svcName(in)
+			if in.Service != nil {
+				name = in.Service.DockerServiceName()
+			}
+			res.Statuses[name] = ServiceStatus{Name: name, Message: err.Error()}
 			errs = append(errs, err)
 			continue
 		}
@@ -1047,9 +1119,15 @@ func ServiceResync(ctx context.Context, d engine.Docker, ins []ServiceInput) (Se
 				return fmt.Errorf("inspect: %w", err)
 			}
 			for attempt := 0; ; attempt++ {
-				act := planService(resolved, have)
+				var act serviceAction
 				var id, msg string
-				if svcAdopted(inOf[name], have) {
+				adopted := svcAdopted(inOf[name], have)
+				if adopted {
+					act = planService(resolved, have)
+				} else {
+					act = plan(name, resolved, have)
+				}
+				if adopted {
 					id, msg, err = svcApplyAdopted(ctx, d, resolved, have)
 					act.Kind = serviceNone
 					switch {

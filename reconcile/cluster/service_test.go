@@ -851,6 +851,51 @@ func TestServiceResyncFake(t *testing.T) {
 	}
 }
 
+// TestServiceResyncMemo: a pass with the memo skips the comparison of a
+// service found matching at the same Swarm version, and still repairs a
+// hand edit (a new version) and follows a new count.
+func TestServiceResyncMemo(t *testing.T) {
+	ctx := context.Background()
+	f := serviceFakeWorld(t)
+	mk := func(name string, replicas int) ServiceInput {
+		return ServiceInput{Service: &spec.Service{Metadata: spec.ObjectMeta{Name: name}, Spec: spec.ServiceSpec{Image: "img:1", Networks: []string{"vlan40"}}}, Replicas: replicas}
+	}
+	ins := []ServiceInput{mk("a", 1), mk("b", 1)}
+	var memo ServicePlanMemo
+	pass := func(ins []ServiceInput, created, updated, unchanged int) {
+		t.Helper()
+		res, err := ServiceResyncMemo(ctx, f, ins, &memo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Created != created || res.Updated != updated || res.Unchanged != unchanged {
+			t.Fatalf("created %d updated %d unchanged %d, want %d %d %d", res.Created, res.Updated, res.Unchanged, created, updated, unchanged)
+		}
+	}
+	pass(ins, 2, 0, 0)
+	pass(ins, 0, 0, 2)
+	if len(memo.matched) != 2 {
+		t.Fatalf("memo holds %d services, want 2", len(memo.matched))
+	}
+	pass(ins, 0, 0, 2)
+
+	// A hand edit of a's image: a new version, compared again, repaired.
+	s := f.ServiceLookup("a")
+	edited := s.Spec
+	edited.TaskTemplate.ContainerSpec = enginetest.Clone(s.Spec.TaskTemplate.ContainerSpec)
+	edited.TaskTemplate.ContainerSpec.Image = "img:hand"
+	if err := f.ServiceUpdate(ctx, s.ID, s.Version, edited); err != nil {
+		t.Fatal(err)
+	}
+	pass(ins, 0, 1, 1)
+	if got := f.ServiceLookup("a").Spec.TaskTemplate.ContainerSpec.Image; got != "img:1" {
+		t.Fatalf("image after the pass: %q, want the document's", got)
+	}
+	// A new count for b: wanted differently, updated.
+	pass([]ServiceInput{mk("a", 1), mk("b", 2)}, 0, 1, 1)
+	pass([]ServiceInput{mk("a", 1), mk("b", 2)}, 0, 0, 2)
+}
+
 func TestPlanServiceRefusesAnotherInstallationsService(t *testing.T) {
 	want := swarm.ServiceSpec{Annotations: swarm.Annotations{Name: "web", Labels: map[string]string{
 		spec.LabelManaged: "true", spec.LabelOwner: "ours", spec.LabelSpecHash: "h"}}}
