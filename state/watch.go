@@ -202,6 +202,9 @@ func (s *Store) WatchPrefix(ctx context.Context, prefix string, opts WatchOption
 			}
 			delivered, wasEmpty = true, len(pairs) == 0
 			fn(pairs, index)
+			// Not kept while the next query waits: with many keys the
+			// listing is most of a watch's memory.
+			pairs = nil
 			return true
 		})
 }
