@@ -395,8 +395,13 @@ func (s *Store) acquireKey(ctx context.Context, m *session, key string, value fu
 		}
 		lastStart = time.Now()
 		// Wait (blocking) while another session holds the key; the first
-		// read, and the read after a lost race, do not block.
-		pair, meta, err := kv.Get(key, (&api.QueryOptions{WaitIndex: step.wait, WaitTime: DefaultWaitTime}).WithContext(ctx))
+		// read, and the read after a lost race, do not block. The wait is
+		// answered by the local server (stale): a consistent query is held
+		// by the Consul leader, and one held by a leader that was cut off
+		// hangs until the RPC connection's keepalive fails (10-40 s),
+		// long after the other servers elected a new leader and freed the
+		// key. The acquire itself is a write, decided by the leader.
+		pair, meta, err := kv.Get(key, (&api.QueryOptions{WaitIndex: step.wait, WaitTime: DefaultWaitTime, AllowStale: true}).WithContext(ctx))
 		err = s.denied(OpKVRead, key, err)
 		if err != nil {
 			if ctx.Err() != nil {
