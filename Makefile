@@ -96,12 +96,18 @@ fuzz:
 bench: consul docker
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./...
 
+# BENCH_FLAGS are added to the bench targets' go test (for example
+# BENCH_FLAGS='-cpuprofile cpu.pprof' on bench-scale); with
+# SWARMVLAN_PPROF_DIR=DIR set, the daemons they start serve --pprof and
+# their CPU and heap profiles of each phase are written to DIR.
+BENCH_FLAGS ?=
+
 # bench-latency prints, in one run, the watch's wake-up and storm figures
 # and the leader's KV put -> Docker and scale request -> Docker latencies,
 # each beside its baseline, over 100 changes of each path (about 3
 # minutes; root, the local Engine; make test runs the same with 40).
 bench-latency: consul docker
-	@set -o pipefail; SWARMVLAN_LATENCY_CHANGES=100 $(GO) test -count=1 -p 1 -v -timeout 20m -run '^(TestWatchPacingFigures|TestLeaderLatencyFigures)$$' \
+	@set -o pipefail; SWARMVLAN_LATENCY_CHANGES=100 $(GO) test $(BENCH_FLAGS) -count=1 -p 1 -v -timeout 20m -run '^(TestWatchPacingFigures|TestLeaderLatencyFigures)$$' \
 		./state ./cmd/reconciler | grep -E 'FIGURE|^(ok|FAIL|--- )'
 
 # bench-scale measures the leader at 10,000 services (replicas 0) and 200
@@ -109,7 +115,7 @@ bench-latency: consul docker
 # requests, a new leader's cold start (SWARMVLAN_SCALE_SERVICES changes
 # the count). Creating 10,000 Swarm services takes long on Engine 20.10.
 bench-scale: consul docker
-	@set -o pipefail; $(GO) test -count=1 -p 1 -timeout 4h -run '^$$' -bench '^BenchmarkLeaderAtScale$$' -benchtime 1x \
+	@set -o pipefail; $(GO) test $(BENCH_FLAGS) -count=1 -p 1 -timeout 4h -run '^$$' -bench '^BenchmarkLeaderAtScale$$' -benchtime 1x \
 		./cmd/reconciler | grep -E 'FIGURE|^(ok|FAIL|--- )|services in'
 
 # run starts a dev Consul agent (unless one answers already) and the

@@ -152,22 +152,30 @@ func latencyRun(tb testing.TB, changes int) (kv, scale latencyResult) {
 		kvID = s.ID
 		return err == nil && slices.Contains(s.Spec.TaskTemplate.ContainerSpec.Env, "LOG_LEVEL=v0")
 	})
-	// The baselines: the same kind of service made directly, without the
-	// ownership label (the leader leaves it alone).
+	// The baselines: copies of the managed services' specs (their network
+	// attachment, placement constraints and update policy, which the
+	// Engine evaluates on every update), made directly and without the
+	// ownership labels (the leader leaves them alone).
 	zero, one := uint64(0), uint64(1)
-	mk := func(name string, replicas *uint64) string {
-		r, err := b.docker.ServiceCreate(ctx, swarm.ServiceSpec{
-			Annotations: swarm.Annotations{Name: name},
-			TaskTemplate: swarm.TaskSpec{ContainerSpec: &swarm.ContainerSpec{Image: lab.ImageTestApp,
-				Args: []string{"-listen", ":8080"}, Env: []string{"LOG_LEVEL=d0"}}},
-			Mode: swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: replicas}},
-		}, swarm.ServiceCreateOptions{})
+	mk := func(from, name string, replicas *uint64) string {
+		s, _, err := b.docker.ServiceInspectWithRaw(ctx, from, swarm.ServiceInspectOptions{})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		sp := s.Spec
+		sp.Annotations = swarm.Annotations{Name: name}
+		cs := *sp.TaskTemplate.ContainerSpec
+		cs.Labels = nil
+		cs.Env = []string{"LOG_LEVEL=d0"}
+		sp.TaskTemplate.ContainerSpec = &cs
+		sp.Mode = swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: replicas}}
+		r, err := b.docker.ServiceCreate(ctx, sp, swarm.ServiceCreateOptions{})
 		if err != nil {
 			tb.Fatal(err)
 		}
 		return r.ID
 	}
-	kvDirectID, scDirectID := mk(kvDirect, &zero), mk(scDirect, &one)
+	kvDirectID, scDirectID := mk(kvName, kvDirect, &zero), mk(b.service, scDirect, &one)
 	scID := ""
 	if s, _, err := b.docker.ServiceInspectWithRaw(ctx, b.service, swarm.ServiceInspectOptions{}); err == nil {
 		scID = s.ID
