@@ -306,6 +306,7 @@ func (p *Plugin) requestAddress(ctx context.Context, req requestAddressRequest) 
 		p.stats.Leased.Add(1)
 		return requestAddressResponse{Address: cidr(want, pool), Data: map[string]string{}}, nil
 	}
+	p.awaitReservation(ctx, vlan, node)
 	a, err := p.takeAny(ctx, vlan, pool, lease, quarantine)
 	if err != nil {
 		return requestAddressResponse{}, err
@@ -399,6 +400,59 @@ func (p *Plugin) takeAny(ctx context.Context, vlan string, pool *spec.AddressPoo
 			}
 		}
 	}
+}
+
+// StickyWait bounds how long a request for any address waits for the
+// leader to reserve a sticky slot's address that was released within
+// StickyRecent and is reserved for no node yet: the starting task may be
+// that slot's replacement, assigned to this node a moment ago (a restart
+// delay shorter than the leader's pass). dockerd holds the container's
+// lock meanwhile, so the wait is short; past it the task gets a fresh
+// address, as without the wait.
+var (
+	StickyWait   = time.Second
+	StickyRecent = 10 * time.Second
+)
+
+// stickyWaitPoll is how often the wait reads the leases again.
+const stickyWaitPoll = 100 * time.Millisecond
+
+// awaitReservation waits, at most StickyWait, while a recently released
+// sticky address is reserved for no node and none is reserved for this
+// one. It reads through ctx (the request's Consul deadline); a failed
+// read ends the wait, and the take that follows reports it.
+func (p *Plugin) awaitReservation(ctx context.Context, vlan, node string) {
+	wait, cancel := context.WithTimeout(ctx, StickyWait)
+	defer cancel()
+	for waited := false; ; waited = true {
+		have, err := p.cfg.Leases.Leases(ctx, vlan)
+		if err != nil {
+			return
+		}
+		if _, _, ok := reservedFor(have, node); ok || !awaitingReservation(have, p.cfg.Now()) {
+			if waited {
+				p.cfg.Log.Info("sticky wait over", "vlan", vlan, "reserved_here", ok)
+			}
+			return
+		}
+		select {
+		case <-wait.Done():
+			p.cfg.Log.Info("sticky wait: no reservation for this node in time", "vlan", vlan, "waited", StickyWait)
+			return
+		case <-time.After(stickyWaitPoll):
+		}
+	}
+}
+
+// awaitingReservation reports whether a sticky address released within
+// StickyRecent before now is reserved for no node. Pure.
+func awaitingReservation(have map[netip.Addr]state.LeaseEntry, now time.Time) bool {
+	for _, e := range have {
+		if !e.Held() && e.Service != "" && e.ReservedFor == "" && now.Sub(*e.Released) < StickyRecent {
+			return true
+		}
+	}
+	return false
 }
 
 // reservedFor returns the released sticky lease reserved for node, when

@@ -368,3 +368,49 @@ func TestStickyReservation(t *testing.T) {
 		}
 	}
 }
+
+// TestStickyWait: a request arriving just after a sticky slot's address
+// was released, before the leader reserved it, waits for the reservation
+// (bounded) and gets the slot's address; with no reservation in time it
+// gets a fresh one.
+func TestStickyWait(t *testing.T) {
+	defer func(w time.Duration) { StickyWait = w }(StickyWait)
+	StickyWait = 300 * time.Millisecond
+	sticky := netip.MustParseAddr("10.5.0.4")
+	setup := func() *rig {
+		r := newRig(t, clusterVLAN)
+		released := r.now.Add(-time.Second)
+		r.leases.kv[sticky] = state.LeaseEntry{Lease: state.Lease{Node: "n2", Kind: state.LeaseTask, Service: "web", Slot: 2,
+			Released: &released}, ModifyIndex: 100}
+		r.leases.index = 100
+		return r
+	}
+
+	r := setup()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		time.Sleep(100 * time.Millisecond)
+		r.leases.mu.Lock()
+		defer r.leases.mu.Unlock()
+		e := r.leases.kv[sticky]
+		e.ReservedFor = "n1"
+		r.leases.index++
+		e.ModifyIndex = r.leases.index
+		r.leases.kv[sticky] = e
+	}()
+	a, e := r.request("", nil)
+	<-done
+	if a != "10.5.0.4/29" || e != "" {
+		t.Fatalf("request during the reservation = %q %q, want the slot's address", a, e)
+	}
+
+	r = setup()
+	a, e = r.request("", nil)
+	if e != "" || a == "" || a == "10.5.0.4/29" {
+		t.Fatalf("request with no reservation = %q %q, want a fresh address", a, e)
+	}
+	if l := r.leases.kv[sticky]; l.Held() || l.ReservedFor != "" || l.Service != "web" {
+		t.Fatalf("unreserved sticky lease after a fresh request: %+v", l.Lease)
+	}
+}
