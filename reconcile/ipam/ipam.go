@@ -70,6 +70,10 @@ type Config struct {
 	VLAN func(name string) (*spec.VLAN, bool)
 	// VLANs lists the VLAN documents in force.
 	VLANs func() []*spec.VLAN
+	// Sticky reports whether the Swarm service of that name is in force
+	// with addresses: sticky (nil: any service may be); only such a
+	// service's released address is waited for (see StickyWait).
+	Sticky func(service string) bool
 	// Identity is this node's swarm ID and hostname; empty until known.
 	Identity func() (nodeID, hostname string)
 	Log      *slog.Logger
@@ -429,7 +433,7 @@ func (p *Plugin) awaitReservation(ctx context.Context, vlan, node string) {
 		if err != nil {
 			return
 		}
-		if _, _, ok := reservedFor(have, node); ok || !awaitingReservation(have, p.cfg.Now()) {
+		if _, _, ok := reservedFor(have, node); ok || !awaitingReservation(have, p.cfg.Now(), p.cfg.Sticky) {
 			if waited {
 				p.cfg.Log.Info("sticky wait over", "vlan", vlan, "reserved_here", ok)
 			}
@@ -444,11 +448,13 @@ func (p *Plugin) awaitReservation(ctx context.Context, vlan, node string) {
 	}
 }
 
-// awaitingReservation reports whether a sticky address released within
-// StickyRecent before now is reserved for no node. Pure.
-func awaitingReservation(have map[netip.Addr]state.LeaseEntry, now time.Time) bool {
+// awaitingReservation reports whether an address of a sticky service
+// (sticky: nil is any) released within StickyRecent before now is
+// reserved for no node: a service removed, or no longer sticky, has no
+// slot to come back. Pure.
+func awaitingReservation(have map[netip.Addr]state.LeaseEntry, now time.Time, sticky func(string) bool) bool {
 	for _, e := range have {
-		if !e.Held() && e.Service != "" && e.ReservedFor == "" && now.Sub(*e.Released) < StickyRecent {
+		if !e.Held() && e.Service != "" && e.ReservedFor == "" && now.Sub(*e.Released) < StickyRecent && (sticky == nil || sticky(e.Service)) {
 			return true
 		}
 	}

@@ -23,11 +23,13 @@ type fakeLeases struct {
 	index uint64
 	kv    map[netip.Addr]state.LeaseEntry
 	down  bool
+	reads int
 }
 
 func (f *fakeLeases) Leases(ctx context.Context, vlan string) (map[netip.Addr]state.LeaseEntry, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.reads++
 	if f.down {
 		return nil, errors.New("dial tcp 127.0.0.1:8500: connection refused")
 	}
@@ -86,6 +88,8 @@ type rig struct {
 	now    time.Time
 	node   string
 	h      http.Handler
+	// sticky answers Config.Sticky; nil: every service is sticky.
+	sticky func(string) bool
 }
 
 func newRig(t *testing.T, doc string) *rig {
@@ -101,6 +105,7 @@ func newRig(t *testing.T, doc string) *rig {
 			return v, name == v.Metadata.Name
 		},
 		VLANs:    func() []*spec.VLAN { return []*spec.VLAN{v} },
+		Sticky:   func(s string) bool { return r.sticky == nil || r.sticky(s) },
 		Identity: func() (string, string) { return r.node, "host-" + r.node },
 		Now:      func() time.Time { return r.now },
 	})
@@ -412,5 +417,14 @@ func TestStickyWait(t *testing.T) {
 	}
 	if l := r.leases.kv[sticky]; l.Held() || l.ReservedFor != "" || l.Service != "web" {
 		t.Fatalf("unreserved sticky lease after a fresh request: %+v", l.Lease)
+	}
+
+	// The service is no longer sticky (or gone): no wait, a fresh address
+	// after one read for the wait and one for the pick.
+	r = setup()
+	r.sticky = func(string) bool { return false }
+	a, e = r.request("", nil)
+	if e != "" || a == "" || a == "10.5.0.4/29" || r.leases.reads != 2 {
+		t.Fatalf("request beside a non-sticky service's release = %q %q after %d reads, want a fresh address after 2", a, e, r.leases.reads)
 	}
 }
