@@ -310,8 +310,8 @@ func (p *Plugin) requestAddress(ctx context.Context, req requestAddressRequest) 
 		p.stats.Leased.Add(1)
 		return requestAddressResponse{Address: cidr(want, pool), Data: map[string]string{}}, nil
 	}
-	p.awaitReservation(ctx, vlan, node)
-	a, err := p.takeAny(ctx, vlan, pool, lease, quarantine)
+	have := p.awaitReservation(ctx, vlan, node)
+	a, err := p.takeAny(ctx, vlan, pool, lease, quarantine, have)
 	if err != nil {
 		return requestAddressResponse{}, err
 	}
@@ -362,12 +362,16 @@ func (p *Plugin) takeExact(ctx context.Context, vlan string, pool *spec.AddressP
 // takeAny leases a free address: one never leased or out of quarantine,
 // picked at random among the free ones so that nodes starting many tasks
 // at once rarely race for the same key. A lost race is tried again with
-// the leases read afresh.
-func (p *Plugin) takeAny(ctx context.Context, vlan string, pool *spec.AddressPool, lease state.Lease, quarantine time.Duration) (netip.Addr, error) {
+// the leases read afresh. first, when not nil, is a read just made.
+func (p *Plugin) takeAny(ctx context.Context, vlan string, pool *spec.AddressPool, lease state.Lease, quarantine time.Duration, first map[netip.Addr]state.LeaseEntry) (netip.Addr, error) {
 	for attempt := 0; ; attempt++ {
-		have, err := p.cfg.Leases.Leases(ctx, vlan)
-		if err != nil {
-			return netip.Addr{}, consulErr(vlan, "read leases", err)
+		have := first
+		first = nil
+		if have == nil {
+			var err error
+			if have, err = p.cfg.Leases.Leases(ctx, vlan); err != nil {
+				return netip.Addr{}, consulErr(vlan, "read leases", err)
+			}
 		}
 		if a, e, ok := reservedFor(have, lease.Node); ok {
 			// The one sticky address reserved for this node: the task
@@ -423,26 +427,27 @@ const stickyWaitPoll = 100 * time.Millisecond
 
 // awaitReservation waits, at most StickyWait, while a recently released
 // sticky address is reserved for no node and none is reserved for this
-// one. It reads through ctx (the request's Consul deadline); a failed
-// read ends the wait, and the take that follows reports it.
-func (p *Plugin) awaitReservation(ctx context.Context, vlan, node string) {
+// one, and returns its last read of the leases. It reads through ctx (the
+// request's Consul deadline); a failed read ends the wait with nil, and
+// the take that follows reads again and reports the error.
+func (p *Plugin) awaitReservation(ctx context.Context, vlan, node string) map[netip.Addr]state.LeaseEntry {
 	wait, cancel := context.WithTimeout(ctx, StickyWait)
 	defer cancel()
 	for waited := false; ; waited = true {
 		have, err := p.cfg.Leases.Leases(ctx, vlan)
 		if err != nil {
-			return
+			return nil
 		}
 		if _, _, ok := reservedFor(have, node); ok || !awaitingReservation(have, p.cfg.Now(), p.cfg.Sticky) {
 			if waited {
 				p.cfg.Log.Info("sticky wait over", "vlan", vlan, "reserved_here", ok)
 			}
-			return
+			return have
 		}
 		select {
 		case <-wait.Done():
 			p.cfg.Log.Info("sticky wait: no reservation for this node in time", "vlan", vlan, "waited", StickyWait)
-			return
+			return have
 		case <-time.After(stickyWaitPoll):
 		}
 	}
