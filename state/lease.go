@@ -47,6 +47,10 @@ type Lease struct {
 	// address for: the node its slot's next task is assigned to. No other
 	// node takes it meanwhile.
 	ReservedFor string `json:"reservedFor,omitempty"`
+	// FreshFor is set on the lease of a sticky slot's task that got a
+	// fresh address: the slot's own address, which was not free for it
+	// (the documented fallback, shown by the dashboard).
+	FreshFor string `json:"freshFor,omitempty"`
 }
 
 // Held reports whether the lease is in force (not released).

@@ -16,7 +16,8 @@ import (
 
 // TestClusterModePage renders a VLAN in rangePlan.mode cluster in the
 // browser: no chunk map, the pool's use, and a card per node with its
-// lease count, shim address and task addresses.
+// lease count, shim address and task addresses, a sticky slot's fresh
+// address marked.
 func TestClusterModePage(t *testing.T) {
 	s, err := state.New(state.Config{Address: "127.0.0.1:1"})
 	if err != nil {
@@ -44,7 +45,9 @@ func TestClusterModePage(t *testing.T) {
 		lease("10.9.0.10", "n1", "h1", state.LeaseTask),
 		lease("10.9.0.11", "n1", "h1", state.LeaseTask),
 		lease("10.9.0.61", "n2", "h2", state.LeaseShim),
-		lease("10.9.0.20", "n2", "h2", state.LeaseTask),
+		// Slot 3's task got a fresh address: its own was not free.
+		{Key: s.LeaseKey("pool1", netip.MustParseAddr("10.9.0.20")), Value: mustJSON(t, state.Lease{Node: "n2", Hostname: "h2", Kind: state.LeaseTask,
+			Created: now, Service: "api", Slot: 3, FreshFor: "10.9.0.5"})},
 	}
 	url := serveTree(t, s, pairs)
 	ctx := newBrowser(t)
@@ -76,6 +79,9 @@ func TestClusterModePage(t *testing.T) {
 	// A /26 less the gateway: 61 addresses, 5 leased (3 tasks, 2 shims).
 	if pool := eval[string](t, ctx, `document.querySelector('[data-vlan="pool1"] [data-pool]').textContent`); pool != "61 addresses: 5 leased, 0 quarantined, 56 free" {
 		t.Errorf("pool line %q", pool)
+	}
+	if fresh := eval[[]string](t, ctx, `[...document.querySelectorAll('[data-leases] [data-fresh-for]')].map(e => e.closest('[data-task-addr]').dataset.taskAddr + " " + e.dataset.freshFor)`); !slices.Equal(fresh, []string{"10.9.0.20 10.9.0.5"}) {
+		t.Errorf("fresh-address marks %q, want slot 3's 10.9.0.20 for 10.9.0.5", fresh)
 	}
 	viewShot(t, ctx, "cluster-mode-vlan")
 }

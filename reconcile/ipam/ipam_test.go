@@ -428,3 +428,34 @@ func TestStickyWait(t *testing.T) {
 		t.Fatalf("request beside a non-sticky service's release = %q %q after %d reads, want a fresh address after 1", a, e, r.leases.reads)
 	}
 }
+
+// TestAnnotateFresh: the host role's annotation records the slot on the
+// lease of its task; a slot whose task got a fresh address drops its old
+// one, and the new lease names the address it missed.
+func TestAnnotateFresh(t *testing.T) {
+	r := newRig(t, clusterVLAN)
+	o, _ := spec.Decode([]byte(clusterVLAN))
+	v := o.(*spec.VLAN)
+	p := New(Config{Leases: r.leases, VLAN: func(string) (*spec.VLAN, bool) { return v, true },
+		VLANs: func() []*spec.VLAN { return []*spec.VLAN{v} }, Identity: func() (string, string) { return "n1", "h1" },
+		Now: func() time.Time { return r.now }})
+	s := NewServer(p, t.TempDir()+"/p.sock")
+	a := func(x string) netip.Addr { return netip.MustParseAddr(x) }
+	released := r.now.Add(-time.Second)
+	r.leases.kv[a("10.5.0.2")] = state.LeaseEntry{Lease: state.Lease{Node: "n1", Kind: state.LeaseTask}, ModifyIndex: 1}
+	r.leases.kv[a("10.5.0.3")] = state.LeaseEntry{Lease: state.Lease{Node: "n1", Kind: state.LeaseTask}, ModifyIndex: 2}
+	r.leases.kv[a("10.5.0.4")] = state.LeaseEntry{Lease: state.Lease{Node: "n2", Kind: state.LeaseTask, Service: "web", Slot: 2, Released: &released}, ModifyIndex: 3}
+	r.leases.index = 3
+	if err := s.Annotate(context.Background(), "v40", map[netip.Addr]SlotRef{a("10.5.0.2"): {"web", 1}, a("10.5.0.3"): {"web", 2}}); err != nil {
+		t.Fatal(err)
+	}
+	if l := r.leases.kv[a("10.5.0.2")]; l.Service != "web" || l.Slot != 1 || l.FreshFor != "" {
+		t.Errorf("slot 1's lease %+v", l.Lease)
+	}
+	if l := r.leases.kv[a("10.5.0.3")]; l.Service != "web" || l.Slot != 2 || l.FreshFor != "10.5.0.4" {
+		t.Errorf("slot 2's fresh lease %+v, want freshFor 10.5.0.4", l.Lease)
+	}
+	if l := r.leases.kv[a("10.5.0.4")]; l.Service != "" || l.Slot != 0 || l.Held() {
+		t.Errorf("slot 2's missed address still claims the slot: %+v", l.Lease)
+	}
+}

@@ -140,6 +140,9 @@ type SlotTask struct {
 	ID      string `json:"id"`
 	Address string `json:"address"`
 	State   string `json:"state"`
+	// FreshFor is, in mode cluster, the sticky slot's own address this
+	// task's address replaced because it was not free for it.
+	FreshFor string `json:"freshFor,omitempty"`
 }
 
 // Service is one Service document with its observed state.
@@ -877,6 +880,7 @@ func buildLeases(out *VLAN, v *spec.VLAN, in Input, tasks []SlotTask, live func(
 			if !ok {
 				t = SlotTask{Address: a}
 			}
+			t.FreshFor = have[netip.MustParseAddr(a)].FreshFor
 			nl.Tasks = append(nl.Tasks, t)
 		}
 		out.Pool.Leased += len(n.Tasks)

@@ -249,7 +249,7 @@ func TestClusterModeVLAN(t *testing.T) {
 		lease("10.9.0.10", state.Lease{Node: "n1", Hostname: "h1", Kind: state.LeaseTask}),
 		lease("10.9.0.11", state.Lease{Node: "n1", Hostname: "h1", Kind: state.LeaseTask}), // no task known
 		lease("10.9.0.61", state.Lease{Node: "n2", Hostname: "h2", Kind: state.LeaseShim}),
-		lease("10.9.0.20", state.Lease{Node: "n2", Hostname: "h2", Kind: state.LeaseTask}),
+		lease("10.9.0.20", state.Lease{Node: "n2", Hostname: "h2", Kind: state.LeaseTask, Service: "api", Slot: 2, FreshFor: "10.9.0.30"}),
 		lease("10.9.0.30", state.Lease{Node: "n1", Kind: state.LeaseTask, Released: &released}), // quarantined
 		lease("10.9.0.31", state.Lease{Node: "n1", Kind: state.LeaseTask, Released: &long}),     // quarantine over: free
 	}
@@ -282,10 +282,10 @@ func TestClusterModeVLAN(t *testing.T) {
 	if h1.Hostname != "h1" || h1.Down || h1.Shim != "10.9.0.62" || h1.Count != 2 || len(h1.Tasks) != 2 {
 		t.Errorf("h1 %+v", h1)
 	}
-	if h1.Tasks[0].Address != "10.9.0.10" || h1.Tasks[0].Service != "api" || h1.Tasks[0].Slot != 1 || h1.Tasks[1].Address != "10.9.0.11" || h1.Tasks[1].Service != "" {
+	if h1.Tasks[0].FreshFor != "" || h1.Tasks[0].Address != "10.9.0.10" || h1.Tasks[0].Service != "api" || h1.Tasks[0].Slot != 1 || h1.Tasks[1].Address != "10.9.0.11" || h1.Tasks[1].Service != "" {
 		t.Errorf("h1 tasks %+v", h1.Tasks)
 	}
-	if h2.Hostname != "h2" || !h2.Down || h2.Shim != "10.9.0.61" || h2.Count != 1 || h2.Tasks[0].Service != "api" || h2.Tasks[0].Slot != 2 {
+	if h2.Hostname != "h2" || !h2.Down || h2.Shim != "10.9.0.61" || h2.Count != 1 || h2.Tasks[0].Service != "api" || h2.Tasks[0].Slot != 2 || h2.Tasks[0].FreshFor != "10.9.0.30" {
 		t.Errorf("h2 (agent gone) %+v", h2)
 	}
 	// The chunk test's VLAN is still shown by chunks.

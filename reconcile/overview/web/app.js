@@ -48,7 +48,7 @@ function renderLeases(v) {
   return (v.leases || []).map((l) => {
     const name = l.hostname || l.node;
     const tasks = l.tasks.map((t) =>
-      `<li data-task-addr="${esc(t.address)}"${t.id ? ` data-task="${esc(t.id)}"` : ""}>${esc(t.address)}${t.service ? " " + esc(t.service) + (t.slot ? "." + t.slot : "") + ` <i>${esc(t.state)}</i>` : ' <i class="muted">no known task</i>'}</li>`).join("");
+      `<li data-task-addr="${esc(t.address)}"${t.id ? ` data-task="${esc(t.id)}"` : ""}>${esc(t.address)}${t.service ? " " + esc(t.service) + (t.slot ? "." + t.slot : "") + ` <i>${esc(t.state)}</i>` : ' <i class="muted">no known task</i>'}${t.freshFor ? ` <span class="badge warn" data-fresh-for="${esc(t.freshFor)}">fresh: the slot's ${esc(t.freshFor)} was not free</span>` : ""}</li>`).join("");
     return `<div class="chunk lease ${colour(name)}${l.down ? " down" : ""}" data-leases="${esc(name)}" data-node="${esc(name)}" data-count="${l.count}" data-down="${l.down ? "true" : "false"}"><b>${esc(name)}</b> ${l.count} lease(s)${l.down ? ' <span class="badge bad">host down</span>' : ""}${l.shim ? `<small data-shim="${esc(l.shim)}">shim ${esc(l.shim)}</small>` : ""}<ul>${tasks || "<li>no tasks</li>"}</ul></div>`;
   }).join("");
 }
