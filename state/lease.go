@@ -47,6 +47,10 @@ type Lease struct {
 	// address for: the node its slot's next task is assigned to. No other
 	// node takes it meanwhile.
 	ReservedFor string `json:"reservedFor,omitempty"`
+	// FreshFor is set on the lease of a sticky slot's task that got a
+	// fresh address: the slot's own address, which was not free for it
+	// (the documented fallback, shown by the dashboard).
+	FreshFor string `json:"freshFor,omitempty"`
 }
 
 // Held reports whether the lease is in force (not released).
@@ -186,3 +190,24 @@ func (s *Store) UpdateLease(ctx context.Context, vlan string, addr netip.Addr, l
 
 // LeaseValue encodes a lease for a fenced leader write (Leadership.CAS).
 func LeaseValue(l Lease) ([]byte, error) { return json.Marshal(l) }
+
+// addLease sorts one pair under the leases folder into t.Leases.
+func (t *Tree) addLease(s *Store, p *api.KVPair) error {
+	vlan, leaf, ok := strings.Cut(strings.TrimPrefix(p.Key, s.prefix+leasesDir), "/")
+	if !ok || vlan == "" || strings.Contains(leaf, "/") {
+		return nil
+	}
+	addr, err := netip.ParseAddr(leaf)
+	if err != nil {
+		return fmt.Errorf("lease key: not an address")
+	}
+	var l Lease
+	if err := json.Unmarshal(p.Value, &l); err != nil {
+		return err
+	}
+	if t.Leases[vlan] == nil {
+		t.Leases[vlan] = map[netip.Addr]Lease{}
+	}
+	t.Leases[vlan][addr] = l
+	return nil
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"strings"
 
 	"github.com/hashicorp/consul/api"
@@ -25,6 +26,8 @@ type Tree struct {
 	Statuses map[string]map[string]Status
 	// Allocations is VLAN -> node ID -> allocation.
 	Allocations map[string]map[string]Allocation
+	// Leases is VLAN -> address -> lease, for VLANs in mode cluster.
+	Leases map[string]map[netip.Addr]Lease
 	// Nodes are the live node reports by node ID (keys a session holds).
 	Nodes map[string]NodeReport
 	// Scale is the scale intents by service.
@@ -44,6 +47,7 @@ func (s *Store) Tree(pairs api.KVPairs) Tree {
 	t := Tree{
 		Statuses:    map[string]map[string]Status{},
 		Allocations: map[string]map[string]Allocation{},
+		Leases:      map[string]map[netip.Addr]Lease{},
 		Nodes:       map[string]NodeReport{},
 		Scale:       map[string]ScaleIntent{},
 	}
@@ -89,6 +93,10 @@ func (s *Store) Tree(pairs api.KVPairs) Tree {
 				t.Allocations[vlan] = map[string]Allocation{}
 			}
 			t.Allocations[vlan][node] = a
+		case strings.HasPrefix(p.Key, s.prefix+leasesDir):
+			if err := t.addLease(s, p); err != nil {
+				bad(p.Key, err)
+			}
 		case strings.HasPrefix(p.Key, s.NodePrefix()):
 			nodePairs = append(nodePairs, p)
 		case strings.HasPrefix(p.Key, s.ScalePrefix()):

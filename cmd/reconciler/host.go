@@ -44,6 +44,14 @@ func (d *daemon) startHost(ctx context.Context, g *errgroup.Group, resync time.D
 			}
 			return out
 		},
+		Sticky: func(name string) bool {
+			for _, doc := range d.view.List(spec.KindService) {
+				if svc := doc.Object.(*spec.Service); svc.DockerServiceName() == name {
+					return svc.Spec.Addresses == spec.AddressesSticky
+				}
+			}
+			return false
+		},
 		Identity: func() (string, string) { return agent.Identity() },
 		Log:      log.With("ipam", "plugin"),
 	})

@@ -90,9 +90,9 @@ func checkFigures(t *testing.T, s *bed.Bed) {
 	ch, cl := startTimes(t, s, n)
 	p50c, p99c := percentile(ch, 0.5), percentile(ch, 0.99)
 	p50l, p99l := percentile(cl, 0.5), percentile(cl, 0.99)
-	fmt.Printf("FIGURE ipam container_start chunks p50=%s p99=%s cluster p50=%s p99=%s added_p50=%s ratio_p50=%.2f (n=%d each, h1, one run)\n",
+	lab.Figure(t, "ipam container_start", fmt.Sprintf("chunks p50=%s p99=%s cluster p50=%s p99=%s added p50=%s p99=%s ratio p50=%.2f p99=%.2f (n=%d each, h1, one run)",
 		p50c.Round(time.Millisecond), p99c.Round(time.Millisecond), p50l.Round(time.Millisecond), p99l.Round(time.Millisecond),
-		(p50l - p50c).Round(time.Millisecond), float64(p50l)/float64(p50c), n)
+		(p50l-p50c).Round(time.Millisecond), (p99l-p99c).Round(time.Millisecond), float64(p50l)/float64(p50c), float64(p99l)/float64(p99c), n))
 
 	// Lease throughput: the plugin's RequestAddress handler over a real
 	// store on h1's agent (a server of three), on a /20 so the pool does
@@ -130,8 +130,8 @@ func checkFigures(t *testing.T, s *bed.Bed) {
 	wg.Wait()
 	took := time.Since(begin)
 	st := p.Stats()
-	fmt.Printf("FIGURE ipam lease_requests_per_second=%.0f (%d leased, %d failed, %d check-and-set conflicts, %d workers, 3 Consul servers, via h1's agent)\n",
-		float64(ok.Load())/took.Seconds(), ok.Load(), failed.Load(), st.Conflicts.Load(), workers)
+	lab.Figure(t, "ipam lease_requests_per_second", fmt.Sprintf("%.0f (%d leased, %d failed, %d check-and-set conflicts, %d workers, 3 Consul servers, via h1's agent)",
+		float64(ok.Load())/took.Seconds(), ok.Load(), failed.Load(), st.Conflicts.Load(), workers))
 	if failed.Load() > 0 {
 		t.Errorf("%d lease requests failed", failed.Load())
 	}

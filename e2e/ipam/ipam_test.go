@@ -259,7 +259,7 @@ func TestClusterMode(t *testing.T) {
 			t.Fatalf("mode chunks placed %d tasks on %s's /28", len(tasks), h2.Name)
 		}
 		t.Logf("mode chunks: %d of 30 tasks running on %s; the others fail with %q", len(tasks), h2.Name, errs)
-		fmt.Printf("FIGURE ipam chunks_one_host_running=%d of 30 (a /28 per host)\n", len(tasks))
+		lab.Figure(t, "ipam chunks_one_host_running", fmt.Sprintf("%d of 30 (a /28 per host)", len(tasks)))
 		deleteService(s, "one")
 	})
 
@@ -291,7 +291,7 @@ func TestClusterMode(t *testing.T) {
 			}
 		}
 		t.Logf("mode cluster: 30 of 30 tasks running on %s after %s", h2.Name, took.Round(time.Second))
-		fmt.Printf("FIGURE ipam cluster_one_host_running=30 of 30 in %s\n", took.Round(time.Second))
+		lab.Figure(t, "ipam cluster_one_host_running", fmt.Sprintf("30 of 30 in %s", took.Round(time.Second)))
 		deleteService(s, "one")
 	})
 

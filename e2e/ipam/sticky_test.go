@@ -43,8 +43,27 @@ func slotAddrs(ctx context.Context, b *bed.Bed, service string) (map[int]bed.Tas
 	return out, nil
 }
 
-// checkSticky: a task of a sticky service killed is replaced (on the same
-// or another host) with its slot's address.
+// setAvailability sets the swarm availability of the nodes of hosts.
+func setAvailability(s *bed.Bed, hosts []*lab.Host, a swarm.NodeAvailability) error {
+	for _, h := range hosts {
+		n, _, err := s.Mgr.NodeInspectWithRaw(s.Ctx, h.ID)
+		if err != nil {
+			return err
+		}
+		n.Spec.Availability = a
+		if err := s.Mgr.NodeUpdate(s.Ctx, n.ID, n.Version, n.Spec); err != nil {
+			return fmt.Errorf("node %s: availability %s: %w", h.Name, a, err)
+		}
+	}
+	return nil
+}
+
+// checkSticky: a task of a sticky service killed is replaced with its
+// slot's address, on the same host and on another one. Which host Swarm
+// picks is steered by pausing the others (or the task's own): paused
+// nodes keep their tasks and get no new one. One task is replaced at a
+// time, so it is unambiguous which task is starting; anything but the
+// slot's address is a failure.
 func checkSticky(t *testing.T, s *bed.Bed) {
 	s.Apply(vlanDoc("cluster"), stickyDoc("st"))
 	var slots map[int]bed.Task
@@ -70,55 +89,79 @@ func checkSticky(t *testing.T, s *bed.Bed) {
 		}
 		return nil
 	})
-	reused, missed := 0, 0
-	for round, slot := range []int{2, 3} {
-		old := slots[slot]
-		var h = s.H1
-		for _, hh := range s.Cluster.Hosts() {
-			if hh.Name == old.Host {
-				h = hh
+	hosts := s.Cluster.Hosts()
+	t.Cleanup(func() {
+		if err := setAvailability(s, hosts, swarm.NodeAvailabilityActive); err != nil {
+			t.Error(err)
+		}
+	})
+	reused := 0
+	rounds := []struct {
+		name     string
+		slot     int
+		sameHost bool
+	}{{"same host", 2, true}, {"another host", 3, false}}
+	for _, r := range rounds {
+		old := slots[r.slot]
+		var oldHost *lab.Host
+		var others []*lab.Host
+		for _, h := range hosts {
+			if h.Name == old.Host {
+				oldHost = h
+			} else {
+				others = append(others, h)
 			}
 		}
-		if err := s.Docker(h).ContainerKill(s.Ctx, old.Container, "KILL"); err != nil {
+		if oldHost == nil {
+			t.Fatalf("slot %d runs on %s, not a host of the bed", r.slot, old.Host)
+		}
+		paused := []*lab.Host{oldHost}
+		if r.sameHost {
+			paused = others
+		}
+		if err := setAvailability(s, paused, swarm.NodeAvailabilityPause); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Docker(oldHost).ContainerKill(s.Ctx, old.Container, "KILL"); err != nil {
 			t.Fatal(err)
 		}
 		var tk bed.Task
-		s.WaitFor(fmt.Sprintf("slot %d replaced", slot), 3*time.Minute, func(ctx context.Context) error {
+		s.WaitFor(fmt.Sprintf("slot %d replaced (%s)", r.slot, r.name), 3*time.Minute, func(ctx context.Context) error {
 			now, err := slotAddrs(ctx, s, "st")
 			if err != nil {
 				return err
 			}
 			var ok bool
-			if tk, ok = now[slot]; !ok || tk.Container == old.Container {
-				return fmt.Errorf("slot %d not replaced yet", slot)
+			if tk, ok = now[r.slot]; !ok || tk.Container == old.Container {
+				return fmt.Errorf("slot %d not replaced yet", r.slot)
 			}
 			slots = now
 			return nil
 		})
+		if err := setAvailability(s, paused, swarm.NodeAvailabilityActive); err != nil {
+			t.Fatal(err)
+		}
+		if (tk.Host == old.Host) != r.sameHost {
+			t.Fatalf("slot %d (%s): killed on %s, replaced on %s", r.slot, r.name, old.Host, tk.Host)
+		}
 		if tk.Addr != old.Addr {
-			// The documented fallback: the slot's address was not free when
-			// the replacement asked (Docker had not yet released the
-			// killed container's address), so the task got a fresh one and
-			// the host role said so. Anything else is a failure.
-			said := fmt.Sprintf("slot=%d sticky=%s fresh=%s", slot, old.Addr, tk.Addr)
-			logged := false
-			for _, hh := range s.Cluster.Hosts() {
-				if p := s.Proc(hh); p != nil && strings.Contains(p.Logs(), said) {
-					logged = true
-				}
-			}
-			if !logged {
-				t.Errorf("slot %d replaced on %s with %s, its address was %s (round %d), and no host role logged %q", slot, tk.Host, tk.Addr, old.Addr, round, said)
-				continue
-			}
-			missed++
-			t.Logf("slot %d: killed on %s, replaced on %s with a fresh address %s (its address %s was not free yet; logged)", slot, old.Host, tk.Host, tk.Addr, old.Addr)
+			t.Errorf("slot %d (%s): killed on %s, replaced on %s with %s, its address was %s", r.slot, r.name, old.Host, tk.Host, tk.Addr, old.Addr)
 			continue
 		}
 		reused++
-		t.Logf("slot %d: killed on %s, replaced on %s with its address %s", slot, old.Host, tk.Host, tk.Addr)
+		t.Logf("slot %d (%s): killed on %s, replaced on %s with its address %s", r.slot, r.name, old.Host, tk.Host, tk.Addr)
 	}
-	lab.Figure(t, "ipam sticky_reused", fmt.Sprintf("%d of %d replacements got their slot's address (%d fresh, logged)", reused, reused+missed, missed))
+	for _, hh := range s.Cluster.Hosts() {
+		if p := s.Proc(hh); p != nil {
+			for _, line := range strings.Split(p.Logs(), "\n") {
+				if strings.Contains(line, "sticky") {
+					t.Logf("%s host role: %s", hh.Name, line)
+				}
+			}
+		}
+	}
+	lab.Figure(t, "ipam sticky_reuse_rate", fmt.Sprintf("%d of %d replacements (same host, another host) got their slot's address (%.0f%%)",
+		reused, len(rounds), 100*float64(reused)/float64(len(rounds))))
 	if _, err := checkCluster(s.Ctx, s, "st", 3, false); err != nil {
 		t.Error(err)
 	}

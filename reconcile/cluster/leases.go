@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/docker/docker/api/types/network"
-
 	"swarmvlan/reconcile"
 	"swarmvlan/reconcile/engine"
 	"swarmvlan/spec"
@@ -92,8 +90,19 @@ func (c *Cluster) reconcileClusterVLAN(ctx context.Context, lead *state.Leadersh
 		hostnames[n.ID] = n.Description.Hostname
 	}
 	det := VLANDetails{Mode: spec.RangeModeCluster}
-	netSt, netErr := EnsureSwarmNetwork(ctx, c.cfg.Docker, SwarmNetwork{VLAN: k.Name, Driver: vlan.Spec.Driver})
+	sw, err := c.swarmNetworkOf(ctx, vlan)
+	if err != nil {
+		return reconcile.Retry(err)
+	}
+	netSt, netErr := EnsureSwarmNetwork(ctx, c.cfg.Docker, sw)
 	det.Network = netSt
+	c.mu.Lock()
+	if netSt.State == state.NetworkReady && netSt.ID != "" {
+		c.netIDs[k.Name] = netSt.ID
+	} else {
+		delete(c.netIDs, k.Name)
+	}
+	c.mu.Unlock()
 
 	// Chunks left from mode chunks: kept while tasks use the VLAN (their
 	// addresses came from them), released once none does.
@@ -165,9 +174,35 @@ func (c *Cluster) reconcileClusterVLAN(ctx context.Context, lead *state.Leadersh
 	return out.With(&det, readyCondition(ready, strings.Join(why, "; ")))
 }
 
-// vlanUsers names the services attached to the VLAN's swarm network.
+// swarmNetworkOf is the swarm network the VLAN asks for, by the Docker
+// names of its networks (spec.docker), with the records of networks
+// adopted from a hand-made setup, as in mode chunks.
+func (c *Cluster) swarmNetworkOf(ctx context.Context, vlan *spec.VLAN) (SwarmNetwork, error) {
+	name := vlan.Metadata.Name
+	sw := SwarmNetwork{VLAN: name, Driver: vlan.Spec.Driver, Name: vlan.NetworkDockerName(), ConfigName: vlan.ConfigNetworkDockerName()}
+	if vlan.Spec.Docker != nil {
+		// Only a VLAN with Docker names of its own can have adopted
+		// networks: the records are read for those alone.
+		adopted, err := c.cfg.Store.AdoptedNetworksList(ctx)
+		if err != nil {
+			return sw, fmt.Errorf("vlan %q: %w", name, err)
+		}
+		sw.Adopted = adopted
+	}
+	return sw, nil
+}
+
+// vlanUsers names the services attached to the VLAN's swarm network,
+// found by its Docker name (the VLAN document in force says it).
 func (c *Cluster) vlanUsers(ctx context.Context, vlan string) ([]string, error) {
-	n, err := engine.FindNetwork(ctx, c.cfg.Docker, vlan, func(n *network.Inspect) bool { return networkSwarmOwned(vlan, n) })
+	sw := SwarmNetwork{VLAN: vlan}
+	if v, ok := c.cfg.View.VLAN(vlan); ok {
+		var err error
+		if sw, err = c.swarmNetworkOf(ctx, v); err != nil {
+			return nil, err
+		}
+	}
+	n, err := engine.FindNetwork(ctx, c.cfg.Docker, sw.name(), sw.owned)
 	if err != nil || n == nil {
 		return nil, err
 	}

@@ -21,7 +21,9 @@ const kindSticky = "StickyAddresses"
 // stickyPoll is how often the pass looks at pending tasks: the
 // reservation must be in Consul between Swarm assigning the replacement
 // task to a node and the task's container asking that node's plugin for
-// an address, which on a quiet node is well under a second.
+// an address (the service's restart delay, Swarm's default 5 s). The
+// period is fixed (RequeueAfter, not Poll, whose period doubles while
+// nothing changes): Docker has no task events to wake the pass.
 var stickyPoll = 250 * time.Millisecond
 
 // pendingSlot is a task of a sticky service that is not running yet, and
@@ -96,7 +98,10 @@ func (c *Cluster) reconcileSticky(ctx context.Context, _ reconcile.Key, _ *recon
 			continue
 		}
 		some = true
-		tasks, err := c.cfg.Docker.TaskList(ctx, engine.Filter("service", svc.Metadata.Name))
+		// Swarm's name for the service, which the host role records on the
+		// leases (from the task containers' labels).
+		dockerName := svc.DockerServiceName()
+		tasks, err := c.cfg.Docker.TaskList(ctx, engine.Filter("service", dockerName))
 		if err != nil {
 			return reconcile.Retry(fmt.Errorf("sticky addresses of %q: list tasks: %w", svc.Metadata.Name, err))
 		}
@@ -104,7 +109,7 @@ func (c *Cluster) reconcileSticky(ctx context.Context, _ reconcile.Key, _ *recon
 		for _, t := range tasks {
 			if pendingTask(t) && t.Slot > 0 {
 				pending = append(pending, pendingSlot{Slot: t.Slot, Node: t.NodeID})
-				c.cfg.Log.Info("sticky slot pending", "service", svc.Metadata.Name, "slot", t.Slot, "node", t.NodeID,
+				c.cfg.Log.Debug("sticky slot pending", "service", dockerName, "slot", t.Slot, "node", t.NodeID,
 					"state", t.Status.State, "desired", t.DesiredState)
 			}
 		}
@@ -113,12 +118,12 @@ func (c *Cluster) reconcileSticky(ctx context.Context, _ reconcile.Key, _ *recon
 			if err != nil {
 				return reconcile.Retry(fmt.Errorf("sticky addresses of %q: %w", svc.Metadata.Name, err))
 			}
-			reserve, drop := planReservations(svc.Metadata.Name, have, pending)
+			reserve, drop := planReservations(dockerName, have, pending)
 			for a, node := range reserve {
 				if err := c.setReservation(ctx, lead, vlan, a, have[a], node); err != nil {
 					return reconcile.Retry(err)
 				}
-				c.cfg.Log.Info("sticky address reserved", "vlan", vlan, "service", svc.Metadata.Name, "slot", have[a].Slot, "address", a, "node", node)
+				c.cfg.Log.Info("sticky address reserved", "vlan", vlan, "service", dockerName, "slot", have[a].Slot, "address", a, "node", node)
 			}
 			for _, a := range drop {
 				if err := c.setReservation(ctx, lead, vlan, a, have[a], ""); err != nil {
@@ -128,9 +133,9 @@ func (c *Cluster) reconcileSticky(ctx context.Context, _ reconcile.Key, _ *recon
 		}
 	}
 	if !some {
-		return reconcile.Poll(10 * stickyPoll)
+		return reconcile.RequeueAfter(10 * stickyPoll)
 	}
-	return reconcile.Poll(stickyPoll)
+	return reconcile.RequeueAfter(stickyPoll)
 }
 
 func (c *Cluster) setReservation(ctx context.Context, lead *state.Leadership, vlan string, a netip.Addr, e state.LeaseEntry, node string) error {

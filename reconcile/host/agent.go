@@ -952,12 +952,13 @@ func (a *Agent) listTaskRoutes(ctx context.Context, want []vlanWant) error {
 	return errors.Join(errs...)
 }
 
-// stickyServices names the services in force with addresses: sticky.
+// stickyServices names, by their Swarm names, the services in force with
+// addresses: sticky.
 func (a *Agent) stickyServices() map[string]bool {
 	out := map[string]bool{}
 	for _, d := range a.cfg.View.List(spec.KindService) {
 		if svc := d.Object.(*spec.Service); svc.Spec.Addresses == spec.AddressesSticky {
-			out[svc.Metadata.Name] = true
+			out[svc.DockerServiceName()] = true
 		}
 	}
 	return out

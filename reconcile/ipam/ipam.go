@@ -70,6 +70,10 @@ type Config struct {
 	VLAN func(name string) (*spec.VLAN, bool)
 	// VLANs lists the VLAN documents in force.
 	VLANs func() []*spec.VLAN
+	// Sticky reports whether the Swarm service of that name is in force
+	// with addresses: sticky (nil: any service may be); only such a
+	// service's released address is waited for (see StickyWait).
+	Sticky func(service string) bool
 	// Identity is this node's swarm ID and hostname; empty until known.
 	Identity func() (nodeID, hostname string)
 	Log      *slog.Logger
@@ -306,7 +310,8 @@ func (p *Plugin) requestAddress(ctx context.Context, req requestAddressRequest) 
 		p.stats.Leased.Add(1)
 		return requestAddressResponse{Address: cidr(want, pool), Data: map[string]string{}}, nil
 	}
-	a, err := p.takeAny(ctx, vlan, pool, lease, quarantine)
+	have := p.awaitReservation(ctx, vlan, node)
+	a, err := p.takeAny(ctx, vlan, pool, lease, quarantine, have)
 	if err != nil {
 		return requestAddressResponse{}, err
 	}
@@ -357,12 +362,16 @@ func (p *Plugin) takeExact(ctx context.Context, vlan string, pool *spec.AddressP
 // takeAny leases a free address: one never leased or out of quarantine,
 // picked at random among the free ones so that nodes starting many tasks
 // at once rarely race for the same key. A lost race is tried again with
-// the leases read afresh.
-func (p *Plugin) takeAny(ctx context.Context, vlan string, pool *spec.AddressPool, lease state.Lease, quarantine time.Duration) (netip.Addr, error) {
+// the leases read afresh. first, when not nil, is a read just made.
+func (p *Plugin) takeAny(ctx context.Context, vlan string, pool *spec.AddressPool, lease state.Lease, quarantine time.Duration, first map[netip.Addr]state.LeaseEntry) (netip.Addr, error) {
 	for attempt := 0; ; attempt++ {
-		have, err := p.cfg.Leases.Leases(ctx, vlan)
-		if err != nil {
-			return netip.Addr{}, consulErr(vlan, "read leases", err)
+		have := first
+		first = nil
+		if have == nil {
+			var err error
+			if have, err = p.cfg.Leases.Leases(ctx, vlan); err != nil {
+				return netip.Addr{}, consulErr(vlan, "read leases", err)
+			}
 		}
 		if a, e, ok := reservedFor(have, lease.Node); ok {
 			// The one sticky address reserved for this node: the task
@@ -399,6 +408,62 @@ func (p *Plugin) takeAny(ctx context.Context, vlan string, pool *spec.AddressPoo
 			}
 		}
 	}
+}
+
+// StickyWait bounds how long a request for any address waits for the
+// leader to reserve a sticky slot's address that was released within
+// StickyRecent and is reserved for no node yet: the starting task may be
+// that slot's replacement, assigned to this node a moment ago (a restart
+// delay shorter than the leader's pass). dockerd holds the container's
+// lock meanwhile, so the wait is short; past it the task gets a fresh
+// address, as without the wait.
+var (
+	StickyWait   = time.Second
+	StickyRecent = 10 * time.Second
+)
+
+// stickyWaitPoll is how often the wait reads the leases again.
+const stickyWaitPoll = 100 * time.Millisecond
+
+// awaitReservation waits, at most StickyWait, while a recently released
+// sticky address is reserved for no node and none is reserved for this
+// one, and returns its last read of the leases. It reads through ctx (the
+// request's Consul deadline); a failed read ends the wait with nil, and
+// the take that follows reads again and reports the error.
+func (p *Plugin) awaitReservation(ctx context.Context, vlan, node string) map[netip.Addr]state.LeaseEntry {
+	wait, cancel := context.WithTimeout(ctx, StickyWait)
+	defer cancel()
+	for waited := false; ; waited = true {
+		have, err := p.cfg.Leases.Leases(ctx, vlan)
+		if err != nil {
+			return nil
+		}
+		if _, _, ok := reservedFor(have, node); ok || !awaitingReservation(have, p.cfg.Now(), p.cfg.Sticky) {
+			if waited {
+				p.cfg.Log.Info("sticky wait over", "vlan", vlan, "reserved_here", ok)
+			}
+			return have
+		}
+		select {
+		case <-wait.Done():
+			p.cfg.Log.Info("sticky wait: no reservation for this node in time", "vlan", vlan, "waited", StickyWait)
+			return have
+		case <-time.After(stickyWaitPoll):
+		}
+	}
+}
+
+// awaitingReservation reports whether an address of a sticky service
+// (sticky: nil is any) released within StickyRecent before now is
+// reserved for no node: a service removed, or no longer sticky, has no
+// slot to come back. Pure.
+func awaitingReservation(have map[netip.Addr]state.LeaseEntry, now time.Time, sticky func(string) bool) bool {
+	for _, e := range have {
+		if !e.Held() && e.Service != "" && e.ReservedFor == "" && now.Sub(*e.Released) < StickyRecent && (sticky == nil || sticky(e.Service)) {
+			return true
+		}
+	}
+	return false
 }
 
 // reservedFor returns the released sticky lease reserved for node, when

@@ -23,11 +23,13 @@ type fakeLeases struct {
 	index uint64
 	kv    map[netip.Addr]state.LeaseEntry
 	down  bool
+	reads int
 }
 
 func (f *fakeLeases) Leases(ctx context.Context, vlan string) (map[netip.Addr]state.LeaseEntry, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.reads++
 	if f.down {
 		return nil, errors.New("dial tcp 127.0.0.1:8500: connection refused")
 	}
@@ -86,6 +88,8 @@ type rig struct {
 	now    time.Time
 	node   string
 	h      http.Handler
+	// sticky answers Config.Sticky; nil: every service is sticky.
+	sticky func(string) bool
 }
 
 func newRig(t *testing.T, doc string) *rig {
@@ -101,6 +105,7 @@ func newRig(t *testing.T, doc string) *rig {
 			return v, name == v.Metadata.Name
 		},
 		VLANs:    func() []*spec.VLAN { return []*spec.VLAN{v} },
+		Sticky:   func(s string) bool { return r.sticky == nil || r.sticky(s) },
 		Identity: func() (string, string) { return r.node, "host-" + r.node },
 		Now:      func() time.Time { return r.now },
 	})
@@ -366,5 +371,91 @@ func TestStickyReservation(t *testing.T) {
 		if a, _ := r.request("", nil); a == "10.5.0.4/29" || a == "10.5.0.5/29" {
 			t.Fatalf("n3 got reserved %s", a)
 		}
+	}
+}
+
+// TestStickyWait: a request arriving just after a sticky slot's address
+// was released, before the leader reserved it, waits for the reservation
+// (bounded) and gets the slot's address; with no reservation in time it
+// gets a fresh one.
+func TestStickyWait(t *testing.T) {
+	defer func(w time.Duration) { StickyWait = w }(StickyWait)
+	StickyWait = 300 * time.Millisecond
+	sticky := netip.MustParseAddr("10.5.0.4")
+	setup := func() *rig {
+		r := newRig(t, clusterVLAN)
+		released := r.now.Add(-time.Second)
+		r.leases.kv[sticky] = state.LeaseEntry{Lease: state.Lease{Node: "n2", Kind: state.LeaseTask, Service: "web", Slot: 2,
+			Released: &released}, ModifyIndex: 100}
+		r.leases.index = 100
+		return r
+	}
+
+	r := setup()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		time.Sleep(100 * time.Millisecond)
+		r.leases.mu.Lock()
+		defer r.leases.mu.Unlock()
+		e := r.leases.kv[sticky]
+		e.ReservedFor = "n1"
+		r.leases.index++
+		e.ModifyIndex = r.leases.index
+		r.leases.kv[sticky] = e
+	}()
+	a, e := r.request("", nil)
+	<-done
+	if a != "10.5.0.4/29" || e != "" {
+		t.Fatalf("request during the reservation = %q %q, want the slot's address", a, e)
+	}
+
+	r = setup()
+	a, e = r.request("", nil)
+	if e != "" || a == "" || a == "10.5.0.4/29" {
+		t.Fatalf("request with no reservation = %q %q, want a fresh address", a, e)
+	}
+	if l := r.leases.kv[sticky]; l.Held() || l.ReservedFor != "" || l.Service != "web" {
+		t.Fatalf("unreserved sticky lease after a fresh request: %+v", l.Lease)
+	}
+
+	// The service is no longer sticky (or gone): no wait, a fresh address
+	// from the one read.
+	r = setup()
+	r.sticky = func(string) bool { return false }
+	a, e = r.request("", nil)
+	if e != "" || a == "" || a == "10.5.0.4/29" || r.leases.reads != 1 {
+		t.Fatalf("request beside a non-sticky service's release = %q %q after %d reads, want a fresh address after 1", a, e, r.leases.reads)
+	}
+}
+
+// TestAnnotateFresh: the host role's annotation records the slot on the
+// lease of its task; a slot whose task got a fresh address drops its old
+// one, and the new lease names the address it missed.
+func TestAnnotateFresh(t *testing.T) {
+	r := newRig(t, clusterVLAN)
+	o, _ := spec.Decode([]byte(clusterVLAN))
+	v := o.(*spec.VLAN)
+	p := New(Config{Leases: r.leases, VLAN: func(string) (*spec.VLAN, bool) { return v, true },
+		VLANs: func() []*spec.VLAN { return []*spec.VLAN{v} }, Identity: func() (string, string) { return "n1", "h1" },
+		Now: func() time.Time { return r.now }})
+	s := NewServer(p, t.TempDir()+"/p.sock")
+	a := func(x string) netip.Addr { return netip.MustParseAddr(x) }
+	released := r.now.Add(-time.Second)
+	r.leases.kv[a("10.5.0.2")] = state.LeaseEntry{Lease: state.Lease{Node: "n1", Kind: state.LeaseTask}, ModifyIndex: 1}
+	r.leases.kv[a("10.5.0.3")] = state.LeaseEntry{Lease: state.Lease{Node: "n1", Kind: state.LeaseTask}, ModifyIndex: 2}
+	r.leases.kv[a("10.5.0.4")] = state.LeaseEntry{Lease: state.Lease{Node: "n2", Kind: state.LeaseTask, Service: "web", Slot: 2, Released: &released}, ModifyIndex: 3}
+	r.leases.index = 3
+	if err := s.Annotate(context.Background(), "v40", map[netip.Addr]SlotRef{a("10.5.0.2"): {"web", 1}, a("10.5.0.3"): {"web", 2}}); err != nil {
+		t.Fatal(err)
+	}
+	if l := r.leases.kv[a("10.5.0.2")]; l.Service != "web" || l.Slot != 1 || l.FreshFor != "" {
+		t.Errorf("slot 1's lease %+v", l.Lease)
+	}
+	if l := r.leases.kv[a("10.5.0.3")]; l.Service != "web" || l.Slot != 2 || l.FreshFor != "10.5.0.4" {
+		t.Errorf("slot 2's fresh lease %+v, want freshFor 10.5.0.4", l.Lease)
+	}
+	if l := r.leases.kv[a("10.5.0.4")]; l.Service != "" || l.Slot != 0 || l.Held() {
+		t.Errorf("slot 2's missed address still claims the slot: %+v", l.Lease)
 	}
 }

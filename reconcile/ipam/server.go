@@ -209,7 +209,8 @@ type SlotRef struct {
 // Annotate records, on this node's leases of vlan, the sticky slot each
 // address serves (slots: address -> slot of the running task holding it),
 // so that the slot's next task can get the address again. A slot that got
-// a fresh address no longer claims its old one.
+// a fresh address no longer claims its old one, and its new lease says
+// which one it missed (FreshFor).
 func (s *Server) Annotate(ctx context.Context, vlan string, slots map[netip.Addr]SlotRef) error {
 	p := s.p
 	node, _, err := p.identity()
@@ -222,6 +223,14 @@ func (s *Server) Annotate(ctx context.Context, vlan string, slots map[netip.Addr
 	if err != nil {
 		return fmt.Errorf("vlan %q: sticky slots: %w", vlan, err)
 	}
+	// The slots' released addresses: a slot whose task holds another one
+	// got a fresh address.
+	released := map[SlotRef]netip.Addr{}
+	for a, e := range have {
+		if !e.Held() && e.Service != "" {
+			released[SlotRef{e.Service, e.Slot}] = a
+		}
+	}
 	held := map[SlotRef]netip.Addr{}
 	for a, ref := range slots {
 		held[ref] = a
@@ -231,6 +240,9 @@ func (s *Server) Annotate(ctx context.Context, vlan string, slots map[netip.Addr
 		}
 		l := e.Lease
 		l.Service, l.Slot = ref.Service, ref.Slot
+		if old, ok := released[ref]; ok && old != a {
+			l.FreshFor = old.String()
+		}
 		if _, err := p.cfg.Leases.UpdateLease(ctx, vlan, a, l, e.ModifyIndex); err != nil {
 			return fmt.Errorf("vlan %q: sticky slot of %s: %w", vlan, a, err)
 		}

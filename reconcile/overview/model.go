@@ -74,6 +74,36 @@ type VLAN struct {
 	// Errors are the VLAN's problems: plan errors, nodes left without a
 	// chunk, the last reconcile error.
 	Errors []string `json:"errors,omitempty"`
+	// Mode is the range plan's mode: chunks or cluster. In mode cluster
+	// there are no chunks (Slots is empty): Pool is the one pool's use
+	// and Leases each node's addresses.
+	Mode   string       `json:"mode"`
+	Pool   *PoolUse     `json:"pool,omitempty"`
+	Leases []NodeLeases `json:"leases,omitempty"`
+}
+
+// PoolUse is a cluster-mode VLAN's pool: its addresses, those leased,
+// those in quarantine and those free to lease.
+type PoolUse struct {
+	Size        int `json:"size"`
+	Leased      int `json:"leased"`
+	Quarantined int `json:"quarantined"`
+	Free        int `json:"free"`
+}
+
+// NodeLeases is one node's leases on a cluster-mode VLAN.
+type NodeLeases struct {
+	Node     string `json:"node"`
+	Hostname string `json:"hostname,omitempty"`
+	// Down is set when the node's host agent is gone (its leases stay
+	// until the node is removed from the swarm).
+	Down bool `json:"down,omitempty"`
+	// Shim is the host's own leased address.
+	Shim string `json:"shim,omitempty"`
+	// Count is the number of task addresses; Tasks the tasks holding them
+	// (an address no known task holds has only Address).
+	Count int        `json:"count"`
+	Tasks []SlotTask `json:"tasks"`
 }
 
 // Slot kinds.
@@ -110,6 +140,9 @@ type SlotTask struct {
 	ID      string `json:"id"`
 	Address string `json:"address"`
 	State   string `json:"state"`
+	// FreshFor is, in mode cluster, the sticky slot's own address this
+	// task's address replaced because it was not free for it.
+	FreshFor string `json:"freshFor,omitempty"`
 }
 
 // Service is one Service document with its observed state.
@@ -465,6 +498,12 @@ func buildVLAN(v *spec.VLAN, in Input, tasks []SlotTask, live func(string) bool)
 	} else {
 		out.Message = "no status yet"
 	}
+	out.Mode = v.RangeMode()
+	if out.Mode == spec.RangeModeCluster {
+		out.ChunkPrefix = 0
+		buildLeases(&out, v, in, tasks, live)
+		return out
+	}
 	plan, err := v.Plan()
 	if err != nil {
 		out.Errors = append(out.Errors, "range plan: "+err.Error())
@@ -810,4 +849,45 @@ func syncOf(raw []byte) Sync {
 		s.Ready = rec.Commit != nil
 	}
 	return s
+}
+
+// buildLeases fills a cluster-mode VLAN's pool use and per-node leases,
+// summed as `reconciler plan` sums them.
+func buildLeases(out *VLAN, v *spec.VLAN, in Input, tasks []SlotTask, live func(string) bool) {
+	have := map[netip.Addr]state.LeaseEntry{}
+	for a, l := range in.Tree.Leases[v.Metadata.Name] {
+		have[a] = state.LeaseEntry{Lease: l}
+	}
+	var nodes []cluster.SwarmNode
+	for id, r := range in.Tree.Nodes {
+		nodes = append(nodes, cluster.SwarmNode{ID: id, Hostname: r.Hostname})
+	}
+	pv, err := cluster.PreviewLeases(v, nodes, have, in.Now)
+	if err != nil {
+		out.Errors = append(out.Errors, "pool: "+err.Error())
+		return
+	}
+	byAddr := map[string]SlotTask{}
+	for _, t := range tasks {
+		byAddr[t.Address] = t
+	}
+	out.Pool = &PoolUse{Size: pv.PoolSize, Quarantined: pv.Quarantined, Free: pv.Free}
+	out.Leases = []NodeLeases{}
+	for _, n := range pv.Nodes {
+		nl := NodeLeases{Node: n.Node, Hostname: n.Hostname, Down: !live(n.Node), Shim: n.Shim, Count: len(n.Tasks), Tasks: []SlotTask{}}
+		for _, a := range n.Tasks {
+			t, ok := byAddr[a]
+			if !ok {
+				t = SlotTask{Address: a}
+			}
+			t.FreshFor = have[netip.MustParseAddr(a)].FreshFor
+			nl.Tasks = append(nl.Tasks, t)
+		}
+		out.Pool.Leased += len(n.Tasks)
+		if n.Shim != "" {
+			out.Pool.Leased++
+		}
+		out.Leases = append(out.Leases, nl)
+	}
+	out.Allocated, out.Quarantined, out.Free = out.Pool.Leased, out.Pool.Quarantined, out.Pool.Free
 }

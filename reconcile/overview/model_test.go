@@ -224,3 +224,79 @@ func mustPrefix(t *testing.T, s string) netip.Prefix {
 	}
 	return p
 }
+
+// TestClusterModeVLAN: a VLAN in mode cluster is shown by its pool's use
+// and each node's leases (count, shim, task addresses), not by chunks.
+func TestClusterModeVLAN(t *testing.T) {
+	s := testStore(t)
+	now := time.Now().UTC()
+	released := now.Add(-time.Minute)
+	long := now.Add(-time.Hour)
+	lease := func(addr string, l state.Lease) *api.KVPair {
+		return &api.KVPair{Key: s.LeaseKey("c1", netip.MustParseAddr(addr)), Value: mustJSON(t, l)}
+	}
+	svcDet := cluster.ServiceDetails{Replicas: 2, Service: cluster.ServiceStatus{Name: "api", Desired: 2, Running: 2, Tasks: []cluster.TaskStatus{
+		{ID: "t1", Slot: 1, Node: "n1", State: "running", Addresses: map[string]string{"c1": "10.9.0.10"}},
+		{ID: "t2", Slot: 2, Node: "n2", State: "running", Addresses: map[string]string{"c1": "10.9.0.20"}},
+	}}}
+	pairs := api.KVPairs{
+		{Key: s.SpecKey("VLAN", "c1"), Value: []byte("apiVersion: swarmvlan/v1\nkind: VLAN\nmetadata: {name: c1}\nspec: {trunk: eth1, subnet: 10.9.0.0/26, rangePlan: {mode: cluster, quarantine: 10m}}\n")},
+		{Key: s.SpecKey("Service", "api"), Value: []byte("apiVersion: swarmvlan/v1\nkind: Service\nmetadata: {name: api}\nspec: {image: nginx, networks: [c1], replicas: 2}\n")},
+		{Key: s.NodeKey("n1"), Session: "s1", Value: mustJSON(t, state.NodeReport{Hostname: "h1", Updated: now})},
+		{Key: s.StatusKey("services", "api"), Value: mustJSON(t, state.Status{Details: mustJSON(t, svcDet)})},
+		{Key: s.StatusKey("vlans", "c1"), Value: mustJSON(t, state.Status{Details: mustJSON(t, cluster.VLANDetails{Mode: "cluster", Network: state.NetworkStatus{State: "ready"}})})},
+		lease("10.9.0.62", state.Lease{Node: "n1", Hostname: "h1", Kind: state.LeaseShim}),
+		lease("10.9.0.10", state.Lease{Node: "n1", Hostname: "h1", Kind: state.LeaseTask}),
+		lease("10.9.0.11", state.Lease{Node: "n1", Hostname: "h1", Kind: state.LeaseTask}), // no task known
+		lease("10.9.0.61", state.Lease{Node: "n2", Hostname: "h2", Kind: state.LeaseShim}),
+		lease("10.9.0.20", state.Lease{Node: "n2", Hostname: "h2", Kind: state.LeaseTask, Service: "api", Slot: 2, FreshFor: "10.9.0.30"}),
+		lease("10.9.0.30", state.Lease{Node: "n1", Kind: state.LeaseTask, Released: &released}), // quarantined
+		lease("10.9.0.31", state.Lease{Node: "n1", Kind: state.LeaseTask, Released: &long}),     // quarantine over: free
+	}
+	tree := s.Tree(pairs)
+	if len(tree.Problems) > 0 {
+		t.Fatal(tree.Problems)
+	}
+	src := NewSource(s, "m1", nil)
+	src.SetTree(tree)
+	b, _ := src.Snapshot()
+	var o Overview
+	if err := json.Unmarshal(b, &o); err != nil {
+		t.Fatal(err)
+	}
+	if len(o.VLANs) != 1 {
+		t.Fatalf("%d VLANs", len(o.VLANs))
+	}
+	v := o.VLANs[0]
+	if v.Mode != "cluster" || len(v.Slots) != 0 || v.Pool == nil {
+		t.Fatalf("mode %q slots %d pool %v", v.Mode, len(v.Slots), v.Pool)
+	}
+	// A /26: 62 addresses less the gateway (the first one).
+	if want := (PoolUse{Size: 61, Leased: 5, Quarantined: 1, Free: 55}); *v.Pool != want {
+		t.Errorf("pool %+v, want %+v", *v.Pool, want)
+	}
+	if len(v.Leases) != 2 {
+		t.Fatalf("leases %+v", v.Leases)
+	}
+	h1, h2 := v.Leases[0], v.Leases[1]
+	if h1.Hostname != "h1" || h1.Down || h1.Shim != "10.9.0.62" || h1.Count != 2 || len(h1.Tasks) != 2 {
+		t.Errorf("h1 %+v", h1)
+	}
+	if h1.Tasks[0].FreshFor != "" || h1.Tasks[0].Address != "10.9.0.10" || h1.Tasks[0].Service != "api" || h1.Tasks[0].Slot != 1 || h1.Tasks[1].Address != "10.9.0.11" || h1.Tasks[1].Service != "" {
+		t.Errorf("h1 tasks %+v", h1.Tasks)
+	}
+	if h2.Hostname != "h2" || !h2.Down || h2.Shim != "10.9.0.61" || h2.Count != 1 || h2.Tasks[0].Service != "api" || h2.Tasks[0].Slot != 2 || h2.Tasks[0].FreshFor != "10.9.0.30" {
+		t.Errorf("h2 (agent gone) %+v", h2)
+	}
+	// The chunk test's VLAN is still shown by chunks.
+	tree = s.Tree(testPairs(t, s))
+	src.SetTree(tree)
+	b, _ = src.Snapshot()
+	var oc Overview
+	if err := json.Unmarshal(b, &oc); err != nil {
+		t.Fatal(err)
+	}
+	if v := oc.VLANs[0]; v.Mode != "chunks" || v.Pool != nil || v.Leases != nil || len(v.Slots) == 0 {
+		t.Errorf("chunks VLAN: mode %q pool %v leases %v slots %d", v.Mode, v.Pool, v.Leases, len(v.Slots))
+	}
+}

@@ -20,6 +20,7 @@ let colours = new Map();
 function setColours(o) {
   const names = new Set();
   for (const v of o.vlans) for (const s of v.slots) if (s.hostname || s.node) names.add(s.hostname || s.node);
+  for (const v of o.vlans) for (const l of v.leases || []) names.add(l.hostname || l.node);
   for (const n of o.nodes) names.add(n.hostname || n.id);
   colours = new Map([...names].sort().map((n, i) => [n, "c" + (i % palette)]));
 }
@@ -41,8 +42,20 @@ function errs(list) {
   return list && list.length ? `<ul class="errs">${list.map((e) => `<li>${esc(e)}</li>`).join("")}</ul>` : "";
 }
 
+// renderLeases is, in mode cluster, a card per node: its lease count,
+// shim and task addresses.
+function renderLeases(v) {
+  return (v.leases || []).map((l) => {
+    const name = l.hostname || l.node;
+    const tasks = l.tasks.map((t) =>
+      `<li data-task-addr="${esc(t.address)}"${t.id ? ` data-task="${esc(t.id)}"` : ""}>${esc(t.address)}${t.service ? " " + esc(t.service) + (t.slot ? "." + t.slot : "") + ` <i>${esc(t.state)}</i>` : ' <i class="muted">no known task</i>'}${t.freshFor ? ` <span class="badge warn" data-fresh-for="${esc(t.freshFor)}">fresh: the slot's ${esc(t.freshFor)} was not free</span>` : ""}</li>`).join("");
+    return `<div class="chunk lease ${colour(name)}${l.down ? " down" : ""}" data-leases="${esc(name)}" data-node="${esc(name)}" data-count="${l.count}" data-down="${l.down ? "true" : "false"}"><b>${esc(name)}</b> ${l.count} lease(s)${l.down ? ' <span class="badge bad">host down</span>' : ""}${l.shim ? `<small data-shim="${esc(l.shim)}">shim ${esc(l.shim)}</small>` : ""}<ul>${tasks || "<li>no tasks</li>"}</ul></div>`;
+  }).join("");
+}
+
 // renderChunks is the chunk cards of a VLAN: holder, shim, task addresses.
 function renderChunks(v) {
+  if (v.mode === "cluster") return renderLeases(v);
   const held = v.slots.filter((s) => s.kind === "chunk" || s.kind === "quarantined" || (s.kind === "free" && s.pinnedTo));
   return held.map((s) => {
     const name = s.hostname || s.node || "";
@@ -59,6 +72,7 @@ function renderChunks(v) {
 
 // renderVLAN is a VLAN's card with its map; the chunk cards go in after.
 function renderVLAN(v) {
+  if (v.mode === "cluster") return renderClusterVLAN(v);
   const net = v.network || "unknown";
   let map = "";
   if (v.drawn) {
@@ -80,6 +94,22 @@ ${v.message && !v.ready ? `<p class="err">${esc(v.message)}</p>` : ""}${v.networ
 ${errs(v.errors)}${map}
 <div class="legend">${legend}
 <span><i class="slot free"></i>free</span><span><i class="slot excluded"></i>excluded</span><span><i class="slot quarantined"></i>quarantined</span><span><i class="slot down"></i>host down</span></div>
+<div class="chunks"></div></div>`;
+}
+
+// renderClusterVLAN is a cluster-mode VLAN's card: one pool, its use
+// drawn as a bar (leased or quarantined); the per-node lease cards go in
+// after.
+function renderClusterVLAN(v) {
+  const net = v.network || "unknown";
+  const p = v.pool || { size: 0, leased: 0, quarantined: 0, free: 0 };
+  const pct = (n) => p.size ? (100 * n / p.size).toFixed(1) : 0;
+  return `<div class="card" data-vlan="${esc(v.name)}" data-mode="cluster">
+<h3>${esc(v.name)} <code>${esc(v.subnet)}</code> ${badge(v.ready, "ready", "not ready")} <span class="badge ${net === "ready" ? "ok" : "warn"}">swarm network ${esc(net)}</span></h3>
+<p class="meta">${v.id ? "802.1Q id " + v.id : "untagged"} on <code>${esc(v.trunk)}</code>${v.gateway ? ", gateway <code>" + esc(v.gateway) + "</code>" : ""}, mode cluster, one pool:
+<span data-pool>${p.size} addresses: ${p.leased} leased, ${p.quarantined} quarantined, ${p.free} free</span></p>
+${v.message && !v.ready ? `<p class="err">${esc(v.message)}</p>` : ""}${v.networkMessage ? `<p class="meta">network: ${esc(v.networkMessage)}</p>` : ""}
+${errs(v.errors)}<progress class="pool" max="${p.size}" value="${p.leased + p.quarantined}" aria-label="pool in use: ${pct(p.leased + p.quarantined)}%"></progress>
 <div class="chunks"></div></div>`;
 }
 
