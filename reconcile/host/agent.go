@@ -207,6 +207,12 @@ type Agent struct {
 	// adoptedShims are the adopted shims as last read (nil before the
 	// first read): kept through Consul outages.
 	adoptedShims map[string]state.AdoptedShim
+	// pools are the address pools of hand-made config networks the Engine
+	// does not report (see handMadePools), by network ID.
+	pools map[string][]network.IPAMConfig
+	// probeNext is, per hand-made network whose probe failed, when it
+	// may be made again.
+	probeNext map[string]time.Time
 }
 
 // passTimes splits one network reconcile's duration.
@@ -235,6 +241,8 @@ func NewAgent(cfg Config) *Agent {
 		shims:       map[string]netip.Addr{},
 		taskRoutes:  map[string][]netip.Prefix{},
 		annotated:   map[string]string{},
+		pools:       map[string][]network.IPAMConfig{},
+		probeNext:   map[string]time.Time{},
 	}
 	return a
 }
@@ -794,7 +802,10 @@ func (a *Agent) converge(ctx context.Context) (p *netPass, ok bool) {
 	}
 	var handMade []state.NodeConfigNetwork
 	if listErr == nil {
-		handMade = handMadeConfigNetworks(nets)
+		var err error
+		if handMade, err = a.handMadePools(ctx, nets, handMadeConfigNetworks(nets)); err != nil {
+			p.Errs = append(p.Errs, err)
+		}
 		p.Report.ConfigNetworks = handMade
 	}
 	a.readAdopted(ctx, p, vlans, len(handMade) > 0, want)
@@ -1303,6 +1314,10 @@ func (a *Agent) adoptedConfig(nets []network.Summary, w vlanWant, p *netPass) (s
 	rec, adopted := p.adopted[n.ID]
 	if !adopted || rec.VLAN != w.Net.Name || rec.Role != state.AdoptedConfigNetwork {
 		return nil, false
+	}
+	if pools, ok := a.pools[n.ID]; ok && len(n.IPAM.Config) == 0 {
+		// The Engine does not report it (see handMadePools).
+		n.IPAM.Config = pools
 	}
 	if diff := adoptedConfigDiff(want, n); len(diff) > 0 {
 		return &state.NetworkStatus{Name: n.Name, ID: n.ID, State: state.NetworkError,
