@@ -35,8 +35,9 @@ func (a *Agent) handMadePools(ctx context.Context, nets []network.Summary, repor
 	var errs []error
 	for _, n := range nets {
 		// A probe left behind by a process that died between create and
-		// remove.
-		if strings.HasPrefix(n.Name, probePrefix) && spec.Managed(n.Labels) && n.Labels[spec.LabelKind] == kindProbe {
+		// remove: Docker takes no labels on a network made --config-from,
+		// so it is known by its name and origin.
+		if isProbe(n) {
 			if err := a.cfg.Docker.NetworkRemove(ctx, n.ID); err != nil && !engine.IsNotFound(err) {
 				errs = append(errs, fmt.Errorf("remove probe network %s: %w", n.Name, err))
 			}
@@ -82,8 +83,10 @@ func (a *Agent) handMadePools(ctx context.Context, nets []network.Summary, repor
 // probeRetry is how long a failed probe waits before it is made again.
 var probeRetry = time.Minute
 
-// kindProbe is the kind label of a probe network.
-const kindProbe = "Probe"
+// isProbe says whether n is a probe network (see probePools).
+func isProbe(n network.Summary) bool {
+	return strings.HasPrefix(n.Name, probePrefix) && n.ConfigFrom.Network != "" && !n.ConfigOnly && n.Scope == "local"
+}
 
 // probePools reads the pools of hand-made config network r through a
 // local network made --config-from it, removed right after.
@@ -97,9 +100,8 @@ func (a *Agent) probePools(ctx context.Context, r state.NodeConfigNetwork) ([]ne
 		id = id[:12]
 	}
 	name := probePrefix + id
-	labels := spec.OwnerLabels(kindProbe, name)
 	pid, err := a.cfg.Docker.NetworkCreate(ctx, name, network.CreateOptions{Driver: driver,
-		ConfigFrom: &network.ConfigReference{Network: r.Name}, Labels: labels})
+		ConfigFrom: &network.ConfigReference{Network: r.Name}})
 	if err != nil {
 		return nil, fmt.Errorf("config network %s: read its addresses through a network made from it: %w", r.Name, err)
 	}
