@@ -18,6 +18,7 @@ const adoptedDir = "state/adopted/"
 const (
 	AdoptedNetworks = "networks"
 	AdoptedServices = "services"
+	AdoptedShims    = "shims"
 )
 
 // Roles of an adopted network.
@@ -57,6 +58,40 @@ type AdoptedService struct {
 	SpecHash string `json:"specHash"`
 }
 
+// AdoptedShim records a node's hand-made shim taken over for a VLAN: the
+// host role keeps the link, its address and its route to the node's chunk
+// rather than making a shim of its own.
+type AdoptedShim struct {
+	// VLAN is the VLAN document the shim serves.
+	VLAN string `json:"vlan"`
+	// Node is the swarm node ID; Hostname its hostname.
+	Node     string `json:"node"`
+	Hostname string `json:"hostname,omitempty"`
+	// Name is the shim's link name on the node.
+	Name string `json:"name"`
+	// Addr is the shim's address, kept as the host's address on the VLAN.
+	Addr string `json:"addr"`
+}
+
+// AdoptedShimID is the key segment of a shim record: "<vlan>.<node ID>"
+// (a VLAN name is a DNS label, without dots).
+func AdoptedShimID(vlan, node string) string { return vlan + "." + node }
+
+// NodeShim is a macvlan link on the parent of a hand-made config network
+// that swarmvlan did not make, as its node's host role reports it: what
+// `reconciler adopt` reads to take a hand-made shim over.
+type NodeShim struct {
+	Name   string `json:"name"`
+	Parent string `json:"parent"`
+	// Mode is the macvlan mode ("bridge" for a shim).
+	Mode string `json:"mode"`
+	// Addrs are its addresses (without the kernel's link-local ones);
+	// Routes the main-table destinations routed through it (without the
+	// kernel's own), both as prefixes.
+	Addrs  []string `json:"addrs,omitempty"`
+	Routes []string `json:"routes,omitempty"`
+}
+
 // AdoptedPrefix holds every adoption record: <prefix>state/adopted/.
 func (s *Store) AdoptedPrefix() string { return s.prefix + adoptedDir }
 
@@ -68,7 +103,7 @@ func (s *Store) AdoptedKey(kind, id string) string {
 
 // PutAdopted writes the records of adopted objects in transactions of at
 // most MaxTxnOps operations.
-func (s *Store) PutAdopted(ctx context.Context, nets []AdoptedNetwork, svcs []AdoptedService) error {
+func (s *Store) PutAdopted(ctx context.Context, nets []AdoptedNetwork, svcs []AdoptedService, shims []AdoptedShim) error {
 	var ops api.TxnOps
 	add := func(key string, v any) error {
 		b, err := json.Marshal(v)
@@ -85,6 +120,11 @@ func (s *Store) PutAdopted(ctx context.Context, nets []AdoptedNetwork, svcs []Ad
 	}
 	for _, sv := range svcs {
 		if err := add(s.AdoptedKey(AdoptedServices, sv.ID), sv); err != nil {
+			return err
+		}
+	}
+	for _, sh := range shims {
+		if err := add(s.AdoptedKey(AdoptedShims, AdoptedShimID(sh.VLAN, sh.Node)), sh); err != nil {
 			return err
 		}
 	}
@@ -120,6 +160,19 @@ func (s *Store) AdoptedServicesList(ctx context.Context) (map[string]AdoptedServ
 		err := json.Unmarshal(b, &sv)
 		out[sv.ID] = sv
 		return sv.ID, err
+	})
+	return out, err
+}
+
+// AdoptedShimsList returns the adopted shims by AdoptedShimID.
+func (s *Store) AdoptedShimsList(ctx context.Context) (map[string]AdoptedShim, error) {
+	out := map[string]AdoptedShim{}
+	err := s.listAdopted(ctx, AdoptedShims, func(b []byte) (string, error) {
+		var sh AdoptedShim
+		err := json.Unmarshal(b, &sh)
+		id := AdoptedShimID(sh.VLAN, sh.Node)
+		out[id] = sh
+		return id, err
 	})
 	return out, err
 }

@@ -195,6 +195,9 @@ type NodeReport struct {
 	// `reconciler adopt` reads, from any manager, of every node's
 	// hand-made setup. The leader's Engine shows only its own node's.
 	ConfigNetworks []NodeConfigNetwork `json:"configNetworks,omitempty"`
+	// Shims are the macvlan links on those networks' parents that
+	// swarmvlan did not make: hand-made shims adopt can take over.
+	Shims []NodeShim `json:"shims,omitempty"`
 }
 
 // NodeConfigNetwork is one config-only network as its node's Engine

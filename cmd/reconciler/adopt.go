@@ -61,7 +61,7 @@ func cmdAdopt(ctx context.Context, c *cli, args []string) error {
 			if err := json.Unmarshal(b, &r); err != nil {
 				return fmt.Errorf("node %s: report: %w", n.Description.Hostname, err)
 			}
-			node.Reported, node.ConfigNetworks = true, r.ConfigNetworks
+			node.Reported, node.ConfigNetworks, node.Shims = true, r.ConfigNetworks, r.Shims
 		}
 		in.Nodes = append(in.Nodes, node)
 	}
@@ -73,8 +73,26 @@ func cmdAdopt(ctx context.Context, c *cli, args []string) error {
 	if in.Services, err = d.ServiceList(ctx, engine.Filter()); err != nil {
 		return fmt.Errorf("list services: %w", err)
 	}
+	if in.Adopted, err = store.AdoptedNetworksList(ctx); err != nil {
+		return err
+	}
+	stored, err := store.SpecDocsOfKind(ctx, spec.KindVLAN)
+	if err != nil {
+		return err
+	}
+	for _, sd := range stored {
+		// One that does not decode collides with nothing adopt can tell.
+		if o, err := spec.Decode(sd.Value); err == nil {
+			if v, ok := o.(*spec.VLAN); ok {
+				in.Existing = append(in.Existing, v)
+			}
+		}
+	}
 
 	res := adopt.Infer(in)
+	for _, s := range res.Skipped {
+		fmt.Fprintln(c.stderr, "adopt: skipped", s)
+	}
 	for _, p := range res.Problems {
 		fmt.Fprintln(c.stderr, "adopt:", p.String())
 	}
@@ -150,15 +168,15 @@ func cmdAdopt(ctx context.Context, c *cli, args []string) error {
 	}
 	// Records first: the reconcilers find a document's networks and
 	// service by them as soon as the document appears.
-	if err := store.PutAdopted(ctx, res.Networks, res.AdoptedServices); err != nil {
+	if err := store.PutAdopted(ctx, res.Networks, res.AdoptedServices, res.Shims); err != nil {
 		return err
 	}
 	applied, err := store.Apply(ctx, docs, state.ApplyOptions{Equal: sameDocument})
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(c.stdout, "# adopted: %d network(s) and %d service(s) recorded; %d document(s) created, %d unchanged\n",
-		len(res.Networks), len(res.AdoptedServices), len(applied.Created), len(applied.Unchanged))
+	fmt.Fprintf(c.stdout, "# adopted: %d network(s), %d shim(s) and %d service(s) recorded; %d document(s) created, %d unchanged\n",
+		len(res.Networks), len(res.Shims), len(res.AdoptedServices), len(applied.Created), len(applied.Unchanged))
 	return nil
 }
 
@@ -200,6 +218,9 @@ func adoptSummary(res adopt.Result) string {
 		} else {
 			fmt.Fprintf(&b, "#   swarm network %s (%s), for VLAN %s\n", n.Name, n.ID, n.VLAN)
 		}
+	}
+	for _, s := range res.Shims {
+		fmt.Fprintf(&b, "#   shim %s (%s) on node %s, for VLAN %s\n", s.Name, s.Addr, s.Hostname, s.VLAN)
 	}
 	for _, s := range res.AdoptedServices {
 		fmt.Fprintf(&b, "#   service %s (%s), as Service %s\n", s.Name, s.ID, s.Service)

@@ -39,14 +39,17 @@ const (
 // size, recorded as it is.
 var ranges = map[string]string{"h1": "172.80.1.0/24", "h2": "172.80.2.0/24", "h3": "172.80.4.0/23"}
 
-// TestAdoptHandMade does the manual recipe by hand with the Docker API on
-// three of four lab hosts (the fourth out of the swarm), checks that adopt
-// refuses a plan whose ranges overlap, then adopts the recipe: the dry run
-// pins each host's own range, the takeover keeps every network and task,
-// every status becomes ready, a scale request adds a task with an address
-// from its host's range, the adopted tasks register in Consul, and the
-// fourth host joining gets a chunk that overlaps none of the hand-made
-// ranges.
+// TestAdoptHandMade does the manual recipe by hand with the Docker API
+// and ip(8) on three of four lab hosts (the fourth out of the swarm),
+// checks that adopt refuses a plan whose ranges overlap, then adopts the
+// recipe: the dry run pins each host's own range and turns host access on
+// for the hand-made shims, the takeover keeps every network, task and
+// shim (exactly one macvlan shim on each parent, through which the host
+// still reaches its tasks), every status becomes ready, a scale request
+// adds a task with an address from its host's range, the adopted tasks
+// register in Consul, the fourth host joining gets a chunk that overlaps
+// none of the hand-made ranges, and deleting the documents removes the
+// service, the adopted networks and the taken-over shims.
 func TestAdoptHandMade(t *testing.T) {
 	b := bed.NewCluster(t, lab.ClusterOptions{Hosts: 4, Managers: 3, ConsulServers: 3})
 	h4 := b.Cluster.Host(4)
@@ -137,7 +140,11 @@ func TestAdoptHandMade(t *testing.T) {
 		if d := v.Spec.Docker; d == nil || d.ConfigNetwork != configNet || d.Network != swarmNet {
 			t.Errorf("docker names %+v", d)
 		}
-		for _, want := range []string{"config network vlan40_net (" + cfgIDs["h1"], "swarm network swarm-vlan40_net (" + swID, "service stack_web (" + created.ID, "dry run: nothing was written"} {
+		if !spec.BoolOr(v.Spec.HostAccess, false) || v.Spec.RangePlan.Mode != spec.RangeModeChunks {
+			t.Errorf("hostAccess %v, rangePlan.mode %q: want host access through the hand-made shims, mode chunks", v.Spec.HostAccess, v.Spec.RangePlan.Mode)
+		}
+		for _, want := range []string{"config network vlan40_net (" + cfgIDs["h1"], "swarm network swarm-vlan40_net (" + swID, "service stack_web (" + created.ID,
+			"shim " + handShim + " (172.80.0.11) on node h1", "shim " + handShim + " (172.80.0.13) on node h3", "dry run: nothing was written"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("the dry run does not say %q", want)
 			}
@@ -168,11 +175,14 @@ func TestAdoptHandMade(t *testing.T) {
 			t.Errorf("adopted service: labels %v, placement %+v", svc.Spec.Labels, svc.Spec.TaskTemplate.Placement)
 		}
 		sameTemplate(t, svcBefore.Spec.TaskTemplate, svc.Spec.TaskTemplate)
-		// The hand-made shim is taken over as it is, not duplicated.
-		for _, h := range hosts {
-			if out, err := h.Exec(b.Ctx, "ip", "-o", "link", "show", "type", "macvlan").CombinedOutput(); err != nil ||
-				!strings.Contains(string(out), handShim+"@") || strings.Contains(string(out), spec.ShimName(vlanDoc)) {
-				t.Errorf("%s: macvlan links (%v):\n%s", h.Name, err, out)
+		// The hand-made shim is taken over as it is, not duplicated, and
+		// the host reaches its tasks through it.
+		for i, h := range hosts {
+			checkShim(t, b, h, handShim, fmt.Sprintf("172.80.0.%d", 11+i), ranges[h.Name])
+			for _, tk := range before {
+				if tk.host == h.Name {
+					reachThrough(t, b, h, tk.addr, handShim)
+				}
 			}
 		}
 	})
@@ -257,7 +267,69 @@ func TestAdoptHandMade(t *testing.T) {
 		t.Logf("h4 joined and got %s, beside %v", chunk, ranges)
 		waitReady(b, "vlans", vlanDoc)
 		sameNetworks(t, b, hosts, cfgIDs, swID)
+		// h4 had no hand-made shim: it gets swarmvlan's own.
+		checkShim(t, b, h4, spec.ShimName(vlanDoc), spec.ShimAddress(netip.MustParsePrefix(subnet), chunk).String(), chunk.String())
 	})
+	if t.Failed() {
+		return
+	}
+
+	t.Run("deleted", func(t *testing.T) {
+		b := b.For(t)
+		all := append(slices.Clone(hosts), h4)
+		b.ReconcilerCmd("delete", "service", serviceDoc)
+		b.WaitFor("the adopted service removed", 2*time.Minute, func(ctx context.Context) error {
+			if _, _, err := b.Mgr.ServiceInspectWithRaw(ctx, created.ID, swarm.ServiceInspectOptions{}); err == nil {
+				return fmt.Errorf("service %s still there", service)
+			}
+			return nil
+		})
+		b.ReconcilerCmd("delete", "vlan", vlanDoc)
+		b.WaitFor("the adopted networks and shims removed", 2*time.Minute, func(ctx context.Context) error {
+			if _, err := b.Mgr.NetworkInspect(ctx, swID, network.InspectOptions{}); err == nil {
+				return fmt.Errorf("%s still there", swarmNet)
+			}
+			for _, h := range all {
+				if _, err := b.Docker(h).NetworkInspect(ctx, configNet, network.InspectOptions{}); err == nil {
+					return fmt.Errorf("%s: %s still there", h.Name, configNet)
+				}
+				if out, err := h.Exec(ctx, "ip", "-o", "link", "show", "type", "macvlan").CombinedOutput(); err != nil || len(strings.TrimSpace(string(out))) > 0 {
+					return fmt.Errorf("%s: macvlan links left (%v): %s", h.Name, err, out)
+				}
+			}
+			return nil
+		})
+	})
+}
+
+// checkShim fails unless the one macvlan link on h is the shim name, with
+// swarmvlan's alias, address addr and the route to rng through it.
+func checkShim(t *testing.T, b *bed.Bed, h *lab.Host, name, addr, rng string) {
+	t.Helper()
+	out, err := h.Exec(b.Ctx, "ip", "-o", "link", "show", "type", "macvlan").CombinedOutput()
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if err != nil || len(lines) != 1 || !strings.Contains(lines[0], " "+name+"@"+lab.TrunkInterface+":") ||
+		!strings.Contains(lines[0], "alias swarmvlan:"+vlanDoc) {
+		t.Errorf("%s: macvlan links (%v), want %s alone, with swarmvlan's alias:\n%s", h.Name, err, name, out)
+	}
+	if out, err := h.Exec(b.Ctx, "ip", "-o", "addr", "show", "dev", name).CombinedOutput(); err != nil || !strings.Contains(string(out), " "+addr+"/32 ") {
+		t.Errorf("%s: %s addresses (%v), want %s/32:\n%s", h.Name, name, err, addr, out)
+	}
+	if out, err := h.Exec(b.Ctx, "ip", "route", "show", rng).CombinedOutput(); err != nil || !strings.Contains(string(out), "dev "+name) {
+		t.Errorf("%s: route to %s (%v), want it through %s:\n%s", h.Name, rng, err, name, out)
+	}
+}
+
+// reachThrough fails unless h routes addr through the shim and gets an
+// answer from the task there.
+func reachThrough(t *testing.T, b *bed.Bed, h *lab.Host, addr netip.Addr, shim string) {
+	t.Helper()
+	if out, err := h.Exec(b.Ctx, "ip", "route", "get", addr.String()).CombinedOutput(); err != nil || !strings.Contains(string(out), "dev "+shim+" ") {
+		t.Errorf("%s: route to task %s (%v), want through %s:\n%s", h.Name, addr, err, shim, out)
+	}
+	if out, err := h.Exec(b.Ctx, "curl", "-sf", "--max-time", "5", "http://"+addr.String()+":8080/health").CombinedOutput(); err != nil {
+		t.Errorf("%s: task %s not reached through %s: %v\n%s", h.Name, addr, shim, err, out)
+	}
 }
 
 // task is one running task container.

@@ -10,6 +10,7 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"sort"
@@ -38,6 +39,9 @@ type Node struct {
 	// are not known.
 	Reported       bool
 	ConfigNetworks []state.NodeConfigNetwork
+	// Shims are the macvlan links the host role reported on the parents
+	// of those networks (hand-made shims).
+	Shims []state.NodeShim
 }
 
 // Input is the swarm as it is.
@@ -49,6 +53,12 @@ type Input struct {
 	Services      []swarm.Service
 	// NameFrom is NameFromConfig (default) or NameFromSwarm.
 	NameFrom string
+	// Adopted are the networks adopted earlier, by Docker ID, and
+	// Existing the VLAN documents in KV: a network adopted for one of
+	// those is swarmvlan's already, and a new document must not collide
+	// with them.
+	Adopted  map[string]state.AdoptedNetwork
+	Existing []*spec.VLAN
 }
 
 // Problem is something wrong with the hand-made setup, with what to do
@@ -77,11 +87,14 @@ type Result struct {
 	// state/adopted/.
 	Networks        []state.AdoptedNetwork
 	AdoptedServices []state.AdoptedService
+	Shims           []state.AdoptedShim
 	// Unexpressed names, per Service document, the fields of the Swarm
 	// service its document cannot express (they stay on the service as
 	// they are until the document changes).
 	Unexpressed map[string][]string
 	Problems    []Problem
+	// Skipped says, per swarm network left out, why.
+	Skipped []string
 }
 
 // Refused are the problems that stop adoption.
@@ -110,12 +123,28 @@ func Infer(in Input) Result {
 	used := map[string]bool{}
 	vlanOf := map[string]string{}  // swarm network ID and name -> VLAN document name
 	netName := map[string]string{} // swarm network ID -> name
+	existing := map[string]bool{}
+	for _, e := range in.Existing {
+		existing[e.Metadata.Name] = true
+	}
+	skip := func(sn network.Inspect, why string) {
+		res.Skipped = append(res.Skipped, fmt.Sprintf("swarm network %s (%s): %s", sn.Name, sn.ID, why))
+	}
 	for _, sn := range swarmNets {
 		netName[sn.ID] = sn.Name
-		if sn.ConfigFrom.Network == "" || spec.Managed(sn.Labels) {
+		if d := sn.Driver; sn.ConfigFrom.Network == "" || (d != "" && d != spec.DriverMacvlan && d != spec.DriverIPvlan) {
 			continue
 		}
-		if d := sn.Driver; d != "" && d != spec.DriverMacvlan && d != spec.DriverIPvlan {
+		rec, adopted := in.Adopted[sn.ID]
+		switch {
+		case spec.Managed(sn.Labels):
+			skip(sn, fmt.Sprintf("swarmvlan's own, of VLAN %s", cmp.Or(sn.Labels[spec.LabelName], "?")))
+			continue
+		case sn.IPAM.Driver == spec.IPAMDriver:
+			skip(sn, "its addresses come from swarmvlan's IPAM plugin: swarmvlan's own (rangePlan.mode cluster)")
+			continue
+		case adopted && existing[rec.VLAN]:
+			skip(sn, "adopted already, as VLAN "+rec.VLAN)
 			continue
 		}
 		v, ok := inferVLAN(&res, nodes, sn, in.NameFrom, used)
@@ -124,6 +153,7 @@ func Infer(in Input) Result {
 		}
 		vlanOf[sn.ID], vlanOf[sn.Name] = v.Metadata.Name, v.Metadata.Name
 	}
+	res.Problems = append(res.Problems, collisions(res.VLANs, in.Existing)...)
 	svcs := slices.Clone(in.Services)
 	sort.Slice(svcs, func(i, j int) bool { return svcs[i].Spec.Name < svcs[j].Spec.Name })
 	usedSvc := map[string]bool{}
@@ -208,6 +238,7 @@ func inferVLAN(res *Result, nodes []Node, sn network.Inspect, nameFrom string, u
 	}
 	if len(ranges) == 0 {
 		// Not hand-made (swarmvlan's own, or no node reports it).
+		res.Skipped = append(res.Skipped, fmt.Sprintf("swarm network %s (%s): no node reports %s as a hand-made config-only network", sn.Name, sn.ID, cfgName))
 		return nil, false
 	}
 	if len(unreported) > 0 {
@@ -327,17 +358,21 @@ func inferVLAN(res *Result, nodes []Node, sn network.Inspect, nameFrom string, u
 		}
 	}
 	chunk = min(max(chunk, subnet.Bits()), 30)
+	shims := findShims(res, obj, ranges, subnet)
 	v := &spec.VLAN{
 		APIVersion: spec.APIVersion, Kind: spec.KindVLAN,
 		Metadata: spec.ObjectMeta{Name: name},
 		Spec: spec.VLANSpec{
 			ID: first.tag, Trunk: first.trunk, Driver: driver, Mode: mode, Subnet: subnet.String(), MTU: mtu,
-			// The config networks were made without an aux address for
-			// a shim: a shim at a chunk's last address could clash with
-			// a task. Whatever shim the host has stays as it is.
-			HostAccess: new(false),
+			// Host access when every node has a hand-made shim, taken
+			// over as it is. Otherwise none: the config networks were
+			// made without an aux address for a shim of swarmvlan's, so
+			// one at a chunk's last address could clash with a task.
+			HostAccess: new(len(shims) == len(ranges)),
 			Docker:     &spec.VLANDockerNames{ConfigNetwork: cfgName, Network: sn.Name},
-			RangePlan:  spec.RangePlan{ChunkPrefix: chunk, Pinned: map[string]string{}},
+			// Each node's hand-made range is its own: mode chunks,
+			// written out so the document says so.
+			RangePlan: spec.RangePlan{Mode: spec.RangeModeChunks, ChunkPrefix: chunk, Pinned: map[string]string{}},
 		},
 	}
 	if gw.IsValid() {
@@ -356,6 +391,11 @@ func inferVLAN(res *Result, nodes []Node, sn network.Inspect, nameFrom string, u
 	excl := map[netip.Addr]bool{}
 	if gw.IsValid() && !inRange(gw) {
 		excl[gw] = true
+	}
+	for _, sh := range shims {
+		if !inRange(sh.addr) {
+			excl[sh.addr] = true
+		}
 	}
 	for _, r := range ranges {
 		for _, a := range r.net.Aux {
@@ -385,6 +425,11 @@ func inferVLAN(res *Result, nodes []Node, sn network.Inspect, nameFrom string, u
 		problem(true, "the inferred document is invalid: "+strings.ReplaceAll(err.Error(), "\n", "; "), "report this; the documents can be written by hand from the dry run")
 		return nil, false
 	}
+	for _, r := range ranges {
+		if sh, ok := shims[r.node.ID]; ok {
+			res.Shims = append(res.Shims, state.AdoptedShim{VLAN: name, Node: r.node.ID, Hostname: r.node.Hostname, Name: sh.name, Addr: sh.addr.String()})
+		}
+	}
 	res.VLANs = append(res.VLANs, v)
 	return v, true
 }
@@ -407,4 +452,118 @@ func roundTrip(o spec.Object) (spec.Object, error) {
 	}
 	spec.SetDefaults(d)
 	return d, nil
+}
+
+// handShim is a node's hand-made shim found for a VLAN.
+type handShim struct {
+	name string
+	addr netip.Addr
+}
+
+// findShims finds, for each node of ranges, its hand-made shim as the
+// manual recipe makes it: a bridge-mode macvlan on the config network's
+// parent with an address in the subnet (ip link add … type macvlan mode
+// bridge; ip addr add <addr>/32; ip route add <range> dev …). A link that
+// routes the node's range is preferred to one that only has an address in
+// the subnet. By node ID; what stands in the way is reported.
+func findShims(res *Result, obj string, ranges []nodeRange, subnet netip.Prefix) map[string]handShim {
+	problem := func(what, fix string) {
+		res.Problems = append(res.Problems, Problem{Object: obj, What: what, Fix: fix})
+	}
+	out := map[string]handShim{}
+	var lacking []string
+	for _, r := range ranges {
+		var cands, routing []handShim
+		for _, l := range r.node.Shims {
+			if l.Parent != r.net.Parent || l.Mode != "bridge" {
+				continue
+			}
+			var addr netip.Addr
+			for _, a := range l.Addrs {
+				if p, err := netip.ParsePrefix(a); err == nil && subnet.Contains(p.Addr()) {
+					addr = p.Addr()
+					break
+				}
+			}
+			routes := slices.ContainsFunc(l.Routes, func(d string) bool {
+				p, err := netip.ParsePrefix(d)
+				return err == nil && r.rng.IsValid() && p.Overlaps(r.rng)
+			})
+			switch {
+			case !addr.IsValid() && routes:
+				problem(fmt.Sprintf("node %s: shim %s routes %s but has no address in %s, so it is not taken over", r.node.Hostname, l.Name, r.rng, subnet),
+					fmt.Sprintf("give it one (ip addr add <address>/32 dev %s) and run adopt again", l.Name))
+			case !addr.IsValid():
+			case routes:
+				routing = append(routing, handShim{l.Name, addr})
+			default:
+				cands = append(cands, handShim{l.Name, addr})
+			}
+		}
+		if len(routing) > 0 {
+			cands = routing
+		}
+		switch len(cands) {
+		case 0:
+			lacking = append(lacking, r.node.Hostname)
+			continue
+		case 1:
+		default:
+			names := make([]string, len(cands))
+			for i, c := range cands {
+				names[i] = c.name
+			}
+			problem(fmt.Sprintf("node %s: %d hand-made shims on %s (%s); none is taken over", r.node.Hostname, len(cands), r.net.Parent, strings.Join(names, ", ")),
+				"delete all but one, then run adopt again")
+			lacking = append(lacking, r.node.Hostname)
+			continue
+		}
+		sh := cands[0]
+		out[r.node.ID] = sh
+		if r.rng.Contains(sh.addr) && !slices.Contains(slices.Collect(maps.Values(r.net.Aux)), sh.addr.String()) {
+			problem(fmt.Sprintf("node %s: shim %s's address %s is inside the node's range %s and not kept out of Docker's allocation, so a task can get it too", r.node.Hostname, sh.name, sh.addr, r.rng),
+				fmt.Sprintf("re-make %s with --aux-address shim=%s, or give the shim an address outside every range", r.net.Name, sh.addr))
+		}
+	}
+	if len(out) > 0 && len(lacking) > 0 {
+		problem(fmt.Sprintf("node %s has no hand-made shim on the parent (a bridge-mode macvlan with an address in %s): hostAccess stays false; the shims found on the other nodes are recorded and left as they are", strings.Join(lacking, ", "), subnet),
+			"make one there by hand as on the others, then set spec.hostAccess: true: the recorded shims are taken over, not duplicated")
+	}
+	return out
+}
+
+// collisions are the refusals for new documents that would collide with
+// VLAN documents in KV: the same Docker network names, or overlapping
+// subnets. A document of the same name is compared by the caller (one of
+// the same content is adopt run again).
+func collisions(vlans, existing []*spec.VLAN) []Problem {
+	var out []Problem
+	for _, v := range vlans {
+		sub, err := netip.ParsePrefix(v.Spec.Subnet)
+		if err != nil {
+			continue
+		}
+		for _, e := range existing {
+			if e.Metadata.Name == v.Metadata.Name {
+				continue
+			}
+			var why []string
+			if n := e.ConfigNetworkDockerName(); n == v.ConfigNetworkDockerName() {
+				why = append(why, "both name config network "+n)
+			}
+			if n := e.NetworkDockerName(); n == v.NetworkDockerName() {
+				why = append(why, "both name swarm network "+n)
+			}
+			if es, err := netip.ParsePrefix(e.Spec.Subnet); err == nil && es.Masked().Overlaps(sub) {
+				why = append(why, fmt.Sprintf("subnet %s overlaps its %s", sub, es.Masked()))
+			}
+			if len(why) == 0 {
+				continue
+			}
+			out = append(out, Problem{Object: "VLAN " + v.Metadata.Name, Refuse: true,
+				What: fmt.Sprintf("collides with VLAN %s in KV: %s", e.Metadata.Name, strings.Join(why, "; ")),
+				Fix:  fmt.Sprintf("delete VLAN %s first if it describes the same network, or adopt after changing it", e.Metadata.Name)})
+		}
+	}
+	return out
 }

@@ -257,3 +257,149 @@ func TestInferSkipsSwarmvlansOwn(t *testing.T) {
 		t.Errorf("adopted swarmvlan's own objects: %+v", res)
 	}
 }
+
+// withShims gives each node of in the recipe's hand-made shim: a
+// bridge-mode macvlan on the parent with a /32 outside every range and the
+// node's range routed through it.
+func withShims(in Input, ranges map[string]string) Input {
+	for i := range in.Nodes {
+		n := &in.Nodes[i]
+		n.Shims = []state.NodeShim{
+			{Name: "vlan40-shim", Parent: "eth1.40", Mode: "bridge", Addrs: []string{"172.80.0.1" + n.Hostname[len(n.Hostname)-1:] + "/32"}, Routes: []string{ranges[n.Hostname]}},
+			// Not a shim of this VLAN: another parent, another mode.
+			{Name: "other", Parent: "eth2", Mode: "bridge", Addrs: []string{"172.80.9.9/32"}},
+			{Name: "priv", Parent: "eth1.40", Mode: "private", Addrs: []string{"172.80.9.8/32"}},
+		}
+	}
+	return in
+}
+
+func TestInferShims(t *testing.T) {
+	ranges := map[string]string{"node1": "172.80.1.0/24", "node2": "172.80.2.0/24", "node3": "172.80.3.0/24"}
+	t.Run("every node has one", func(t *testing.T) {
+		res := Infer(withShims(recipe(ranges), ranges))
+		if r := res.Refused(); len(r) > 0 || len(res.VLANs) != 1 {
+			t.Fatalf("refused: %v", r)
+		}
+		v := res.VLANs[0]
+		if !spec.BoolOr(v.Spec.HostAccess, false) {
+			t.Error("hostAccess is off although every node has a hand-made shim")
+		}
+		want := []state.AdoptedShim{
+			{VLAN: "vlan40-net", Node: "id-node1", Hostname: "node1", Name: "vlan40-shim", Addr: "172.80.0.11"},
+			{VLAN: "vlan40-net", Node: "id-node2", Hostname: "node2", Name: "vlan40-shim", Addr: "172.80.0.12"},
+			{VLAN: "vlan40-net", Node: "id-node3", Hostname: "node3", Name: "vlan40-shim", Addr: "172.80.0.13"},
+		}
+		if !reflect.DeepEqual(res.Shims, want) {
+			t.Errorf("shim records %+v, want %+v", res.Shims, want)
+		}
+		// The shims' addresses lie outside every range: no later chunk
+		// may hand them out, nor the gateway's.
+		if want := []string{"172.80.0.1/32", "172.80.0.11/32", "172.80.0.12/32", "172.80.0.13/32"}; !slices.Equal(v.Spec.RangePlan.Exclude, want) {
+			t.Errorf("exclude = %v, want %v", v.Spec.RangePlan.Exclude, want)
+		}
+	})
+	t.Run("one node lacks it", func(t *testing.T) {
+		in := withShims(recipe(ranges), ranges)
+		in.Nodes[2].Shims = nil
+		res := Infer(in)
+		if len(res.VLANs) != 1 || spec.BoolOr(res.VLANs[0].Spec.HostAccess, true) {
+			t.Fatalf("vlans %+v: want one without host access", res.VLANs)
+		}
+		if len(res.Shims) != 2 {
+			t.Errorf("shim records %+v, want node1's and node2's", res.Shims)
+		}
+		if !hasProblem(res, "node node3 has no hand-made shim", false) {
+			t.Errorf("problems %v", res.Problems)
+		}
+	})
+	t.Run("address inside the range", func(t *testing.T) {
+		in := withShims(recipe(ranges), ranges)
+		in.Nodes[0].Shims[0].Addrs = []string{"172.80.1.254/32"}
+		res := Infer(in)
+		if !hasProblem(res, "node node1: shim vlan40-shim's address 172.80.1.254 is inside the node's range 172.80.1.0/24", false) {
+			t.Errorf("problems %v", res.Problems)
+		}
+		in.Nodes[0].ConfigNetworks[0].Aux = map[string]string{"shim": "172.80.1.254"}
+		if res := Infer(in); hasProblem(res, "inside the node's range", false) {
+			t.Errorf("an aux address keeps it out of Docker's allocation: %v", res.Problems)
+		}
+	})
+	t.Run("two shims", func(t *testing.T) {
+		in := withShims(recipe(ranges), ranges)
+		in.Nodes[0].Shims = append(in.Nodes[0].Shims, state.NodeShim{Name: "shim2", Parent: "eth1.40", Mode: "bridge",
+			Addrs: []string{"172.80.0.99/32"}, Routes: []string{"172.80.1.0/24"}})
+		res := Infer(in)
+		if !hasProblem(res, "node node1: 2 hand-made shims on eth1.40 (vlan40-shim, shim2)", false) || spec.BoolOr(res.VLANs[0].Spec.HostAccess, true) {
+			t.Errorf("problems %v", res.Problems)
+		}
+	})
+}
+
+func TestInferModeChunks(t *testing.T) {
+	res := Infer(recipe(map[string]string{"node1": "172.80.1.0/24"}))
+	if len(res.VLANs) != 1 || res.VLANs[0].Spec.RangePlan.Mode != spec.RangeModeChunks {
+		t.Fatalf("vlans %+v: want rangePlan.mode chunks written out", res.VLANs)
+	}
+}
+
+func TestInferSkipsAndSaysSo(t *testing.T) {
+	in := recipe(map[string]string{"node1": "172.80.1.0/24"})
+	own := func(id, name string, f func(*network.Inspect)) network.Inspect {
+		n := network.Inspect{ID: id, Name: name, Driver: "macvlan", Scope: "swarm", ConfigFrom: network.ConfigReference{Network: name + "-config"}}
+		f(&n)
+		return n
+	}
+	in.SwarmNetworks = append(in.SwarmNetworks,
+		own("n50", "vlan50", func(n *network.Inspect) { n.Labels = spec.OwnerLabels(spec.KindVLAN, "vlan50") }),
+		own("n60", "vlan60", func(n *network.Inspect) { n.IPAM.Driver = spec.IPAMDriver }),
+		own("n70", "vlan70", func(*network.Inspect) {}))
+	res := Infer(in)
+	if len(res.VLANs) != 1 {
+		t.Fatalf("vlans %d, want the hand-made one alone", len(res.VLANs))
+	}
+	for _, want := range []string{"swarm network vlan50 (n50): swarmvlan's own, of VLAN vlan50",
+		"swarm network vlan60 (n60): its addresses come from swarmvlan's IPAM plugin",
+		"swarm network vlan70 (n70): no node reports vlan70-config as a hand-made config-only network"} {
+		if !slices.ContainsFunc(res.Skipped, func(s string) bool { return strings.HasPrefix(s, want) }) {
+			t.Errorf("skipped %q, want %q", res.Skipped, want)
+		}
+	}
+	// Adopted already, for a VLAN in KV: skipped as such.
+	in.Adopted = map[string]state.AdoptedNetwork{"swarm-net": {ID: "swarm-net", VLAN: "vlan40-net", Role: state.AdoptedSwarmNetwork}}
+	in.Existing = []*spec.VLAN{res.VLANs[0]}
+	res = Infer(in)
+	if len(res.VLANs) != 0 || !slices.ContainsFunc(res.Skipped, func(s string) bool { return strings.Contains(s, "adopted already, as VLAN vlan40-net") }) {
+		t.Errorf("vlans %d, skipped %q", len(res.VLANs), res.Skipped)
+	}
+}
+
+func TestInferRefusesCollisions(t *testing.T) {
+	existing := func(name, subnet string, docker *spec.VLANDockerNames) *spec.VLAN {
+		return &spec.VLAN{Metadata: spec.ObjectMeta{Name: name}, Spec: spec.VLANSpec{Subnet: subnet, Docker: docker}}
+	}
+	for _, c := range []struct {
+		name  string
+		other *spec.VLAN
+		want  string
+	}{
+		{"subnet", existing("vlan40", "172.80.0.0/12", nil), "collides with VLAN vlan40 in KV: subnet 172.80.0.0/16 overlaps its 172.80.0.0/12"},
+		{"config network", existing("v", "10.0.0.0/16", &spec.VLANDockerNames{ConfigNetwork: "vlan40_net"}), "collides with VLAN v in KV: both name config network vlan40_net"},
+		{"swarm network", existing("v", "10.0.0.0/16", &spec.VLANDockerNames{Network: "swarm-vlan40_net"}), "collides with VLAN v in KV: both name swarm network swarm-vlan40_net"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			in := recipe(map[string]string{"node1": "172.80.1.0/24"})
+			in.Existing = []*spec.VLAN{c.other}
+			res := Infer(in)
+			r := res.Refused()
+			if len(r) != 1 || r[0].Object != "VLAN vlan40-net" || r[0].What != c.want {
+				t.Errorf("refused %v, want %q", r, c.want)
+			}
+		})
+	}
+	in := recipe(map[string]string{"node1": "172.80.1.0/24"})
+	in.Existing = []*spec.VLAN{existing("far", "10.0.0.0/16", nil)}
+	if r := Infer(in).Refused(); len(r) != 0 {
+		t.Errorf("refused beside an unrelated VLAN: %v", r)
+	}
+}

@@ -151,3 +151,55 @@ func adoptedNetworkOK(adopted map[string]state.AdoptedNetwork, vlan, role, id st
 // them. want must refer to networks and secrets by ID, as Docker stores
 // them.
 func ServiceDrift(want, have swarm.ServiceSpec) []string { return svcDrift(want, have) }
+
+// removeAdoptedSwarmNetworks removes the swarm networks adopted for a VLAN
+// whose document was deleted, as RemoveSwarmNetwork removes swarmvlan's
+// own: only once nothing uses them, found by the ID recorded at adoption
+// (they carry no labels). Until then the status says what uses them; the
+// nodes' config networks, which Docker keeps while a swarm network is
+// made from them, go after.
+func removeAdoptedSwarmNetworks(ctx context.Context, d engine.Docker, adopted map[string]state.AdoptedNetwork, vlan string) (state.NetworkStatus, error) {
+	st := state.NetworkStatus{State: state.NetworkAbsent}
+	ids := make([]string, 0, 1)
+	for id, rec := range adopted {
+		if rec.VLAN == vlan && rec.Role == state.AdoptedSwarmNetwork {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		have, err := d.NetworkInspect(ctx, id)
+		if engine.IsNotFound(err) {
+			continue
+		}
+		st = state.NetworkStatus{Name: adopted[id].Name, ID: id}
+		if err != nil {
+			return st.Failed(err), fmt.Errorf("vlan %q: inspect adopted swarm network %s: %w", vlan, adopted[id].Name, err)
+		}
+		users, err := networkSwarmUsers(ctx, d, &have)
+		if err != nil {
+			return st.Failed(err), fmt.Errorf("vlan %q: swarm network users: %w", vlan, err)
+		}
+		if len(users) > 0 {
+			st.State, st.Message, st.Requeue = state.NetworkInUse, "in use by "+networkUsersText(users), true
+			return st, nil
+		}
+		if st, err = engine.RemoveNetwork(ctx, d, st, id, vlan); err != nil || st.State != state.NetworkAbsent {
+			return st, err
+		}
+	}
+	return st, nil
+}
+
+// removeAdopted removes the swarm networks adopted for the deleted VLAN
+// name, reading the adoption records.
+func (c *Cluster) removeAdopted(ctx context.Context, name string) (state.NetworkStatus, error) {
+	if c.cfg.Store == nil {
+		return state.NetworkStatus{State: state.NetworkAbsent}, nil
+	}
+	adopted, err := c.cfg.Store.AdoptedNetworksList(ctx)
+	if err != nil {
+		return state.NetworkStatus{Name: name}.Failed(err), err
+	}
+	return removeAdoptedSwarmNetworks(ctx, c.cfg.Docker, adopted, name)
+}

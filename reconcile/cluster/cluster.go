@@ -513,6 +513,9 @@ func (c *Cluster) removeVLAN(ctx context.Context, lead *state.Leadership, name s
 	delete(c.netIDs, name)
 	c.mu.Unlock()
 	st, err := RemoveSwarmNetwork(ctx, c.cfg.Docker, name)
+	if err == nil && st.State == state.NetworkAbsent {
+		st, err = c.removeAdopted(ctx, name)
+	}
 	if err != nil {
 		return reconcile.Retry(err).With(&VLANDetails{Network: st})
 	}

@@ -828,7 +828,11 @@ func RemoveService(ctx context.Context, d engine.Docker, name string) error {
 		return fmt.Errorf("service %q: inspect: %w", name, err)
 	}
 	if have == nil {
-		return nil
+		// One with a Docker name of its own (spec.dockerName, an adopted
+		// service's) is found by its owner labels.
+		if have, err = svcByOwner(ctx, d, name); err != nil || have == nil {
+			return err
+		}
 	}
 	if !spec.Managed(have.Spec.Labels) {
 		return fmt.Errorf("service %q: %w", name, &engine.ConflictError{Kind: "service", Name: name})
@@ -837,6 +841,21 @@ func RemoveService(ctx context.Context, d engine.Docker, name string) error {
 		return fmt.Errorf("service %q: remove: %w", name, err)
 	}
 	return nil
+}
+
+// svcByOwner finds swarmvlan's service of the Service document name by
+// its owner labels; nil when there is none.
+func svcByOwner(ctx context.Context, d engine.Docker, name string) (*swarm.Service, error) {
+	list, err := d.ServiceList(ctx, engine.Filter("label", spec.LabelName+"="+name))
+	if err != nil {
+		return nil, fmt.Errorf("service %q: list by owner: %w", name, err)
+	}
+	for i := range list {
+		if l := list[i].Spec.Labels; spec.Managed(l) && l[spec.LabelKind] == spec.KindService && l[spec.LabelName] == name {
+			return &list[i], nil
+		}
+	}
+	return nil, nil
 }
 
 // ListManagedServices returns swarmvlan's services by name, in one

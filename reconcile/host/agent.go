@@ -119,7 +119,8 @@ func reportSame(a, b *state.NodeReport) bool {
 	if a == nil || b == nil {
 		return a == b
 	}
-	return a.Hostname == b.Hostname && maps.Equal(a.VLANs, b.VLANs) && reflect.DeepEqual(a.ConfigNetworks, b.ConfigNetworks)
+	return a.Hostname == b.Hostname && maps.Equal(a.VLANs, b.VLANs) && reflect.DeepEqual(a.ConfigNetworks, b.ConfigNetworks) &&
+		reflect.DeepEqual(a.Shims, b.Shims)
 }
 
 // Status is the Details of status/nodes/<nodeID>: what the host role
@@ -203,6 +204,15 @@ type Agent struct {
 	annotated map[string]string
 	// lastPass is how long the last network reconcile took, by part.
 	lastPass passTimes
+	// adoptedShims are the adopted shims as last read (nil before the
+	// first read): kept through Consul outages.
+	adoptedShims map[string]state.AdoptedShim
+	// pools are the address pools of hand-made config networks the Engine
+	// does not report (see handMadePools), by network ID.
+	pools map[string][]network.IPAMConfig
+	// probeNext is, per hand-made network whose probe failed, when it
+	// may be made again.
+	probeNext map[string]time.Time
 }
 
 // passTimes splits one network reconcile's duration.
@@ -231,6 +241,8 @@ func NewAgent(cfg Config) *Agent {
 		shims:       map[string]netip.Addr{},
 		taskRoutes:  map[string][]netip.Prefix{},
 		annotated:   map[string]string{},
+		pools:       map[string][]network.IPAMConfig{},
+		probeNext:   map[string]time.Time{},
 	}
 	return a
 }
@@ -778,20 +790,6 @@ func (a *Agent) converge(ctx context.Context) (p *netPass, ok bool) {
 	p = &netPass{Status: Status{Hostname: hostname, VLANs: map[string]VLANStatus{}},
 		Report: state.NodeReport{Hostname: hostname, VLANs: map[string]state.NodeVLANReport{}}}
 	p.Errs = append(p.Errs, ipamErrs...)
-	for _, v := range vlans {
-		if v.Spec.Docker == nil || a.cfg.Store == nil {
-			continue
-		}
-		// Only a VLAN with Docker names of its own can have adopted
-		// networks: the records are read for those alone.
-		adopted, err := a.cfg.Store.AdoptedNetworksList(ctx)
-		if err != nil {
-			p.Errs = append(p.Errs, err)
-			adopted = nil
-		}
-		p.adopted = adopted
-		break
-	}
 
 	// Docker first: a VLAN gone from the spec keeps its links while its
 	// config network stays, so removal decides what the kernel keeps.
@@ -802,10 +800,16 @@ func (a *Agent) converge(ctx context.Context) (p *netPass, ok bool) {
 		p.Errs = append(p.Errs, listErr)
 		p.DockerAway = true
 	}
-	keep := a.removeStale(ctx, p, nets, listErr, inView, held, chunks)
+	var handMade []state.NodeConfigNetwork
 	if listErr == nil {
-		p.Report.ConfigNetworks = handMadeConfigNetworks(nets)
+		var err error
+		if handMade, err = a.handMadePools(ctx, nets, handMadeConfigNetworks(nets)); err != nil {
+			p.Errs = append(p.Errs, err)
+		}
+		p.Report.ConfigNetworks = handMade
 	}
+	a.readAdopted(ctx, p, vlans, len(handMade) > 0, want)
+	keep := a.removeStale(ctx, p, nets, listErr, inView, held, chunks)
 	dockerTime := time.Since(dockerStart)
 
 	hvs := a.kernelWant(want, keep, nets, listErr)
@@ -817,6 +821,11 @@ func (a *Agent) converge(ctx context.Context) (p *netPass, ok bool) {
 		if netErr != nil {
 			p.Errs = append(p.Errs, netErr)
 		}
+		parents := map[string]bool{}
+		for _, c := range handMade {
+			parents[c.Parent] = true
+		}
+		p.Report.Shims = a.cfg.Net.HandMadeShims(parents)
 	}
 	p.Times.Net = time.Since(netStart)
 
@@ -850,6 +859,64 @@ func (a *Agent) converge(ctx context.Context) (p *netPass, ok bool) {
 	p.Status.Summary = statusSummary(p.Status)
 	p.Times.Total = time.Since(start)
 	return p, true
+}
+
+// readAdopted reads the adoption records of the pass: only a VLAN with
+// Docker names of its own can have adopted networks and shims, and only an
+// Engine with hand-made config networks can hold an adopted one whose VLAN
+// is gone, so the records are read for those alone. Each want whose
+// hand-made shim on this node was taken over gets that shim's name and
+// address; while the shim records were never read, such VLANs keep their
+// shims as they are.
+func (a *Agent) readAdopted(ctx context.Context, p *netPass, vlans []*spec.VLAN, handMade bool, want []vlanWant) {
+	named := map[string]bool{}
+	for _, v := range vlans {
+		if v.Spec.Docker != nil {
+			named[v.Metadata.Name] = true
+		}
+	}
+	if a.cfg.Store == nil || (len(named) == 0 && !handMade) {
+		return
+	}
+	adopted, err := a.cfg.Store.AdoptedNetworksList(ctx)
+	if err != nil {
+		p.Errs = append(p.Errs, err)
+		adopted = nil
+	}
+	p.adopted = adopted
+	if len(named) == 0 {
+		return
+	}
+	if shims, err := a.cfg.Store.AdoptedShimsList(ctx); err != nil {
+		p.Errs = append(p.Errs, err)
+	} else {
+		a.adoptedShims = shims
+	}
+	nodeID, _ := a.Identity()
+	for i := range want {
+		w := &want[i]
+		if !named[w.Net.Name] || !w.Net.HostAccess || w.Cluster {
+			continue
+		}
+		if a.adoptedShims == nil {
+			w.Net.ShimHold = true
+			continue
+		}
+		rec, ok := a.adoptedShims[state.AdoptedShimID(w.Net.Name, nodeID)]
+		if !ok {
+			continue
+		}
+		addr, err := netip.ParseAddr(rec.Addr)
+		if err != nil || rec.Name == "" {
+			w.Net.ShimHold = true
+			w.Problem = fmt.Sprintf("adopted shim record %s: no name or no readable address (%q)", state.AdoptedShimID(w.Net.Name, nodeID), rec.Addr)
+			continue
+		}
+		w.Net.Shim = rec.Name
+		if w.Net.Chunk.IsValid() {
+			w.Net.ShimAddr = addr
+		}
+	}
 }
 
 // clusterWants completes the wants of cluster-mode VLANs: the plugin is
@@ -1058,8 +1125,9 @@ func (a *Agent) removeStale(ctx context.Context, p *netPass, nets []network.Summ
 		}
 		return keep
 	}
-	for _, vlan := range staleConfigNetworks(nets, inView, known) {
-		st, err := RemoveConfigNetwork(ctx, a.cfg.Docker, vlan)
+	for _, c := range staleConfigNetworks(nets, inView, known, p.adopted) {
+		vlan := c.VLAN
+		st, err := removeConfigNetwork(ctx, a.cfg.Docker, c)
 		if err != nil {
 			p.Errs = append(p.Errs, err)
 		}
@@ -1247,6 +1315,10 @@ func (a *Agent) adoptedConfig(nets []network.Summary, w vlanWant, p *netPass) (s
 	rec, adopted := p.adopted[n.ID]
 	if !adopted || rec.VLAN != w.Net.Name || rec.Role != state.AdoptedConfigNetwork {
 		return nil, false
+	}
+	if pools, ok := a.pools[n.ID]; ok && len(n.IPAM.Config) == 0 {
+		// The Engine does not report it (see handMadePools).
+		n.IPAM.Config = pools
 	}
 	if diff := adoptedConfigDiff(want, n); len(diff) > 0 {
 		return &state.NetworkStatus{Name: n.Name, ID: n.ID, State: state.NetworkError,

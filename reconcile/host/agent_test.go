@@ -352,13 +352,25 @@ func TestHostStaleConfigNetworks(t *testing.T) {
 		cfg("kept-config", "kept", true, true),
 		cfg("theirs-config", "theirs", false, true),
 		cfg("foreign-config", "foreign", true, true), // another installation's
-		cfg("gone2", "gone2", true, true),            // name is not <vlan>-config
+		cfg("gone2_net", "gone2", true, true),        // named by spec.docker.configNetwork
 		cfg("gone3-config", "gone3", true, false),    // not config-only
+		cfg("vlan50_net", "", false, true),           // adopted, its VLAN gone
+		cfg("vlan60_net", "", false, true),           // adopted, its VLAN kept
+		cfg("vlan70_net", "", false, true),           // hand-made, not adopted
+	}
+	for i := range nets {
+		nets[i].ID = "id-" + nets[i].Name
+	}
+	adopted := map[string]state.AdoptedNetwork{
+		"id-vlan50_net": {ID: "id-vlan50_net", Name: "vlan50_net", VLAN: "vlan50-net", Role: state.AdoptedConfigNetwork},
+		"id-vlan60_net": {ID: "id-vlan60_net", Name: "vlan60_net", VLAN: "kept", Role: state.AdoptedConfigNetwork},
 	}
 	inView := map[string]bool{"kept": true}
 	known := map[string]bool{"gone": true, "kept": true, "theirs": true, "gone2": true, "gone3": true}
-	got := staleConfigNetworks(nets, inView, known)
-	if want := []string{"gone"}; !reflect.DeepEqual(got, want) {
+	got := staleConfigNetworks(nets, inView, known, adopted)
+	want := []staleConfig{{VLAN: "gone", Name: "gone-config"}, {VLAN: "gone2", Name: "gone2_net"},
+		{VLAN: "vlan50-net", Name: "vlan50_net", AdoptedID: "id-vlan50_net"}}
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("stale %v, want %v", got, want)
 	}
 }

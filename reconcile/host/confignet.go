@@ -358,9 +358,21 @@ func EnsureConfigNetwork(ctx context.Context, d engine.Docker, want ConfigNetwor
 // is swarmvlan's and no container uses it; otherwise it stays and the status
 // says why.
 func RemoveConfigNetwork(ctx context.Context, d engine.Docker, vlan string) (state.NetworkStatus, error) {
-	name := spec.ConfigNetworkName(vlan)
+	return removeConfigNetwork(ctx, d, staleConfig{VLAN: vlan, Name: spec.ConfigNetworkName(vlan)})
+}
+
+// removeConfigNetwork removes the config network c of a VLAN gone from
+// the spec: swarmvlan's own by its name, or one taken over from a
+// hand-made setup by its recorded ID (it carries no labels), when no
+// container uses it.
+func removeConfigNetwork(ctx context.Context, d engine.Docker, c staleConfig) (state.NetworkStatus, error) {
+	vlan, name := c.VLAN, c.Name
 	st := state.NetworkStatus{Name: name}
-	have, err := engine.FindNetwork(ctx, d, name, networkConfigOwned)
+	owned := networkConfigOwned
+	if c.AdoptedID != "" {
+		owned = func(n *network.Inspect) bool { return n.ID == c.AdoptedID }
+	}
+	have, err := engine.FindNetwork(ctx, d, name, owned)
 	if err != nil {
 		return st.Failed(err), fmt.Errorf("vlan %q: find config network: %w", vlan, err)
 	}
@@ -369,7 +381,7 @@ func RemoveConfigNetwork(ctx context.Context, d engine.Docker, vlan string) (sta
 		return st, nil
 	}
 	st.ID = have.ID
-	if !spec.Managed(have.Labels) {
+	if !owned(have) {
 		cerr := &engine.ConflictError{Kind: "network", Name: name}
 		st.State, st.Message = state.NetworkError, cerr.Error()
 		return st, fmt.Errorf("vlan %q: %w", vlan, cerr)
@@ -443,22 +455,43 @@ func configState(nets []network.Summary, want ConfigNetwork) (n network.Summary,
 	return all[0], networkConfigDiff(want, &all[0]), true
 }
 
-// staleConfigNetworks names the VLANs whose swarmvlan config network
-// is on this Engine although the VLAN is no longer in the view; only VLANs
-// in known qualify. Sorted.
-func staleConfigNetworks(nets []network.Summary, inView, known map[string]bool) []string {
+// staleConfig is a config network of a VLAN gone from the spec.
+type staleConfig struct {
+	VLAN, Name string
+	// AdoptedID is the Docker ID of a network taken over from a
+	// hand-made setup ("" for swarmvlan's own).
+	AdoptedID string
+}
+
+// staleConfigNetworks lists the config networks on this Engine whose VLAN
+// is no longer in the view: swarmvlan's own (whatever their name, which
+// spec.docker.configNetwork may set) of VLANs in known, and those adopted
+// (recorded by ID in adopted) for a VLAN. One per VLAN, sorted by VLAN.
+func staleConfigNetworks(nets []network.Summary, inView, known map[string]bool, adopted map[string]state.AdoptedNetwork) []staleConfig {
 	seen := map[string]bool{}
-	var out []string
+	var out []staleConfig
 	for _, n := range nets {
-		vlan := n.Labels[spec.LabelName]
-		if !n.ConfigOnly || !spec.Managed(n.Labels) || n.Labels[spec.LabelKind] != spec.KindVLAN ||
-			n.Name != spec.ConfigNetworkName(vlan) || inView[vlan] || !known[vlan] || seen[vlan] {
+		if !n.ConfigOnly {
 			continue
 		}
-		seen[vlan] = true
-		out = append(out, vlan)
+		c := staleConfig{VLAN: n.Labels[spec.LabelName], Name: n.Name}
+		switch rec, ok := adopted[n.ID]; {
+		case spec.Managed(n.Labels):
+			if n.Labels[spec.LabelKind] != spec.KindVLAN || !known[c.VLAN] {
+				continue
+			}
+		case ok && rec.Role == state.AdoptedConfigNetwork && rec.VLAN != "":
+			c.VLAN, c.AdoptedID = rec.VLAN, n.ID
+		default:
+			continue
+		}
+		if inView[c.VLAN] || seen[c.VLAN] {
+			continue
+		}
+		seen[c.VLAN] = true
+		out = append(out, c)
 	}
-	sort.Strings(out)
+	sort.Slice(out, func(i, j int) bool { return out[i].VLAN < out[j].VLAN })
 	return out
 }
 

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"swarmvlan/reconcile/kernel"
 	"swarmvlan/spec"
+	"swarmvlan/state"
 )
 
 // VLAN is the kernel state wanted on this host for one VLAN.
@@ -51,6 +52,24 @@ type VLAN struct {
 	// tasks (TaskRoutes), since any host's task may have any address.
 	Cluster    bool
 	TaskRoutes []netip.Prefix
+	// Shim is the name of a hand-made shim taken over by `reconciler
+	// adopt` (ShimAddr is then its address); "" is swarmvlan's own,
+	// spec.ShimName(Name). A link of that name that swarmvlan did not make
+	// is taken over when it is a bridge-mode macvlan on the parent: it
+	// gets swarmvlan's alias and is managed from then on.
+	Shim string
+	// ShimHold keeps whatever shim swarmvlan manages for the VLAN as it
+	// is, neither made nor removed, while it is not known which shim is
+	// wanted (the adoption records could not be read).
+	ShimHold bool
+}
+
+// shimName is the shim's link name.
+func (v VLAN) shimName() string {
+	if v.Shim != "" {
+		return v.Shim
+	}
+	return spec.ShimName(v.Name)
 }
 
 // hasShimAddr says whether the shim gets its address (and routes) yet:
@@ -105,6 +124,9 @@ const (
 	reasonNoChunk = "no chunk allocated yet"
 	// reasonPassthruShim is the shim's status on a passthru macvlan VLAN.
 	reasonPassthruShim = "no shim with macvlan mode passthru: the parent belongs to one container alone (set hostAccess: false, or use mode bridge)"
+	// reasonShimHold is the shim's status while the adoption records
+	// cannot be read.
+	reasonShimHold = "waiting for the adoption records (state/adopted/shims): the shim is kept as it is"
 )
 
 func linkAlias(vlan string) string { return aliasPrefix + vlan }
@@ -318,11 +340,24 @@ func (p *linkPlanner) claim(v VLAN) {
 	if !v.HostAccess {
 		return
 	}
+	if v.ShimHold {
+		// Every shim-shaped link of the VLAN stays: none is unclaimed.
+		for i := range p.have.Links {
+			l := &p.have.Links[i]
+			if l.Alias == linkAlias(v.Name) && (l.Kind == spec.DriverMacvlan || l.Kind == spec.DriverIPvlan) {
+				if _, ok := p.claims[l.Name]; !ok {
+					p.claims[l.Name] = v.Name
+				}
+			}
+		}
+		p.shimProblem[v.Name] = reasonShimHold
+		return
+	}
 	if spec.VLANDriver(v.Driver) == spec.DriverMacvlan && v.Mode == "passthru" {
 		p.shimProblem[v.Name] = reasonPassthruShim
 		return
 	}
-	shim := spec.ShimName(v.Name)
+	shim := v.shimName()
 	if other, ok := p.claims[shim]; ok {
 		p.shimProblem[v.Name] = fmt.Sprintf("shim name %s is already used by %q", shim, other)
 	} else {
@@ -332,6 +367,9 @@ func (p *linkPlanner) claim(v VLAN) {
 		switch {
 		case !v.ShimAddr.IsValid():
 			p.shimProblem[v.Name] = fmt.Sprintf("no shim address for chunk %s", v.Chunk)
+		case v.Shim != "":
+			// An adopted shim keeps its hand-made address, often one
+			// outside every node's range.
 		case !v.Chunk.Contains(v.ShimAddr):
 			p.shimProblem[v.Name] = fmt.Sprintf("shim address %s is not in chunk %s", v.ShimAddr, v.Chunk)
 		}
@@ -529,20 +567,31 @@ func (p *linkPlanner) shim(v VLAN, parent string, parentIndex int, parentNew boo
 		p.block(v, linkPartRoute, why)
 		return
 	}
-	name := spec.ShimName(v.Name)
+	name := v.shimName()
 	s := p.byName[name]
 	if s != nil && p.deleted[s.Index] {
 		s = nil // goes with its parent
-	}
-	if s != nil && !linkOwned(s) {
-		p.block(v, linkPartShim, collision(name, v.Name))
-		p.block(v, linkPartRoute, "waiting for shim "+name)
-		return
 	}
 	kind, mode, shape := spec.DriverMacvlan, "", "a bridge-mode macvlan"
 	if spec.VLANDriver(v.Driver) == spec.DriverIPvlan {
 		kind, mode = spec.DriverIPvlan, spec.VLANMode(v.Driver, v.Mode)
 		shape = "an ipvlan in mode " + mode
+	}
+	if s != nil && !linkOwned(s) {
+		switch {
+		case v.Shim == "":
+			p.block(v, linkPartShim, collision(name, v.Name))
+			p.block(v, linkPartRoute, "waiting for shim "+name)
+			return
+		case kind != spec.DriverMacvlan || s.Kind != kind || s.MacvlanMode != "bridge" || parentNew || s.ParentIndex != parentIndex:
+			// The adopted shim is not one any more: it is not ours to
+			// delete.
+			p.block(v, linkPartShim, fmt.Sprintf("adopted shim %s is not %s on %s; it is left as it is (delete it to have swarmvlan make it)", name, shape, parent))
+			p.block(v, linkPartRoute, "waiting for shim "+name)
+			return
+		}
+		// The hand-made shim adopt took over: repair gives it
+		// swarmvlan's alias, and from then on it is owned.
 	}
 	if s != nil && (s.Kind != kind || (kind == spec.DriverMacvlan && s.MacvlanMode != "bridge") ||
 		(kind == spec.DriverIPvlan && s.IpvlanMode != mode) || parentNew || s.ParentIndex != parentIndex) {
@@ -746,7 +795,7 @@ func interestOf(want []VLAN, have kernel.Observed) *linkInterest {
 		in.names[v.Trunk] = true
 		in.names[spec.SubInterfaceName(v.Trunk, v.ID)] = true
 		if v.HostAccess {
-			in.names[spec.ShimName(v.Name)] = true
+			in.names[v.shimName()] = true
 			for _, r := range v.shimRoutes() {
 				in.chunks[r.Masked()] = true
 			}
@@ -783,3 +832,37 @@ func (in *linkInterest) concerns(e kernel.Event) bool {
 
 // linkOwned says whether this reconciler made l (its alias is marked).
 func linkOwned(l *kernel.Link) bool { return strings.HasPrefix(l.Alias, aliasPrefix) }
+
+// handMadeShims lists the macvlan links in have that swarmvlan did not
+// make and whose parent is one of parents (the parents of the node's
+// hand-made config networks), with their addresses and the routes through
+// them, for the node report that `reconciler adopt` reads. Sorted by name.
+func handMadeShims(have kernel.Observed, parents map[string]bool) []state.NodeShim {
+	byIndex := make(map[int]*kernel.Link, len(have.Links))
+	for i := range have.Links {
+		byIndex[have.Links[i].Index] = &have.Links[i]
+	}
+	var out []state.NodeShim
+	for i := range have.Links {
+		l := &have.Links[i]
+		parent := byIndex[l.ParentIndex]
+		if l.Kind != spec.DriverMacvlan || linkOwned(l) || parent == nil || parent.Index == l.Index || !parents[parent.Name] {
+			continue
+		}
+		s := state.NodeShim{Name: l.Name, Parent: parent.Name, Mode: l.MacvlanMode}
+		for _, a := range l.Addrs {
+			if !a.Addr().IsLinkLocalUnicast() {
+				s.Addrs = append(s.Addrs, a.String())
+			}
+		}
+		for _, r := range have.Routes {
+			if r.LinkIndex == l.Index && r.Protocol != kernel.ProtoKernel && r.Dst.IsValid() && !r.Dst.Addr().IsLinkLocalUnicast() {
+				s.Routes = append(s.Routes, r.Dst.Masked().String())
+			}
+		}
+		slices.Sort(s.Routes)
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"swarmvlan/reconcile/kernel"
 	"swarmvlan/spec"
+	"swarmvlan/state"
 	"swarmvlan/state/backoff"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,8 @@ type Net struct {
 	promisc map[string]bool
 
 	interest atomic.Pointer[linkInterest]
+	// last is the kernel as the latest Ensure left it.
+	last atomic.Pointer[kernel.Observed]
 
 	// watchRcvBuf and watchForce size the subscription sockets; tests
 	// shrink them to provoke ENOBUFS.
@@ -118,7 +121,18 @@ func (h *Net) Ensure(ctx context.Context, want []VLAN) (map[string]NetStatus, er
 		}
 	}
 	h.interest.Store(interestOf(want, have))
+	h.last.Store(&have)
 	return linkStatuses(want, plan, failed), errors.Join(errs...)
+}
+
+// HandMadeShims lists, as the latest Ensure observed them, the macvlan
+// links on the named parents that swarmvlan did not make.
+func (h *Net) HandMadeShims(parents map[string]bool) []state.NodeShim {
+	have := h.last.Load()
+	if have == nil || len(parents) == 0 {
+		return nil
+	}
+	return handMadeShims(*have, parents)
 }
 
 // observe reads the kernel and adds what only memory knows: the trunks whose
