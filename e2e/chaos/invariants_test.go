@@ -270,10 +270,7 @@ func (c *checker) check(o *obs) {
 		}
 		byAddr[t.addr] = t
 	}
-	hostID := map[string]string{}
-	for _, h := range r.b.Cluster.Hosts() {
-		hostID[h.Name] = h.ID
-	}
+	hostID := r.hostIDs
 	// Mode chunks: every task inside its host's chunk; no two hosts' chunks
 	// overlap, in Docker or in Consul.
 	for _, t := range o.tasks {
@@ -374,13 +371,20 @@ func (c *checker) check(o *obs) {
 			}
 		}
 	}
-	for k, v := range found {
+	var rules, states []string
+	for _, k := range slices.Sorted(maps.Keys(found)) {
 		if _, again := c.suspect[k]; again {
-			r.violation("safety: "+strings.Fields(k)[0], v+"\n"+o.describe())
-			return
+			if rule := "safety: " + strings.Fields(k)[0]; !slices.Contains(rules, rule) {
+				rules = append(rules, rule)
+			}
+			states = append(states, found[k])
 		}
 	}
 	c.suspect = found
+	if len(rules) > 0 {
+		r.violation(strings.Join(rules, ", "), strings.Join(states, "\n")+"\n"+o.describe())
+		return
+	}
 
 	// Liveness: a passing entry points at a running task of its service at
 	// its address, within the bound.

@@ -72,15 +72,27 @@ type run struct {
 	outage     bool
 	violations []string
 	stop       context.CancelFunc
+	// hostIDs are the hosts' swarm node IDs by name; report fails the
+	// test with a violation's text.
+	hostIDs map[string]string
+	report  func(string)
 }
 
 func newRun(t *testing.T, b *bed.Bed, seed int64) *run {
-	return &run{
+	r := &run{
 		t: t, b: b, seed: seed, rng: rand.New(rand.NewSource(seed)), start: time.Now(),
 		faults:     map[string]int{},
 		dockerDown: map[string]bool{}, isolated: map[string]bool{}, consulDown: map[string]bool{},
 		crashed: map[string]bool{}, dockerLost: map[string]time.Time{},
+		hostIDs: map[string]string{},
+		report:  func(s string) { t.Error(s) },
 	}
+	if b != nil {
+		for _, h := range b.Cluster.Hosts() {
+			r.hostIDs[h.Name] = h.ID
+		}
+	}
+	return r
 }
 
 // logf adds a line to the schedule and prints it.
@@ -89,7 +101,9 @@ func (r *run) logf(kind, target, format string, args ...any) {
 	line := fmt.Sprintf("%7.1fs %-16s %-6s %s", time.Since(r.start).Seconds(), kind, target, fmt.Sprintf(format, args...))
 	r.schedule = append(r.schedule, line)
 	r.mu.Unlock()
-	r.t.Log("SCHEDULE " + line)
+	if r.t != nil {
+		r.t.Log("SCHEDULE " + line)
+	}
 }
 
 // fault counts a fault of kind and logs it.
@@ -109,8 +123,8 @@ func (r *run) violation(rule, state string) {
 	stop := r.stop
 	at := time.Since(r.start)
 	r.mu.Unlock()
-	r.t.Errorf("VIOLATION of %q at %.1fs, seed %d\nstate: %s\nschedule so far:\n%s",
-		rule, at.Seconds(), r.seed, state, sched)
+	r.report(fmt.Sprintf("VIOLATION of %q at %.1fs, seed %d\nstate: %s\nschedule so far:\n%s",
+		rule, at.Seconds(), r.seed, state, sched))
 	if stop != nil {
 		stop()
 	}
