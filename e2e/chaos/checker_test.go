@@ -49,7 +49,10 @@ func TestCheckerRules(t *testing.T) {
 		{"allocations overlap", "safety: allocs", func(o *obs, c *checker) {
 			o.allocs["id3"] = state.Allocation{Chunk: "172.80.2.0/23", Node: "id3"}
 		}},
-		{"chunk without its allocation", "safety: alloc-of", func(o *obs, c *checker) { delete(o.allocs, "id2") }},
+		{"chunk in use allocated to another node", "safety: taken", func(o *obs, c *checker) {
+			o.allocs["id3"] = state.Allocation{Chunk: "172.80.2.128/25", Node: "id3"}
+			o.chunks["h3"] = chunk("172.80.3.0/24")
+		}},
 		{"outside the pool", "safety: pool", func(o *obs, c *checker) { o.tasks[1].addr = addr("172.81.0.1") }},
 		{"lease of another node", "safety: lease", func(o *obs, c *checker) {
 			o.leases[addr("172.81.0.9")] = state.Lease{Node: "id1", Kind: state.LeaseTask}
@@ -77,7 +80,7 @@ func TestCheckerRules(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var got []string
 			r := newRun(nil, nil, 1)
-			r.hostIDs = map[string]string{"h1": "id1", "h2": "id2"}
+			r.hostIDs = map[string][]string{"h1": {"id1"}, "h2": {"id2"}}
 			r.report = func(s string) { got = append(got, s) }
 			c := newChecker(r, foreign{serviceID: "f1", overlayID: "o1", keys: map[string]uint64{foreignKey: 7}})
 			o := base()
@@ -101,7 +104,7 @@ func TestCheckerRules(t *testing.T) {
 	// A passing entry with no task: reported only past its bound.
 	var got []string
 	r := newRun(nil, nil, 1)
-	r.hostIDs = map[string]string{"h1": "id1", "h2": "id2"}
+	r.hostIDs = map[string][]string{"h1": {"id1"}, "h2": {"id2"}}
 	r.report = func(s string) { got = append(got, s) }
 	c := newChecker(r, foreign{serviceID: "f1", overlayID: "o1", keys: map[string]uint64{foreignKey: 7}})
 	at := time.Now()

@@ -270,7 +270,6 @@ func (c *checker) check(o *obs) {
 		}
 		byAddr[t.addr] = t
 	}
-	hostID := r.hostIDs
 	// Mode chunks: every task inside its host's chunk; no two hosts' chunks
 	// overlap, in Docker or in Consul.
 	for _, t := range o.tasks {
@@ -304,12 +303,14 @@ func (c *checker) check(o *obs) {
 				}
 			}
 		}
-		// A host's chunk in Docker is its node's allocation: else the
-		// chunk could be handed to another node.
+		// A chunk in use on a host (its config network) is never
+		// allocated, even in part, to a node that host never was.
 		for h, ch := range o.chunks {
-			al, ok := o.allocs[hostID[h]]
-			if !ok || al.Chunk != ch.String() {
-				found["alloc-of "+h+" "+ch.String()] = fmt.Sprintf("%s holds chunk %s in Docker, its allocation in Consul is %+v (present %v)", h, ch, al, ok)
+			for node, al := range o.allocs {
+				p, err := netip.ParsePrefix(al.Chunk)
+				if err == nil && p.Overlaps(ch) && !r.wasNode(h, node) {
+					found["taken "+h+" "+node] = fmt.Sprintf("%s holds chunk %s in Docker, allocated in Consul to node %s: %+v", h, ch, node, al)
+				}
 			}
 		}
 		// Mode cluster: every task's address in the pool and leased, in
@@ -322,8 +323,8 @@ func (c *checker) check(o *obs) {
 			switch {
 			case !poolAddrOK(t.addr):
 				found["pool "+t.container] = fmt.Sprintf("%v outside the pool %s", t, poolSubnet)
-			case !ok || l.Released != nil || l.Kind != state.LeaseTask || l.Node != hostID[t.host]:
-				found["lease "+t.container+" "+t.addr.String()] = fmt.Sprintf("%v: lease %+v (present %v), want one in force of node %s", t, l, ok, hostID[t.host])
+			case !ok || l.Released != nil || l.Kind != state.LeaseTask || !r.wasNode(t.host, l.Node):
+				found["lease "+t.container+" "+t.addr.String()] = fmt.Sprintf("%v: lease %+v (present %v), want one in force of the host's node", t, l, ok)
 			}
 		}
 		for s, si := range o.scale {

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/docker/docker/api/types/swarm"
 	"github.com/hashicorp/consul/api"
 
 	"swarmvlan/e2e/bed"
@@ -36,6 +37,7 @@ var kinds = []struct {
 	{"host-reboot", 2},
 	{"snapshot-restore", 1},
 	{"vlan-delete", 1},
+	{"node-rejoin", 1},
 }
 
 // background kinds can run beside another fault.
@@ -328,6 +330,52 @@ func (n *nemesis) inject(kind, side string) {
 			r.t.Fatalf("snapshot restore: %v", err)
 		}
 		r.logf("heal", via.Name, "snapshot restored")
+	case "node-rejoin":
+		// A worker leaves the swarm (its reconciler stopped first, as an
+		// operator would), is removed, and joins again: a new node.
+		h := n.hostOf(b.Cluster.Hosts(), func(h *lab.Host) bool { return !h.Manager && n.up(h) })
+		hold = n.between(5*time.Second, 15*time.Second)
+		r.fault(kind, h.Name, "leave the swarm, node removed, join again as a new node after %s", hold.Round(100*time.Millisecond))
+		b.Proc(h).Stop()
+		if err := b.Docker(h).SwarmLeave(n.ctx, true); err != nil {
+			r.t.Fatalf("%s: swarm leave: %v", h.Name, err)
+		}
+		mgr := &managerClient{r: r}
+		b.WaitFor(h.Name+" removed from the swarm", 2*time.Minute, func(ctx context.Context) error {
+			d, err := mgr.get(ctx)
+			if err != nil {
+				return err
+			}
+			return d.NodeRemove(ctx, h.ID, swarm.NodeRemoveOptions{Force: true})
+		})
+		sideFn()
+		n.sleep(hold)
+		var remotes []string
+		for _, m := range b.Cluster.Managers() {
+			remotes = append(remotes, m.Addr+":2377")
+		}
+		b.WaitFor(h.Name+" joined again", 2*time.Minute, func(ctx context.Context) error {
+			d, err := mgr.get(ctx)
+			if err != nil {
+				return err
+			}
+			sw, err := d.SwarmInspect(ctx)
+			if err != nil {
+				return err
+			}
+			return b.Docker(h).SwarmJoin(ctx, swarm.JoinRequest{ListenAddr: h.Addr + ":2377", AdvertiseAddr: h.Addr,
+				RemoteAddrs: remotes, JoinToken: sw.JoinTokens.Worker})
+		})
+		info, err := b.Docker(h).Info(n.ctx)
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		r.mu.Lock()
+		h.ID = info.Swarm.NodeID
+		r.hostIDs[h.Name] = append(r.hostIDs[h.Name], h.ID)
+		r.mu.Unlock()
+		b.StartReconciler(h)
+		r.logf("heal", h.Name, "joined as node %.12s, reconciler started", h.ID)
 	case "vlan-delete":
 		r.fault(kind, poolVLAN, "delete the VLAN while api runs on it, put it back after %s", hold.Round(100*time.Millisecond))
 		b.ReconcilerCmd("delete", "vlan", poolVLAN)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -72,10 +73,18 @@ type run struct {
 	outage     bool
 	violations []string
 	stop       context.CancelFunc
-	// hostIDs are the hosts' swarm node IDs by name; report fails the
-	// test with a violation's text.
-	hostIDs map[string]string
+	// hostIDs are the swarm node IDs each host has had (a host that
+	// leaves and joins again is a new node); report fails the test with a
+	// violation's text.
+	hostIDs map[string][]string
 	report  func(string)
+}
+
+// wasNode reports whether node is, or was, host's swarm node.
+func (r *run) wasNode(host, node string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Contains(r.hostIDs[host], node)
 }
 
 func newRun(t *testing.T, b *bed.Bed, seed int64) *run {
@@ -84,12 +93,12 @@ func newRun(t *testing.T, b *bed.Bed, seed int64) *run {
 		faults:     map[string]int{},
 		dockerDown: map[string]bool{}, isolated: map[string]bool{}, consulDown: map[string]bool{},
 		crashed: map[string]bool{}, dockerLost: map[string]time.Time{},
-		hostIDs: map[string]string{},
+		hostIDs: map[string][]string{},
 		report:  func(s string) { t.Error(s) },
 	}
 	if b != nil {
 		for _, h := range b.Cluster.Hosts() {
-			r.hostIDs[h.Name] = h.ID
+			r.hostIDs[h.Name] = []string{h.ID}
 		}
 	}
 	return r
