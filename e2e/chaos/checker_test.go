@@ -120,4 +120,21 @@ func TestCheckerRules(t *testing.T) {
 	if len(got) != 1 || !strings.Contains(got[0], "liveness: passing entry") {
 		t.Fatalf("stale entry past its bound: got %v", got)
 	}
+
+	// Right after a snapshot restore, the longer bound.
+	got = nil
+	c = newChecker(r, foreign{serviceID: "f1", overlayID: "o1", keys: map[string]uint64{foreignKey: 7}})
+	r.restored = at
+	for _, d := range []time.Duration{time.Second, staleBound + time.Second, staleBoundRestore - time.Second, staleBoundRestore + time.Second} {
+		o := base()
+		o.at = at.Add(d)
+		o.tasks = o.tasks[1:]
+		c.check(o)
+		if d < staleBoundRestore && len(got) > 0 {
+			t.Fatalf("stale entry after a restore reported %s after the restore: %v", d, got)
+		}
+	}
+	if len(got) != 1 {
+		t.Fatalf("stale entry after a restore, past its bound: got %v", got)
+	}
 }

@@ -28,10 +28,16 @@ import (
 // at its address: the check's interval and timeout and the catalog's
 // propagation, with a margin for a poll; for a host whose dockerd was
 // killed (or that crashed) within the longer bound, one check interval
-// plus deregisterAfter, with the same margin.
+// plus deregisterAfter, with the same margin. A snapshot restore puts back
+// the catalog of its time, entries of tasks ended since then included,
+// passing; only their agent's anti-entropy removes them (a full sync every
+// ae_interval, 1m, plus a random stagger of up to as much), so within two
+// intervals and a check interval of the restore, with the same margin.
 const (
 	staleBound        = 20 * time.Second
 	staleBoundDockerd = checkInterval + deregisterAfter + 10*time.Second
+	aeInterval        = time.Minute
+	staleBoundRestore = 2*aeInterval + checkInterval + 10*time.Second
 	// convergeBound is how long everything may take to converge after the
 	// last fault of a settle healed.
 	convergeBound = 4 * time.Minute
@@ -411,6 +417,9 @@ func (c *checker) check(o *obs) {
 		r.mu.Lock()
 		if lost, ok := r.dockerLost[e.node]; ok && o.at.Sub(lost) < staleBoundDockerd+staleBound {
 			bound = staleBoundDockerd
+		}
+		if !r.restored.IsZero() && first.Sub(r.restored) < staleBoundRestore {
+			bound = max(bound, staleBoundRestore-first.Sub(r.restored))
 		}
 		r.mu.Unlock()
 		if o.at.Sub(first) > bound {

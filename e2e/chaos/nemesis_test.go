@@ -329,6 +329,9 @@ func (n *nemesis) inject(kind, side string) {
 		if err := c.Snapshot().Restore((&api.WriteOptions{}).WithContext(n.ctx), bytes.NewReader(data)); err != nil {
 			r.t.Fatalf("snapshot restore: %v", err)
 		}
+		r.mu.Lock()
+		r.restored = time.Now()
+		r.mu.Unlock()
 		r.logf("heal", via.Name, "snapshot restored")
 	case "node-rejoin":
 		// A worker leaves the swarm (its reconciler stopped first, as an

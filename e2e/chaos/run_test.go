@@ -69,6 +69,8 @@ type run struct {
 	// dockerLost is when each host last lost its dockerd or crashed,
 	// for the bound of entries that stay passing.
 	dockerLost map[string]time.Time
+	// restored is when a snapshot was last restored.
+	restored time.Time
 	// outage is set while Consul has no quorum.
 	outage     bool
 	violations []string
