@@ -12,6 +12,8 @@
 #               for `docker load -i` on hosts without a registry
 #   make demo   bring up three lab hosts with a reconciler each, apply
 #               examples/demo/ and show the result; make demo-down removes it
+#   make chaos  a seeded run of random faults over a lab cluster of five
+#               hosts with the invariants checked (SEED=N DURATION=10m)
 
 SHELL      := /bin/bash
 GO         ?= go
@@ -28,7 +30,7 @@ LDFLAGS    := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 export SWARMVLAN_CONSUL := $(CONSUL)
 
-.PHONY: all build image test unit lint fuzz consul run run-consul stop bench bench-latency bench-scale docker engines clean demo demo-down
+.PHONY: all build image test unit lint fuzz consul run run-consul stop bench bench-latency bench-scale docker engines clean demo demo-down chaos
 
 all: build
 
@@ -117,6 +119,18 @@ bench-latency: consul docker
 bench-scale: consul docker
 	@set -o pipefail; $(GO) test $(BENCH_FLAGS) -count=1 -p 1 -timeout 4h -run '^$$' -bench '^BenchmarkLeaderAtScale$$' -benchtime 1x \
 		./cmd/reconciler | grep -E 'FIGURE|^(ok|FAIL|--- )|services in'
+
+# chaos runs e2e/chaos's nemesis for DURATION with SEED (root, the local
+# Engine): the schedule is printed as it runs, a violation prints the seed
+# and the schedule so far and fails; the figures (faults by kind,
+# violations, the longest convergence after healing) come at the end. The
+# output is kept in $(RUN_DIR)/chaos-SEED.log.
+SEED     ?= 18
+DURATION ?= 10m
+chaos: consul docker
+	@mkdir -p $(RUN_DIR)
+	@set -o pipefail; SWARMVLAN_CHAOS_SEED=$(SEED) SWARMVLAN_CHAOS_DURATION=$(DURATION) \
+		$(GO) test -count=1 -p 1 -v -timeout 4h -run '^TestChaos$$' ./e2e/chaos/ | tee $(RUN_DIR)/chaos-$(SEED).log
 
 # run starts a dev Consul agent (unless one answers already) and the
 # reconciler in the foreground with every role. Ctrl-C stops both.
