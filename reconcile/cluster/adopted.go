@@ -203,3 +203,21 @@ func (c *Cluster) removeAdopted(ctx context.Context, name string) (state.Network
 	}
 	return removeAdoptedSwarmNetworks(ctx, c.cfg.Docker, adopted, name)
 }
+
+// svcOfDeleted finds the service of a deleted Service document: by the
+// document's name, or, for one with a Docker name of its own
+// (spec.dockerName, as adopted services have), by its owner labels.
+func svcOfDeleted(ctx context.Context, d engine.Docker, name string) (swarm.Service, error) {
+	have, err := d.ServiceInspect(ctx, name)
+	if !engine.IsNotFound(err) {
+		return have, err
+	}
+	s, lerr := svcByOwner(ctx, d, name)
+	switch {
+	case lerr != nil:
+		return swarm.Service{}, lerr
+	case s == nil:
+		return swarm.Service{}, err
+	}
+	return *s, nil
+}

@@ -550,7 +550,7 @@ func (c *Cluster) reconcileService(ctx context.Context, k reconcile.Key, doc *re
 		return reconcile.Retry(err)
 	}
 	if doc == nil {
-		have, err := c.cfg.Docker.ServiceInspect(ctx, k.Name)
+		have, err := svcOfDeleted(ctx, c.cfg.Docker, k.Name)
 		switch {
 		case engine.IsNotFound(err):
 			return reconcile.Gone()
