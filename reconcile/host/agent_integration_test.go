@@ -306,17 +306,31 @@ func TestHostAgentConsul(t *testing.T) {
 			}
 			return nil
 		})
-		back := time.Now()
+		// No write passes the proxy while it is down, so the key's index
+		// read now is that of the last write before the cut. The agent
+		// stamps Updated before it sends, so a write sent just before the
+		// proxy returned and received just after carries an earlier time:
+		// the index, not the time, tells a write after the return.
+		nodeID, _ := h.agent.Identity()
+		cut, _, err := kv.Get(store.NodeKey(nodeID), nil)
+		if err != nil || cut == nil {
+			t.Fatalf("node key at the cut: %v (absent: %v)", err, cut == nil)
+		}
 		proxy.SetDown(false)
 		hostTestEventually(t, 20*time.Second, "ready after Consul returned", func() error { return h.vlanReady(t, "v40", "10.40.3.0/24") })
 		// The unreadiness written while Consul was away may have reached
 		// the key or not: the agent writes the value again.
 		hostTestEventually(t, 20*time.Second, "node key rewritten", func() error {
-			r, _, err := h.nodeReport(t)
-			if err == nil && !r.Updated.After(back) {
-				err = fmt.Errorf("last written %v, Consul back at %v", r.Updated, back)
+			p, _, err := kv.Get(store.NodeKey(nodeID), nil)
+			switch {
+			case err != nil:
+				return err
+			case p == nil:
+				return errors.New("node key absent")
+			case p.ModifyIndex <= cut.ModifyIndex:
+				return fmt.Errorf("node key last written at index %d, the cut was at %d", p.ModifyIndex, cut.ModifyIndex)
 			}
-			return err
+			return h.vlanReadyReport(t, "v40", "10.40.3.0/24")
 		})
 	})
 
