@@ -110,6 +110,10 @@ type IPAMServer interface {
 	Annotate(ctx context.Context, vlan string, slots map[netip.Addr]ipam.SlotRef) error
 }
 
+// leaseHolderStates filters the containers whose endpoints hold
+// addresses: every state in which Docker keeps a container's endpoint.
+var leaseHolderStates = []string{"status", "running", "status", "paused", "status", "restarting"}
+
 // leaseGCPeriod is how often the network pass collects this node's
 // leases that no endpoint holds.
 var leaseGCPeriod = 30 * time.Second
@@ -979,8 +983,13 @@ func (a *Agent) clusterWants(ctx context.Context, want []vlanWant) []error {
 // listTaskRoutes reads the addresses of this host's containers on every
 // cluster-mode VLAN's swarm network (named after the VLAN) into
 // a.taskRoutes. With Docker away the last list stays in force.
+//
+// Paused and restarting containers are listed with the running ones: they
+// keep their endpoints, so their addresses are routed and, above all,
+// their leases are not collected as orphans (a paused task's address
+// handed to another task would be a duplicate once it is unpaused).
 func (a *Agent) listTaskRoutes(ctx context.Context, want []vlanWant) error {
-	ctrs, err := a.cfg.Docker.ContainerList(ctx, engine.Filter("status", "running"))
+	ctrs, err := a.cfg.Docker.ContainerList(ctx, engine.Filter(leaseHolderStates...))
 	if err != nil {
 		return fmt.Errorf("list containers for the shim routes: %w", err)
 	}

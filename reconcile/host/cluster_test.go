@@ -1,6 +1,7 @@
 package host
 
 import (
+	"context"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -125,5 +126,47 @@ func TestStickySlots(t *testing.T) {
 	want := map[netip.Addr]ipam.SlotRef{netip.MustParseAddr("10.40.0.9"): {Service: "web", Slot: 3}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("stickySlots = %v, want %v", got, want)
+	}
+}
+
+// gcIPAM records the addresses the host role tells GC are held.
+type gcIPAM struct {
+	IPAMServer
+	have map[string][]netip.Addr
+}
+
+func (g *gcIPAM) GC(ctx context.Context, vlan string, have []netip.Addr) (int, error) {
+	g.have[vlan] = have
+	return 0, nil
+}
+
+func (g *gcIPAM) Annotate(ctx context.Context, vlan string, slots map[netip.Addr]ipam.SlotRef) error {
+	return nil
+}
+
+// TestLeaseGCCountsPausedTasks: a paused or restarting task keeps its
+// endpoint and its address, so orphan collection counts it as holding its
+// lease; only the addresses of containers that left are orphans.
+func TestLeaseGCCountsPausedTasks(t *testing.T) {
+	a, fake := hostTestAgent(t, newHostTestView(t).View)
+	g := &gcIPAM{have: map[string][]netip.Addr{}}
+	a.cfg.IPAM = g
+	on := func(id, state, ip string) container.Summary {
+		return container.Summary{ID: id, State: state, NetworkSettings: &container.NetworkSettingsSummary{
+			Networks: map[string]*network.EndpointSettings{"v40": {IPAddress: ip}}}}
+	}
+	fake.Containers = []container.Summary{
+		on("run", "running", "10.40.0.3"),
+		on("paused", "paused", "10.40.0.4"),
+		on("restarting", "restarting", "10.40.0.5"),
+		on("exited", "exited", "10.40.0.6"),
+	}
+	want := []vlanWant{{Net: VLAN{Name: "v40"}, Subnet: netip.MustParsePrefix("10.40.0.0/16"), Cluster: true}}
+	if err := a.listTaskRoutes(context.Background(), want); err != nil {
+		t.Fatal(err)
+	}
+	held := []netip.Addr{netip.MustParseAddr("10.40.0.3"), netip.MustParseAddr("10.40.0.4"), netip.MustParseAddr("10.40.0.5")}
+	if got, ok := g.have["v40"]; !ok || !slices.Equal(got, held) {
+		t.Errorf("GC told %v held (called: %v), want %v", got, ok, held)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -104,6 +105,19 @@ func fakeLabels(f filters.Args, labels map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// fakeStatus applies the "status" filter as Docker does (any of the
+// values); a container whose State is empty counts as running.
+func fakeStatus(f filters.Args, state string) bool {
+	want := f.Get("status")
+	if len(want) == 0 {
+		return true
+	}
+	if state == "" {
+		state = "running"
+	}
+	return slices.Contains(want, state)
 }
 
 func (f *Fake) Calls() map[string]uint64 { return f.calls.Snapshot() }
@@ -415,7 +429,7 @@ func (f *Fake) ContainerList(ctx context.Context, flt filters.Args) ([]container
 	}
 	var out []container.Summary
 	for _, c := range f.Containers {
-		if fakeLabels(flt, c.Labels) {
+		if fakeLabels(flt, c.Labels) && fakeStatus(flt, c.State) {
 			out = append(out, Clone(c))
 		}
 	}
