@@ -25,6 +25,10 @@ const CookieName = "swarmvlan_ui"
 // proxies and browsers keep it open.
 const keepAlive = 20 * time.Second
 
+// syncWait bounds how long GET /v1/overview waits for an idle dashboard's
+// first listing of KV; past it, the unsynced snapshot says so.
+const syncWait = 5 * time.Second
+
 // Access says who may view the dashboard.
 type Access struct {
 	// Open lets anyone view without logging in (a loopback listener with
@@ -207,6 +211,9 @@ func (h *Handler) overview(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "log in at / or send a bearer token", http.StatusUnauthorized)
 		return
 	}
+	// An idle dashboard starts its watches now: the answer waits for
+	// their first listing, a few milliseconds.
+	h.src.WaitSynced(r.Context(), syncWait)
 	b, _ := h.src.Snapshot()
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(b)
