@@ -36,7 +36,7 @@ spec:
   consul: {port: 80}
 `
 
-func testStore(t *testing.T) *state.Store {
+func testStore(t testing.TB) *state.Store {
 	t.Helper()
 	s, err := state.New(state.Config{Address: "127.0.0.1:1"})
 	if err != nil {
@@ -45,7 +45,7 @@ func testStore(t *testing.T) *state.Store {
 	return s
 }
 
-func mustJSON(t *testing.T, v any) []byte {
+func mustJSON(t testing.TB, v any) []byte {
 	t.Helper()
 	b, err := json.Marshal(v)
 	if err != nil {
