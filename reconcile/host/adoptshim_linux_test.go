@@ -1,7 +1,6 @@
 package host
 
 import (
-	"io"
 	"net"
 	"net/netip"
 	"reflect"
@@ -11,6 +10,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"swarmvlan/reconcile/kernel"
+	"swarmvlan/spec"
 	"swarmvlan/state"
 )
 
@@ -23,7 +23,6 @@ import (
 // managed (a deleted route comes back, and it goes with its VLAN).
 func TestHostNetAdoptsHandMadeShim(t *testing.T) {
 	hostNS, h := hostTestNS(t)
-	ctrNS, hc := hostTestNS(t)
 	trunk := hostTestVeth(t, h, "trk0", "trk0p", true)
 	chunk := netip.MustParsePrefix("10.40.1.0/24")
 
@@ -35,37 +34,7 @@ func TestHostNetAdoptsHandMadeShim(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A container in the range, made as Docker makes it.
-	ctr := hostTestMacvlan(t, h, "ctr0", trunk, "")
-	if err := h.LinkSetNsFd(ctr, int(ctrNS)); err != nil {
-		t.Fatal(err)
-	}
-	ctr, err := hc.LinkByName("ctr0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctrAddr, _ := netlink.ParseAddr("10.40.1.10/16")
-	if err := hc.AddrAdd(ctr, ctrAddr); err != nil {
-		t.Fatal(err)
-	}
-	if err := hc.LinkSetUp(ctr); err != nil {
-		t.Fatal(err)
-	}
-	var ln net.Listener
-	hostTestIn(t, ctrNS, func() { ln, err = net.Listen("tcp", "10.40.1.10:8080") })
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			io.WriteString(c, "hello")
-			c.Close()
-		}
-	}()
+	hostTestContainer(t, h, trunk, spec.DriverMacvlan, "", "10.40.1.10/16")
 
 	hn := hostTestNew(t, hostNS)
 	v := VLAN{Name: "vlan40-net", Trunk: "trk0", Promiscuous: true, Mode: "bridge", Chunk: chunk}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -594,7 +593,6 @@ func TestHostNetLeavesOthersPromiscuous(t *testing.T) {
 
 func TestHostNetHostReachesContainer(t *testing.T) {
 	hostNS, h := hostTestNS(t)
-	ctrNS, hc := hostTestNS(t)
 	trunk := hostTestVeth(t, h, "trk0", "trk0p", true)
 	// The host's own address on the VLAN: without the shim it routes the
 	// whole subnet, the chunk included, out of the trunk, from which a
@@ -606,39 +604,7 @@ func TestHostNetHostReachesContainer(t *testing.T) {
 	if err := h.AddrAdd(trunk, hostAddr); err != nil {
 		t.Fatal(err)
 	}
-	// The container's interface, made like Docker makes it: a macvlan on the
-	// parent, moved into the container's namespace.
-	ctr := hostTestMacvlan(t, h, "ctr0", trunk, "")
-	if err := h.LinkSetNsFd(ctr, int(ctrNS)); err != nil {
-		t.Fatal(err)
-	}
-	ctr, err = hc.LinkByName("ctr0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctrAddr, _ := netlink.ParseAddr("10.40.1.10/16")
-	if err := hc.AddrAdd(ctr, ctrAddr); err != nil {
-		t.Fatal(err)
-	}
-	if err := hc.LinkSetUp(ctr); err != nil {
-		t.Fatal(err)
-	}
-	var ln net.Listener
-	hostTestIn(t, ctrNS, func() { ln, err = net.Listen("tcp", "10.40.1.10:8080") })
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			io.WriteString(c, "hello")
-			c.Close()
-		}
-	}()
+	hostTestContainer(t, h, trunk, spec.DriverMacvlan, "", "10.40.1.10/16")
 	v := VLAN{Name: "vlan40", Trunk: "trk0", Promiscuous: true, Mode: "bridge",
 		Chunk: netip.MustParsePrefix("10.40.1.0/24"), ShimAddr: netip.MustParseAddr("10.40.1.255")}
 	hn := hostTestNew(t, hostNS)
