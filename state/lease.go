@@ -211,3 +211,37 @@ func (t *Tree) addLease(s *Store, p *api.KVPair) error {
 	t.Leases[vlan][addr] = l
 	return nil
 }
+
+// LeasesRoot is the parent of every VLAN's LeasePrefix, for a watch of
+// all leases.
+func (s *Store) LeasesRoot() string { return s.prefix + leasesDir }
+
+// DecodeLeases sorts a listing of LeasesRoot (as a watch delivers it) into
+// each VLAN's leases by address. Keys that are not a lease and values that
+// do not decode are left out and returned as errors.
+func (s *Store) DecodeLeases(pairs api.KVPairs) (map[string]map[netip.Addr]LeaseEntry, []error) {
+	out := map[string]map[netip.Addr]LeaseEntry{}
+	var bad []error
+	root := s.LeasesRoot()
+	for _, p := range pairs {
+		vlan, leaf, ok := strings.Cut(strings.TrimPrefix(p.Key, root), "/")
+		if !ok || vlan == "" || !strings.HasPrefix(p.Key, root) {
+			continue
+		}
+		addr, err := netip.ParseAddr(leaf)
+		if err != nil {
+			bad = append(bad, fmt.Errorf("lease key %q: not an address", p.Key))
+			continue
+		}
+		var l Lease
+		if err := json.Unmarshal(p.Value, &l); err != nil {
+			bad = append(bad, fmt.Errorf("vlan %q: lease %s: decode: %w", vlan, addr, err))
+			continue
+		}
+		if out[vlan] == nil {
+			out[vlan] = map[netip.Addr]LeaseEntry{}
+		}
+		out[vlan][addr] = LeaseEntry{Lease: l, ModifyIndex: p.ModifyIndex}
+	}
+	return out, bad
+}

@@ -100,7 +100,8 @@ func aclPolicy(role string, s *state.Store, services string) ([]aclRule, error) 
 					"written when they change."},
 			{"key_prefix", strings.TrimSuffix(s.LeasePrefix(""), "/"), "write",
 				"VLANs in rangePlan.mode cluster: the IPAM plugin's address leases (state/leases/<vlan>/<address>),\n" +
-					"taken, released into quarantine and slot-tagged by this node (check-and-set; the owner rule holds)."},
+					"taken, released into quarantine and slot-tagged by this node (check-and-set; the owner rule holds),\n" +
+					"watched, and taken again for an address this node's endpoints hold whose lease a rollback lost."},
 			sessions,
 			{"service_prefix", services, "write",
 				"Register this node's running tasks with the local agent, with their health checks, and deregister them\n" +

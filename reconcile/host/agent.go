@@ -108,6 +108,9 @@ type IPAMServer interface {
 	// Annotate records the sticky slot each of this node's addresses on
 	// vlan serves.
 	Annotate(ctx context.Context, vlan string, slots map[netip.Addr]ipam.SlotRef) error
+	// Repair leases again to this node the addresses on vlan its
+	// endpoints hold (held) whose leases are lost.
+	Repair(ctx context.Context, vlan string, held map[netip.Addr]ipam.Held) (int, error)
 }
 
 // leaseHolderStates filters the containers whose endpoints hold
@@ -206,6 +209,11 @@ type Agent struct {
 	lastGC time.Time
 	// annotated is the sticky slots last recorded per VLAN.
 	annotated map[string]string
+	// held is, per cluster-mode VLAN, what this node's endpoints held at
+	// the last listing; leases is the lease watch's last answer (nil
+	// before one). Both under mu.
+	held   map[string]map[netip.Addr]ipam.Held
+	leases map[string]map[netip.Addr]state.LeaseEntry
 	// lastPass is how long the last network reconcile took, by part.
 	lastPass passTimes
 	// adoptedShims are the adopted shims as last read (nil before the
@@ -350,6 +358,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ctrl.Run(ctx) })
 	g.Go(func() error { a.watchAllocations(ctx); return nil })
+	if a.cfg.IPAM != nil {
+		g.Go(func() error { a.watchLeases(ctx); return nil })
+	}
 	g.Go(func() error { a.register(ctx); return nil })
 	g.Go(func() error {
 		for ev := range engine.Events(ctx, a.cfg.Docker, "network", "container") {
@@ -408,6 +419,32 @@ func (a *Agent) waitIdentity(ctx context.Context) (nodeID, hostname string, ok b
 			return "", "", false
 		}
 	}
+}
+
+// watchLeases keeps a.leases in step with the cluster-mode VLANs' leases
+// and asks for a network pass, which mends them, when an address this
+// node's endpoints hold has lost its lease: after a restore of a Consul
+// snapshot rolled state/ back, within the watch's answer rather than the
+// next periodic pass, so that no other node is handed it meanwhile.
+func (a *Agent) watchLeases(ctx context.Context) {
+	nodeID, _ := a.Identity()
+	_ = a.cfg.Store.WatchPrefix(ctx, a.cfg.Store.LeasesRoot(), state.WatchOptions{}, func(pairs api.KVPairs, _ uint64) {
+		leases, bad := a.cfg.Store.DecodeLeases(pairs)
+		for _, b := range bad {
+			a.log.Warn("lease unreadable", "err", b)
+		}
+		a.mu.Lock()
+		a.leases = leases
+		lost := false
+		for vlan, held := range a.held {
+			missing, taken := ipam.Lost(leases[vlan], nodeID, held)
+			lost = lost || len(missing) > 0 || len(taken) > 0
+		}
+		a.mu.Unlock()
+		if lost {
+			a.enqueue(true, false)
+		}
+	})
 }
 
 // allocationRoot is <prefix>state/allocations/, the parent of every
@@ -1002,6 +1039,11 @@ func (a *Agent) listTaskRoutes(ctx context.Context, want []vlanWant) error {
 		routes := taskRoutesOf(ctrs, w.Net.Name, w.Subnet)
 		a.taskRoutes[w.Net.Name] = routes
 		if w.Problem == "" {
+			if err := a.repairLeases(ctx, w.Net.Name, heldOf(ctrs, w.Net.Name, w.Subnet)); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if w.Problem == "" {
 			slots := stickySlots(ctrs, w.Net.Name, w.Subnet, a.stickyServices())
 			if key := fmt.Sprint(slots); a.annotated[w.Net.Name] != key {
 				if err := a.cfg.IPAM.Annotate(ctx, w.Net.Name, slots); err != nil {
@@ -1026,6 +1068,45 @@ func (a *Agent) listTaskRoutes(ctx context.Context, want []vlanWant) error {
 		a.lastGC = time.Now()
 	}
 	return errors.Join(errs...)
+}
+
+// repairLeases records what this node's endpoints hold on vlan (held,
+// the shim's address added) for the lease watch, and mends lost leases:
+// when the watch's last answer shows one lost, or has not come.
+func (a *Agent) repairLeases(ctx context.Context, vlan string, held map[netip.Addr]ipam.Held) error {
+	if shim, ok := a.shims[vlan]; ok {
+		held[shim] = ipam.Held{Kind: state.LeaseShim}
+	}
+	nodeID, _ := a.Identity()
+	a.mu.Lock()
+	if a.held == nil {
+		a.held = map[string]map[netip.Addr]ipam.Held{}
+	}
+	a.held[vlan] = held
+	known, seen := a.leases[vlan], a.leases != nil
+	a.mu.Unlock()
+	if seen {
+		if missing, taken := ipam.Lost(known, nodeID, held); len(missing) == 0 && len(taken) == 0 {
+			return nil
+		}
+	}
+	_, err := a.cfg.IPAM.Repair(ctx, vlan, held)
+	return err
+}
+
+// heldOf is what the containers' endpoints on the network name hold in
+// subnet: each task's address, since its container was made.
+func heldOf(ctrs []container.Summary, name string, subnet netip.Prefix) map[netip.Addr]ipam.Held {
+	out := map[netip.Addr]ipam.Held{}
+	for _, c := range ctrs {
+		if c.NetworkSettings == nil || c.NetworkSettings.Networks[name] == nil {
+			continue
+		}
+		if ip, err := netip.ParseAddr(c.NetworkSettings.Networks[name].IPAddress); err == nil && subnet.Contains(ip) {
+			out[ip] = ipam.Held{Kind: state.LeaseTask, Since: time.Unix(c.Created, 0).UTC()}
+		}
+	}
+	return out
 }
 
 // stickyServices names, by their Swarm names, the services in force with

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
@@ -13,6 +14,7 @@ import (
 	"swarmvlan/reconcile/ipam"
 	"swarmvlan/reconcile/kernel"
 	"swarmvlan/spec"
+	"swarmvlan/state"
 )
 
 // TestClusterShimRoutes: in mode cluster the shim holds its leased
@@ -132,7 +134,8 @@ func TestStickySlots(t *testing.T) {
 // gcIPAM records the addresses the host role tells GC are held.
 type gcIPAM struct {
 	IPAMServer
-	have map[string][]netip.Addr
+	have    map[string][]netip.Addr
+	repairs []map[netip.Addr]ipam.Held
 }
 
 func (g *gcIPAM) GC(ctx context.Context, vlan string, have []netip.Addr) (int, error) {
@@ -142,6 +145,11 @@ func (g *gcIPAM) GC(ctx context.Context, vlan string, have []netip.Addr) (int, e
 
 func (g *gcIPAM) Annotate(ctx context.Context, vlan string, slots map[netip.Addr]ipam.SlotRef) error {
 	return nil
+}
+
+func (g *gcIPAM) Repair(ctx context.Context, vlan string, held map[netip.Addr]ipam.Held) (int, error) {
+	g.repairs = append(g.repairs, held)
+	return 0, nil
 }
 
 // TestLeaseGCCountsPausedTasks: a paused or restarting task keeps its
@@ -168,5 +176,51 @@ func TestLeaseGCCountsPausedTasks(t *testing.T) {
 	held := []netip.Addr{netip.MustParseAddr("10.40.0.3"), netip.MustParseAddr("10.40.0.4"), netip.MustParseAddr("10.40.0.5")}
 	if got, ok := g.have["v40"]; !ok || !slices.Equal(got, held) {
 		t.Errorf("GC told %v held (called: %v), want %v", got, ok, held)
+	}
+}
+
+// TestLeaseRepairOnLoss: the pass hands what this node's endpoints hold
+// (tasks since their containers were made, and the shim) to the repair
+// while the lease watch has not answered, and again only when its answer
+// shows one of them lost.
+func TestLeaseRepairOnLoss(t *testing.T) {
+	a, fake := hostTestAgent(t, newHostTestView(t).View)
+	g := &gcIPAM{have: map[string][]netip.Addr{}}
+	a.cfg.IPAM = g
+	a.shims["v40"] = netip.MustParseAddr("10.40.0.62")
+	made := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	fake.Containers = []container.Summary{{ID: "run", State: "running", Created: made.Unix(), NetworkSettings: &container.NetworkSettingsSummary{
+		Networks: map[string]*network.EndpointSettings{"v40": {IPAddress: "10.40.0.3"}}}}}
+	want := []vlanWant{{Net: VLAN{Name: "v40"}, Subnet: netip.MustParsePrefix("10.40.0.0/16"), Cluster: true}}
+	pass := func() {
+		t.Helper()
+		if err := a.listTaskRoutes(context.Background(), want); err != nil {
+			t.Fatal(err)
+		}
+	}
+	task, shim := netip.MustParseAddr("10.40.0.3"), netip.MustParseAddr("10.40.0.62")
+	pass()
+	wantHeld := map[netip.Addr]ipam.Held{task: {Kind: state.LeaseTask, Since: made}, shim: {Kind: state.LeaseShim}}
+	if len(g.repairs) != 1 || !reflect.DeepEqual(g.repairs[0], wantHeld) {
+		t.Fatalf("repairs before the watch answered: %v, want one of %v", g.repairs, wantHeld)
+	}
+	node, _ := a.Identity()
+	a.mu.Lock()
+	a.leases = map[string]map[netip.Addr]state.LeaseEntry{"v40": {
+		task: {Lease: state.Lease{Node: node, Kind: state.LeaseTask}},
+		shim: {Lease: state.Lease{Node: node, Kind: state.LeaseShim}},
+	}}
+	a.mu.Unlock()
+	pass()
+	if len(g.repairs) != 1 {
+		t.Fatalf("repair with every lease in force: %v", g.repairs[1:])
+	}
+	// Rolled back: the task's lease gone.
+	a.mu.Lock()
+	delete(a.leases["v40"], task)
+	a.mu.Unlock()
+	pass()
+	if len(g.repairs) != 2 {
+		t.Fatalf("no repair after the task's lease was lost")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -88,6 +89,7 @@ type rig struct {
 	now    time.Time
 	node   string
 	h      http.Handler
+	plugin *Plugin
 	// sticky answers Config.Sticky; nil: every service is sticky.
 	sticky func(string) bool
 }
@@ -109,7 +111,7 @@ func newRig(t *testing.T, doc string) *rig {
 		Identity: func() (string, string) { return r.node, "host-" + r.node },
 		Now:      func() time.Time { return r.now },
 	})
-	r.h = p.Handler()
+	r.h, r.plugin = p.Handler(), p
 	return r
 }
 
@@ -457,5 +459,73 @@ func TestAnnotateFresh(t *testing.T) {
 	}
 	if l := r.leases.kv[a("10.5.0.4")]; l.Service != "" || l.Slot != 0 || l.Held() {
 		t.Errorf("slot 2's missed address still claims the slot: %+v", l.Lease)
+	}
+}
+
+// TestLost: an address held here whose lease is absent, or was released
+// before its container was made (a rolled-back state), is lost and leased
+// again; one released after is Docker's release of a stopping task; one
+// leased to another node is reported; the shim's lease is never released.
+func TestLost(t *testing.T) {
+	a := netip.MustParseAddr
+	made := time.Date(2026, 12, 2, 4, 0, 0, 0, time.UTC)
+	before, after := made.Add(-time.Minute), made.Add(time.Second)
+	leases := map[netip.Addr]state.LeaseEntry{
+		a("10.0.0.3"): {Lease: state.Lease{Node: "n1", Kind: state.LeaseTask}},                    // in force: fine
+		a("10.0.0.4"): {Lease: state.Lease{Node: "n2", Kind: state.LeaseTask, Released: &before}}, // an older holder's
+		a("10.0.0.5"): {Lease: state.Lease{Node: "n1", Kind: state.LeaseTask, Released: &after}},  // stopping
+		a("10.0.0.6"): {Lease: state.Lease{Node: "n2", Kind: state.LeaseTask}},                    // another node's
+		a("10.0.0.9"): {Lease: state.Lease{Node: "n1", Kind: state.LeaseShim, Released: &after}},  // the shim's, released
+	}
+	held := map[netip.Addr]Held{}
+	for _, s := range []string{"10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"} {
+		held[a(s)] = Held{Kind: state.LeaseTask, Since: made}
+	}
+	held[a("10.0.0.9")] = Held{Kind: state.LeaseShim}
+	missing, taken := Lost(leases, "n1", held)
+	if want := []netip.Addr{a("10.0.0.2"), a("10.0.0.4"), a("10.0.0.9")}; !slices.Equal(missing, want) {
+		t.Errorf("missing %v, want %v", missing, want)
+	}
+	if want := []netip.Addr{a("10.0.0.6")}; !slices.Equal(taken, want) {
+		t.Errorf("taken %v, want %v", taken, want)
+	}
+}
+
+// TestRepair: the lost leases are written again to this node with the
+// check-and-set of what they were; one taken by another node is an error
+// that names it, and is left as it is.
+func TestRepair(t *testing.T) {
+	r := newRig(t, clusterVLAN)
+	made := r.now.Add(-time.Hour)
+	old := made.Add(-time.Minute)
+	r.leases.kv[netip.MustParseAddr("10.5.0.4")] = state.LeaseEntry{Lease: state.Lease{Node: "n2", Kind: state.LeaseTask, Released: &old}, ModifyIndex: 7}
+	r.leases.kv[netip.MustParseAddr("10.5.0.5")] = state.LeaseEntry{Lease: state.Lease{Node: "n2", Kind: state.LeaseTask}, ModifyIndex: 8}
+	r.leases.index = 8
+	s := NewServer(r.plugin, "")
+	held := map[netip.Addr]Held{
+		netip.MustParseAddr("10.5.0.3"): {Kind: state.LeaseTask, Since: made},
+		netip.MustParseAddr("10.5.0.4"): {Kind: state.LeaseTask, Since: made},
+		netip.MustParseAddr("10.5.0.5"): {Kind: state.LeaseTask, Since: made},
+		netip.MustParseAddr("10.5.0.6"): {Kind: state.LeaseShim},
+	}
+	n, err := s.Repair(context.Background(), "v40", held)
+	if n != 3 || err == nil || !strings.Contains(err.Error(), "10.5.0.5 is in use on this node and leased to node n2") {
+		t.Fatalf("repaired %d, err %v", n, err)
+	}
+	for _, c := range []struct {
+		addr, kind string
+	}{{"10.5.0.3", state.LeaseTask}, {"10.5.0.4", state.LeaseTask}, {"10.5.0.6", state.LeaseShim}} {
+		e := r.leases.kv[netip.MustParseAddr(c.addr)]
+		if !e.Held() || e.Node != "n1" || e.Kind != c.kind || e.Hostname != "host-n1" {
+			t.Errorf("%s after the repair: %+v", c.addr, e.Lease)
+		}
+	}
+	if e := r.leases.kv[netip.MustParseAddr("10.5.0.5")]; e.Node != "n2" || e.ModifyIndex != 8 {
+		t.Errorf("another node's lease changed: %+v", e)
+	}
+	// Nothing lost: nothing written.
+	idx := r.leases.index
+	if n, err := s.Repair(context.Background(), "v40", map[netip.Addr]Held{netip.MustParseAddr("10.5.0.3"): {Kind: state.LeaseTask, Since: made}}); n != 0 || err != nil || r.leases.index != idx {
+		t.Errorf("repair with its lease in force: %d, %v, index %d -> %d", n, err, idx, r.leases.index)
 	}
 }

@@ -264,3 +264,75 @@ func (s *Server) Annotate(ctx context.Context, vlan string, slots map[netip.Addr
 	}
 	return nil
 }
+
+// Held is an address one of this node's endpoints holds: a task's (Since
+// is when its container was made) or the host's shim.
+type Held struct {
+	Kind  string
+	Since time.Time
+}
+
+// Lost sorts the addresses this node's endpoints hold (held) whose lease
+// is not this node's: missing, those whose lease is absent or was released
+// before the holder was made (what a restore of a Consul snapshot leaves:
+// the state of an earlier moment), which the node leases again; and taken,
+// those leased in force to another node, which it cannot mend. A task's
+// lease released after its container was made is Docker's release of a
+// stopping task, not a loss. Pure.
+func Lost(leases map[netip.Addr]state.LeaseEntry, node string, held map[netip.Addr]Held) (missing, taken []netip.Addr) {
+	for a, h := range held {
+		e, ok := leases[a]
+		switch {
+		case !ok:
+			missing = append(missing, a)
+		case e.Held() && e.Node == node:
+		case e.Held():
+			taken = append(taken, a)
+		case h.Kind == state.LeaseShim || e.Released.Before(h.Since):
+			missing = append(missing, a)
+		}
+	}
+	slices.SortFunc(missing, netip.Addr.Compare)
+	slices.SortFunc(taken, netip.Addr.Compare)
+	return missing, taken
+}
+
+// Repair leases again to this node the addresses on vlan that its
+// endpoints hold and whose leases are lost (see Lost), so that no other
+// node is handed an address in use here after Consul's state was rolled
+// back; an address leased to another node meanwhile is reported, not
+// touched. It returns how many leases it wrote.
+func (s *Server) Repair(ctx context.Context, vlan string, held map[netip.Addr]Held) (int, error) {
+	if len(held) == 0 {
+		return 0, nil
+	}
+	p := s.p
+	node, hostname, err := p.identity()
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, ConsulTimeout)
+	defer cancel()
+	leases, err := p.cfg.Leases.Leases(ctx, vlan)
+	if err != nil {
+		return 0, fmt.Errorf("vlan %q: lease repair: %w", vlan, err)
+	}
+	missing, taken := Lost(leases, node, held)
+	n := 0
+	var errs []error
+	for _, a := range missing {
+		l := state.Lease{Node: node, Hostname: hostname, Kind: held[a].Kind, Created: p.cfg.Now().UTC()}
+		if err := p.cfg.Leases.TakeLease(ctx, vlan, a, l, leases[a].ModifyIndex); err != nil {
+			errs = append(errs, fmt.Errorf("vlan %q: lease repair of %s: %w", vlan, a, err))
+			continue
+		}
+		p.cfg.Log.Warn("lease restored: an endpoint of this node holds the address, its lease was gone (Consul's state rolled back?)",
+			"vlan", vlan, "address", a, "kind", held[a].Kind)
+		n++
+	}
+	for _, a := range taken {
+		e := leases[a]
+		errs = append(errs, fmt.Errorf("vlan %q: %s is in use on this node and leased to node %s (%s): two tasks may hold it; stop one", vlan, a, e.Node, e.Hostname))
+	}
+	return n, errors.Join(errs...)
+}
