@@ -82,6 +82,11 @@ type obs struct {
 type swarmService struct {
 	id       string
 	replicas int
+	// update is the rolling update's state ("" without one); tasks are
+	// Swarm's tasks of the service as `docker service ps` shows them,
+	// for the report of a violation.
+	update string
+	tasks  []string
 }
 
 // observe reads every Engine that is up, the swarm through a manager and
@@ -144,7 +149,19 @@ func (r *run) observe(ctx context.Context) *obs {
 				if s.Spec.Mode.Replicated != nil && s.Spec.Mode.Replicated.Replicas != nil {
 					n = int(*s.Spec.Mode.Replicated.Replicas)
 				}
-				o.services[s.Spec.Name] = swarmService{id: s.ID, replicas: n}
+				sv := swarmService{id: s.ID, replicas: n}
+				if s.UpdateStatus != nil {
+					sv.update = string(s.UpdateStatus.State)
+				}
+				if ts, err := d.TaskList(ctx, swarm.TaskListOptions{Filters: filters.NewArgs(filters.Arg("service", s.ID))}); err == nil {
+					for _, t := range ts {
+						if t.DesiredState == swarm.TaskStateRunning || t.Status.State == swarm.TaskStateRunning {
+							sv.tasks = append(sv.tasks, fmt.Sprintf("%.10s slot %d node %.10s desired %s state %s", t.ID, t.Slot, t.NodeID, t.DesiredState, t.Status.State))
+						}
+					}
+					slices.Sort(sv.tasks)
+				}
+				o.services[s.Spec.Name] = sv
 			}
 		} else {
 			o.errs = append(o.errs, "swarm: "+err.Error())
@@ -553,7 +570,10 @@ func (o *obs) describe() string {
 		fmt.Fprintf(&b, "  lease %s: %s %s (%s) released %v\n", a, l.Kind, l.Node, l.Hostname, l.Released)
 	}
 	for n, s := range o.services {
-		fmt.Fprintf(&b, "  service %s %s replicas %d, intent %+v\n", n, s.id, s.replicas, o.scale[n])
+		fmt.Fprintf(&b, "  service %s %s replicas %d, update %q, intent %+v\n", n, s.id, s.replicas, s.update, o.scale[n])
+		for _, t := range s.tasks {
+			fmt.Fprintf(&b, "    task %s\n", t)
+		}
 	}
 	for _, e := range o.passing {
 		fmt.Fprintf(&b, "  passing %s %s on %s at %s\n", e.id, e.service, e.node, e.addr)
