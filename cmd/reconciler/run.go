@@ -78,6 +78,7 @@ func cmdRun(ctx context.Context, c *cli, args []string) error {
 	dockerHost := fs.String("docker-host", "", "Docker Engine address (default: DOCKER_HOST or the local socket)")
 	nodeName := fs.String("node-name", envOr("SWARMVLAN_NODE_NAME", ""), "name this process gives itself in the leader lock and logs (default: the hostname)")
 	nodeDownGrace := fs.Duration("node-down-grace", time.Minute, "how long a node must be down in Swarm before the leader removes its tasks' entries from Consul's catalog")
+	memLimit := fs.String("memory-limit", defaultMemoryLimit, "soft limit of the Go runtime's memory (as 100MiB or 1GiB; 0: none): past it the garbage collector runs sooner, so the memory a pass over every service needed for a moment is handed back; $GOMEMLIMIT, when set, wins over the default")
 	ipamSocket := fs.String("ipam-socket", ipam.SocketPath, "the unix socket the host role serves swarmvlan's IPAM plugin on while the node has a VLAN in rangePlan.mode cluster (the Engine finds plugins under /run/docker/plugins/)")
 	// A bad variable is reported after the command line is read, so run -h
 	// still shows the help.
@@ -102,6 +103,9 @@ func cmdRun(ctx context.Context, c *cli, args []string) error {
 	}
 	log, err := newLogger(*logFormat, *logLevel, c.stderr)
 	if err != nil {
+		return err
+	}
+	if err := applyMemoryLimit(fs, *memLimit, log); err != nil {
 		return err
 	}
 	c.onRefused = newRefusalLog(log, time.Minute).note
