@@ -378,6 +378,17 @@ func (c *Controller) writeSyntheticStatus(ctx context.Context, status *state.Sta
 func WatchSpec(ctx context.Context, store *state.Store, view *View, opts state.WatchOptions, onChange func([]Key), log *slog.Logger) error {
 	h := &syncHold{max: state.SyncHoldMax}
 	apply := func(pairs api.KVPairs) {
+		// The listing that first syncs the view is no change to act on:
+		// every controller starts with a pass over the whole view once it
+		// is synced (a batched kind's pass over all its objects), and
+		// queuing each key as well would have a new leader reconcile
+		// thousands of services one by one beside that pass.
+		first := true
+		select {
+		case <-view.Synced():
+			first = false
+		default:
+		}
 		ks := view.Sync(pairs)
 		if n := view.Held(); n > 0 {
 			log.Warn("spec prefix read empty; keeping documents in force", "documents", n)
@@ -387,7 +398,7 @@ func WatchSpec(ctx context.Context, store *state.Store, view *View, opts state.W
 				log.Warn("invalid document", "object", k.String(), "index", e.ModifyIndex, "err", e.Err)
 			}
 		}
-		if len(ks) > 0 {
+		if len(ks) > 0 && !first {
 			onChange(ks)
 		}
 	}

@@ -32,7 +32,8 @@ key_prefix "swarmvlan/status/tasks/" {
 }
 
 # VLANs in rangePlan.mode cluster: the IPAM plugin's address leases (state/leases/<vlan>/<address>),
-# taken, released into quarantine and slot-tagged by this node (check-and-set; the owner rule holds).
+# taken, released into quarantine and slot-tagged by this node (check-and-set; the owner rule holds),
+# watched, and taken again for an address this node's endpoints hold whose lease a rollback lost.
 key_prefix "swarmvlan/state/leases/" {
   policy = "write"
 }
