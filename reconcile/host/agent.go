@@ -1154,20 +1154,11 @@ func stickySlots(ctrs []container.Summary, name string, subnet netip.Prefix, sti
 // name inside subnet, sorted. Pure.
 func taskRoutesOf(ctrs []container.Summary, name string, subnet netip.Prefix) []netip.Prefix {
 	var out []netip.Prefix
-	for _, c := range ctrs {
-		if c.NetworkSettings == nil {
-			continue
-		}
-		ep := c.NetworkSettings.Networks[name]
-		if ep == nil {
-			continue
-		}
-		if ip, err := netip.ParseAddr(ep.IPAddress); err == nil && subnet.Contains(ip) {
-			out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
-		}
+	for a := range heldOf(ctrs, name, subnet) {
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
 	}
 	slices.SortFunc(out, comparePrefix)
-	return slices.Compact(out)
+	return out
 }
 
 // viewVLANs reads the VLANs in force from the view, the names the pass

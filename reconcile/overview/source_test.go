@@ -3,12 +3,7 @@ package overview
 import (
 	"context"
 	"encoding/json"
-	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,16 +27,9 @@ func TestSourceWatchesOnlyWhileLookedAt(t *testing.T) {
 	t.Cleanup(func() { IdleAfter = old })
 
 	consul := lab.StartConsul(t)
-	var reqs atomic.Int64
-	target, _ := url.Parse("http://" + consul.Addr)
-	rp := httputil.NewSingleHostReverseProxy(target)
-	rp.FlushInterval = -1
-	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		reqs.Add(1)
-		rp.ServeHTTP(w, r)
-	}))
-	t.Cleanup(proxy.Close)
-	store, err := state.New(state.Config{Address: strings.TrimPrefix(proxy.URL, "http://"), Prefix: "ovsrc/"})
+	proxy := lab.NewFlakyProxy(t, consul.Addr)
+	reqs := proxy.Requests
+	store, err := state.New(state.Config{Address: proxy.Addr, Prefix: "ovsrc/"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +73,7 @@ func TestSourceWatchesOnlyWhileLookedAt(t *testing.T) {
 	}
 
 	time.Sleep(IdleAfter)
-	if n := reqs.Load(); n != 0 || synced() {
+	if n := reqs(); n != 0 || synced() {
 		t.Fatalf("an unwatched dashboard sent %d Consul requests (synced %v)", n, synced())
 	}
 
@@ -112,9 +100,9 @@ func TestSourceWatchesOnlyWhileLookedAt(t *testing.T) {
 		t.Errorf("an idle dashboard holds %d KV pairs and %d documents", held, len(src.view.Keys()))
 	}
 	time.Sleep(100 * time.Millisecond) // the watches' last requests return
-	quiet := reqs.Load()
+	quiet := reqs()
 	time.Sleep(IdleAfter)
-	if n := reqs.Load() - quiet; n != 0 {
+	if n := reqs() - quiet; n != 0 {
 		t.Errorf("an idle dashboard sent %d Consul requests", n)
 	}
 
