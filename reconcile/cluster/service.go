@@ -608,8 +608,18 @@ type svcRefs struct {
 // spec refers to one, so a pass over many services costs at most three
 // calls. Networks are not listed when known (name -> ID) holds every one.
 func svcLoadRefs(ctx context.Context, d engine.Docker, known map[string]string, specs ...swarm.ServiceSpec) (svcRefs, error) {
+	return svcLoadRefsFor(ctx, d, known, svcNeed{}, specs...)
+}
+
+// svcNeed says which kinds of names must be resolved beyond those of the
+// specs handed over.
+type svcNeed struct{ nets, secrets, configs bool }
+
+// svcLoadRefsFor is svcLoadRefs for the specs and also whatever need
+// names.
+func svcLoadRefsFor(ctx context.Context, d engine.Docker, known map[string]string, need svcNeed, specs ...swarm.ServiceSpec) (svcRefs, error) {
 	refs := svcRefs{networks: map[string]string{}, secrets: map[string]string{}, configs: map[string]string{}}
-	var needNets, needSecrets, needConfigs bool
+	needNets, needSecrets, needConfigs := need.nets, need.secrets, need.configs
 	for _, s := range specs {
 		for _, n := range s.TaskTemplate.Networks {
 			if id, ok := known[n.Target]; ok {
@@ -870,6 +880,10 @@ func ListManagedServices(ctx context.Context, d engine.Docker) (map[string]swarm
 		// The label filter runs in the daemon; checking again keeps a
 		// fake or an odd daemon from handing over what is not ours.
 		if spec.Managed(s.Spec.Labels) {
+			// Nothing here reads the spec before the last update; letting
+			// it go with the list halves what a pass over many services
+			// keeps of it.
+			s.PreviousSpec = nil
 			out[s.Spec.Name] = s
 		}
 	}
@@ -1041,6 +1055,101 @@ type planMemo struct {
 	id      string
 	version uint64
 	want    string
+	// in is what the wanted spec was built from and refs what its names
+	// resolved to: a later pass over the same input, whose names resolve
+	// alike and whose service is at the same version, skips building the
+	// spec as well (BuildServiceSpec is a function of its input alone).
+	in      memoInput
+	refs    []memoRef
+	desired int
+	global  bool
+}
+
+// memoInput is the part of a ServiceInput a wanted spec is built from.
+// The document is compared by identity: the view decodes a document anew
+// whenever it changes and never alters one it handed out, and the memo
+// holding the pointer keeps its address from being reused.
+type memoInput struct {
+	svc      *spec.Service
+	replicas int
+	owner    string
+	nets     string // the networks it joins, each with its Docker name
+}
+
+// memoRef is one name of a wanted spec with the ID it resolved to.
+type memoRef struct {
+	kind     byte // 'n'etwork, 's'ecret, 'c'onfig
+	name, id string
+}
+
+// memoInputOf is in's memo input; ok is false for an input the memo does
+// not serve (none, or one taken over from a hand-made service, which is
+// always compared in full).
+func memoInputOf(in ServiceInput) (memoInput, bool) {
+	if in.Service == nil || in.Service.Spec.DockerName != "" || in.Adopted != nil {
+		return memoInput{}, false
+	}
+	var b strings.Builder
+	for _, n := range svcNetworks(in) {
+		b.WriteString(n)
+		b.WriteByte('=')
+		b.WriteString(in.NetworkNames[n])
+		b.WriteByte(',')
+	}
+	return memoInput{svc: in.Service, replicas: in.Replicas, owner: in.Owner, nets: b.String()}, true
+}
+
+// memoRefsOf pairs the names of want with the IDs resolved holds.
+func memoRefsOf(want, resolved swarm.ServiceSpec) []memoRef {
+	var out []memoRef
+	for i, n := range want.TaskTemplate.Networks {
+		out = append(out, memoRef{'n', n.Target, resolved.TaskTemplate.Networks[i].Target})
+	}
+	if cs, rs := want.TaskTemplate.ContainerSpec, resolved.TaskTemplate.ContainerSpec; cs != nil && rs != nil {
+		for i, r := range cs.Secrets {
+			out = append(out, memoRef{'s', r.SecretName, rs.Secrets[i].SecretID})
+		}
+		for i, r := range cs.Configs {
+			out = append(out, memoRef{'c', r.ConfigName, rs.Configs[i].ConfigID})
+		}
+	}
+	return out
+}
+
+// need is what the entry's names need resolved.
+func (m planMemo) need() svcNeed {
+	var n svcNeed
+	for _, r := range m.refs {
+		switch r.kind {
+		case 'n':
+			n.nets = true
+		case 's':
+			n.secrets = true
+		case 'c':
+			n.configs = true
+		}
+	}
+	return n
+}
+
+// resolvesAlike reports whether every name of the entry still resolves
+// to the same ID.
+func (m planMemo) resolvesAlike(refs svcRefs) bool {
+	for _, r := range m.refs {
+		var by map[string]string
+		switch r.kind {
+		case 'n':
+			by = refs.networks
+		case 's':
+			by = refs.secrets
+		default:
+			by = refs.configs
+		}
+		if id, ok := by[r.name]; !ok || id != r.id {
+			return false
+		}
+	}
+	return true
 }
 
 // svcWantKey identifies a resolved wanted spec for the memo: its spec
@@ -1077,29 +1186,46 @@ func ServiceResyncMemo(ctx context.Context, d engine.Docker, ins []ServiceInput,
 			memo.matched = matched
 		}
 	}()
-	plan := func(name string, want swarm.ServiceSpec, have *swarm.Service) serviceAction {
-		key := ""
+	plan := func(in ServiceInput, want, resolved swarm.ServiceSpec, have *swarm.Service) serviceAction {
+		name := resolved.Name
 		if memo != nil && have != nil {
-			key = svcWantKey(want)
-			if m, ok := memo.matched[name]; ok && m.id == have.ID && m.version == have.Version.Index && m.want == key {
+			key := svcWantKey(resolved)
+			remember := func(m planMemo) {
+				m.in, m.refs = memoInput{}, nil
+				if mi, ok := memoInputOf(in); ok {
+					m.in, m.refs = mi, memoRefsOf(want, resolved)
+				}
 				matched[name] = m
+			}
+			if m, ok := memo.matched[name]; ok && m.id == have.ID && m.version == have.Version.Index && m.want == key {
+				remember(m)
 				return serviceAction{Kind: serviceNone}
 			}
+			act := planService(resolved, have)
+			if act.Kind == serviceNone {
+				remember(planMemo{id: have.ID, version: have.Version.Index, want: key, desired: svcDesired(resolved), global: resolved.Mode.Global != nil})
+			}
+			return act
 		}
-		act := planService(want, have)
-		if key != "" && act.Kind == serviceNone {
-			matched[name] = planMemo{id: have.ID, version: have.Version.Index, want: key}
-		}
-		return act
+		return planService(resolved, have)
 	}
 	managed, err := ListManagedServices(ctx, d)
 	if err != nil {
 		return res, err
 	}
 	var errs []error
-	wants := make([]swarm.ServiceSpec, 0, len(ins))
+	var wants []swarm.ServiceSpec
 	inOf := map[string]ServiceInput{}
-	for _, in := range ins {
+	// Services found matching by the last pass, with the same input now
+	// and at the same version in Swarm: unless a name now resolves to
+	// another ID, they are unchanged without their specs being built.
+	type memoHit struct {
+		in ServiceInput
+		m  planMemo
+	}
+	var hits []memoHit
+	var need svcNeed
+	build := func(in ServiceInput) {
 		w, err := BuildServiceSpec(in)
 		if err != nil {
 			// Keyed by Docker name, as every other status of the pass.
@@ -1109,17 +1235,44 @@ func ServiceResyncMemo(ctx context.Context, d engine.Docker, ins []ServiceInput,
 			}
 			res.Statuses[name] = ServiceStatus{Name: name, Message: err.Error()}
 			errs = append(errs, err)
-			continue
+			return
 		}
 		wants = append(wants, w)
 		inOf[w.Name] = in
 	}
-	refs, err := svcLoadRefs(ctx, d, nil, wants...)
+	for _, in := range ins {
+		if memo != nil {
+			if mi, ok := memoInputOf(in); ok {
+				name := in.Service.DockerServiceName()
+				m, ok := memo.matched[name]
+				if have, found := managed[name]; ok && found && m.in == mi && m.id == have.ID && m.version == have.Version.Index {
+					hits = append(hits, memoHit{in: in, m: m})
+					n := m.need()
+					need = svcNeed{need.nets || n.nets, need.secrets || n.secrets, need.configs || n.configs}
+					continue
+				}
+			}
+		}
+		build(in)
+	}
+	refs, err := svcLoadRefsFor(ctx, d, nil, need, wants...)
 	if err != nil {
 		return res, err
 	}
 	seen := map[string]bool{}
 	global := map[string]bool{}
+	for _, h := range hits {
+		if !h.m.resolvesAlike(refs) {
+			build(h.in) // compared in full below
+			continue
+		}
+		name := h.in.Service.DockerServiceName()
+		matched[name] = h.m
+		seen[name] = true
+		global[name] = h.m.global
+		res.Statuses[name] = ServiceStatus{Name: name, ID: h.m.id, Desired: h.m.desired}
+		res.Unchanged++
+	}
 	for _, want := range wants {
 		name := want.Name
 		seen[name] = true
@@ -1144,7 +1297,7 @@ func ServiceResyncMemo(ctx context.Context, d engine.Docker, ins []ServiceInput,
 				if adopted {
 					act = planService(resolved, have)
 				} else {
-					act = plan(name, resolved, have)
+					act = plan(inOf[name], want, resolved, have)
 				}
 				if adopted {
 					id, msg, err = svcApplyAdopted(ctx, d, resolved, have)

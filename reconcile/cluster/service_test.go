@@ -894,6 +894,46 @@ func TestServiceResyncMemo(t *testing.T) {
 	// A new count for b: wanted differently, updated.
 	pass([]ServiceInput{mk("a", 1), mk("b", 2)}, 0, 1, 1)
 	pass([]ServiceInput{mk("a", 1), mk("b", 2)}, 0, 0, 2)
+
+	// The same documents pass after pass (as the view hands them out):
+	// the second pass does not even build their specs. That it does not
+	// is shown by a change made inside a document, which the view never
+	// does (it decodes a changed document anew): unseen until the
+	// document is another.
+	ins = []ServiceInput{mk("a", 1), mk("b", 2)}
+	pass(ins, 0, 0, 2)
+	ins[0].Service.Spec.Image = "img:inplace"
+	pass(ins, 0, 0, 2)
+	ins[0].Service.Spec.Image = "img:1"
+	// a's network recreated under its name with another ID: the same
+	// input, but a name that resolves differently: compared, updated.
+	delete(f.Networks, "netvlan40")
+	f.Networks["netvlan40b"] = networkInspectFixture{Name: "vlan40", ID: "netvlan40b", Scope: "swarm"}.inspect()
+	pass(ins, 0, 2, 0)
+	for _, n := range []string{"a", "b"} {
+		if nets := f.ServiceLookup(n).Spec.TaskTemplate.Networks; len(nets) != 1 || nets[0].Target != "netvlan40b" {
+			t.Fatalf("%s's networks after the network was recreated: %+v", n, nets)
+		}
+	}
+	pass(ins, 0, 0, 2)
+	// The same document with a new count: another input.
+	ins[1].Replicas = 3
+	pass(ins, 0, 1, 1)
+	if r := f.ServiceLookup("b").Spec.Mode.Replicated.Replicas; *r != 3 {
+		t.Fatalf("b's replicas %d, want 3", *r)
+	}
+	// A hand edit under the same input: a new version, repaired.
+	s = f.ServiceLookup("b")
+	edited = s.Spec
+	edited.TaskTemplate.ContainerSpec = enginetest.Clone(s.Spec.TaskTemplate.ContainerSpec)
+	edited.TaskTemplate.ContainerSpec.Image = "img:hand"
+	if err := f.ServiceUpdate(ctx, s.ID, s.Version, edited); err != nil {
+		t.Fatal(err)
+	}
+	pass(ins, 0, 1, 1)
+	if got := f.ServiceLookup("b").Spec.TaskTemplate.ContainerSpec.Image; got != "img:1" {
+		t.Fatalf("b's image after the pass: %q, want the document's", got)
+	}
 }
 
 func TestPlanServiceRefusesAnotherInstallationsService(t *testing.T) {
