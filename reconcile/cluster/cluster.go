@@ -80,6 +80,9 @@ type Cluster struct {
 	// matching (the controller runs one pass at a time).
 	planMemo ServicePlanMemo
 	down     nodeDownTracker
+	// surplus holds, by Docker name, when a service was first seen
+	// running more tasks than wanted (see watchSurplus).
+	surplus map[string]time.Time
 }
 
 // New returns the leader's reconcilers.
@@ -93,7 +96,7 @@ func New(cfg Config) *Cluster {
 	if cfg.NodeDownGrace <= 0 {
 		cfg.NodeDownGrace = time.Minute
 	}
-	c := &Cluster{cfg: cfg, reports: map[string]state.NodeReport{}, scales: map[string]uint64{}, netIDs: map[string]string{}}
+	c := &Cluster{cfg: cfg, reports: map[string]state.NodeReport{}, scales: map[string]uint64{}, netIDs: map[string]string{}, surplus: map[string]time.Time{}}
 	c.ctrl = &reconcile.Controller{Store: cfg.Store, View: cfg.View, Log: cfg.Log, Workers: cfg.Workers, Resync: cfg.Resync,
 		Periodic: []reconcile.Key{{Kind: kindNodeLabels, Name: "all"}, {Kind: kindDiscoveryGC, Name: "all"}, {Kind: kindServiceResync, Name: "all"}, {Kind: kindSticky, Name: "all"}},
 		Batched:  []string{spec.KindService}, PrimeStatus: []string{spec.Plural(spec.KindService), spec.Plural(spec.KindVLAN)}}
@@ -607,6 +610,11 @@ func (c *Cluster) reconcileService(ctx context.Context, k reconcile.Key, doc *re
 		}
 	}
 	st, err := EnsureService(ctx, c.cfg.Docker, in)
+	if err == nil {
+		if _, serr := c.watchSurplus(ctx, st.Name, st, svc.Spec.IsGlobal()); serr != nil {
+			c.cfg.Log.Warn("surplus tasks", "err", serr)
+		}
+	}
 	if err != nil && !errors.Is(err, errAdoptedWaiting) {
 		// A network re-created since (a new ID) fails the update; the
 		// retry lists them.
