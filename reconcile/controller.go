@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -146,7 +147,7 @@ func (c *Controller) Run(ctx context.Context) error {
 			c.Log.Warn("read statuses", "section", section, "err", err)
 		}
 	}
-	c.resyncAll(q)
+	c.resyncAll(q, status)
 	workers := c.Workers
 	if workers <= 0 {
 		workers = 4
@@ -176,7 +177,7 @@ func (c *Controller) Run(ctx context.Context) error {
 			case <-ctx.Done():
 				return nil
 			case <-t.C:
-				c.resyncAll(q)
+				c.resyncAll(q, status)
 			}
 		}
 	})
@@ -185,8 +186,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
-// resyncAll queues every object, or its kind's batch pass.
-func (c *Controller) resyncAll(q *Queue) {
+// resyncAll queues every object, or its kind's batch pass, and every
+// object of a primed status section whose status outlived its document.
+func (c *Controller) resyncAll(q *Queue, status *state.StatusWriter) {
 	batched := map[string]bool{}
 	for _, k := range c.Batched {
 		batched[k] = true
@@ -198,6 +200,24 @@ func (c *Controller) resyncAll(q *Queue) {
 	}
 	for _, k := range c.Periodic {
 		q.Add(k)
+	}
+	// A document deleted while no leader ran, or whose deletion a
+	// deposed leader never reconciled, is in no listing's changes: its
+	// key is queued here, its reconcile finds no document (the view is
+	// synced) and its status goes.
+	for _, section := range c.PrimeStatus {
+		kind := spec.KindForPlural(section)
+		if kind == "" {
+			continue
+		}
+		for _, name := range status.Names(section) {
+			k := Key{Kind: kind, Name: name}
+			_, present := c.View.Get(k)
+			_, invalid := c.View.Invalid(k)
+			if !present && !invalid && !strings.Contains(name, "/") {
+				q.Add(k)
+			}
+		}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"strings"
 	"sync"
 
@@ -98,6 +99,31 @@ func (w *StatusWriter) Prime(ctx context.Context, section string) error {
 
 // known reports what the writer knows of key: its digest, absent from KV
 // (ok with present false), or nothing (ok false: KV must be read).
+// Names are the names with a status in section as far as the writer
+// knows: read by Prime or written since and not deleted, or written or
+// deleted with an unknown outcome.
+func (w *StatusWriter) Names(section string) []string {
+	prefix := w.store.StatusKey(section, "")
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []string
+	add := func(key string) {
+		if name, ok := strings.CutPrefix(key, prefix); ok && name != "" {
+			out = append(out, name)
+		}
+	}
+	for key := range w.last {
+		add(key)
+	}
+	for key := range w.unsure {
+		if _, dup := w.last[key]; !dup {
+			add(key)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 func (w *StatusWriter) known(key string) (d statusDigest, present, ok bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()

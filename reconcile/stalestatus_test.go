@@ -1,0 +1,102 @@
+package reconcile_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"swarmvlan/lab"
+	"swarmvlan/reconcile"
+	"swarmvlan/spec"
+	"swarmvlan/state"
+)
+
+// TestStatusOfDeletedDocumentGoes: a status whose document was deleted
+// while no leader ran (in no listing's changes) is removed at the start
+// of the next term, through its kind's reconcile of the absent document;
+// the statuses of a valid and of an invalid document stay.
+func TestStatusOfDeletedDocumentGoes(t *testing.T) {
+	agent := lab.StartConsul(t)
+	store, err := state.New(state.Config{Address: agent.Addr, Prefix: "swarmvlan/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv := agent.Client(t).KV()
+	ctx := context.Background()
+	if _, err := store.Apply(ctx, []state.SpecDoc{
+		{Key: store.SpecKey(spec.KindVLAN, "kept"), Value: watchTestVLAN("kept", 120)},
+		{Key: store.SpecKey(spec.KindVLAN, "broken"), Value: []byte("kind: VLAN\nmetadata: {name: broken}\nspec: [")},
+	}, state.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Statuses as a deposed leader left them: one of a document deleted
+	// since, a node's (not a document's) under another section.
+	w := store.NewStatusWriter()
+	for _, name := range []string{"kept", "broken", "deleted"} {
+		if _, err := w.Write(ctx, "vlans", name, state.Status{LastError: "as left by the last leader"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := w.Write(ctx, state.SectionNodes, "deleted", state.Status{}); err != nil {
+		t.Fatal(err)
+	}
+
+	var mu sync.Mutex
+	var gone []string
+	view := reconcile.NewView(store.SpecPrefix())
+	c := &reconcile.Controller{Store: store, View: view, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Resync: time.Hour, PrimeStatus: []string{"services", "vlans"}}
+	c.Register(spec.KindVLAN, reconcile.ReconcilerFunc(func(_ context.Context, k reconcile.Key, doc *reconcile.Doc) reconcile.Outcome {
+		if doc == nil {
+			mu.Lock()
+			gone = append(gone, k.Name)
+			mu.Unlock()
+			return reconcile.Gone()
+		}
+		return reconcile.Done()
+	}))
+	rctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		reconcile.WatchSpec(rctx, store, view, state.WatchOptions{}, func(ks []reconcile.Key) {
+			for _, k := range ks {
+				c.Enqueue(k)
+			}
+		}, c.Log)
+	}()
+	go func() { defer wg.Done(); c.Run(rctx) }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+
+	get := func(key string) *api.KVPair {
+		p, _, err := kv.Get(key, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for get(store.StatusKey("vlans", "deleted")) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the status of the deleted document still there after 10 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond) // the other keys' reconciles finish
+	mu.Lock()
+	if len(gone) != 1 || gone[0] != "deleted" {
+		t.Errorf("reconciles of absent documents: %v, want [deleted]", gone)
+	}
+	mu.Unlock()
+	for _, k := range []string{store.StatusKey("vlans", "kept"), store.StatusKey("vlans", "broken"), store.StatusKey(state.SectionNodes, "deleted")} {
+		if get(k) == nil {
+			t.Errorf("%s removed", k)
+		}
+	}
+}
