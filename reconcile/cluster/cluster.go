@@ -83,6 +83,8 @@ type Cluster struct {
 	// surplus holds, by Docker name, when a service was first seen
 	// running more tasks than wanted (see watchSurplus).
 	surplus map[string]time.Time
+	// gcLast is what the catalog clean-up's last read found.
+	gcLast gcRead
 }
 
 // New returns the leader's reconcilers.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"swarmvlan/reconcile"
 	"swarmvlan/reconcile/engine"
 	"swarmvlan/state"
@@ -69,6 +70,36 @@ func (t *nodeDownTracker) observe(nodes []swarm.Node, known map[string]bool, now
 	return expired, next
 }
 
+// discoveryGCReadEvery bounds how long the clean-up goes without reading
+// the catalog while nothing in the swarm changes (see gcRead).
+const discoveryGCReadEvery = 10 * time.Minute
+
+// gcRead is what the clean-up's last read of the catalog found. While
+// every node it saw then is still there and up, and that read found no
+// node down or gone, another read finds nothing to do: an entry of a
+// node removed since would show as a changed node set, a node going down
+// as a down node. So the idle leader reads the catalog only every
+// discoveryGCReadEvery (a snapshot restore can bring back entries of
+// nodes gone long ago), not on every resync.
+type gcRead struct {
+	lead  *state.Leadership
+	nodes string // the swarm's node IDs then, sorted
+	quiet bool
+	at    time.Time
+}
+
+// nodeSet is the sorted node IDs of nodes, and whether any is down.
+func nodeSet(nodes []swarm.Node) (string, bool) {
+	ids := make([]string, 0, len(nodes))
+	down := false
+	for _, n := range nodes {
+		ids = append(ids, n.ID)
+		down = down || n.Status.State == swarm.NodeStateDown || n.Status.State == swarm.NodeStateDisconnected
+	}
+	sort.Strings(ids)
+	return strings.Join(ids, ","), down
+}
+
 // reconcileDiscoveryGC removes from the catalog the task entries of nodes
 // that Swarm has marked down for longer than the grace period. Their own
 // agent would do it, but a dead agent cannot, and a critical entry that
@@ -83,6 +114,14 @@ func (c *Cluster) reconcileDiscoveryGC(ctx context.Context, _ reconcile.Key, _ *
 	if err != nil {
 		return reconcile.Retry(fmt.Errorf("discovery gc: list nodes: %w", err))
 	}
+	ids, anyDown := nodeSet(nodes)
+	now := c.cfg.Now()
+	c.mu.Lock()
+	last := c.gcLast
+	c.mu.Unlock()
+	if !anyDown && last.lead == lead && last.quiet && last.nodes == ids && now.Sub(last.at) < discoveryGCReadEvery {
+		return reconcile.Done()
+	}
 	entries, err := c.cfg.Store.CatalogTasks(ctx)
 	if err != nil {
 		return reconcile.Retry(fmt.Errorf("discovery gc: %w", err))
@@ -92,7 +131,8 @@ func (c *Cluster) reconcileDiscoveryGC(ctx context.Context, _ reconcile.Key, _ *
 		named[e.ServiceMeta[state.MetaNode]] = true
 	}
 	c.mu.Lock()
-	expired, next := c.down.observe(nodes, named, c.cfg.Now(), c.cfg.NodeDownGrace)
+	expired, next := c.down.observe(nodes, named, now, c.cfg.NodeDownGrace)
+	c.gcLast = gcRead{lead: lead, nodes: ids, quiet: len(expired) == 0 && next.IsZero(), at: now}
 	c.mu.Unlock()
 	out := reconcile.Done()
 	if !next.IsZero() {
