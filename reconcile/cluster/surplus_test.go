@@ -2,13 +2,20 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"reflect"
+	"slices"
+	"sort"
 	"testing"
 	"time"
 
 	"github.com/docker/docker/api/types/swarm"
+
+	"swarmvlan/lab"
+	"swarmvlan/reconcile/engine"
+	"swarmvlan/reconcile/engine/enginetest"
 )
 
 func TestSurplusDue(t *testing.T) {
@@ -97,4 +104,73 @@ func TestWatchSurplus(t *testing.T) {
 	}
 	st.Running = 2
 	step(SurplusGrace+time.Second, false, "too many again: first seen anew")
+}
+
+// TestSurplusUpdateRestartsNothing: on the real Engine, the update that
+// hands a service back to the orchestrator (its own spec, its version)
+// moves the version and leaves its running tasks alone: none replaced,
+// none restarted, no update started.
+func TestSurplusUpdateRestartsNothing(t *testing.T) {
+	d, cli := enginetest.Engine(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	two := uint64(2)
+	name := "svsurplus" + enginetest.Suffix(t)
+	id, err := d.ServiceCreate(ctx, swarm.ServiceSpec{Annotations: swarm.Annotations{Name: name},
+		TaskTemplate: swarm.TaskSpec{ContainerSpec: &swarm.ContainerSpec{Image: lab.ImageTestApp, Args: []string{"-listen", ":8080"}}},
+		Mode:         swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: &two}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.ServiceRemove(context.Background(), id) })
+	running := func() []string {
+		tasks, err := d.TaskList(ctx, engine.Filter("service", id, "desired-state", "running"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, tk := range tasks {
+			if tk.Status.State == swarm.TaskStateRunning {
+				ids = append(ids, tk.ID)
+			}
+		}
+		sort.Strings(ids)
+		return ids
+	}
+	enginetest.Poll(t, time.Minute, "two tasks running", func() (bool, string) {
+		ids := running()
+		return len(ids) == 2, fmt.Sprint(ids)
+	})
+	before := running()
+	have, err := d.ServiceInspect(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	now := time.Now()
+	c := New(Config{Docker: d, Now: func() time.Time { return now }, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	st := ServiceStatus{Name: name, ID: id, Running: 3, Desired: 2}
+	if done, err := c.watchSurplus(ctx, name, st, false); err != nil || done {
+		t.Fatalf("first seen: updated %v, %v", done, err)
+	}
+	now = now.Add(SurplusGrace)
+	if done, err := c.watchSurplus(ctx, name, st, false); err != nil || !done {
+		t.Fatalf("past the grace: updated %v, %v; want updated", done, err)
+	}
+	after, err := d.ServiceInspect(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Version.Index <= have.Version.Index {
+		t.Fatalf("version %d after the update, was %d", after.Version.Index, have.Version.Index)
+	}
+	time.Sleep(5 * time.Second) // what the orchestrator would do, it has done
+	if got := running(); !slices.Equal(got, before) {
+		t.Fatalf("running tasks %v after the update, were %v", got, before)
+	}
+	if s, err := d.ServiceInspect(ctx, id); err != nil {
+		t.Fatal(err)
+	} else if s.UpdateStatus != nil && s.UpdateStatus.State == swarm.UpdateStateUpdating {
+		t.Fatalf("an update under way after the service's own spec was sent: %+v", s.UpdateStatus)
+	}
 }
