@@ -818,22 +818,36 @@ func (c *Cluster) reconcileNodeLabels(ctx context.Context, _ reconcile.Key, _ *r
 		vlans = append(vlans, d.Key.Name)
 		inView[d.Key.Name] = true
 	}
-	svcs, err := ListManagedServices(ctx, c.cfg.Docker)
-	if err != nil {
-		return reconcile.Retry(fmt.Errorf("node labels: list services: %w", err))
-	}
-	draining := map[string]bool{}
-	for _, s := range svcs {
-		for _, v := range svcReadinessVLANs(s.Spec) {
-			if !inView[v] && !draining[v] {
-				draining[v] = true
-				vlans = append(vlans, v)
-			}
-		}
-	}
 	nodes, err := c.cfg.Docker.NodeList(ctx, engine.Filter())
 	if err != nil {
 		return reconcile.Retry(fmt.Errorf("node labels: list nodes: %w", err))
+	}
+	// Only a node's label of a VLAN without a document can be one to keep
+	// for a service still bound to it: the managed services are listed
+	// (all of them, at scale the pass's costliest call) only when a node
+	// carries such a label.
+	gone := map[string]bool{}
+	for _, n := range nodes {
+		for k := range n.Spec.Labels {
+			if v, ok := strings.CutPrefix(k, spec.NodeLabelPrefix); ok && v != "" && !inView[v] {
+				gone[v] = true
+			}
+		}
+	}
+	draining := map[string]bool{}
+	if len(gone) > 0 {
+		svcs, err := ListManagedServices(ctx, c.cfg.Docker)
+		if err != nil {
+			return reconcile.Retry(fmt.Errorf("node labels: list services: %w", err))
+		}
+		for _, s := range svcs {
+			for _, v := range svcReadinessVLANs(s.Spec) {
+				if gone[v] && !draining[v] {
+					draining[v] = true
+					vlans = append(vlans, v)
+				}
+			}
+		}
 	}
 	c.mu.Lock()
 	reports := c.reports

@@ -3,9 +3,18 @@ package cluster
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"reflect"
-	"swarmvlan/reconcile/engine/enginetest"
 	"testing"
+
+	"github.com/docker/docker/api/types/swarm"
+	"github.com/hashicorp/consul/api"
+
+	"swarmvlan/reconcile"
+	"swarmvlan/reconcile/engine/enginetest"
+	"swarmvlan/spec"
+	"swarmvlan/state"
 )
 
 // TestNodeLabelPlan checks which labels a node ends up with.
@@ -94,4 +103,70 @@ func TestNodeEnsureLabelsFake(t *testing.T) {
 	if err == nil {
 		t.Error("a failed node update was not reported")
 	}
+}
+
+// TestNodeLabelsListServicesOnlyForGoneVLANs: the leader's node-label
+// reconcile lists the managed services only when a node carries the label
+// of a VLAN without a document; then the label stays while a managed
+// service's constraints name it and goes once none does.
+func TestNodeLabelsListServicesOnlyForGoneVLANs(t *testing.T) {
+	ctx := context.Background()
+	f := enginetest.NewFake()
+	f.AddNode("n1", map[string]string{"io.swarmvlan.vlan.vlan40": "ready"})
+	view := reconcile.NewView("swarmvlan/spec/")
+	view.Sync(api.KVPairs{{Key: "swarmvlan/spec/vlans/vlan40", ModifyIndex: 1, Value: []byte(`apiVersion: swarmvlan/v1
+kind: VLAN
+metadata: {name: vlan40}
+spec:
+  trunk: eth9
+  driver: macvlan
+  mode: bridge
+  subnet: 172.40.0.0/16
+  gateway: 172.40.0.1
+  mtu: 1500
+  rangePlan:
+    chunkPrefix: 24
+    pool: [172.40.16.0/20]
+`)}})
+	if _, ok := view.VLAN("vlan40"); !ok {
+		t.Fatal("the VLAN document did not decode")
+	}
+	c := New(Config{Docker: f, View: view, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	c.lead.Store(&state.Leadership{})
+	c.reports = map[string]state.NodeReport{"n1": {VLANs: map[string]state.NodeVLANReport{"vlan40": {Ready: true}}}}
+	labels := func() map[string]string { return f.Nodes["n1"].Spec.Labels }
+	run := func(wantList uint64) {
+		t.Helper()
+		before := f.Calls()["ServiceList"]
+		if out := c.reconcileNodeLabels(ctx, reconcile.Key{Kind: kindNodeLabels, Name: "all"}, nil); out.Err() != nil {
+			t.Fatal(out.Err())
+		}
+		if n := f.Calls()["ServiceList"] - before; n != wantList {
+			t.Fatalf("%d ServiceList calls, want %d", n, wantList)
+		}
+	}
+	run(0)
+	if got := labels(); got["io.swarmvlan.vlan.vlan40"] != "ready" {
+		t.Fatalf("labels %v", got)
+	}
+
+	// A gone VLAN's label with a managed service bound to it: listed, kept.
+	f.Nodes["n1"].Spec.Labels["io.swarmvlan.vlan.old"] = "ready"
+	if _, err := f.ServiceCreate(ctx, swarm.ServiceSpec{Annotations: swarm.Annotations{Name: "bound", Labels: map[string]string{spec.LabelManaged: "true"}},
+		TaskTemplate: swarm.TaskSpec{Placement: &swarm.Placement{Constraints: []string{"node.labels.io.swarmvlan.vlan.old == ready"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	run(1)
+	if got := labels(); got["io.swarmvlan.vlan.old"] != "ready" || got["io.swarmvlan.vlan.vlan40"] != "ready" {
+		t.Fatalf("labels %v, want both kept", got)
+	}
+	// The service gone: the label goes.
+	for id := range f.Services {
+		delete(f.Services, id)
+	}
+	run(1)
+	if got := labels(); got["io.swarmvlan.vlan.old"] != "" || got["io.swarmvlan.vlan.vlan40"] != "ready" {
+		t.Fatalf("labels %v, want the gone VLAN's removed", got)
+	}
+	run(0)
 }
