@@ -9,6 +9,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -104,6 +105,19 @@ func scaleFigures(tb testing.TB, services, nodes int, idleWindow time.Duration) 
 	c2, s2 := resyncHistogram(tb, metrics)
 	pass := time.Duration((s2 - sum) / float64(c2-count) * float64(time.Second))
 	figure(tb, fmt.Sprintf("leader at %d services and %d nodes, no-op resync pass", services, nodes), pass)
+	// Its baseline: the one call the pass cannot do without, the list of
+	// the managed services, made by a client (the median of three).
+	var lists []time.Duration
+	for range 3 {
+		t0 := time.Now()
+		if _, err := b.docker.ServiceList(ctx, swarm.ServiceListOptions{Filters: filters.NewArgs(filters.Arg("label", spec.LabelManaged+"=true"))}); err != nil {
+			tb.Fatal(err)
+		}
+		lists = append(lists, time.Since(t0))
+	}
+	slices.Sort(lists)
+	figure(tb, fmt.Sprintf("leader at %d services, the managed services' ServiceList by a client (baseline, median of 3)", services), lists[1])
+	lab.Figure(tb, fmt.Sprintf("leader at %d services, no-op resync pass / that list", services), fmt.Sprintf("%.2f", pass.Seconds()/lists[1].Seconds()))
 
 	// Idle: between two resync passes nothing should go to Consul but the
 	// blocking queries' renewals.
