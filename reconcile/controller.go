@@ -17,6 +17,17 @@ import (
 	"swarmvlan/state"
 )
 
+// StatusRollbackPace is the least time between two looks of the leader's
+// controller at the status tree's index (see Controller.Run): its watch
+// wakes on every status write, so this bounds what it costs while many
+// are written.
+const StatusRollbackPace = 10 * time.Second
+
+// StatusRollbackWait is how long that watch's query waits for a change: a
+// restore that lands between two of its queries (the next one then waits
+// on the higher index from before it) is seen within this.
+const StatusRollbackWait = time.Minute
+
 // Reconciler converges one kind of object. Reconcile is level-triggered: it
 // reads what it needs (doc is the version in force, nil once the document is
 // deleted), acts only on the difference and reports an Outcome.
@@ -169,6 +180,23 @@ func (c *Controller) Run(ctx context.Context) error {
 			}
 		})
 	}
+	// A snapshot restore can put back statuses older than those written
+	// since, while the writer's memory says they are current (it writes
+	// only on change): when the status tree's index goes backwards, the
+	// writer forgets, reads the sections again and everything is looked
+	// at, so each status that differs is written again.
+	rolled := make(chan struct{}, 1)
+	if c.Store != nil && (len(c.PrimeStatus) > 0 || c.StatusOf != nil) {
+		g.Go(func() error {
+			c.Store.WatchRollback(ctx, c.Store.StatusPrefix(), state.WatchOptions{MinInterval: StatusRollbackPace, Burst: 1, WaitTime: StatusRollbackWait}, func() {
+				select {
+				case rolled <- struct{}{}:
+				default:
+				}
+			})
+			return nil
+		})
+	}
 	g.Go(func() error {
 		t := time.NewTicker(resync)
 		defer t.Stop()
@@ -177,6 +205,15 @@ func (c *Controller) Run(ctx context.Context) error {
 			case <-ctx.Done():
 				return nil
 			case <-t.C:
+				c.resyncAll(q, status)
+			case <-rolled:
+				c.Log.Info("the status tree's index went backwards (a snapshot restore, or Consul reaping the marks of deleted keys): reading the statuses again")
+				status.Reset()
+				for _, section := range c.PrimeStatus {
+					if err := status.Prime(ctx, section); err != nil && ctx.Err() == nil {
+						c.Log.Warn("read statuses", "section", section, "err", err)
+					}
+				}
 				c.resyncAll(q, status)
 			}
 		}

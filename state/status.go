@@ -99,6 +99,17 @@ func (w *StatusWriter) Prime(ctx context.Context, section string) error {
 
 // known reports what the writer knows of key: its digest, absent from KV
 // (ok with present false), or nothing (ok false: KV must be read).
+// Reset drops everything the writer knows of what is in KV (after a
+// snapshot restore put older statuses back): each next write reads its
+// key first, until Prime reads a section whole again.
+func (w *StatusWriter) Reset() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.last = map[string]statusDigest{}
+	w.unsure = map[string]bool{}
+	w.primed = nil
+}
+
 // Names are the names with a status in section as far as the writer
 // knows: read by Prime or written since and not deleted, or written or
 // deleted with an unknown outcome.

@@ -60,6 +60,10 @@ type WatchOptions struct {
 	// Counters, if set, also counts this watch alone (the store counts every
 	// watch in WatchStats).
 	Counters *WatchCounters
+	// OnReset, if set, is called on the watch's goroutine when the index
+	// went backwards (a snapshot restore rolled the prefix back), before
+	// the watch fetches its state again.
+	OnReset func()
 
 	// observe, if set, sees every query's outcome (nil on success); the
 	// leader monitor counts consecutive failures with it.
@@ -209,6 +213,25 @@ func (s *Store) WatchPrefix(ctx context.Context, prefix string, opts WatchOption
 		})
 }
 
+// WatchRollback calls onReset whenever the index of what is under prefix
+// goes backwards: a snapshot restore put back older values, and whoever
+// remembers what it wrote there must read them again. Its queries list
+// only the names one level below prefix, so an answer stays small however
+// many keys prefix holds; it wakes on every write under prefix, at the
+// pace opts allow. It returns only ctx.Err(), when ctx is done.
+func (s *Store) WatchRollback(ctx context.Context, prefix string, opts WatchOptions, onReset func()) error {
+	opts.OnReset = onReset
+	return s.blockingLoop(ctx, opts,
+		func(q *api.QueryOptions) (uint64, error) {
+			_, meta, err := s.client.KV().Keys(prefix, "/", q)
+			if err != nil {
+				return 0, fmt.Errorf("watch %q: keys: %w", prefix, s.denied(OpKVRead, prefix, err))
+			}
+			return meta.LastIndex, nil
+		},
+		func(uint64) bool { return true })
+}
+
 // watchKey is WatchPrefix for one key; pair is nil while the key is absent.
 func (s *Store) watchKey(ctx context.Context, key string, opts WatchOptions, fn func(pair *api.KVPair, index uint64)) error {
 	var pair *api.KVPair
@@ -275,6 +298,9 @@ func (s *Store) blockingLoop(ctx context.Context, opts WatchOptions, query func(
 		step = nextIndex(step.next, got, early)
 		if step.reset {
 			count(func(c *WatchCounters) { c.resets.Add(1) })
+			if opts.OnReset != nil {
+				opts.OnReset()
+			}
 			continue
 		}
 		if step.deliver && deliver(step.next) {
