@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -100,6 +101,15 @@ func (r *NodeRegistration) maintain(ctx context.Context, id string, lost <-chan 
 		_ = r.store.watchKey(wctx, r.key, WatchOptions{}, func(pair *api.KVPair, _ uint64) {
 			if pair == nil || pair.Session != id {
 				stop()
+				return
+			}
+			if v := r.currentValue(); !bytes.Equal(pair.Value, v) {
+				// Held, but not what was last written: a snapshot restore
+				// put an older value back. Written again (the next
+				// answer shows whether it took).
+				octx, cancel := context.WithTimeout(wctx, opTimeout)
+				_, _, _ = r.store.client.KV().Acquire(&api.KVPair{Key: r.key, Value: v, Session: id}, (&api.WriteOptions{}).WithContext(octx))
+				cancel()
 			}
 		})
 		stop()

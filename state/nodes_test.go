@@ -6,6 +6,8 @@ import (
 	"maps"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/consul/api"
 )
 
 func TestRegisterNode(t *testing.T) {
@@ -41,6 +43,25 @@ func TestRegisterNode(t *testing.T) {
 		pair, _, _ := c.KV().Get(key, nil)
 		if pair == nil || string(pair.Value) != `{"host":"h1","ready":true}` {
 			t.Fatalf("after Update: %+v", pair)
+		}
+	})
+
+	t.Run("an older value put back under its session is written again", func(t *testing.T) {
+		// What a snapshot restore from before the update does to the key
+		// while the session lives on.
+		if ok, _, err := c.KV().Acquire(&api.KVPair{Key: key, Value: []byte(`{"host":"h1"}`), Session: r.Session()}, nil); err != nil || !ok {
+			t.Fatalf("put the old value back: %v %v", ok, err)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			pair, _, _ := c.KV().Get(key, nil)
+			if pair != nil && string(pair.Value) == `{"host":"h1","ready":true}` && pair.Session == r.Session() {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node key still %+v 5 s after an older value was put back", pair)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	})
 
