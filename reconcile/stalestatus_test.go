@@ -62,19 +62,7 @@ func TestStatusOfDeletedDocumentGoes(t *testing.T) {
 		}
 		return reconcile.Done()
 	}))
-	rctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		reconcile.WatchSpec(rctx, store, view, state.WatchOptions{}, func(ks []reconcile.Key) {
-			for _, k := range ks {
-				c.Enqueue(k)
-			}
-		}, c.Log)
-	}()
-	go func() { defer wg.Done(); c.Run(rctx) }()
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	runController(t, store, view, c)
 
 	get := func(key string) *api.KVPair {
 		p, _, err := kv.Get(key, nil)
@@ -131,19 +119,7 @@ func TestStatusWrittenAgainAfterRestore(t *testing.T) {
 		defer mu.Unlock()
 		return reconcile.Done().With(map[string]string{"summary": summary})
 	}))
-	rctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		reconcile.WatchSpec(rctx, store, view, state.WatchOptions{}, func(ks []reconcile.Key) {
-			for _, k := range ks {
-				c.Enqueue(k)
-			}
-		}, c.Log)
-	}()
-	go func() { defer wg.Done(); c.Run(rctx) }()
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	runController(t, store, view, c)
 
 	key := store.StatusKey("vlans", "v")
 	waitSummary := func(want string, within time.Duration) {
@@ -187,4 +163,21 @@ func TestStatusWrittenAgainAfterRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitSummary("second", 2*reconcile.StatusRollbackPace)
+}
+
+// runController runs c, fed by a spec watch, until the test ends.
+func runController(t *testing.T, store *state.Store, view *reconcile.View, c *reconcile.Controller) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		reconcile.WatchSpec(ctx, store, view, state.WatchOptions{}, func(ks []reconcile.Key) {
+			for _, k := range ks {
+				c.Enqueue(k)
+			}
+		}, c.Log)
+	}()
+	go func() { defer wg.Done(); c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
 }

@@ -879,18 +879,22 @@ func TestServiceResyncMemo(t *testing.T) {
 	}
 	pass(ins, 0, 0, 2)
 
-	// A hand edit of a's image: a new version, compared again, repaired.
-	s := f.ServiceLookup("a")
-	edited := s.Spec
-	edited.TaskTemplate.ContainerSpec = enginetest.Clone(s.Spec.TaskTemplate.ContainerSpec)
-	edited.TaskTemplate.ContainerSpec.Image = "img:hand"
-	if err := f.ServiceUpdate(ctx, s.ID, s.Version, edited); err != nil {
-		t.Fatal(err)
+	// A hand edit of a's image (a new version): compared again, repaired.
+	handEdit := func(name string) {
+		t.Helper()
+		s := f.ServiceLookup(name)
+		edited := s.Spec
+		edited.TaskTemplate.ContainerSpec = enginetest.Clone(s.Spec.TaskTemplate.ContainerSpec)
+		edited.TaskTemplate.ContainerSpec.Image = "img:hand"
+		if err := f.ServiceUpdate(ctx, s.ID, s.Version, edited); err != nil {
+			t.Fatal(err)
+		}
+		pass(ins, 0, 1, 1)
+		if got := f.ServiceLookup(name).Spec.TaskTemplate.ContainerSpec.Image; got != "img:1" {
+			t.Fatalf("%s's image after the pass: %q, want the document's", name, got)
+		}
 	}
-	pass(ins, 0, 1, 1)
-	if got := f.ServiceLookup("a").Spec.TaskTemplate.ContainerSpec.Image; got != "img:1" {
-		t.Fatalf("image after the pass: %q, want the document's", got)
-	}
+	handEdit("a")
 	// A new count for b: wanted differently, updated.
 	pass([]ServiceInput{mk("a", 1), mk("b", 2)}, 0, 1, 1)
 	pass([]ServiceInput{mk("a", 1), mk("b", 2)}, 0, 0, 2)
@@ -923,17 +927,7 @@ func TestServiceResyncMemo(t *testing.T) {
 		t.Fatalf("b's replicas %d, want 3", *r)
 	}
 	// A hand edit under the same input: a new version, repaired.
-	s = f.ServiceLookup("b")
-	edited = s.Spec
-	edited.TaskTemplate.ContainerSpec = enginetest.Clone(s.Spec.TaskTemplate.ContainerSpec)
-	edited.TaskTemplate.ContainerSpec.Image = "img:hand"
-	if err := f.ServiceUpdate(ctx, s.ID, s.Version, edited); err != nil {
-		t.Fatal(err)
-	}
-	pass(ins, 0, 1, 1)
-	if got := f.ServiceLookup("b").Spec.TaskTemplate.ContainerSpec.Image; got != "img:1" {
-		t.Fatalf("b's image after the pass: %q, want the document's", got)
-	}
+	handEdit("b")
 }
 
 func TestPlanServiceRefusesAnotherInstallationsService(t *testing.T) {
