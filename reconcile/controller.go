@@ -26,7 +26,7 @@ const StatusRollbackPace = 10 * time.Second
 // StatusRollbackWait is how long that watch's query waits for a change: a
 // restore that lands between two of its queries (the next one then waits
 // on the higher index from before it) is seen within this.
-const StatusRollbackWait = time.Minute
+const StatusRollbackWait = 2 * time.Minute
 
 // Reconciler converges one kind of object. Reconcile is level-triggered: it
 // reads what it needs (doc is the version in force, nil once the document is
