@@ -116,9 +116,14 @@ bench-latency: consul docker
 # simulated nodes: creating them, RSS, a no-op resync, idle Consul
 # requests, a new leader's cold start (SWARMVLAN_SCALE_SERVICES changes
 # the count). Creating 10,000 Swarm services takes long on Engine 20.10.
+# Go cuts a benchmark's log after ten lines, so the figures are printed
+# from the figures file ($(RUN_DIR)/bench-scale-figures.txt) at the end.
+bench-scale: export SWARMVLAN_FIGURES := $(RUN_DIR)/bench-scale-figures.txt
 bench-scale: consul docker
-	@set -o pipefail; $(GO) test $(BENCH_FLAGS) -count=1 -p 1 -timeout 4h -run '^$$' -bench '^BenchmarkLeaderAtScale$$' -benchtime 1x \
-		./cmd/reconciler | grep -E 'FIGURE|^(ok|FAIL|--- )|services in'
+	@mkdir -p $(RUN_DIR); rm -f $(SWARMVLAN_FIGURES); set -o pipefail; \
+	$(GO) test $(BENCH_FLAGS) -count=1 -p 1 -timeout 4h -run '^$$' -bench '^BenchmarkLeaderAtScale$$' -benchtime 1x \
+		./cmd/reconciler | grep -E '^(ok|FAIL|--- )|services in'; rc=$$?; \
+	if [ -f $(SWARMVLAN_FIGURES) ]; then echo "== Figures =="; cat $(SWARMVLAN_FIGURES); fi; exit $$rc
 
 # chaos runs e2e/chaos's nemesis for DURATION with SEED (root, the local
 # Engine): the schedule is printed as it runs, a violation prints the seed
