@@ -340,9 +340,23 @@ func (n *nemesis) inject(kind, side string) {
 		hold = n.between(5*time.Second, 15*time.Second)
 		r.fault(kind, h.Name, "leave the swarm, node removed, join again as a new node after %s", hold.Round(100*time.Millisecond))
 		b.Proc(h).Stop()
-		if err := b.Docker(h).SwarmLeave(n.ctx, true); err != nil {
-			r.t.Fatalf("%s: swarm leave: %v", h.Name, err)
-		}
+		// The Engine can answer a leave with its own deadline exceeded
+		// while its swarm node is still stopping (seen after the host was
+		// cut off and its dockerd busy): asked again until it says it is
+		// out of the swarm.
+		b.WaitFor(h.Name+" out of the swarm", 2*time.Minute, func(ctx context.Context) error {
+			info, err := b.Docker(h).Info(ctx)
+			if err != nil {
+				return err
+			}
+			if info.Swarm.LocalNodeState == swarm.LocalNodeStateInactive {
+				return nil
+			}
+			if err := b.Docker(h).SwarmLeave(ctx, true); err != nil {
+				return fmt.Errorf("swarm leave: %w", err)
+			}
+			return fmt.Errorf("left; checking that the Engine says so")
+		})
 		mgr := &managerClient{r: r}
 		b.WaitFor(h.Name+" removed from the swarm", 2*time.Minute, func(ctx context.Context) error {
 			d, err := mgr.get(ctx)
