@@ -17,7 +17,7 @@ import (
 	"swarmvlan/state"
 )
 
-// StatusRollbackPace is the least time between two looks of the leader's
+// StatusRollbackPace is the default least time between two looks of a
 // controller at the status tree's index (see Controller.Run): its watch
 // wakes on every status write, so this bounds what it costs while many
 // are written.
@@ -85,6 +85,11 @@ type Controller struct {
 	// OnQueueDepth, when set, is told the work queue's depth whenever it
 	// changes, and 0 when Run returns (metrics).
 	OnQueueDepth func(depth int)
+	// RollbackPace is the least time between two looks at the status
+	// tree's index (see Run); default StatusRollbackPace. A host role,
+	// whose statuses only the dashboard reads, looks less often than the
+	// leader.
+	RollbackPace time.Duration
 
 	mu          sync.Mutex
 	polls       map[Key]int // consecutive Poll outcomes per key
@@ -187,8 +192,12 @@ func (c *Controller) Run(ctx context.Context) error {
 	// at, so each status that differs is written again.
 	rolled := make(chan struct{}, 1)
 	if c.Store != nil && (len(c.PrimeStatus) > 0 || c.StatusOf != nil) {
+		pace := c.RollbackPace
+		if pace <= 0 {
+			pace = StatusRollbackPace
+		}
 		g.Go(func() error {
-			c.Store.WatchRollback(ctx, c.Store.StatusPrefix(), state.WatchOptions{MinInterval: StatusRollbackPace, Burst: 1, WaitTime: StatusRollbackWait}, func() {
+			c.Store.WatchRollback(ctx, c.Store.StatusPrefix(), state.WatchOptions{MinInterval: pace, Burst: 1, WaitTime: max(StatusRollbackWait, pace)}, func() {
 				select {
 				case rolled <- struct{}{}:
 				default:

@@ -333,6 +333,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		Keys: func() []reconcile.Key {
 			return []reconcile.Key{a.networkKey(), keyRegistrations}
 		},
+		// Its statuses are the dashboard's: after a restore they are
+		// written again within minutes, at a cost every host pays.
+		RollbackPace: time.Minute,
 		StatusOf: func(k reconcile.Key) (string, string, bool) {
 			if k == keyRegistrations {
 				return state.SectionTasks, nodeID, nodeID != ""
