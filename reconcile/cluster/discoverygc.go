@@ -34,7 +34,7 @@ func (t *nodeDownTracker) observe(nodes []swarm.Node, known map[string]bool, now
 	}
 	down := map[string]bool{}
 	for _, n := range nodes {
-		if n.Status.State == swarm.NodeStateDown || n.Status.State == swarm.NodeStateDisconnected {
+		if nodeDown(n) {
 			down[n.ID] = true
 		}
 	}
@@ -88,13 +88,18 @@ type gcRead struct {
 	at    time.Time
 }
 
+// nodeDown reports whether Swarm has n down or disconnected.
+func nodeDown(n swarm.Node) bool {
+	return n.Status.State == swarm.NodeStateDown || n.Status.State == swarm.NodeStateDisconnected
+}
+
 // nodeSet is the sorted node IDs of nodes, and whether any is down.
 func nodeSet(nodes []swarm.Node) (string, bool) {
 	ids := make([]string, 0, len(nodes))
 	down := false
 	for _, n := range nodes {
 		ids = append(ids, n.ID)
-		down = down || n.Status.State == swarm.NodeStateDown || n.Status.State == swarm.NodeStateDisconnected
+		down = down || nodeDown(n)
 	}
 	sort.Strings(ids)
 	return strings.Join(ids, ","), down
